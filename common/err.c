@@ -1,0 +1,24 @@
+/* err.c - text for every cxr_err. The switch is exhaustive so -Wswitch catches a missing one. */
+#include "err.h"
+
+const char *cxr_strerror(cxr_err err)
+{
+    switch (err) {
+    case CXR_OK: return "success";
+    case CXR_ENOMEM: return "out of memory";
+    case CXR_EINVAL: return "invalid argument";
+    case CXR_EIO: return "input/output error";
+    case CXR_ELIMIT: return "limit exceeded";
+    case CXR_EPARSE: return "parse error";
+    case CXR_EDICOM: return "DICOM error";
+    case CXR_EMODEL: return "model error";
+    case CXR_EDB: return "database error";
+    case CXR_ENET: return "network error";
+    case CXR_ETIMEOUT: return "timed out";
+    case CXR_EBUSY: return "busy";
+    case CXR_ENOTFOUND: return "not found";
+    case CXR_EUNSUPPORTED: return "unsupported";
+    case CXR__LAST: break;
+    }
+    return "unknown error";
+}

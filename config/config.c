@@ -1,0 +1,543 @@
+/*
+ * config.c - INI parsing (libinih) and validation against one table of keys.
+ *
+ * DESIGN: libinih hands us (section, key, value) but no line numbers in Debian's build, and it
+ * reads at most 199 bytes of a line. So we feed it through our own reader: the reader counts
+ * physical lines, refuses over-long ones, checks section headers and line syntax, and the
+ * handler validates each key against `keys`. All errors are collected, none stops the parse.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum cfg_type { T_STR, T_PATH, T_DIR, T_INT, T_PORT, T_BOOL, T_DOUBLE, T_AET, T_AETLIST, T_ENUM,
+                T_ENUMLIST, T_URL };
+
+#define F_SECRET 1u
+
+struct cfg_key {
+    const char *section;
+    const char *name;
+    enum cfg_type type;
+    size_t offset;
+    size_t size;       /* for strings: buffer size */
+    double min, max;   /* for numbers */
+    const char *def;   /* default as text */
+    const char *choices; /* for enums: "a|b|c" */
+    unsigned flags;
+};
+
+#define OFF(f) offsetof(struct cfg_config, f), sizeof(((struct cfg_config *)0)->f)
+
+static const struct cfg_key keys[] = {
+    {"daemon", "state_dir", T_DIR, OFF(state_dir), 0, 0, "./var", NULL, 0},
+    {"daemon", "workers", T_INT, OFF(workers), 1, 64, "1", NULL, 0},
+    {"daemon", "threads_per_worker", T_INT, OFF(threads_per_worker), 0, 64, "0", NULL, 0},
+    {"dicom", "bind", T_STR, OFF(dicom_bind), 0, 0, "127.0.0.1", NULL, 0},
+    {"dicom", "port", T_PORT, OFF(dicom_port), 1, 65535, "11112", NULL, 0},
+    {"dicom", "ae_title", T_AET, OFF(ae_title), 0, 0, "CXRTRIAGE", NULL, 0},
+    {"dicom", "allowed_calling_aets", T_AETLIST, OFF(allowed_calling_aets), 0, 0, "", NULL, 0},
+    {"dicom", "max_associations", T_INT, OFF(max_associations), 1, 256, "8", NULL, 0},
+    {"dicom", "dimse_timeout", T_INT, OFF(dimse_timeout), 1, 3600, "30", NULL, 0},
+    {"dicom", "max_object_mb", T_INT, OFF(max_object_mb), 1, 4096, "256", NULL, 0},
+    {"dicom", "tls", T_BOOL, OFF(tls), 0, 0, "false", NULL, 0},
+    {"dicom", "tls_cert", T_PATH, OFF(tls_cert), 0, 0, "", NULL, 0},
+    {"dicom", "tls_key", T_PATH, OFF(tls_key), 0, 0, "", NULL, F_SECRET},
+    {"dicom", "tls_ca", T_PATH, OFF(tls_ca), 0, 0, "", NULL, 0},
+    {"model", "path", T_PATH, OFF(model_path), 0, 0, "", NULL, 0},
+    {"triage", "flag_threshold", T_DOUBLE, OFF(flag_threshold), 0, 1, "0.5", NULL, 0},
+    {"triage", "study_quiet_seconds", T_INT, OFF(study_quiet_seconds), 0, 86400, "10", NULL, 0},
+    {"audit", "db", T_STR, OFF(audit_db), 0, 0, "", NULL, 0},
+    {"audit", "spool_dir", T_STR, OFF(spool_dir), 0, 0, "", NULL, 0},
+    {"audit", "spool_retention_days", T_INT, OFF(spool_retention_days), 0, 3650, "30", NULL, 0},
+    {"report", "formats", T_ENUMLIST, OFF(report_formats), 0, 0, "hl7,fhir", "hl7|fhir", 0},
+    {"report", "outbox_dir", T_STR, OFF(outbox_dir), 0, 0, "", NULL, 0},
+    {"report", "sending_application", T_STR, OFF(sending_application), 0, 0, "CXRTRIAGE", NULL, 0},
+    {"report", "sending_facility", T_STR, OFF(sending_facility), 0, 0, "", NULL, 0},
+    {"report", "receiving_application", T_STR, OFF(receiving_application), 0, 0, "", NULL, 0},
+    {"report", "receiving_facility", T_STR, OFF(receiving_facility), 0, 0, "", NULL, 0},
+    {"report", "processing_id", T_ENUM, OFF(processing_id), 0, 0, "P", "P|T|D", 0},
+    {"webhook", "url", T_URL, OFF(webhook_url), 0, 0, "", NULL, 0},
+    {"webhook", "bearer_token", T_STR, OFF(webhook_token), 0, 0, "", NULL, F_SECRET},
+    {"webhook", "hmac_key", T_STR, OFF(webhook_hmac_key), 0, 0, "", NULL, F_SECRET},
+    {"webhook", "ca_file", T_PATH, OFF(webhook_ca_file), 0, 0, "", NULL, 0},
+    {"webhook", "timeout", T_INT, OFF(webhook_timeout), 1, 600, "10", NULL, 0},
+    {"webhook", "retry_initial", T_INT, OFF(retry_initial), 1, 3600, "5", NULL, 0},
+    {"webhook", "retry_max", T_INT, OFF(retry_max), 1, 86400, "600", NULL, 0},
+    {"http", "enabled", T_BOOL, OFF(http_enabled), 0, 0, "true", NULL, 0},
+    {"http", "bind", T_STR, OFF(http_bind), 0, 0, "127.0.0.1", NULL, 0},
+    {"http", "port", T_PORT, OFF(http_port), 1, 65535, "8080", NULL, 0},
+    {"log", "level", T_ENUM, OFF(log_level), 0, 0, "info", "err|warning|notice|info|debug", 0},
+    {"log", "phi", T_BOOL, OFF(log_phi), 0, 0, "false", NULL, 0},
+};
+
+static const char *const sections[] = {"daemon", "dicom", "model", "triage", "audit",
+                                       "report", "webhook", "http", "log"};
+
+bool cfg_is_valid_ae_title(const char *s)
+{
+    size_t n = strlen(s);
+    bool non_space = false;
+
+    if (n == 0 || n > 16)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch < 0x20 || ch > 0x7e || ch == '\\')
+            return false;
+        if (ch != ' ')
+            non_space = true;
+    }
+    return non_space;
+}
+
+static bool choice_ok(const char *choices, const char *v, size_t vlen)
+{
+    const char *p = choices;
+
+    while (*p) {
+        const char *bar = strchr(p, '|');
+        size_t n = bar ? (size_t)(bar - p) : strlen(p);
+        if (n == vlen && strncmp(p, v, n) == 0)
+            return true;
+        if (!bar)
+            break;
+        p = bar + 1;
+    }
+    return false;
+}
+
+static bool parse_long(const char *v, long *ret)
+{
+    char *end;
+    long x;
+
+    errno = 0;
+    x = strtol(v, &end, 10);
+    if (errno || end == v || *end != '\0')
+        return false;
+    *ret = x;
+    return true;
+}
+
+/* Validates v for key k; on success stores it in c. On error writes the "expected" text. */
+static bool key_apply(struct cfg_config *c, const struct cfg_key *k, const char *v,
+                      char *expected, size_t explen)
+{
+    char *field = (char *)c + k->offset;
+    long l;
+
+    switch (k->type) {
+    case T_INT:
+    case T_PORT:
+        if (!parse_long(v, &l) || l < (long)k->min || l > (long)k->max) {
+            snprintf(expected, explen, "%s from %ld to %ld",
+                     k->type == T_PORT ? "a TCP port" : "a whole number", (long)k->min,
+                     (long)k->max);
+            return false;
+        }
+        *(int *)(void *)field = (int)l;
+        return true;
+    case T_DOUBLE: {
+        char *end;
+        double d;
+        errno = 0;
+        d = strtod(v, &end);
+        if (errno || end == v || *end || !isfinite(d) || d < k->min || d > k->max) {
+            snprintf(expected, explen, "a number from %g to %g", k->min, k->max);
+            return false;
+        }
+        *(double *)(void *)field = d;
+        return true;
+    }
+    case T_BOOL:
+        if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "1")) {
+            *(bool *)field = true;
+            return true;
+        }
+        if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off") || !strcmp(v, "0")) {
+            *(bool *)field = false;
+            return true;
+        }
+        snprintf(expected, explen, "true or false");
+        return false;
+    case T_AET:
+        if (!cfg_is_valid_ae_title(v)) {
+            snprintf(expected, explen,
+                     "an AE title: 1 to 16 printable ASCII characters, no backslash, not blank");
+            return false;
+        }
+        break;
+    case T_AETLIST: {
+        const char *p = v;
+        while (*p) {
+            const char *comma = strchr(p, ',');
+            size_t n = comma ? (size_t)(comma - p) : strlen(p);
+            char one[32];
+            while (n && *p == ' ') {
+                p++;
+                n--;
+            }
+            while (n && p[n - 1] == ' ')
+                n--;
+            if (n >= sizeof(one)) {
+                snprintf(expected, explen, "a comma-separated list of AE titles (16 characters at most each)");
+                return false;
+            }
+            memcpy(one, p, n);
+            one[n] = '\0';
+            if (!cfg_is_valid_ae_title(one)) {
+                snprintf(expected, explen, "a comma-separated list of valid AE titles ('%s' is not one)", one);
+                return false;
+            }
+            if (!comma)
+                break;
+            p = comma + 1;
+        }
+        break;
+    }
+    case T_ENUM:
+        if (!choice_ok(k->choices, v, strlen(v))) {
+            snprintf(expected, explen, "one of %s", k->choices);
+            return false;
+        }
+        break;
+    case T_ENUMLIST: {
+        const char *p = v;
+        if (!*v) {
+            snprintf(expected, explen, "a comma-separated list of %s", k->choices);
+            return false;
+        }
+        while (*p) {
+            const char *comma = strchr(p, ',');
+            size_t n = comma ? (size_t)(comma - p) : strlen(p);
+            while (n && *p == ' ') {
+                p++;
+                n--;
+            }
+            while (n && p[n - 1] == ' ')
+                n--;
+            if (!choice_ok(k->choices, p, n)) {
+                snprintf(expected, explen, "a comma-separated list of %s", k->choices);
+                return false;
+            }
+            if (!comma)
+                break;
+            p = comma + 1;
+        }
+        break;
+    }
+    case T_URL:
+        if (*v && strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) {
+            snprintf(expected, explen, "an http:// or https:// URL, or empty for the local outbox only");
+            return false;
+        }
+        break;
+    case T_PATH:
+        if (*v && access(v, R_OK) != 0) {
+            snprintf(expected, explen, "a readable file (%s)", strerror(errno));
+            return false;
+        }
+        break;
+    case T_DIR:
+        if (!*v) {
+            snprintf(expected, explen, "a directory path");
+            return false;
+        }
+        break;
+    case T_STR:
+        break;
+    }
+    if (strlen(v) >= k->size) {
+        snprintf(expected, explen, "at most %zu characters", k->size - 1);
+        return false;
+    }
+    memcpy(field, v, strlen(v) + 1);
+    return true;
+}
+
+static const struct cfg_key *key_find(const char *section, const char *name)
+{
+    for (size_t i = 0; i < CXR_ARRAY_SIZE(keys); i++)
+        if (!strcmp(keys[i].section, section) && !strcmp(keys[i].name, name))
+            return &keys[i];
+    return NULL;
+}
+
+static bool section_known(const char *s)
+{
+    for (size_t i = 0; i < CXR_ARRAY_SIZE(sections); i++)
+        if (!strcmp(sections[i], s))
+            return true;
+    return false;
+}
+
+void cfg_defaults(struct cfg_config *c)
+{
+    char expected[256];
+
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < CXR_ARRAY_SIZE(keys); i++) {
+        /* Defaults of path keys are empty, so key_apply never touches the file system here. */
+        bool ok = key_apply(c, &keys[i], keys[i].def, expected, sizeof(expected));
+        (void)ok;
+    }
+}
+
+/* Parse state shared by the reader and the handler. */
+struct parse_ctx {
+    struct cfg_config *c;
+    const char *path;
+    FILE *f;
+    struct cxr_buf *errors;
+    int lineno;
+    int nerrors;
+    bool section_ok;           /* current section is known: keys in an unknown one are not re-reported */
+    char seen[CXR_ARRAY_SIZE(keys)]; /* per key: set in this file */
+    int seen_line[CXR_ARRAY_SIZE(keys)];
+    char *line;
+    size_t linecap;
+};
+
+static void add_error(struct parse_ctx *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add_error(struct parse_ctx *p, const char *fmt, ...)
+{
+    va_list ap;
+
+    p->nerrors++;
+    if (cxr_buf_printf(p->errors, "%s:%d: ", p->path, p->lineno))
+        return;
+    va_start(ap, fmt);
+    (void)cxr_buf_vprintf(p->errors, fmt, ap);
+    va_end(ap);
+    (void)cxr_buf_puts(p->errors, "\n");
+}
+
+static char *trim(char *s)
+{
+    char *e;
+
+    while (*s == ' ' || *s == '\t')
+        s++;
+    e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n'))
+        *--e = '\0';
+    return s;
+}
+
+/*
+ * The reader libinih calls for each line. We read a whole physical line, check it, and hand
+ * libinih either the line or, when we have already reported it, an empty line.
+ */
+static char *reader(char *str, int num, void *stream)
+{
+    struct parse_ctx *p = stream;
+    ssize_t n = getline(&p->line, &p->linecap, p->f);
+    char *t;
+
+    if (n < 0)
+        return NULL;
+    p->lineno++;
+    str[0] = '\0';
+    if ((size_t)n > CFG_LINE_MAX + 1 || (size_t)n >= (size_t)num) {
+        add_error(p, "line is %zd bytes long, at most %d are allowed", n, CFG_LINE_MAX);
+        return str;
+    }
+    if (memchr(p->line, '\0', (size_t)n)) {
+        add_error(p, "line contains a NUL byte");
+        return str;
+    }
+    t = trim(p->line);
+    if (p->lineno == 1 && !strncmp(t, "\xEF\xBB\xBF", 3))
+        t += 3;
+    if (*t == '\0' || *t == '#' || *t == ';') {
+        return str;
+    }
+    if (*t == '[') {
+        char *end = strchr(t, ']');
+        char name[64];
+        size_t len;
+        if (!end || trim(end + 1)[0] != '\0') {
+            add_error(p, "malformed section header '%s', expected '[name]'", t);
+            p->section_ok = false;
+            /* Give libinih a harmless header so later keys are not attributed to the old one. */
+            snprintf(str, (size_t)num, "[?]\n");
+            return str;
+        }
+        len = (size_t)(end - t - 1);
+        if (len >= sizeof(name))
+            len = sizeof(name) - 1;
+        memcpy(name, t + 1, len);
+        name[len] = '\0';
+        p->section_ok = section_known(trim(name));
+        if (!p->section_ok)
+            add_error(p, "unknown section [%s], expected one of [daemon] [dicom] [model] [triage] "
+                         "[audit] [report] [webhook] [http] [log]", trim(name));
+    } else if (!strchr(t, '=')) {
+        add_error(p, "'%s' is not a 'key = value' line", t);
+        return str;
+    }
+    /* Hand libinih the trimmed line: an indented line would otherwise continue the last key. */
+    snprintf(str, (size_t)num, "%s\n", t);
+    return str;
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct parse_ctx *p = user;
+    const struct cfg_key *k;
+    char expected[256];
+    size_t idx;
+
+    if (!p->section_ok)
+        return 1; /* already reported at the header */
+    if (!section[0]) {
+        add_error(p, "key '%s' outside any section, expected a [section] header first", name);
+        return 1;
+    }
+    k = key_find(section, name);
+    if (!k) {
+        add_error(p, "[%s] %s: unknown key", section, name);
+        return 1;
+    }
+    idx = (size_t)(k - keys);
+    if (p->seen[idx]) {
+        add_error(p, "[%s] %s: duplicate key, first set on line %d", section, name,
+                  p->seen_line[idx]);
+        return 1;
+    }
+    p->seen[idx] = 1;
+    p->seen_line[idx] = p->lineno;
+    if (!key_apply(p->c, k, value, expected, sizeof(expected)))
+        add_error(p, "[%s] %s: found '%s', expected %s", section, name,
+                  (k->flags & F_SECRET) ? "********" : value, expected);
+    return 1;
+}
+
+cxr_err cfg_load(struct cfg_config *c, const char *path, struct cxr_buf *errors)
+{
+    struct parse_ctx p;
+    int r;
+
+    memset(&p, 0, sizeof(p));
+    p.c = c;
+    p.path = path;
+    p.errors = errors;
+    p.section_ok = true;
+    if (cxr_is_dir(path)) {
+        (void)cxr_buf_printf(errors, "%s: is a directory, expected a config file\n", path);
+        return CXR_EIO;
+    }
+    p.f = fopen(path, "r");
+    if (!p.f) {
+        int e = errno;
+        (void)cxr_buf_printf(errors, "%s: cannot open: %s\n", path, strerror(e));
+        return e == ENOENT ? CXR_ENOTFOUND : CXR_EIO;
+    }
+    r = ini_parse_stream(reader, &p, handler, &p);
+    free(p.line);
+    if (ferror(p.f)) {
+        (void)fclose(p.f);
+        (void)cxr_buf_printf(errors, "%s: read error\n", path);
+        return CXR_EIO;
+    }
+    (void)fclose(p.f);
+    if (r > 0 && p.nerrors == 0) {
+        p.lineno = r;
+        add_error(&p, "syntax error");
+    }
+    return p.nerrors ? CXR_EPARSE : CXR_OK;
+}
+
+cxr_err cfg_set(struct cfg_config *c, const char *section, const char *key, const char *value,
+                const char *origin, struct cxr_buf *errors)
+{
+    const struct cfg_key *k = key_find(section, key);
+    char expected[256];
+
+    if (!k) {
+        (void)cxr_buf_printf(errors, "%s: unknown key [%s] %s\n", origin, section, key);
+        return CXR_EINVAL;
+    }
+    if (!key_apply(c, k, value, expected, sizeof(expected))) {
+        (void)cxr_buf_printf(errors, "%s: found '%s', expected %s\n", origin,
+                             (k->flags & F_SECRET) ? "********" : value, expected);
+        return CXR_EINVAL;
+    }
+    return CXR_OK;
+}
+
+static cxr_err derive(char *field, size_t size, const char *dir, const char *leaf)
+{
+    int n;
+
+    if (field[0])
+        return CXR_OK;
+    n = snprintf(field, size, "%s/%s", dir, leaf);
+    return (n < 0 || (size_t)n >= size) ? CXR_ELIMIT : CXR_OK;
+}
+
+cxr_err cfg_resolve(struct cfg_config *c)
+{
+    cxr_err err;
+
+    err = derive(c->audit_db, sizeof(c->audit_db), c->state_dir, "audit.db");
+    if (!err)
+        err = derive(c->spool_dir, sizeof(c->spool_dir), c->state_dir, "spool");
+    if (!err)
+        err = derive(c->outbox_dir, sizeof(c->outbox_dir), c->state_dir, "outbox");
+    if (!err && !c->model_path[0]) {
+        const char *dirs[] = {CXR_MODEL_SOURCE_DIR, CXR_MODEL_INSTALL_DIR};
+        for (size_t i = 0; i < CXR_ARRAY_SIZE(dirs); i++) {
+            char p[CFG_PATH_MAX];
+            int n = snprintf(p, sizeof(p), "%s/%s", dirs[i], CXR_DEFAULT_MODEL_NAME);
+            if (n > 0 && (size_t)n < sizeof(p) && access(p, R_OK) == 0) {
+                memcpy(c->model_path, p, (size_t)n + 1);
+                break;
+            }
+        }
+    }
+    return err;
+}
+
+cxr_err cfg_dump(const struct cfg_config *c, struct cxr_buf *out)
+{
+    const char *cur = "";
+    cxr_err err = CXR_OK;
+
+    for (size_t i = 0; i < CXR_ARRAY_SIZE(keys) && !err; i++) {
+        const struct cfg_key *k = &keys[i];
+        const char *field = (const char *)c + k->offset;
+
+        if (strcmp(cur, k->section) != 0) {
+            err = cxr_buf_printf(out, "%s[%s]\n", i ? "\n" : "", k->section);
+            cur = k->section;
+            if (err)
+                break;
+        }
+        switch (k->type) {
+        case T_INT:
+        case T_PORT:
+            err = cxr_buf_printf(out, "%s = %d\n", k->name, *(const int *)(const void *)field);
+            break;
+        case T_DOUBLE:
+            err = cxr_buf_printf(out, "%s = %g\n", k->name, *(const double *)(const void *)field);
+            break;
+        case T_BOOL:
+            err = cxr_buf_printf(out, "%s = %s\n", k->name, *(const bool *)field ? "true" : "false");
+            break;
+        default:
+            err = cxr_buf_printf(out, "%s = %s\n", k->name,
+                                 (k->flags & F_SECRET) && field[0] ? "********" : field);
+            break;
+        }
+    }
+    return err;
+}

@@ -1,0 +1,101 @@
+/*
+ * config.h - the daemon's configuration: an INI file (libinih) validated against one table.
+ *
+ * Every key has a type, bounds and a default (config.c, the table `keys`), and
+ * cxrtriage.conf.example documents each one. Loading collects every error, one line each,
+ * "FILE:LINE: [section] key: found 'X', expected Y", and never stops at the first, so an
+ * operator fixes a file in one pass. The struct is plain data, read-only after loading.
+ * config parsing is non-logging: errors are returned to the caller.
+ */
+#ifndef CXR_CONFIG_H
+#define CXR_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common.h"
+
+#define CFG_STR_MAX 256
+#define CFG_PATH_MAX 1024
+#define CFG_LIST_MAX 1024
+#define CFG_LINE_MAX 190 /* libinih reads at most 199 bytes; we refuse longer lines outright */
+
+struct cfg_config {
+    /* [daemon] */
+    char state_dir[CFG_PATH_MAX];
+    int workers;
+    int threads_per_worker;
+    /* [dicom] */
+    char dicom_bind[CFG_STR_MAX];
+    int dicom_port;
+    char ae_title[17];
+    char allowed_calling_aets[CFG_LIST_MAX];
+    int max_associations;
+    int dimse_timeout;
+    int max_object_mb;
+    bool tls;
+    char tls_cert[CFG_PATH_MAX];
+    char tls_key[CFG_PATH_MAX];
+    char tls_ca[CFG_PATH_MAX];
+    /* [model] */
+    char model_path[CFG_PATH_MAX];
+    /* [triage] */
+    double flag_threshold;
+    int study_quiet_seconds;
+    /* [audit] */
+    char audit_db[CFG_PATH_MAX];
+    char spool_dir[CFG_PATH_MAX];
+    int spool_retention_days;
+    /* [report] */
+    char report_formats[CFG_STR_MAX];
+    char outbox_dir[CFG_PATH_MAX];
+    char sending_application[CFG_STR_MAX];
+    char sending_facility[CFG_STR_MAX];
+    char receiving_application[CFG_STR_MAX];
+    char receiving_facility[CFG_STR_MAX];
+    char processing_id[2];
+    /* [webhook] */
+    char webhook_url[CFG_LIST_MAX];
+    char webhook_token[CFG_STR_MAX];
+    char webhook_hmac_key[CFG_STR_MAX];
+    char webhook_ca_file[CFG_PATH_MAX];
+    int webhook_timeout;
+    int retry_initial;
+    int retry_max;
+    /* [http] */
+    bool http_enabled;
+    char http_bind[CFG_STR_MAX];
+    int http_port;
+    /* [log] */
+    char log_level[16];
+    bool log_phi;
+};
+
+/* Fills c with the built-in defaults (the daemon runs on these with no file at all). */
+void cfg_defaults(struct cfg_config *c);
+
+/*
+ * Reads path over the values already in c. Every problem is appended to errors as one line
+ * ending in '\n'. Returns CXR_OK, CXR_ENOTFOUND/CXR_EIO (file unreadable) or CXR_EPARSE
+ * (one or more errors in the file).
+ */
+cxr_err cfg_load(struct cfg_config *c, const char *path, struct cxr_buf *errors);
+
+/*
+ * Sets one key from a command-line override; origin names it in messages ("--port").
+ * Same checks as in a file; on error appends one line to errors.
+ */
+cxr_err cfg_set(struct cfg_config *c, const char *section, const char *key, const char *value,
+                const char *origin, struct cxr_buf *errors);
+
+/* Fills derived defaults: audit_db, spool_dir, outbox_dir under state_dir when empty. */
+cxr_err cfg_resolve(struct cfg_config *c);
+
+/* Appends the effective configuration as INI text; secrets print as "********". */
+cxr_err cfg_dump(const struct cfg_config *c, struct cxr_buf *out);
+
+/* DICOM AE title rule: 1-16 characters of the default repertoire, no backslash or control
+ * characters, not only spaces. */
+bool cfg_is_valid_ae_title(const char *s);
+
+#endif
