@@ -315,7 +315,7 @@ cxr_err ds_read_csv(struct ds *d, const char *csv, struct cxr_buf *errors)
     snprintf(base, sizeof(base), "%s", csv);
     snprintf(base, sizeof(base), "%s", dirname(base));
     while (getline(&line, &cap, fh) > 0 && !err) {
-        char *f[4], path[4096];
+        char *f[4] = {NULL}, path[4096];
         int n, label, len;
 
         lineno++;
@@ -537,7 +537,7 @@ cxr_err ds_split_read(struct ds *d, const char *path, struct cxr_buf *errors)
         order[i] = i;
     qsort_r(order, d->n, sizeof(*order), path_cmp_idx, d);
     while (getline(&line, &cap, fh) > 0) {
-        char *f[5];
+        char *f[5] = {NULL};
         int n, split = -1;
         size_t lo = 0, hi = d->n;
 
