@@ -29,11 +29,6 @@ int cli_outbox(int argc, char **argv)
     return cli_not_built("outbox", "the report outbox (store/, hl7/)");
 }
 
-int cli_model(int argc, char **argv)
-{
-    return cli_not_built("model", "the CNN engine (model/)");
-}
-
 int cli_echo(int argc, char **argv)
 {
     return cli_not_built("echo", "the DICOM network adapter (dicom/)");
