@@ -4,11 +4,6 @@
  */
 #include "cli.h"
 
-int cli_classify(int argc, char **argv)
-{
-    return cli_not_built("classify", "the CNN engine (model/) and the pixel path (dicom/)");
-}
-
 int cli_inspect(int argc, char **argv)
 {
     return cli_not_built("inspect", "the DICOM adapter (dicom/)");
