@@ -4,11 +4,6 @@
  */
 #include "cli.h"
 
-int cli_classify(int argc, char **argv)
-{
-    return cli_not_built("classify", "the CNN engine (model/) and the pixel path (dicom/)");
-}
-
 int cli_inspect(int argc, char **argv)
 {
     return cli_not_built("inspect", "the DICOM adapter (dicom/)");
@@ -27,11 +22,6 @@ int cli_audit(int argc, char **argv)
 int cli_outbox(int argc, char **argv)
 {
     return cli_not_built("outbox", "the report outbox (store/, hl7/)");
-}
-
-int cli_model(int argc, char **argv)
-{
-    return cli_not_built("model", "the CNN engine (model/)");
 }
 
 int cli_echo(int argc, char **argv)

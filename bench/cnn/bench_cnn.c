@@ -1,0 +1,157 @@
+/*
+ * bench_cnn.c - our CNN engine's speed on one architecture, for bench/cnn/run.
+ *   bench_cnn ARCH THREADS SECONDS
+ * Prints key=value lines: batch-1 latency (median), batch-16 and training (batch 32:
+ * forward, loss, backward, Adam) throughput, and, for the conv layers' shapes (M = out
+ * channels, N = output pixels, K = in channels x k x k), plain cblas_sgemm GFLOP/s next to our
+ * conv forward (im2col + sgemm + fused bias/ReLU) GFLOP/s on the same shapes.
+ * Weights are the deterministic hash fill that the PyTorch side uses too.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cblas.h>
+
+#include "nn_int.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    static const char *const classes[] = {"COVID-19", "Lung Opacity", "Normal",
+                                          "Viral Pneumonia"};
+    nn_model *m = NULL;
+    nn_ctx *ctx = NULL;
+    nn_train *tr = NULL;
+    char err[256];
+    double budget, t0, times[4096];
+    int threads, n;
+    float *x, probs[16 * 4];
+    int labels[32];
+    if (argc != 4) {
+        fprintf(stderr, "usage: bench_cnn ARCH THREADS SECONDS\n");
+        return 2;
+    }
+    threads = (int)strtol(argv[2], NULL, 10);
+    budget = strtod(argv[3], NULL);
+    openblas_set_num_threads(threads);
+    if (nn_model_build(argv[1], NULL, 4, classes, 1, &m, err, sizeof(err))) {
+        fprintf(stderr, "bench_cnn: %s\n", err);
+        return 1;
+    }
+    nn_model_fill_hashed(m);
+    size_t in_len = nn_model_input_len(m);
+    x = malloc(sizeof(float) * in_len * 32);
+    if (!x || nn_ctx_new(m, 16, &ctx))
+        return 1;
+    nn_fill_hashed_input(x, in_len * 32, 1000);
+    for (int i = 0; i < 32; i++)
+        labels[i] = i % 4;
+    printf("arch=%s threads=%d params=%zu mflops=%.1f\n", argv[1], threads,
+           nn_model_param_count(m), nn_model_flops(m) / 1e6);
+
+    /* batch 1 latency */
+    (void)nn_predict(ctx, x, 1, probs);
+    n = 0;
+    t0 = now();
+    while (n < 4096 && (now() - t0 < budget || n < 5)) {
+        double t = now();
+        (void)nn_predict(ctx, x, 1, probs);
+        times[n++] = now() - t;
+    }
+    qsort(times, (size_t)n, sizeof(double), cmp_d);
+    printf("b1_ms=%.3f b1_ips=%.2f\n", times[n / 2] * 1e3, 1.0 / times[n / 2]);
+
+    /* batch 16 throughput */
+    n = 0;
+    t0 = now();
+    while (now() - t0 < budget || n < 2) {
+        (void)nn_predict(ctx, x, 16, probs);
+        n++;
+    }
+    printf("b16_ips=%.2f\n", 16.0 * n / (now() - t0));
+
+    /* training step, batch 32 */
+    {
+        struct nn_train_opts o;
+        float loss;
+        nn_train_opts_default(&o);
+        if (nn_train_new(m, 32, &o, &tr))
+            return 1;
+        (void)nn_train_batch(tr, x, labels, 32, &loss);
+        n = 0;
+        t0 = now();
+        while (now() - t0 < budget || n < 2) {
+            (void)nn_train_batch(tr, x, labels, 32, &loss);
+            n++;
+        }
+        printf("train_ips=%.2f\n", 32.0 * n / (now() - t0));
+    }
+
+    /* conv layers: plain sgemm on their shapes vs our conv forward (batch 1) */
+    {
+        double flops = 0.0, t_gemm = 0.0, t_conv = 0.0;
+        size_t maxcol = 1, maxact = 1;
+        for (int i = 0; i < m->n_layers; i++) {
+            const struct nn_layer *l = &m->layers[i];
+            if (l->type != NN_L_CONV)
+                continue;
+            if (nn_conv_col_len(l) > maxcol)
+                maxcol = nn_conv_col_len(l);
+            if (nn_layer_out_len(l) > maxact)
+                maxact = nn_layer_out_len(l);
+            if (nn_layer_in_len(l) > maxact)
+                maxact = nn_layer_in_len(l);
+        }
+        float *col = nn_alloc(sizeof(float) * maxcol), *a = nn_alloc(sizeof(float) * maxact),
+              *y = nn_alloc(sizeof(float) * maxact);
+        nn_fill_hashed_input(col, maxcol, 7);
+        nn_fill_hashed_input(a, maxact, 8);
+        for (int i = 0; i < m->n_layers; i++) {
+            const struct nn_layer *l = &m->layers[i];
+            int M, N, K, reps;
+            double t, f;
+            if (l->type != NN_L_CONV)
+                continue;
+            M = l->oc, N = l->oh * l->ow, K = l->ic * l->k * l->k;
+            f = 2.0 * M * N * K;
+            reps = (int)(2e8 / f) + 1;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f,
+                        m->params + l->w, K, col, N, 0.0f, y, N);
+            t = now();
+            for (int r = 0; r < reps; r++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f,
+                            m->params + l->w, K, col, N, 0.0f, y, N);
+            double tg = (now() - t) / reps;
+            nn_conv_forward(l, m->params + l->w, m->params + l->b, a, y, 1, col, 1);
+            t = now();
+            for (int r = 0; r < reps; r++)
+                nn_conv_forward(l, m->params + l->w, m->params + l->b, a, y, 1, col, 1);
+            double tc = (now() - t) / reps;
+            printf("conv layer=%d M=%d N=%d K=%d sgemm_gflops=%.1f conv_gflops=%.1f\n", i, M, N,
+                   K, f / tg / 1e9, f / tc / 1e9);
+            flops += f, t_gemm += tg, t_conv += tc;
+        }
+        printf("sgemm_gflops=%.1f conv_gflops=%.1f sgemm_share=%.2f\n", flops / t_gemm / 1e9,
+               flops / t_conv / 1e9, t_gemm / t_conv);
+        nn_free(col), nn_free(a), nn_free(y);
+    }
+    nn_train_free(tr);
+    nn_ctx_free(ctx);
+    free(x);
+    nn_model_free(m);
+    return 0;
+}

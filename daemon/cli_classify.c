@@ -1,0 +1,232 @@
+/*
+ * cli_classify.c - `cxrtriage classify [--model FILE] [--json] [--threads N] FILE...`.
+ *
+ * Loads the model once, then for each file (DICOM, PNG or JPEG) runs the one preprocessing
+ * path (dicom/pixel.c), the applicability gate and the CNN, and prints the class scores as a
+ * table, or with --json one JSON object per file per line. A file that cannot be read gets its
+ * error on its own line; the others are still scored and the exit status is 1 at the end.
+ * A file the gate refuses (not a frontal chest radiograph) is reported with the reason and no
+ * scores, as the daemon would audit it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cblas.h>
+
+#include "cli.h"
+#include "common.h"
+#include "dicom.h"
+#include "model.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: cxrtriage classify [--model FILE] [--json] [--threads N] FILE...\n"
+            "Scores DICOM, PNG or JPEG chest radiographs with the model (default: the bundled\n"
+            "%s). Prints the class probabilities per file as a table, or with --json one\n"
+            "object per line: file, verdict, reason, scores, top, model_digest, ms.\n"
+            "Exit status: 0 all files read, 1 a file or the model could not be read, 2 usage.\n"
+            "%s\n",
+            CXR_DEFAULT_MODEL_NAME, CXR_DISCLAIMER);
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Writes s as a JSON string (quotes included). */
+static void json_str(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", out); break;
+        case '\\': fputs("\\\\", out); break;
+        case '\n': fputs("\\n", out); break;
+        case '\r': fputs("\\r", out); break;
+        case '\t': fputs("\\t", out); break;
+        default:
+            if (*p < 0x20)
+                fprintf(out, "\\u%04x", *p);
+            else
+                fputc(*p, out);
+        }
+    }
+    fputc('"', out);
+}
+
+/* The bundled model: the source tree's copy for a build, else the installed one. */
+static const char *default_model(char *buf, size_t len, char *tried, size_t tlen)
+{
+    (void)snprintf(buf, len, "%s/%s", CXR_MODEL_SOURCE_DIR, CXR_DEFAULT_MODEL_NAME);
+    if (access(buf, R_OK) == 0)
+        return buf;
+    (void)snprintf(tried, tlen, "'%s'", buf);
+    (void)snprintf(buf, len, "%s/%s", CXR_MODEL_INSTALL_DIR, CXR_DEFAULT_MODEL_NAME);
+    if (access(buf, R_OK) == 0)
+        return buf;
+    {
+        size_t n = strlen(tried);
+        (void)snprintf(tried + n, tlen - n, " or '%s'", buf);
+    }
+    return NULL;
+}
+
+int cli_classify(int argc, char **argv)
+{
+    const char *model_path = NULL;
+    char pathbuf[4096], tried[8300] = "", err[1024];
+    int json = 0, threads = 1, first = 0, rc = 0;
+    nn_model *m = NULL;
+    nn_ctx *ctx = NULL;
+    float *input = NULL, probs[NN_MAX_CLASSES];
+    const struct nn_input_spec *spec;
+    struct px_spec px;
+
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
+            model_path = argv[++i];
+        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 1 || v > 64) {
+                fprintf(stderr, "cxrtriage classify: --threads wants 1..64\n");
+                return 2;
+            }
+            threads = (int)v;
+        } else if (!strcmp(argv[i], "--")) {
+            first = i + 1;
+            break;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "cxrtriage classify: unknown option '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        } else {
+            first = i;
+            break;
+        }
+    }
+    if (first == 0 || first >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (!model_path) {
+        model_path = default_model(pathbuf, sizeof(pathbuf), tried, sizeof(tried));
+        if (!model_path) {
+            fprintf(stderr,
+                    "cxrtriage classify: no model: the bundled model %s does not exist; "
+                    "give one with --model FILE (cxrtriage-train writes them)\n",
+                    tried);
+            return 1;
+        }
+    }
+    if (nn_model_load(model_path, &m, err, sizeof(err)) != CXR_OK) {
+        fprintf(stderr, "cxrtriage classify: %s\n", err);
+        return 1;
+    }
+    spec = nn_model_input_spec(m);
+    if (strcmp(spec->preprocessing, PX_PREPROC_NAME) != 0) {
+        fprintf(stderr,
+                "cxrtriage classify: %s: the model wants preprocessing '%s', this build "
+                "implements '%s'\n",
+                model_path, spec->preprocessing, PX_PREPROC_NAME);
+        nn_model_free(m);
+        return 1;
+    }
+    openblas_set_num_threads(threads);
+    px.size = spec->size;
+    px.channels = spec->channels;
+    px.mean = spec->mean;
+    px.std = spec->std;
+    input = malloc(sizeof(float) * nn_model_input_len(m));
+    if (!input || nn_ctx_new(m, 1, &ctx) != CXR_OK) {
+        fprintf(stderr, "cxrtriage classify: out of memory\n");
+        rc = 1;
+        goto out;
+    }
+    if (!json) {
+        printf("%-10s", "verdict");
+        for (int c = 0; c < nn_model_num_classes(m); c++)
+            printf(" %15.15s", nn_model_class_name(m, c));
+        printf("  %-15s %7s  %s\n", "top", "ms", "file");
+    }
+    for (int i = first; i < argc; i++) {
+        struct px_verdict v = {0};
+        double t0 = now_ms();
+        int top = 0, nc = nn_model_num_classes(m);
+        cxr_err e = px_load_file(argv[i], &px, input, &v, err, sizeof(err));
+        if (e == CXR_OK && v.applicable)
+            e = nn_predict(ctx, input, 1, probs);
+        if (e != CXR_OK) {
+            rc = 1;
+            if (json) {
+                printf("{\"file\":");
+                json_str(stdout, argv[i]);
+                printf(",\"error\":");
+                json_str(stdout, err[0] ? err : cxr_strerror(e));
+                printf("}\n");
+            } else {
+                if (err[0])
+                    printf("error: %s\n", err);
+                else
+                    printf("error: %s: %s\n", argv[i], cxr_strerror(e));
+            }
+            err[0] = '\0';
+            continue;
+        }
+        double ms = now_ms() - t0;
+        for (int c = 1; v.applicable && c < nc; c++)
+            if (probs[c] > probs[top])
+                top = c;
+        if (json) {
+            printf("{\"file\":");
+            json_str(stdout, argv[i]);
+            printf(",\"verdict\":\"%s\",\"reason\":", v.applicable ? "applicable" : "skipped");
+            json_str(stdout, v.reason);
+            if (v.applicable) {
+                printf(",\"scores\":{");
+                for (int c = 0; c < nc; c++) {
+                    printf("%s", c ? "," : "");
+                    json_str(stdout, nn_model_class_name(m, c));
+                    printf(":%.6f", (double)probs[c]);
+                }
+                printf("},\"top\":");
+                json_str(stdout, nn_model_class_name(m, top));
+            } else {
+                printf(",\"scores\":null,\"top\":null");
+            }
+            printf(",\"model_digest\":\"%s\",\"ms\":%.2f}\n", nn_model_digest(m), ms);
+        } else {
+            printf("%-10s", v.applicable ? "applicable" : "skipped");
+            for (int c = 0; c < nc; c++) {
+                if (v.applicable)
+                    printf(" %15.4f", (double)probs[c]);
+                else
+                    printf(" %15s", "-");
+            }
+            printf("  %-15.15s %7.1f  %s\n", v.applicable ? nn_model_class_name(m, top) : "-", ms,
+                   argv[i]);
+            if (!v.applicable)
+                printf("  skipped: %s\n", v.reason);
+        }
+        fflush(stdout);
+    }
+    if (!json)
+        printf("model %s (sha256:%s)\n%s\n", model_path, nn_model_digest(m), CXR_DISCLAIMER);
+out:
+    free(input);
+    nn_ctx_free(ctx);
+    nn_model_free(m);
+    return rc;
+}

@@ -1,0 +1,181 @@
+/*
+ * dicom.h - the DICOM module's C API: reading DICOM files (through a thin C++ adapter over DCMTK,
+ * with OpenJPEG for JPEG 2000), PNG and JPEG images, the applicability gate, and the one
+ * preprocessing path that turns any of them into the model's input.
+ *
+ * Design. Everything a caller sees is plain C: opaque handles (dcm_file), plain structs, cxr_err
+ * returns and an error text "NAME: problem" in a caller-supplied buffer. No C++ type or exception
+ * crosses this header. Decoding is bounded: files over DCM_MAX_FILE_BYTES and images whose
+ * decoded pixel data would exceed DCM_MAX_DECODED_BYTES are refused before anything is
+ * allocated for them. All functions are safe to call from several threads at once on different
+ * handles; dcm_global_init() registers the codecs and loads the data dictionary once (it is
+ * also called lazily, but a daemon should call it before starting threads).
+ *
+ * The pixel path (pixel.c, name PX_PREPROC_NAME): decoded samples -> Modality LUT (rescale) ->
+ * VOI (the first window in the header, else the first VOI LUT Sequence item, else a robust
+ * percentile window 0.5..99.5 %) -> MONOCHROME1 inverted -> [0,1] -> area-averaged resize to
+ * size x size keeping the aspect ratio (centred, padded with 0) -> normalisation (mean, std).
+ * PNG and JPEG take the same path: an 8-bit image is already a display image (identity VOI,
+ * v / 255); a 16-bit one gets the percentile window; colour becomes luminance
+ * (0.299 R + 0.587 G + 0.114 B).
+ */
+#ifndef CXR_DICOM_H
+#define CXR_DICOM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- the pixel API contract (shared with model/ and trainer/) -------------------------- */
+
+#define PX_PREPROC_NAME "cxr-pixel-v1" /* recorded in model files; names this exact path */
+struct px_spec {                       /* the model's input, read from the model file */
+    int size;                          /* square side in pixels, e.g. 224 */
+    int channels;                      /* 1, or 3 = the grey image replicated */
+    float mean, std;                   /* normalised value = (v - mean) / std, v in [0,1] */
+};
+struct px_verdict { /* the applicability gate */
+    bool applicable;
+    char reason[160]; /* why not (or "" when applicable) */
+};
+/* DICOM, PNG or JPEG file (detected by content, not extension) -> decoded samples -> Modality LUT
+ * -> VOI -> MONOCHROME1 inverted -> [0,1] -> area-averaged resize to size x size keeping the
+ * aspect ratio (centred, the rest padded with 0) -> out (size*size floats, row-major).
+ * ret_verdict may be NULL; for PNG/JPEG it is applicable unless too small. errbuf receives
+ * "FILE: problem" on failure. */
+cxr_err px_load_unit(const char *path, int size, float *out, struct px_verdict *ret_verdict,
+                     char *errbuf, size_t errlen);
+cxr_err px_load_unit_mem(const void *data, size_t len, const char *name, int size, float *out,
+                         struct px_verdict *ret_verdict, char *errbuf, size_t errlen);
+/* [0,1] size*size image -> the model's CHW input (channels*size*size floats). */
+void px_normalize(const struct px_spec *spec, const float *unit, float *out);
+/* px_load_unit + px_normalize. */
+cxr_err px_load_file(const char *path, const struct px_spec *spec, float *out,
+                     struct px_verdict *ret_verdict, char *errbuf, size_t errlen);
+
+/* ---- limits ------------------------------------------------------------------------------ */
+
+#define DCM_MAX_FILE_BYTES ((size_t)1 << 30)      /* 1 GiB: larger files are refused */
+#define DCM_MAX_DECODED_BYTES ((size_t)1 << 29)   /* 512 MiB of decoded pixel data, all frames */
+#define PX_MAX_SIDE 32768                         /* rows or columns above this are refused */
+#define PX_MIN_SIDE 256                           /* the gate: smaller images are not scored */
+#define PX_MAX_SIZE 4096                          /* largest model input side */
+
+/* ---- decoded images ---------------------------------------------------------------------- */
+
+/* Frame 0 of an image, as decoded: stored values (sign-extended, masked to BitsStored),
+ * channels interleaved (1 = grey, 3 = RGB). Owned by the struct: release with px_image_done(). */
+struct px_image {
+    int width, height, channels;
+    int bits;       /* significant bits per sample */
+    bool is_signed;
+    int32_t *samples; /* width * height * channels */
+};
+void px_image_done(struct px_image *img);
+
+/* What the pixel path did to one image, for `cxrtriage preprocess` and the tests. */
+enum px_voi_kind { PX_VOI_NONE, PX_VOI_WINDOW, PX_VOI_LUT, PX_VOI_PERCENTILE };
+struct px_info {
+    enum px_voi_kind voi;
+    double window_center, window_width; /* the window used (WINDOW, PERCENTILE), in modality units */
+    bool inverted;                      /* MONOCHROME1 (or an INVERSE Presentation LUT) */
+    int width, height;                  /* decoded size */
+    int out_width, out_height;          /* the image's size inside the size x size output */
+    char kind[16];                      /* "DICOM", "PNG" or "JPEG" */
+};
+
+/* ---- DICOM -------------------------------------------------------------------------------- */
+
+typedef struct dcm_file dcm_file;
+
+/* The attributes the rest of cxrtriage needs. Strings are "" when absent; numbers are 0 and
+ * has_* false when absent. Strings are trimmed of DICOM padding. */
+struct dcm_info {
+    char sop_class_uid[65], sop_instance_uid[65], study_uid[65], series_uid[65];
+    char patient_id[65], patient_name[330], accession[65];
+    char study_date[17], study_time[32];
+    char modality[17], body_part[65], view_position[17];
+    char photometric[33];
+    char transfer_syntax[65];      /* UID of the transfer syntax as read */
+    char transfer_syntax_name[96]; /* its name, or "unknown" */
+    char presentation_lut_shape[17];
+    int rows, columns, bits_allocated, bits_stored, high_bit, pixel_representation;
+    int samples_per_pixel, planar_configuration, number_of_frames;
+    bool has_rescale;
+    double rescale_slope, rescale_intercept;
+    int n_windows; /* windows in the header; the first is window_center/width */
+    double window_center, window_width;
+    bool has_voi_lut;             /* VOI LUT Sequence present (first item used) */
+    int voi_lut_entries, voi_lut_first, voi_lut_bits;
+    const uint16_t *voi_lut_data; /* voi_lut_entries values, owned by the dcm_file */
+    bool has_pixel_spacing;
+    double pixel_spacing[2]; /* row, column spacing in mm */
+    bool has_pixel_data;
+    bool has_meta;            /* a File Meta Information header (DICM preamble) was present */
+};
+
+/* Registers the JPEG, JPEG-LS and RLE decoders and loads the data dictionary, once. Call it
+ * before starting threads; other functions call it too. Returns CXR_EDICOM when the data
+ * dictionary cannot be loaded. */
+cxr_err dcm_global_init(void);
+
+/* Parses a DICOM file held in memory (data must stay valid during the call only). name names
+ * the input in error texts. Fails with CXR_EPARSE (not DICOM, truncated or malformed header),
+ * CXR_ELIMIT, CXR_ENOMEM. */
+cxr_err dcm_file_open_mem(const void *data, size_t len, const char *name, dcm_file **ret,
+                          char *errbuf, size_t errlen);
+/* Reads path (at most DCM_MAX_FILE_BYTES) and parses it like dcm_file_open_mem(). */
+cxr_err dcm_file_open(const char *path, dcm_file **ret, char *errbuf, size_t errlen);
+const struct dcm_info *dcm_file_info(const dcm_file *f);
+/* Decodes frame 0 into ret_img (caller releases it with px_image_done()). Fails with
+ * CXR_EUNSUPPORTED (transfer syntax, photometric or bit depth we do not handle),
+ * CXR_EDICOM (corrupt pixel data, size mismatch), CXR_ELIMIT (decoded size over the cap). */
+cxr_err dcm_file_decode(dcm_file *f, struct px_image *ret_img, char *errbuf, size_t errlen);
+void dcm_file_free(dcm_file *f);
+
+/* The applicability gate over a DICOM header (see DESIGN.md): CR, DX or Secondary Capture;
+ * BodyPartExamined CHEST when given; ViewPosition PA or AP when given; one frame; at least
+ * PX_MIN_SIDE pixels a side; grayscale. */
+void dcm_gate(const struct dcm_info *info, struct px_verdict *ret);
+
+/* ---- PNG and JPEG ------------------------------------------------------------------------ */
+
+enum px_format { PX_FMT_UNKNOWN, PX_FMT_DICOM, PX_FMT_PNG, PX_FMT_JPEG };
+/* Detects the format from the first bytes (never from a file name). */
+enum px_format px_detect(const void *data, size_t len);
+/* Decodes a PNG or JPEG into samples (grey or RGB; alpha dropped, palettes expanded). */
+cxr_err px_image_read_png(const void *data, size_t len, const char *name, struct px_image *ret,
+                          char *errbuf, size_t errlen);
+cxr_err px_image_read_jpeg(const void *data, size_t len, const char *name, struct px_image *ret,
+                           char *errbuf, size_t errlen);
+/* Writes a size x size [0,1] image as an 8-bit grey PNG (atomically). */
+cxr_err px_write_png(const char *path, const float *unit, int size, char *errbuf, size_t errlen);
+
+/* ---- the pipeline in parts ---------------------------------------------------------------- */
+
+/* Samples (+ the DICOM header when info is not NULL) -> [0,1] image of img->width x height
+ * (malloc'ed into *ret_unit), the VOI used into ret_pinfo (may be NULL). */
+cxr_err px_to_unit(const struct px_image *img, const struct dcm_info *info, float **ret_unit,
+                   struct px_info *ret_pinfo, char *errbuf, size_t errlen, const char *name);
+/* Area-averaged resize of a w x h image to fit size x size keeping the aspect ratio, centred,
+ * padding 0. out holds size*size floats. Fails only with CXR_ENOMEM. */
+cxr_err px_resize_area(const float *in, int w, int h, int size, float *out, int *ret_ow,
+                       int *ret_oh);
+/* Like px_load_unit_mem(), also reporting what was done (ret_pinfo may be NULL). */
+cxr_err px_load_unit_mem_ex(const void *data, size_t len, const char *name, int size, float *out,
+                            struct px_verdict *ret_verdict, struct px_info *ret_pinfo,
+                            char *errbuf, size_t errlen);
+/* Reads a whole input file (at most DCM_MAX_FILE_BYTES) into a malloc'ed buffer. */
+cxr_err px_read_file(const char *path, char **ret_data, size_t *ret_len, char *errbuf,
+                     size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

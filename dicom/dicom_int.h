@@ -1,0 +1,27 @@
+/*
+ * dicom_int.h - helpers shared inside the dicom module (C and the C++ adapter); not part of
+ * the public API.
+ */
+#ifndef CXR_DICOM_INT_H
+#define CXR_DICOM_INT_H
+
+#include <stddef.h>
+
+#include "dicom.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Formats "..." into errbuf (when not NULL) and returns err, for `return px_err(...)`. */
+cxr_err px_err(char *errbuf, size_t errlen, cxr_err err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Checks w x h x ch against the limits and allocates img->samples (sets width/height/channels). */
+cxr_err px_image_alloc(struct px_image *img, int w, int h, int ch, const char *name, char *errbuf,
+                       size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,493 @@
+/*
+ * pixel.c - the one preprocessing path ("cxr-pixel-v1"): decoded samples -> Modality LUT ->
+ * VOI -> MONOCHROME1 inverted -> [0,1] -> area-averaged resize keeping the aspect ratio ->
+ * normalisation. Training (PNG/JPEG) and serving (DICOM) both come through here.
+ *
+ * Design. The grey transform (rescale, window or VOI LUT, inversion) is one monotone-ish
+ * function of the stored value, so for images whose stored values span at most PX_LUT_MAX
+ * values it is tabulated once and applied with one load per pixel; the percentile window comes
+ * from a histogram of stored values. Wider ranges (32-bit data) take a per-pixel path with a
+ * 65536-bin histogram over the modality values. The window formula is DICOM's linear one
+ * (PS3.3 C.11.2.1.2), so a percentile window is reported as a centre/width that gives the same
+ * result. Non-logging: failures come back as cxr_err plus "NAME: problem".
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dicom.h"
+#include "dicom_int.h"
+
+#define PX_LUT_MAX (1 << 20)
+#define PX_PCT_LO 0.005
+#define PX_PCT_HI 0.995
+
+cxr_err px_err(char *errbuf, size_t errlen, cxr_err err, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (errbuf && errlen) {
+        va_start(ap, fmt);
+        (void)vsnprintf(errbuf, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return err;
+}
+
+/* The grey transform of one image, from modality value to [0,1]. */
+struct px_xform {
+    double slope, intercept;
+    enum px_voi_kind voi;
+    double c, w;                /* PX_VOI_WINDOW / PX_VOI_PERCENTILE */
+    double scale;               /* PX_VOI_NONE: v / scale */
+    const uint16_t *lut;        /* PX_VOI_LUT */
+    int lut_n, lut_first;
+    double lut_max;
+    bool invert;
+};
+
+static float px_apply(const struct px_xform *x, double stored)
+{
+    double m = stored * x->slope + x->intercept, y;
+
+    switch (x->voi) {
+    case PX_VOI_WINDOW:
+    case PX_VOI_PERCENTILE: {
+        double lo = x->c - 0.5 - (x->w - 1.0) / 2.0, hi = x->c - 0.5 + (x->w - 1.0) / 2.0;
+        if (m <= lo)
+            y = 0.0;
+        else if (m > hi)
+            y = 1.0;
+        else
+            y = x->w > 1.0 ? (m - (x->c - 0.5)) / (x->w - 1.0) + 0.5 : 1.0;
+        break;
+    }
+    case PX_VOI_LUT: {
+        double i = floor(m + 0.5) - x->lut_first;
+        int k = i < 0 ? 0 : i >= x->lut_n ? x->lut_n - 1 : (int)i;
+        y = x->lut[k] / x->lut_max;
+        break;
+    }
+    case PX_VOI_NONE:
+    default:
+        y = m / x->scale;
+        break;
+    }
+    if (y < 0.0)
+        y = 0.0;
+    if (y > 1.0)
+        y = 1.0;
+    return (float)(x->invert ? 1.0 - y : y);
+}
+
+static bool has_word(const char *s, const char *w)
+{
+    return s && !strcmp(s, w);
+}
+
+/* Sets the window (c, w) from the lo..hi modality values of the percentile window. */
+static void px_set_percentile(struct px_xform *x, double lo, double hi)
+{
+    if (hi < lo) {
+        double t = lo;
+        lo = hi;
+        hi = t;
+    }
+    x->voi = PX_VOI_PERCENTILE;
+    x->w = hi - lo + 1.0;
+    x->c = (lo + hi) / 2.0 + 0.5;
+}
+
+/* Percentile window from a histogram of n stored values starting at vmin. */
+static void px_percentile_hist(struct px_xform *x, const uint32_t *hist, size_t nbins, double vmin,
+                               double binw, size_t total)
+{
+    double want_lo = PX_PCT_LO * (double)total, want_hi = PX_PCT_HI * (double)total;
+    size_t cum = 0, blo = 0, bhi = nbins - 1;
+    bool got_lo = false;
+
+    for (size_t b = 0; b < nbins; b++) {
+        cum += hist[b];
+        if (!got_lo && (double)cum > want_lo) {
+            blo = b;
+            got_lo = true;
+        }
+        if ((double)cum >= want_hi) {
+            bhi = b;
+            break;
+        }
+    }
+    px_set_percentile(x, (vmin + (double)blo * binw) * x->slope + x->intercept,
+                      (vmin + (double)bhi * binw) * x->slope + x->intercept);
+}
+
+cxr_err px_to_unit(const struct px_image *img, const struct dcm_info *info, float **ret_unit,
+                   struct px_info *ret_pinfo, char *errbuf, size_t errlen, const char *name)
+{
+    size_t n = (size_t)img->width * (size_t)img->height;
+    struct px_xform x = {.slope = 1.0, .intercept = 0.0, .voi = PX_VOI_NONE, .scale = 1.0};
+    float *unit = NULL, *lutf = NULL;
+    int32_t vmin = INT32_MAX, vmax = INT32_MIN;
+    uint32_t *hist = NULL;
+    const int32_t *s = img->samples;
+    int32_t *lum = NULL;
+    cxr_err err = CXR_OK;
+
+    if (!name)
+        name = "image";
+    if (img->channels != 1 && img->channels != 3)
+        return px_err(errbuf, errlen, CXR_EUNSUPPORTED, "%s: %d samples per pixel", name,
+                      img->channels);
+    unit = malloc(n * sizeof(float));
+    if (!unit)
+        return px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", name);
+    if (img->channels == 3) {
+        /* Colour: luminance, no VOI (DICOM defines none for RGB), scaled by the bit depth. */
+        lum = malloc(n * sizeof(int32_t));
+        if (!lum) {
+            err = px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", name);
+            goto out_free;
+        }
+        for (size_t i = 0; i < n; i++)
+            lum[i] = (int32_t)lround(0.299 * s[3 * i] + 0.587 * s[3 * i + 1] +
+                                     0.114 * s[3 * i + 2]);
+        s = lum;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < vmin)
+            vmin = s[i];
+        if (s[i] > vmax)
+            vmax = s[i];
+    }
+
+    if (info && img->channels == 1) {
+        if (info->has_rescale && info->rescale_slope != 0.0) {
+            x.slope = info->rescale_slope;
+            x.intercept = info->rescale_intercept;
+        }
+        x.invert = has_word(info->photometric, "MONOCHROME1") ||
+                   has_word(info->presentation_lut_shape, "INVERSE");
+        if (info->n_windows > 0 && info->window_width >= 1.0) {
+            x.voi = PX_VOI_WINDOW;
+            x.c = info->window_center;
+            x.w = info->window_width;
+        } else if (info->has_voi_lut && info->voi_lut_entries > 0 && info->voi_lut_data) {
+            x.voi = PX_VOI_LUT;
+            x.lut = info->voi_lut_data;
+            x.lut_n = info->voi_lut_entries;
+            x.lut_first = info->voi_lut_first;
+            x.lut_max = info->voi_lut_bits > 0 && info->voi_lut_bits <= 16
+                            ? (double)((1u << info->voi_lut_bits) - 1u)
+                            : 65535.0;
+            for (int i = 0; i < x.lut_n; i++)
+                if (x.lut[i] > x.lut_max)
+                    x.lut_max = x.lut[i];
+            if (x.lut_max <= 0.0)
+                x.lut_max = 1.0;
+        } else {
+            x.voi = PX_VOI_PERCENTILE;
+        }
+    } else if (img->bits > 8 && img->channels == 1) {
+        x.voi = PX_VOI_PERCENTILE; /* a 16-bit PNG is raw data, not a display image */
+    } else {
+        x.scale = img->bits >= 1 && img->bits <= 30 ? (double)((1u << img->bits) - 1u) : 255.0;
+    }
+
+    if ((int64_t)vmax - (int64_t)vmin < PX_LUT_MAX) {
+        size_t nl = (size_t)((int64_t)vmax - (int64_t)vmin + 1);
+        if (x.voi == PX_VOI_PERCENTILE) {
+            hist = calloc(nl, sizeof(uint32_t));
+            if (!hist) {
+                err = px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", name);
+                goto out_free;
+            }
+            for (size_t i = 0; i < n; i++)
+                hist[s[i] - vmin]++;
+            px_percentile_hist(&x, hist, nl, (double)vmin, 1.0, n);
+        }
+        lutf = malloc(nl * sizeof(float));
+        if (!lutf) {
+            err = px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", name);
+            goto out_free;
+        }
+        for (size_t k = 0; k < nl; k++)
+            lutf[k] = px_apply(&x, (double)vmin + (double)k);
+        for (size_t i = 0; i < n; i++)
+            unit[i] = lutf[s[i] - vmin];
+    } else {
+        if (x.voi == PX_VOI_PERCENTILE) {
+            const size_t nb = 65536;
+            double binw = ((double)vmax - (double)vmin + 1.0) / (double)nb;
+            hist = calloc(nb, sizeof(uint32_t));
+            if (!hist) {
+                err = px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", name);
+                goto out_free;
+            }
+            for (size_t i = 0; i < n; i++) {
+                size_t b = (size_t)(((double)s[i] - (double)vmin) / binw);
+                hist[b < nb ? b : nb - 1]++;
+            }
+            px_percentile_hist(&x, hist, nb, (double)vmin, binw, n);
+        }
+        for (size_t i = 0; i < n; i++)
+            unit[i] = px_apply(&x, (double)s[i]);
+    }
+
+    if (ret_pinfo) {
+        ret_pinfo->voi = x.voi;
+        ret_pinfo->window_center = x.c;
+        ret_pinfo->window_width = x.w;
+        ret_pinfo->inverted = x.invert;
+        ret_pinfo->width = img->width;
+        ret_pinfo->height = img->height;
+    }
+    *ret_unit = unit;
+    unit = NULL;
+out_free:
+    free(unit);
+    free(lutf);
+    free(hist);
+    free(lum);
+    return err;
+}
+
+/* Source spans of an area-averaging 1-D resample from n to m samples: output j covers
+ * [j*n/m, (j+1)*n/m), each source sample weighted by its overlap, weights summing to 1. */
+struct px_span {
+    int first, count;
+    float *w;
+};
+
+static cxr_err px_spans(int n, int m, struct px_span **ret_spans, float **ret_w)
+{
+    double step = (double)n / (double)m;
+    int maxc = (int)ceil(step) + 2;
+    struct px_span *sp = malloc((size_t)m * sizeof(*sp));
+    float *w = malloc((size_t)m * (size_t)maxc * sizeof(float));
+
+    if (!sp || !w) {
+        free(sp);
+        free(w);
+        return CXR_ENOMEM;
+    }
+    for (int j = 0; j < m; j++) {
+        double a = j * step, b = (j + 1) * step;
+        int i0 = (int)floor(a), i1 = (int)ceil(b);
+        if (i1 > n)
+            i1 = n;
+        if (i0 >= i1)
+            i0 = i1 - 1;
+        sp[j].first = i0;
+        sp[j].count = 0;
+        sp[j].w = w + (size_t)j * (size_t)maxc;
+        for (int i = i0; i < i1 && sp[j].count < maxc; i++) {
+            double lo = i > a ? i : a, hi = i + 1 < b ? i + 1 : b;
+            sp[j].w[sp[j].count++] = (float)((hi - lo) / step);
+        }
+    }
+    *ret_spans = sp;
+    *ret_w = w;
+    return CXR_OK;
+}
+
+cxr_err px_resize_area(const float *in, int w, int h, int size, float *out, int *ret_ow,
+                       int *ret_oh)
+{
+    int ow, oh, offx, offy;
+    cxr_err err = CXR_ENOMEM;
+    struct px_span *sx = NULL, *sy = NULL;
+    float *wx = NULL, *wy = NULL, *tmp = NULL;
+
+    memset(out, 0, (size_t)size * (size_t)size * sizeof(float));
+    if (w >= h) {
+        ow = size;
+        oh = (int)lround((double)h * size / w);
+    } else {
+        oh = size;
+        ow = (int)lround((double)w * size / h);
+    }
+    if (ow < 1)
+        ow = 1;
+    if (oh < 1)
+        oh = 1;
+    offx = (size - ow) / 2;
+    offy = (size - oh) / 2;
+    if (px_spans(w, ow, &sx, &wx) || px_spans(h, oh, &sy, &wy))
+        goto out_free;
+    tmp = malloc((size_t)h * (size_t)ow * sizeof(float));
+    if (!tmp)
+        goto out_free;
+    for (int y = 0; y < h; y++) {
+        const float *row = in + (size_t)y * (size_t)w;
+        float *t = tmp + (size_t)y * (size_t)ow;
+        for (int j = 0; j < ow; j++) {
+            const float *r = row + sx[j].first;
+            float acc = 0.0f;
+            for (int k = 0; k < sx[j].count; k++)
+                acc += r[k] * sx[j].w[k];
+            t[j] = acc;
+        }
+    }
+    for (int i = 0; i < oh; i++) {
+        float *o = out + (size_t)(offy + i) * (size_t)size + offx;
+        for (int k = 0; k < sy[i].count; k++) {
+            const float *t = tmp + (size_t)(sy[i].first + k) * (size_t)ow;
+            float wk = sy[i].w[k];
+            for (int j = 0; j < ow; j++)
+                o[j] += t[j] * wk;
+        }
+    }
+    if (ret_ow)
+        *ret_ow = ow;
+    if (ret_oh)
+        *ret_oh = oh;
+    err = CXR_OK;
+out_free:
+    free(sx);
+    free(wx);
+    free(sy);
+    free(wy);
+    free(tmp);
+    return err;
+}
+
+void px_normalize(const struct px_spec *spec, const float *unit, float *out)
+{
+    size_t n = (size_t)spec->size * (size_t)spec->size;
+    int ch = spec->channels > 0 ? spec->channels : 1;
+    float inv = spec->std != 0.0f ? 1.0f / spec->std : 1.0f;
+
+    for (int c = 0; c < ch; c++)
+        for (size_t i = 0; i < n; i++)
+            out[(size_t)c * n + i] = (unit[i] - spec->mean) * inv;
+}
+
+cxr_err px_read_file(const char *path, char **ret_data, size_t *ret_len, char *errbuf,
+                     size_t errlen)
+{
+    cxr_err err = cxr_file_read(path, DCM_MAX_FILE_BYTES, ret_data, ret_len);
+
+    switch (err) {
+    case CXR_OK: return CXR_OK;
+    case CXR_ENOTFOUND: return px_err(errbuf, errlen, err, "%s: no such file", path);
+    case CXR_ELIMIT:
+        return px_err(errbuf, errlen, err, "%s: file is larger than %zu MiB", path,
+                      DCM_MAX_FILE_BYTES >> 20);
+    default: return px_err(errbuf, errlen, err, "%s: cannot read: %s", path, cxr_strerror(err));
+    }
+}
+
+static void px_verdict_set(struct px_verdict *v, bool ok, const char *reason)
+{
+    v->applicable = ok;
+    (void)snprintf(v->reason, sizeof(v->reason), "%s", ok ? "" : reason);
+}
+
+cxr_err px_load_unit_mem_ex(const void *data, size_t len, const char *name, int size, float *out,
+                            struct px_verdict *ret_verdict, struct px_info *ret_pinfo,
+                            char *errbuf, size_t errlen)
+{
+    struct px_image img = {0};
+    struct px_verdict verdict = {.applicable = true, .reason = ""};
+    struct px_info pinfo;
+    dcm_file *df = NULL;
+    float *unit = NULL;
+    enum px_format fmt;
+    cxr_err err;
+
+    memset(&pinfo, 0, sizeof(pinfo));
+    if (!name)
+        name = "<memory>";
+    if (size < 1 || size > PX_MAX_SIZE)
+        return px_err(errbuf, errlen, CXR_EINVAL, "%s: model input size %d is out of range", name,
+                      size);
+    fmt = px_detect(data, len);
+    switch (fmt) {
+    case PX_FMT_PNG:
+        err = px_image_read_png(data, len, name, &img, errbuf, errlen);
+        (void)snprintf(pinfo.kind, sizeof(pinfo.kind), "PNG");
+        break;
+    case PX_FMT_JPEG:
+        err = px_image_read_jpeg(data, len, name, &img, errbuf, errlen);
+        (void)snprintf(pinfo.kind, sizeof(pinfo.kind), "JPEG");
+        break;
+    case PX_FMT_DICOM:
+        (void)snprintf(pinfo.kind, sizeof(pinfo.kind), "DICOM");
+        err = dcm_file_open_mem(data, len, name, &df, errbuf, errlen);
+        if (err)
+            break;
+        dcm_gate(dcm_file_info(df), &verdict);
+        err = dcm_file_decode(df, &img, errbuf, errlen);
+        break;
+    case PX_FMT_UNKNOWN:
+    default:
+        err = px_err(errbuf, errlen, CXR_EPARSE, "%s: not a DICOM, PNG or JPEG file", name);
+        break;
+    }
+    if (err)
+        goto out_free;
+    if (fmt != PX_FMT_DICOM && (img.width < PX_MIN_SIDE || img.height < PX_MIN_SIDE)) {
+        char why[160];
+        (void)snprintf(why, sizeof(why), "too small: %dx%d, under %d pixels a side", img.width,
+                       img.height, PX_MIN_SIDE);
+        px_verdict_set(&verdict, false, why);
+    }
+    err = px_to_unit(&img, df ? dcm_file_info(df) : NULL, &unit, &pinfo, errbuf, errlen, name);
+    if (err)
+        goto out_free;
+    err = px_resize_area(unit, img.width, img.height, size, out, &pinfo.out_width,
+                         &pinfo.out_height);
+    if (err) {
+        err = px_err(errbuf, errlen, err, "%s: out of memory", name);
+        goto out_free;
+    }
+    if (ret_verdict)
+        *ret_verdict = verdict;
+    if (ret_pinfo)
+        *ret_pinfo = pinfo;
+out_free:
+    free(unit);
+    px_image_done(&img);
+    dcm_file_free(df);
+    return err;
+}
+
+cxr_err px_load_unit_mem(const void *data, size_t len, const char *name, int size, float *out,
+                         struct px_verdict *ret_verdict, char *errbuf, size_t errlen)
+{
+    return px_load_unit_mem_ex(data, len, name, size, out, ret_verdict, NULL, errbuf, errlen);
+}
+
+cxr_err px_load_unit(const char *path, int size, float *out, struct px_verdict *ret_verdict,
+                     char *errbuf, size_t errlen)
+{
+    char *data = NULL;
+    size_t len = 0;
+    cxr_err err = px_read_file(path, &data, &len, errbuf, errlen);
+
+    if (err)
+        return err;
+    err = px_load_unit_mem(data, len, path, size, out, ret_verdict, errbuf, errlen);
+    free(data);
+    return err;
+}
+
+cxr_err px_load_file(const char *path, const struct px_spec *spec, float *out,
+                     struct px_verdict *ret_verdict, char *errbuf, size_t errlen)
+{
+    float *unit;
+    cxr_err err;
+
+    if (!spec || spec->size < 1 || spec->size > PX_MAX_SIZE)
+        return px_err(errbuf, errlen, CXR_EINVAL, "%s: bad model input spec", path);
+    unit = malloc((size_t)spec->size * (size_t)spec->size * sizeof(float));
+    if (!unit)
+        return px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", path);
+    err = px_load_unit(path, spec->size, unit, ret_verdict, errbuf, errlen);
+    if (!err)
+        px_normalize(spec, unit, out);
+    free(unit);
+    return err;
+}

@@ -1,0 +1,512 @@
+/*
+ * layers.c - the layer kernels, forward and backward, shared by training and inference.
+ *
+ * Convolution is im2col + cblas_sgemm per image (a 1x1 stride-1 convolution skips im2col and
+ * multiplies the input directly); the bias and an optional ReLU are applied in one pass over
+ * the output (the "epilogue"), which is how inference fuses BN-folded conv + ReLU. Dense is one
+ * sgemm for the whole batch. Pooling and batch normalisation are direct loops. Gradients of
+ * parameters are accumulated (callers zero them once per batch); gradients of inputs are
+ * overwritten.
+ */
+#include <math.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "nn_int.h"
+
+size_t nn_conv_col_len(const struct nn_layer *l)
+{
+    return (size_t)l->ic * l->k * l->k * l->oh * l->ow;
+}
+
+static int conv_is_direct(const struct nn_layer *l)
+{
+    return l->k == 1 && l->stride == 1 && l->pad == 0;
+}
+
+/* col[(c*k + ky)*k + kx][oy*ow + ox] = x[c][oy*s - p + ky][ox*s - p + kx] or 0 outside. */
+static void im2col(const struct nn_layer *l, const float *x, float *col)
+{
+    const int k = l->k, s = l->stride, p = l->pad, ih = l->ih, iw = l->iw, oh = l->oh,
+              ow = l->ow;
+    for (int c = 0; c < l->ic; c++) {
+        const float *xc = x + (size_t)c * ih * iw;
+        for (int ky = 0; ky < k; ky++) {
+            for (int kx = 0; kx < k; kx++) {
+                float *row = col + ((size_t)(c * k + ky) * k + kx) * oh * ow;
+                /* valid ox: 0 <= ox*s - p + kx < iw */
+                int ox0 = 0, ox1 = ow;
+                while (ox0 < ow && ox0 * s - p + kx < 0)
+                    ox0++;
+                while (ox1 > ox0 && (ox1 - 1) * s - p + kx >= iw)
+                    ox1--;
+                for (int oy = 0; oy < oh; oy++) {
+                    float *r = row + (size_t)oy * ow;
+                    int iy = oy * s - p + ky;
+                    if (iy < 0 || iy >= ih) {
+                        memset(r, 0, sizeof(float) * ow);
+                        continue;
+                    }
+                    const float *xr = xc + (size_t)iy * iw - p + kx;
+                    for (int ox = 0; ox < ox0; ox++)
+                        r[ox] = 0.0f;
+                    if (s == 1) {
+                        memcpy(r + ox0, xr + ox0, sizeof(float) * (ox1 - ox0));
+                    } else {
+                        for (int ox = ox0; ox < ox1; ox++)
+                            r[ox] = xr[ox * s];
+                    }
+                    for (int ox = ox1; ox < ow; ox++)
+                        r[ox] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* The adjoint of im2col: dx (zeroed by the caller) += scattered col. */
+static void col2im(const struct nn_layer *l, const float *col, float *dx)
+{
+    const int k = l->k, s = l->stride, p = l->pad, ih = l->ih, iw = l->iw, oh = l->oh,
+              ow = l->ow;
+    for (int c = 0; c < l->ic; c++) {
+        float *dc = dx + (size_t)c * ih * iw;
+        for (int ky = 0; ky < k; ky++) {
+            for (int kx = 0; kx < k; kx++) {
+                const float *row = col + ((size_t)(c * k + ky) * k + kx) * oh * ow;
+                for (int oy = 0; oy < oh; oy++) {
+                    int iy = oy * s - p + ky;
+                    if (iy < 0 || iy >= ih)
+                        continue;
+                    for (int ox = 0; ox < ow; ox++) {
+                        int ix = ox * s - p + kx;
+                        if (ix >= 0 && ix < iw)
+                            dc[(size_t)iy * iw + ix] += row[(size_t)oy * ow + ox];
+                    }
+                }
+            }
+        }
+    }
+}
+
+void nn_conv_forward(const struct nn_layer *l, const float *w, const float *b, const float *x,
+                     float *y, int batch, float *col, int relu)
+{
+    const int K = l->ic * l->k * l->k, N = l->oh * l->ow, M = l->oc;
+    const size_t in_len = nn_layer_in_len(l), out_len = nn_layer_out_len(l);
+    for (int n = 0; n < batch; n++) {
+        const float *xn = x + n * in_len;
+        float *yn = y + n * out_len;
+        const float *src = xn;
+        if (!conv_is_direct(l)) {
+            im2col(l, xn, col);
+            src = col;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, w, K, src, N,
+                    0.0f, yn, N);
+        for (int m = 0; m < M; m++) {
+            float bias = b ? b[m] : 0.0f;
+            float *r = yn + (size_t)m * N;
+            if (relu) {
+                for (int i = 0; i < N; i++) {
+                    float v = r[i] + bias;
+                    r[i] = v > 0.0f ? v : 0.0f;
+                }
+            } else if (bias != 0.0f) {
+                for (int i = 0; i < N; i++)
+                    r[i] += bias;
+            }
+        }
+    }
+}
+
+void nn_conv_backward(const struct nn_layer *l, const float *w, const float *x, const float *dy,
+                      float *dw, float *db, float *dx, int batch, float *col)
+{
+    const int K = l->ic * l->k * l->k, N = l->oh * l->ow, M = l->oc;
+    const size_t in_len = nn_layer_in_len(l), out_len = nn_layer_out_len(l);
+    for (int n = 0; n < batch; n++) {
+        const float *xn = x + n * in_len;
+        const float *dyn = dy + n * out_len;
+        const float *src = xn;
+        if (dw) {
+            if (!conv_is_direct(l)) {
+                im2col(l, xn, col);
+                src = col;
+            }
+            /* dW[M,K] += dy[M,N] * col^T[N,K] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, N, 1.0f, dyn, N, src, N,
+                        1.0f, dw, K);
+        }
+        if (db) {
+            for (int m = 0; m < M; m++) {
+                const float *r = dyn + (size_t)m * N;
+                float s = 0.0f;
+                for (int i = 0; i < N; i++)
+                    s += r[i];
+                db[m] += s;
+            }
+        }
+        if (dx) {
+            float *dxn = dx + n * in_len;
+            if (conv_is_direct(l)) {
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, M, 1.0f, w, K, dyn,
+                            N, 0.0f, dxn, N);
+            } else {
+                /* dcol[K,N] = W^T[K,M] * dy[M,N] */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, M, 1.0f, w, K, dyn,
+                            N, 0.0f, col, N);
+                memset(dxn, 0, sizeof(float) * in_len);
+                col2im(l, col, dxn);
+            }
+        }
+    }
+}
+
+void nn_bn_forward_train(const struct nn_layer *l, const float *gamma, const float *beta,
+                         float *run_mean, float *run_var, const float *x, float *y, int batch,
+                         float *save_mean, float *save_istd, float momentum)
+{
+    const int C = l->ic;
+    const size_t hw = (size_t)l->ih * l->iw, cnt = hw * batch;
+    for (int c = 0; c < C; c++) {
+        double s = 0.0, ss = 0.0;
+        for (int n = 0; n < batch; n++) {
+            const float *p = x + ((size_t)n * C + c) * hw;
+            for (size_t i = 0; i < hw; i++)
+                s += p[i];
+        }
+        double mean = s / (double)cnt;
+        for (int n = 0; n < batch; n++) {
+            const float *p = x + ((size_t)n * C + c) * hw;
+            for (size_t i = 0; i < hw; i++) {
+                double d = p[i] - mean;
+                ss += d * d;
+            }
+        }
+        double var = ss / (double)cnt;
+        float istd = (float)(1.0 / sqrt(var + NN_BN_EPS));
+        save_mean[c] = (float)mean;
+        save_istd[c] = istd;
+        if (run_mean) {
+            double unbiased = cnt > 1 ? ss / (double)(cnt - 1) : var;
+            run_mean[c] = (1.0f - momentum) * run_mean[c] + momentum * (float)mean;
+            run_var[c] = (1.0f - momentum) * run_var[c] + momentum * (float)unbiased;
+        }
+        float a = gamma[c] * istd, bb = beta[c] - (float)mean * a;
+        for (int n = 0; n < batch; n++) {
+            const float *p = x + ((size_t)n * C + c) * hw;
+            float *q = y + ((size_t)n * C + c) * hw;
+            for (size_t i = 0; i < hw; i++)
+                q[i] = p[i] * a + bb;
+        }
+    }
+}
+
+void nn_bn_forward_infer(const struct nn_layer *l, const float *gamma, const float *beta,
+                         const float *mean, const float *var, const float *x, float *y,
+                         int batch)
+{
+    const int C = l->ic;
+    const size_t hw = (size_t)l->ih * l->iw;
+    for (int c = 0; c < C; c++) {
+        float a = gamma[c] / sqrtf(var[c] + NN_BN_EPS), bb = beta[c] - mean[c] * a;
+        for (int n = 0; n < batch; n++) {
+            const float *p = x + ((size_t)n * C + c) * hw;
+            float *q = y + ((size_t)n * C + c) * hw;
+            for (size_t i = 0; i < hw; i++)
+                q[i] = p[i] * a + bb;
+        }
+    }
+}
+
+void nn_bn_backward(const struct nn_layer *l, const float *gamma, const float *x,
+                    const float *dy, const float *save_mean, const float *save_istd,
+                    float *dgamma, float *dbeta, float *dx, int batch)
+{
+    const int C = l->ic;
+    const size_t hw = (size_t)l->ih * l->iw;
+    const float cnt = (float)(hw * batch);
+    for (int c = 0; c < C; c++) {
+        const float mean = save_mean[c], istd = save_istd[c];
+        double sdy = 0.0, sdyx = 0.0;
+        for (int n = 0; n < batch; n++) {
+            const float *p = x + ((size_t)n * C + c) * hw;
+            const float *g = dy + ((size_t)n * C + c) * hw;
+            for (size_t i = 0; i < hw; i++) {
+                sdy += g[i];
+                sdyx += g[i] * (p[i] - mean) * istd;
+            }
+        }
+        if (dgamma) {
+            dgamma[c] += (float)sdyx;
+            dbeta[c] += (float)sdy;
+        }
+        if (dx) {
+            float k = gamma[c] * istd / cnt;
+            for (int n = 0; n < batch; n++) {
+                const float *p = x + ((size_t)n * C + c) * hw;
+                const float *g = dy + ((size_t)n * C + c) * hw;
+                float *q = dx + ((size_t)n * C + c) * hw;
+                for (size_t i = 0; i < hw; i++) {
+                    float xhat = (p[i] - mean) * istd;
+                    q[i] = k * (cnt * g[i] - (float)sdy - xhat * (float)sdyx);
+                }
+            }
+        }
+    }
+}
+
+void nn_relu_forward(const float *x, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void nn_relu_backward(const float *y, const float *dy, float *dx, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+void nn_maxpool_forward(const struct nn_layer *l, const float *x, float *y, int32_t *argmax,
+                        int batch)
+{
+    const int k = l->k, s = l->stride, ih = l->ih, iw = l->iw, oh = l->oh, ow = l->ow;
+    const size_t planes = (size_t)batch * l->ic;
+    for (size_t pl = 0; pl < planes; pl++) {
+        const float *xp = x + pl * ih * iw;
+        float *yp = y + pl * oh * ow;
+        for (int oy = 0; oy < oh; oy++) {
+            for (int ox = 0; ox < ow; ox++) {
+                int best = (oy * s) * iw + ox * s;
+                float bv = xp[best];
+                for (int ky = 0; ky < k; ky++) {
+                    const float *r = xp + (size_t)(oy * s + ky) * iw + ox * s;
+                    for (int kx = 0; kx < k; kx++) {
+                        if (r[kx] > bv) {
+                            bv = r[kx];
+                            best = (oy * s + ky) * iw + ox * s + kx;
+                        }
+                    }
+                }
+                yp[oy * ow + ox] = bv;
+                if (argmax)
+                    argmax[pl * oh * ow + oy * ow + ox] = best;
+            }
+        }
+    }
+}
+
+void nn_maxpool_backward(const struct nn_layer *l, const float *dy, const int32_t *argmax,
+                         float *dx, int batch)
+{
+    const size_t planes = (size_t)batch * l->ic, ihw = (size_t)l->ih * l->iw,
+                 ohw = (size_t)l->oh * l->ow;
+    memset(dx, 0, sizeof(float) * planes * ihw);
+    for (size_t pl = 0; pl < planes; pl++)
+        for (size_t i = 0; i < ohw; i++)
+            dx[pl * ihw + argmax[pl * ohw + i]] += dy[pl * ohw + i];
+}
+
+void nn_avgpool_forward(const struct nn_layer *l, const float *x, float *y, int batch)
+{
+    const int k = l->k, s = l->stride, ih = l->ih, iw = l->iw, oh = l->oh, ow = l->ow;
+    const size_t planes = (size_t)batch * l->ic;
+    const float inv = 1.0f / (float)(k * k);
+    for (size_t pl = 0; pl < planes; pl++) {
+        const float *xp = x + pl * ih * iw;
+        float *yp = y + pl * oh * ow;
+        for (int oy = 0; oy < oh; oy++) {
+            for (int ox = 0; ox < ow; ox++) {
+                float acc = 0.0f;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++)
+                        acc += xp[(size_t)(oy * s + ky) * iw + ox * s + kx];
+                yp[oy * ow + ox] = acc * inv;
+            }
+        }
+    }
+}
+
+void nn_avgpool_backward(const struct nn_layer *l, const float *dy, float *dx, int batch)
+{
+    const int k = l->k, s = l->stride, ih = l->ih, iw = l->iw, oh = l->oh, ow = l->ow;
+    const size_t planes = (size_t)batch * l->ic;
+    const float inv = 1.0f / (float)(k * k);
+    memset(dx, 0, sizeof(float) * planes * ih * iw);
+    for (size_t pl = 0; pl < planes; pl++) {
+        float *xp = dx + pl * ih * iw;
+        const float *yp = dy + pl * oh * ow;
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++) {
+                float g = yp[oy * ow + ox] * inv;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++)
+                        xp[(size_t)(oy * s + ky) * iw + ox * s + kx] += g;
+            }
+    }
+}
+
+void nn_gap_forward(const struct nn_layer *l, const float *x, float *y, int batch)
+{
+    const size_t planes = (size_t)batch * l->ic, hw = (size_t)l->ih * l->iw;
+    for (size_t pl = 0; pl < planes; pl++) {
+        const float *p = x + pl * hw;
+        float acc = 0.0f;
+        for (size_t i = 0; i < hw; i++)
+            acc += p[i];
+        y[pl] = acc / (float)hw;
+    }
+}
+
+void nn_gap_backward(const struct nn_layer *l, const float *dy, float *dx, int batch)
+{
+    const size_t planes = (size_t)batch * l->ic, hw = (size_t)l->ih * l->iw;
+    for (size_t pl = 0; pl < planes; pl++) {
+        float g = dy[pl] / (float)hw;
+        for (size_t i = 0; i < hw; i++)
+            dx[pl * hw + i] = g;
+    }
+}
+
+void nn_dense_forward(const struct nn_layer *l, const float *w, const float *b, const float *x,
+                      float *y, int batch, int relu)
+{
+    const int in = l->ic * l->ih * l->iw, out = l->oc;
+    if (batch == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w, in, x, 1, 0.0f, y, 1);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, out, in, 1.0f, x, in, w, in,
+                    0.0f, y, out);
+    }
+    for (int n = 0; n < batch; n++) {
+        float *r = y + (size_t)n * out;
+        for (int o = 0; o < out; o++) {
+            float v = r[o] + b[o];
+            r[o] = (relu && v < 0.0f) ? 0.0f : v;
+        }
+    }
+}
+
+void nn_dense_backward(const struct nn_layer *l, const float *w, const float *x,
+                       const float *dy, float *dw, float *db, float *dx, int batch)
+{
+    const int in = l->ic * l->ih * l->iw, out = l->oc;
+    if (dw) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, batch, 1.0f, dy, out, x,
+                    in, 1.0f, dw, in);
+        for (int n = 0; n < batch; n++)
+            for (int o = 0; o < out; o++)
+                db[o] += dy[(size_t)n * out + o];
+    }
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, batch, in, out, 1.0f, dy, out, w,
+                    in, 0.0f, dx, in);
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *s = x;
+    return x;
+}
+
+void nn_dropout_forward(float p, const float *x, float *y, uint8_t *mask, size_t n,
+                        uint64_t *rng)
+{
+    const float scale = 1.0f / (1.0f - p);
+    const uint32_t thr = (uint32_t)((double)p * 4294967296.0 > 4294967295.0
+                                        ? 4294967295.0
+                                        : (double)p * 4294967296.0);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t r = (uint32_t)(rng_next(rng) >> 32);
+        mask[i] = r >= thr;
+        y[i] = mask[i] ? x[i] * scale : 0.0f;
+    }
+}
+
+void nn_dropout_backward(float p, const float *dy, const uint8_t *mask, float *dx, size_t n)
+{
+    const float scale = 1.0f / (1.0f - p);
+    for (size_t i = 0; i < n; i++)
+        dx[i] = mask[i] ? dy[i] * scale : 0.0f;
+}
+
+void nn_softmax_forward(const float *x, float *y, int batch, int n)
+{
+    for (int b = 0; b < batch; b++) {
+        const float *xr = x + (size_t)b * n;
+        float *yr = y + (size_t)b * n;
+        float mx = xr[0];
+        for (int i = 1; i < n; i++)
+            mx = xr[i] > mx ? xr[i] : mx;
+        double sum = 0.0;
+        for (int i = 0; i < n; i++) {
+            yr[i] = expf(xr[i] - mx);
+            sum += yr[i];
+        }
+        for (int i = 0; i < n; i++)
+            yr[i] = (float)(yr[i] / sum);
+    }
+}
+
+void nn_softmax_backward(const float *y, const float *dy, float *dx, int batch, int n)
+{
+    for (int b = 0; b < batch; b++) {
+        const float *yr = y + (size_t)b * n, *gr = dy + (size_t)b * n;
+        float *dr = dx + (size_t)b * n;
+        double dot = 0.0;
+        for (int i = 0; i < n; i++)
+            dot += (double)yr[i] * gr[i];
+        for (int i = 0; i < n; i++)
+            dr[i] = yr[i] * (gr[i] - (float)dot);
+    }
+}
+
+/*
+ * Loss per sample i with label y: w[y] * sum_c -q_c log p_c, q = (1 - eps) onehot(y) + eps / C;
+ * the mean divides by sum_i w[y_i] (PyTorch's weighted mean). dlogits_i = w[y] (p - q) / sum w.
+ */
+cxr_err nn_loss_xent(const float *logits, const int *labels, int batch, int n_classes,
+                     const float *class_weights, float smoothing, float *ret_loss,
+                     float *dlogits)
+{
+    double total = 0.0, wsum = 0.0;
+    if (!logits || !labels || batch <= 0 || n_classes <= 1 || n_classes > NN_MAX_CLASSES ||
+        smoothing < 0.0f || smoothing >= 1.0f)
+        return CXR_EINVAL;
+    for (int b = 0; b < batch; b++) {
+        if (labels[b] < 0 || labels[b] >= n_classes)
+            return CXR_EINVAL;
+        wsum += class_weights ? class_weights[labels[b]] : 1.0;
+    }
+    if (wsum <= 0.0)
+        return CXR_EINVAL;
+    for (int b = 0; b < batch; b++) {
+        const float *z = logits + (size_t)b * n_classes;
+        float w = class_weights ? class_weights[labels[b]] : 1.0f;
+        float mx = z[0];
+        for (int c = 1; c < n_classes; c++)
+            mx = z[c] > mx ? z[c] : mx;
+        double se = 0.0;
+        for (int c = 0; c < n_classes; c++)
+            se += exp((double)z[c] - mx);
+        double lse = log(se) + mx, l = 0.0;
+        for (int c = 0; c < n_classes; c++) {
+            double q = smoothing / n_classes + (c == labels[b] ? 1.0 - smoothing : 0.0);
+            double logp = z[c] - lse;
+            l -= q * logp;
+            if (dlogits)
+                dlogits[(size_t)b * n_classes + c] = (float)(w * (exp(logp) - q) / wsum);
+        }
+        total += w * l;
+    }
+    if (ret_loss)
+        *ret_loss = (float)(total / wsum);
+    return CXR_OK;
+}

@@ -1,0 +1,190 @@
+/*
+ * model.h - the CNN engine of cxrtriage: architectures, training, the .cxrm model file and
+ * inference, on OpenBLAS.
+ *
+ * DESIGN
+ * - A model (nn_model) is an architecture (a list of layers described as data, see
+ *   model/archs/ for the text format), an input spec, class names, one arena holding every
+ *   float32 parameter, and key/value metadata. It is built from an architecture name or text
+ *   (nn_model_build) or loaded from a .cxrm file (nn_model_load), and saved with nn_model_save.
+ * - Inference uses a context per thread (nn_ctx_new): it snapshots the weights with batch
+ *   normalisation folded into the preceding convolution and ReLU fused into its epilogue, and
+ *   owns a workspace sized once for max_batch, so nn_predict performs no heap allocation.
+ *   Contexts of one model may run concurrently; the model must not change meanwhile.
+ * - Training (nn_train) shares the layer code: forward in training mode (batch statistics,
+ *   dropout), loss (class-weighted, label-smoothed cross-entropy) giving dlogits, backward,
+ *   and an Adam or SGD-with-momentum step with weight decay.
+ * - The library never logs and never calls exit(); errors are cxr_err plus a message written
+ *   to errbuf naming the file and the part at fault. Thread count of OpenBLAS is the caller's
+ *   business (openblas_set_num_threads).
+ * Tensors are NCHW float32; every buffer the library allocates is 64-byte aligned.
+ */
+#ifndef CXR_MODEL_H
+#define CXR_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct nn_model nn_model;
+typedef struct nn_ctx nn_ctx;
+typedef struct nn_train nn_train;
+
+#define NN_MAX_CLASSES 64
+#define NN_MAX_LAYERS 128
+#define NN_NAME_MAX 64     /* class names, preprocessing name, metadata keys (with NUL) */
+#define NN_META_VALUE_MAX 1024
+#define NN_MAX_META 64
+#define NN_DIGEST_HEX 65   /* SHA-256 as lowercase hex plus NUL */
+#define NN_PREPROC_CXR_V1 "cxr-pixel-v1"
+
+/* The model's input: a square image of size x size with `channels` planes, produced by the
+ * named preprocessing and normalised as (x - mean) / std. */
+struct nn_input_spec {
+    int size;
+    int channels;
+    char preprocessing[NN_NAME_MAX];
+    float mean;
+    float std;
+};
+
+/* ---- architectures ---- */
+
+/* Names of the built-in architectures ("compact", "seed001", "seed004"), NULL-terminated. */
+const char *const *nn_arch_names(void);
+
+/* The text of a built-in architecture, or NULL when name is unknown. */
+const char *nn_arch_text(const char *name);
+
+/*
+ * Builds a trainable model from an architecture: `arch` is a built-in name or, when it names
+ * no built-in, a path to an architecture text file. The input spec's size and channels
+ * override the architecture's `input` line when they are > 0. class_names has n_classes
+ * entries. Parameters are initialised (He uniform) from seed. Errors: CXR_EINVAL, CXR_EPARSE
+ * (bad architecture text, with line number in errbuf), CXR_EMODEL (shapes do not chain),
+ * CXR_ENOMEM, CXR_EIO.
+ */
+cxr_err nn_model_build(const char *arch, const struct nn_input_spec *spec, int n_classes,
+                       const char *const *class_names, uint32_t seed, nn_model **ret_model,
+                       char *errbuf, size_t errlen);
+
+/* Loads and validates a .cxrm file (see model/file.c for the layout). Errors: CXR_EIO,
+ * CXR_ENOTFOUND, CXR_EMODEL with errbuf naming the part at fault. */
+cxr_err nn_model_load(const char *path, nn_model **ret_model, char *errbuf, size_t errlen);
+
+/* Same from memory (the digest is that of the bytes). */
+cxr_err nn_model_load_mem(const void *data, size_t len, nn_model **ret_model, char *errbuf,
+                          size_t errlen);
+
+/* Writes the model to path atomically (sets the model's digest to that of the file). */
+cxr_err nn_model_save(nn_model *model, const char *path, char *errbuf, size_t errlen);
+
+/* Serialises to a malloc'ed buffer (caller frees). */
+cxr_err nn_model_serialize(const nn_model *model, uint8_t **ret_data, size_t *ret_len,
+                           char *errbuf, size_t errlen);
+
+void nn_model_free(nn_model *model);
+
+/* Sets (or replaces) a metadata key/value pair (e.g. "dataset_sha256", "date", "val_acc"). */
+cxr_err nn_model_set_meta(nn_model *model, const char *key, const char *value);
+/* Value of a metadata key, or NULL. */
+const char *nn_model_meta(const nn_model *model, const char *key);
+int nn_model_meta_count(const nn_model *model);
+/* The i-th metadata pair; false when i is out of range. */
+bool nn_model_meta_at(const nn_model *model, int i, const char **ret_key, const char **ret_value);
+
+int nn_model_num_classes(const nn_model *model);
+const char *nn_model_class_name(const nn_model *model, int i);
+const struct nn_input_spec *nn_model_input_spec(const nn_model *model);
+/* Sets mean and std of the input normalisation (the trainer computes them). */
+void nn_model_set_normalisation(nn_model *model, float mean, float std);
+/* SHA-256 of the file it was loaded from or last saved to; "" for a model never saved. */
+const char *nn_model_digest(const nn_model *model);
+size_t nn_model_param_count(const nn_model *model);
+/* Multiply-adds counted as 2 FLOPs, for one image, forward pass. */
+double nn_model_flops(const nn_model *model);
+/* Floats per input image: channels * size * size. */
+size_t nn_model_input_len(const nn_model *model);
+/* Writes a human-readable description of the layers (one per line, with output shapes,
+ * parameters and FLOPs) into buf; returns the length it needed (snprintf-like). */
+size_t nn_model_describe(const nn_model *model, char *buf, size_t len);
+/* The architecture as text (parseable by nn_model_build). Same return convention. */
+size_t nn_model_arch_text(const nn_model *model, char *buf, size_t len);
+
+/* Fills every parameter (and batch-norm running statistics) deterministically from a 32-bit
+ * integer hash; used to compare with PyTorch on identical weights (see model/golden/). */
+void nn_model_fill_hashed(nn_model *model);
+/* The same hash-derived input: n floats in [-1, 1). */
+void nn_fill_hashed_input(float *x, size_t n, uint32_t stream);
+
+/* ---- inference ---- */
+
+/* A per-thread inference context for batches of up to max_batch images. */
+cxr_err nn_ctx_new(const nn_model *model, int max_batch, nn_ctx **ret_ctx);
+void nn_ctx_free(nn_ctx *ctx);
+
+/* Scores `batch` images (input NCHW, batch * nn_model_input_len floats) and writes batch *
+ * num_classes softmax probabilities to probs. No heap allocation. CXR_EINVAL when batch is
+ * out of range. */
+cxr_err nn_predict(nn_ctx *ctx, const float *input, int batch, float *probs);
+
+/* ---- training ---- */
+
+enum nn_optim { NN_OPT_ADAM = 0, NN_OPT_SGD = 1 };
+
+struct nn_train_opts {
+    enum nn_optim optim;
+    float lr;
+    float momentum;     /* SGD */
+    float beta1, beta2, eps; /* Adam */
+    float weight_decay; /* L2 on conv and dense weights (not biases, not batch norm) */
+    float label_smoothing;
+    uint32_t seed;      /* dropout masks */
+};
+
+/* Defaults: Adam, lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay 1e-4, smoothing 0. */
+void nn_train_opts_default(struct nn_train_opts *opts);
+
+/* Training state for `model` (borrowed; it must outlive the nn_train) for batches up to
+ * max_batch: activations, gradients and optimiser moments. */
+cxr_err nn_train_new(nn_model *model, int max_batch, const struct nn_train_opts *opts,
+                     nn_train **ret_train);
+void nn_train_free(nn_train *train);
+
+void nn_train_set_lr(nn_train *train, float lr);
+/* Freezes the first n layers of the layer list (their parameters are not updated and their
+ * batch-norm statistics are not changed). n = 0 unfreezes everything. */
+void nn_train_freeze(nn_train *train, int n_layers);
+/* Per-class loss weights (num_classes floats); NULL means all 1. */
+cxr_err nn_train_set_class_weights(nn_train *train, const float *weights);
+
+/* Forward pass in training mode; returns a pointer to the logits (batch x classes) held by
+ * train, valid until the next call. */
+cxr_err nn_train_forward(nn_train *train, const float *input, int batch, const float **ret_logits);
+
+/* Weighted, label-smoothed softmax cross-entropy of logits against labels; writes the mean
+ * loss and dlogits (batch x classes). Pure function, usable on its own. */
+cxr_err nn_loss_xent(const float *logits, const int *labels, int batch, int n_classes,
+                     const float *class_weights, float smoothing, float *ret_loss,
+                     float *dlogits);
+
+/* Backward from dlogits (batch x classes, same batch as the last forward). */
+cxr_err nn_train_backward(nn_train *train, const float *dlogits);
+
+/* One optimiser step with the gradients of the last backward. */
+void nn_train_step(nn_train *train);
+
+/* Forward, loss, backward and step in one call. */
+cxr_err nn_train_batch(nn_train *train, const float *input, const int *labels, int batch,
+                       float *ret_loss);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

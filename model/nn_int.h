@@ -1,0 +1,137 @@
+/*
+ * nn_int.h - private structures of the CNN engine shared by its files (not part of model.h).
+ *
+ * A layer is plain data: its type, its hyper-parameters, its input and output shapes (C, H, W
+ * of one image) and offsets of its parameters in the model's arena. The layer kernels in
+ * layers.c take raw float pointers so that training and inference share them.
+ */
+#ifndef CXR_NN_INT_H
+#define CXR_NN_INT_H
+
+#include <stdint.h>
+
+#include "model.h"
+
+enum nn_layer_type {
+    NN_L_CONV = 1,
+    NN_L_BN = 2,
+    NN_L_RELU = 3,
+    NN_L_MAXPOOL = 4,
+    NN_L_AVGPOOL = 5,
+    NN_L_GAP = 6,
+    NN_L_FLATTEN = 7,
+    NN_L_DENSE = 8,
+    NN_L_DROPOUT = 9,
+};
+
+#define NN_BN_EPS 1e-5f
+
+struct nn_layer {
+    enum nn_layer_type type;
+    int out;     /* conv: output channels; dense: outputs (-1 in text = classes) */
+    int k;       /* conv/pool kernel */
+    int stride;
+    int pad;
+    float p;     /* dropout probability */
+    int ic, ih, iw; /* input shape of one image */
+    int oc, oh, ow; /* output shape */
+    /* parameter offsets in the arena (floats), -1 when absent */
+    long w, b, gamma, beta, mean, var;
+    long nw;     /* conv: oc*ic*k*k, dense: out*in */
+};
+
+struct nn_meta {
+    char key[NN_NAME_MAX];
+    char value[NN_META_VALUE_MAX];
+};
+
+struct nn_model {
+    int n_layers;
+    struct nn_layer layers[NN_MAX_LAYERS];
+    struct nn_input_spec spec;
+    int n_classes;
+    char classes[NN_MAX_CLASSES][NN_NAME_MAX];
+    float *params;     /* the arena */
+    size_t n_params;   /* floats in the arena (including BN running statistics) */
+    size_t n_trainable;
+    int n_meta;
+    struct nn_meta meta[NN_MAX_META];
+    char digest[NN_DIGEST_HEX];
+};
+
+/* tensor.c */
+void *nn_alloc(size_t bytes);            /* 64-byte aligned, zeroed; NULL on overflow/OOM */
+void nn_free(void *p);
+size_t nn_layer_in_len(const struct nn_layer *l);
+size_t nn_layer_out_len(const struct nn_layer *l);
+
+/* arch.c */
+cxr_err nn_arch_parse(const char *text, int n_classes, struct nn_model *m, char *errbuf,
+                      size_t errlen);
+/* Computes shapes and parameter offsets from m->spec and the layer list. */
+cxr_err nn_arch_resolve(struct nn_model *m, char *errbuf, size_t errlen);
+double nn_layer_flops(const struct nn_layer *l);
+const char *nn_layer_type_name(enum nn_layer_type t);
+
+/* layers.c: kernels for one batch. col is an im2col workspace of nn_conv_col_len floats. */
+size_t nn_conv_col_len(const struct nn_layer *l);
+void nn_conv_forward(const struct nn_layer *l, const float *w, const float *b, const float *x,
+                     float *y, int batch, float *col, int relu);
+void nn_conv_backward(const struct nn_layer *l, const float *w, const float *x, const float *dy,
+                      float *dw, float *db, float *dx, int batch, float *col);
+void nn_bn_forward_train(const struct nn_layer *l, const float *gamma, const float *beta,
+                         float *run_mean, float *run_var, const float *x, float *y, int batch,
+                         float *save_mean, float *save_istd, float momentum);
+void nn_bn_forward_infer(const struct nn_layer *l, const float *gamma, const float *beta,
+                         const float *mean, const float *var, const float *x, float *y,
+                         int batch);
+void nn_bn_backward(const struct nn_layer *l, const float *gamma, const float *x,
+                    const float *dy, const float *save_mean, const float *save_istd,
+                    float *dgamma, float *dbeta, float *dx, int batch);
+void nn_relu_forward(const float *x, float *y, size_t n);
+void nn_relu_backward(const float *y, const float *dy, float *dx, size_t n);
+void nn_maxpool_forward(const struct nn_layer *l, const float *x, float *y, int32_t *argmax,
+                        int batch);
+void nn_maxpool_backward(const struct nn_layer *l, const float *dy, const int32_t *argmax,
+                         float *dx, int batch);
+void nn_avgpool_forward(const struct nn_layer *l, const float *x, float *y, int batch);
+void nn_avgpool_backward(const struct nn_layer *l, const float *dy, float *dx, int batch);
+void nn_gap_forward(const struct nn_layer *l, const float *x, float *y, int batch);
+void nn_gap_backward(const struct nn_layer *l, const float *dy, float *dx, int batch);
+void nn_dense_forward(const struct nn_layer *l, const float *w, const float *b, const float *x,
+                      float *y, int batch, int relu);
+void nn_dense_backward(const struct nn_layer *l, const float *w, const float *x,
+                       const float *dy, float *dw, float *db, float *dx, int batch);
+void nn_dropout_forward(float p, const float *x, float *y, uint8_t *mask, size_t n,
+                        uint64_t *rng);
+void nn_dropout_backward(float p, const float *dy, const uint8_t *mask, float *dx, size_t n);
+void nn_softmax_forward(const float *x, float *y, int batch, int n);
+void nn_softmax_backward(const float *y, const float *dy, float *dx, int batch, int n);
+
+/* sha256.c */
+struct nn_sha256 {
+    uint32_t h[8];
+    uint64_t len;
+    uint8_t buf[64];
+    size_t fill;
+};
+void nn_sha256_init(struct nn_sha256 *s);
+void nn_sha256_update(struct nn_sha256 *s, const void *data, size_t len);
+void nn_sha256_final(struct nn_sha256 *s, uint8_t out[32]);
+void nn_sha256_hex(const uint8_t d[32], char out[NN_DIGEST_HEX]);
+
+/* file.c: internal loader entry (flags: NN_LOAD_SKIP_CHECKSUM for the fuzzer). */
+#define NN_LOAD_SKIP_CHECKSUM 1u
+cxr_err nn_model_load_mem_flags(const void *data, size_t len, unsigned flags,
+                                nn_model **ret_model, char *errbuf, size_t errlen);
+nn_model *nn_model_alloc(void);
+/* net.c: the gradient arena of the last backward (tests); infer.c: logits of the last
+ * nn_predict (batch x classes). */
+const float *nn_train_grad(const nn_train *t);
+const float *nn_ctx_logits(const nn_ctx *c);
+cxr_err nn_model_alloc_params(nn_model *m);
+
+void nn_errf(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

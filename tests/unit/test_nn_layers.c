@@ -1,0 +1,424 @@
+/*
+ * test_nn_layers.c - finite-difference gradient checks for every layer's backward pass, for
+ * softmax, for the loss, and for a whole small network through the training API.
+ *
+ * Objective: L = sum(y * r) with fixed random r, so dL/dy = r; the analytic gradient from
+ * backward(dy = r) is compared with central differences (double-precision accumulation of L).
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "nn_int.h"
+
+static uint64_t g_rng = 88172645463325252ull;
+
+static float frand(void)
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (float)((g_rng >> 40) / 8388608.0 - 1.0);
+}
+
+static float *rand_buf(size_t n, float scale)
+{
+    float *p = nn_alloc(sizeof(float) * n);
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = frand() * scale;
+    return p;
+}
+
+/* Keeps values away from 0 so ReLU kinks are not crossed by the perturbation. */
+static void push_from_zero(float *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (fabsf(p[i]) < 0.05f)
+            p[i] = p[i] < 0 ? p[i] - 0.05f : p[i] + 0.05f;
+}
+
+typedef double (*objective_fn)(void *ctx);
+
+/* Checks analytic[] against central differences of obj() w.r.t. a[] (up to 64 indices). */
+static double check_grad(const char *what, float *a, const float *analytic, size_t n,
+                         objective_fn obj, void *ctx, float h)
+{
+    double worst = 0.0;
+    size_t step = n > 64 ? n / 64 : 1;
+    for (size_t i = 0; i < n; i += step) {
+        float keep = a[i];
+        double num = 0.0, err = 1e30;
+        /* A perturbation that crosses a ReLU or max-pool kink spoils the difference: retry
+         * with a smaller step before calling it a failure. */
+        for (float hh = h; hh >= h / 16 && err > 5e-3; hh /= 4) {
+            a[i] = keep + hh;
+            double lp = obj(ctx);
+            a[i] = keep - hh;
+            double lm = obj(ctx);
+            a[i] = keep;
+            num = (lp - lm) / (2.0 * hh);
+            err = fabs(num - analytic[i]) / fmax(1.0, fabs(num));
+        }
+        if (err > worst)
+            worst = err;
+        if (err > 5e-3) {
+            fprintf(stderr, "%s[%zu]: analytic %g numeric %g\n", what, i, (double)analytic[i],
+                    num);
+            fail();
+        }
+    }
+    printf("  %-22s worst relative error %.2e over %zu entries\n", what, worst,
+           (n + step - 1) / step);
+    return worst;
+}
+
+static double dot(const float *y, const float *r, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)y[i] * r[i];
+    return s;
+}
+
+static struct nn_model *model_from(const char *text, int classes)
+{
+    struct nn_model *m = nn_model_alloc();
+    char err[256];
+    assert_non_null(m);
+    m->n_classes = classes;
+    assert_int_equal(nn_arch_parse(text, classes, m, err, sizeof(err)), CXR_OK);
+    assert_int_equal(nn_arch_resolve(m, err, sizeof(err)), CXR_OK);
+    return m;
+}
+
+/* ---- conv ---- */
+struct conv_ctx {
+    const struct nn_layer *l;
+    float *x, *w, *b, *y, *r, *col;
+    int batch;
+};
+
+static double conv_obj(void *p)
+{
+    struct conv_ctx *c = p;
+    nn_conv_forward(c->l, c->w, c->b, c->x, c->y, c->batch, c->col, 0);
+    return dot(c->y, c->r, nn_layer_out_len(c->l) * c->batch);
+}
+
+static void check_conv(const char *arch)
+{
+    struct nn_model *m = model_from(arch, 2);
+    const struct nn_layer *l = &m->layers[0];
+    struct conv_ctx c = {.l = l, .batch = 2};
+    size_t in = nn_layer_in_len(l) * 2, out = nn_layer_out_len(l) * 2;
+    float *dw, *db, *dx;
+    printf("conv %dx%d s%d p%d %d->%d on %dx%d\n", l->k, l->k, l->stride, l->pad, l->ic, l->oc,
+           l->ih, l->iw);
+    c.x = rand_buf(in, 1.0f);
+    c.w = rand_buf((size_t)l->nw, 0.5f);
+    c.b = rand_buf((size_t)l->oc, 0.5f);
+    c.y = rand_buf(out, 0.0f);
+    c.r = rand_buf(out, 1.0f);
+    c.col = rand_buf(nn_conv_col_len(l), 0.0f);
+    dw = rand_buf((size_t)l->nw, 0.0f);
+    db = rand_buf((size_t)l->oc, 0.0f);
+    dx = rand_buf(in, 0.0f);
+    nn_conv_backward(l, c.w, c.x, c.r, dw, db, dx, 2, c.col);
+    check_grad("conv dx", c.x, dx, in, conv_obj, &c, 1e-2f);
+    check_grad("conv dw", c.w, dw, (size_t)l->nw, conv_obj, &c, 1e-2f);
+    check_grad("conv db", c.b, db, (size_t)l->oc, conv_obj, &c, 1e-2f);
+    nn_free(c.x), nn_free(c.w), nn_free(c.b), nn_free(c.y), nn_free(c.r), nn_free(c.col);
+    nn_free(dw), nn_free(db), nn_free(dx);
+    nn_model_free(m);
+}
+
+static void test_conv(void **state)
+{
+    check_conv("input 7 3\nconv 4 3 1 1\ndense classes\n");
+    check_conv("input 9 2\nconv 5 3 2 1\ndense classes\n");
+    check_conv("input 6 4\nconv 3 1 1 0\ndense classes\n");
+    check_conv("input 11 2\nconv 3 5 2 2\ndense classes\n");
+    check_conv("input 8 1\nconv 2 2 2 0\ndense classes\n");
+}
+
+/* ---- batch norm (training mode) ---- */
+struct bn_ctx {
+    const struct nn_layer *l;
+    float *x, *g, *b, *y, *r, *sm, *si;
+    int batch;
+};
+
+static double bn_obj(void *p)
+{
+    struct bn_ctx *c = p;
+    nn_bn_forward_train(c->l, c->g, c->b, NULL, NULL, c->x, c->y, c->batch, c->sm, c->si, 0.1f);
+    return dot(c->y, c->r, nn_layer_out_len(c->l) * c->batch);
+}
+
+static void test_bn(void **state)
+{
+    struct nn_model *m = model_from("input 4 3\nbn\ndense classes\n", 2);
+    const struct nn_layer *l = &m->layers[0];
+    struct bn_ctx c = {.l = l, .batch = 3};
+    size_t n = nn_layer_in_len(l) * 3;
+    float *dg, *dbeta, *dx;
+    c.x = rand_buf(n, 2.0f);
+    c.g = rand_buf(3, 1.0f);
+    c.b = rand_buf(3, 1.0f);
+    c.y = rand_buf(n, 0.0f);
+    c.r = rand_buf(n, 1.0f);
+    c.sm = rand_buf(3, 0.0f);
+    c.si = rand_buf(3, 0.0f);
+    dg = rand_buf(3, 0.0f);
+    dbeta = rand_buf(3, 0.0f);
+    dx = rand_buf(n, 0.0f);
+    (void)bn_obj(&c);
+    nn_bn_backward(l, c.g, c.x, c.r, c.sm, c.si, dg, dbeta, dx, 3);
+    printf("batch norm (training statistics)\n");
+    check_grad("bn dx", c.x, dx, n, bn_obj, &c, 1e-2f);
+    check_grad("bn dgamma", c.g, dg, 3, bn_obj, &c, 1e-2f);
+    check_grad("bn dbeta", c.b, dbeta, 3, bn_obj, &c, 1e-2f);
+    nn_free(c.x), nn_free(c.g), nn_free(c.b), nn_free(c.y), nn_free(c.r), nn_free(c.sm);
+    nn_free(c.si), nn_free(dg), nn_free(dbeta), nn_free(dx);
+    nn_model_free(m);
+}
+
+/* ---- parameter-free layers: relu, pools, gap, dropout, softmax ---- */
+struct pf_ctx {
+    const struct nn_layer *l;
+    int kind, batch;
+    float *x, *y, *r;
+    int32_t *am;
+    uint8_t *mask;
+    size_t n_in, n_out;
+};
+
+static void pf_forward(struct pf_ctx *c)
+{
+    uint64_t rng = 12345;
+    switch (c->kind) {
+    case 0: nn_relu_forward(c->x, c->y, c->n_in); break;
+    case 1: nn_maxpool_forward(c->l, c->x, c->y, c->am, c->batch); break;
+    case 2: nn_avgpool_forward(c->l, c->x, c->y, c->batch); break;
+    case 3: nn_gap_forward(c->l, c->x, c->y, c->batch); break;
+    case 4: nn_dropout_forward(0.3f, c->x, c->y, c->mask, c->n_in, &rng); break;
+    case 5: nn_softmax_forward(c->x, c->y, c->batch, (int)(c->n_in / c->batch)); break;
+    default: fail();
+    }
+}
+
+static double pf_obj(void *p)
+{
+    struct pf_ctx *c = p;
+    pf_forward(c);
+    return dot(c->y, c->r, c->n_out);
+}
+
+static void check_pf(const char *name, const char *arch, int kind)
+{
+    struct nn_model *m = model_from(arch, 2);
+    const struct nn_layer *l = &m->layers[0];
+    struct pf_ctx c = {.l = l, .kind = kind, .batch = 2};
+    float *dx;
+    c.n_in = nn_layer_in_len(l) * 2;
+    c.n_out = nn_layer_out_len(l) * 2;
+    if (kind == 5)
+        c.n_out = c.n_in;
+    c.x = rand_buf(c.n_in, 1.0f);
+    push_from_zero(c.x, c.n_in);
+    if (kind == 1) /* distinct, well-spaced values: no near-ties inside a pooling window */
+        for (size_t i = 0; i < c.n_in; i++)
+            c.x[i] = (float)((i * 37) % c.n_in) * 0.01f - 1.0f;
+    c.y = rand_buf(c.n_out, 0.0f);
+    c.r = rand_buf(c.n_out, 1.0f);
+    c.am = nn_alloc(sizeof(int32_t) * c.n_out);
+    c.mask = nn_alloc(c.n_in);
+    dx = rand_buf(c.n_in, 0.0f);
+    pf_forward(&c);
+    switch (kind) {
+    case 0: nn_relu_backward(c.y, c.r, dx, c.n_in); break;
+    case 1: nn_maxpool_backward(l, c.r, c.am, dx, 2); break;
+    case 2: nn_avgpool_backward(l, c.r, dx, 2); break;
+    case 3: nn_gap_backward(l, c.r, dx, 2); break;
+    case 4: nn_dropout_backward(0.3f, c.r, c.mask, dx, c.n_in); break;
+    case 5: nn_softmax_backward(c.y, c.r, dx, 2, (int)(c.n_in / 2)); break;
+    default: fail();
+    }
+    check_grad(name, c.x, dx, c.n_in, pf_obj, &c, 1e-3f);
+    nn_free(c.x), nn_free(c.y), nn_free(c.r), nn_free(c.am), nn_free(c.mask), nn_free(dx);
+    nn_model_free(m);
+}
+
+static void test_param_free(void **state)
+{
+    check_pf("relu dx", "input 5 3\nrelu\ndense classes\n", 0);
+    check_pf("maxpool 2/2 dx", "input 6 2\nmaxpool 2 2\ndense classes\n", 1);
+    check_pf("maxpool 3/2 dx", "input 7 2\nmaxpool 3 2\ndense classes\n", 1);
+    check_pf("avgpool 2/2 dx", "input 6 2\navgpool 2 2\ndense classes\n", 2);
+    check_pf("avgpool 3/1 dx", "input 5 2\navgpool 3 1\ndense classes\n", 2);
+    check_pf("gap dx", "input 5 3\ngap\ndense classes\n", 3);
+    check_pf("dropout dx", "input 5 3\ndropout 0.3\ndense classes\n", 4);
+    check_pf("softmax dx", "input 1 7\nflatten\ndense classes\n", 5);
+}
+
+/* ---- dense ---- */
+struct dense_ctx {
+    const struct nn_layer *l;
+    float *x, *w, *b, *y, *r;
+    int batch;
+};
+
+static double dense_obj(void *p)
+{
+    struct dense_ctx *c = p;
+    nn_dense_forward(c->l, c->w, c->b, c->x, c->y, c->batch, 0);
+    return dot(c->y, c->r, (size_t)c->l->oc * c->batch);
+}
+
+static void test_dense(void **state)
+{
+    for (int batch = 1; batch <= 3; batch += 2) {
+        struct nn_model *m = model_from("input 3 2\ndense 5\ndense classes\n", 2);
+        const struct nn_layer *l = &m->layers[0];
+        struct dense_ctx c = {.l = l, .batch = batch};
+        size_t in = nn_layer_in_len(l) * batch;
+        float *dw, *db, *dx;
+        c.x = rand_buf(in, 1.0f);
+        c.w = rand_buf((size_t)l->nw, 0.5f);
+        c.b = rand_buf((size_t)l->oc, 0.5f);
+        c.y = rand_buf((size_t)l->oc * batch, 0.0f);
+        c.r = rand_buf((size_t)l->oc * batch, 1.0f);
+        dw = rand_buf((size_t)l->nw, 0.0f);
+        db = rand_buf((size_t)l->oc, 0.0f);
+        dx = rand_buf(in, 0.0f);
+        nn_dense_backward(l, c.w, c.x, c.r, dw, db, dx, batch);
+        printf("dense 18->5, batch %d\n", batch);
+        check_grad("dense dx", c.x, dx, in, dense_obj, &c, 1e-2f);
+        check_grad("dense dw", c.w, dw, (size_t)l->nw, dense_obj, &c, 1e-2f);
+        check_grad("dense db", c.b, db, (size_t)l->oc, dense_obj, &c, 1e-2f);
+        nn_free(c.x), nn_free(c.w), nn_free(c.b), nn_free(c.y), nn_free(c.r);
+        nn_free(dw), nn_free(db), nn_free(dx);
+        nn_model_free(m);
+    }
+}
+
+/* ---- loss ---- */
+struct loss_ctx {
+    float *z;
+    int *labels;
+    float *w;
+    float smooth;
+};
+
+static double loss_obj(void *p)
+{
+    struct loss_ctx *c = p;
+    float loss;
+    assert_int_equal(nn_loss_xent(c->z, c->labels, 3, 4, c->w, c->smooth, &loss, NULL), CXR_OK);
+    return loss;
+}
+
+static void test_loss(void **state)
+{
+    int labels[3] = {0, 3, 1};
+    float w[4] = {2.0f, 0.5f, 1.0f, 1.5f}, dz[12], loss;
+    struct loss_ctx c = {.labels = labels};
+    c.z = rand_buf(12, 2.0f);
+    for (int v = 0; v < 4; v++) {
+        c.w = (v & 1) ? w : NULL;
+        c.smooth = (v & 2) ? 0.1f : 0.0f;
+        assert_int_equal(nn_loss_xent(c.z, labels, 3, 4, c.w, c.smooth, &loss, dz), CXR_OK);
+        printf("loss weights=%s smoothing=%.1f: %.4f\n", c.w ? "yes" : "no", (double)c.smooth,
+               (double)loss);
+        check_grad("xent dlogits", c.z, dz, 12, loss_obj, &c, 1e-3f);
+    }
+    /* uniform logits: the loss is log(C) whatever the weights and smoothing */
+    memset(c.z, 0, sizeof(float) * 12);
+    assert_int_equal(nn_loss_xent(c.z, labels, 3, 4, w, 0.1f, &loss, dz), CXR_OK);
+    assert_float_equal(loss, logf(4.0f), 1e-5);
+    labels[1] = 4;
+    assert_int_equal(nn_loss_xent(c.z, labels, 3, 4, w, 0.1f, &loss, dz), CXR_EINVAL);
+    nn_free(c.z);
+}
+
+/* ---- a whole network through the training API (chaining, in-place layers) ---- */
+struct net_ctx {
+    nn_train *t;
+    float *x;
+    int *labels;
+};
+
+static double net_obj(void *p)
+{
+    struct net_ctx *c = p;
+    const float *logits;
+    float loss;
+    assert_int_equal(nn_train_forward(c->t, c->x, 3, &logits), CXR_OK);
+    assert_int_equal(nn_loss_xent(logits, c->labels, 3, 3, NULL, 0.05f, &loss, NULL), CXR_OK);
+    return loss;
+}
+
+static void test_network(void **state)
+{
+    static const char *const names[] = {"a", "b", "c"};
+    char path[] = "/tmp/nn_gc_XXXXXX", err[256];
+    nn_model *m = NULL;
+    nn_train *t = NULL;
+    struct nn_train_opts o;
+    int labels[3] = {2, 0, 1};
+    const float *logits;
+    float loss, dz[9], *g;
+    int fd = mkstemp(path);
+    FILE *f = fdopen(fd, "w");
+    fputs("input 8 2\nconv 4 3 1 1\nbn\nrelu\nmaxpool 2 2\nconv 6 3 2 1\nrelu\navgpool 2 1\n"
+          "conv 5 1 1 0\nbn\nrelu\ngap\ndropout 0\ndense 6\nrelu\ndense classes\n",
+          f);
+    fclose(f);
+    assert_int_equal(nn_model_build(path, NULL, 3, names, 7, &m, err, sizeof(err)), CXR_OK);
+    remove(path);
+    nn_train_opts_default(&o);
+    assert_int_equal(nn_train_new(m, 3, &o, &t), CXR_OK);
+    struct net_ctx c = {.t = t, .labels = labels};
+    c.x = rand_buf(nn_model_input_len(m) * 3, 1.0f);
+    assert_int_equal(nn_train_forward(t, c.x, 3, &logits), CXR_OK);
+    assert_int_equal(nn_loss_xent(logits, labels, 3, 3, NULL, 0.05f, &loss, dz), CXR_OK);
+    assert_int_equal(nn_train_backward(t, dz), CXR_OK);
+    g = rand_buf(m->n_params, 0.0f);
+    memcpy(g, nn_train_grad(t), sizeof(float) * m->n_params);
+    printf("whole network (conv-bn-relu-maxpool-conv-relu-avgpool-1x1conv-bn-relu-gap-"
+           "dropout-dense-relu-dense)\n");
+    for (int i = 0; i < m->n_layers; i++) {
+        const struct nn_layer *l = &m->layers[i];
+        char what[40];
+        if (l->type == NN_L_CONV || l->type == NN_L_DENSE) {
+            (void)snprintf(what, sizeof(what), "net layer %d %s w", i, nn_layer_type_name(l->type));
+            check_grad(what, m->params + l->w, g + l->w, (size_t)l->nw, net_obj, &c, 2e-3f);
+        } else if (l->type == NN_L_BN) {
+            (void)snprintf(what, sizeof(what), "net layer %d bn gamma", i);
+            check_grad(what, m->params + l->gamma, g + l->gamma, (size_t)l->ic, net_obj, &c,
+                       1e-2f);
+        }
+    }
+    nn_free(g);
+    nn_free(c.x);
+    nn_train_free(t);
+    nn_model_free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conv),         cmocka_unit_test(test_bn),
+        cmocka_unit_test(test_param_free),   cmocka_unit_test(test_dense),
+        cmocka_unit_test(test_loss),         cmocka_unit_test(test_network),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
