@@ -514,7 +514,7 @@ static int path_cmp_idx(const void *a, const void *b, void *ctx)
     return strcmp(d->items[*(const size_t *)a].path, d->items[*(const size_t *)b].path);
 }
 
-cxr_err ds_split_read(struct ds *d, const char *path, struct cxr_buf *errors)
+cxr_err ds_split_read(struct ds *d, const char *path, bool require_all, struct cxr_buf *errors)
 {
     FILE *fh = fopen(path, "r");
     char *line = NULL;
@@ -573,12 +573,16 @@ cxr_err ds_split_read(struct ds *d, const char *path, struct cxr_buf *errors)
             seen[order[lo]] = 1;
         }
     }
-    for (size_t i = 0; i < d->n; i++)
-        if (!seen[i]) {
-            (void)cxr_buf_printf(errors, "%s: the split file does not list '%s'\n", path,
-                                 d->items[i].path);
+    for (size_t i = 0; i < d->n; i++) {
+        if (seen[i])
+            continue;
+        d->items[i].split = DS_NONE;
+        if (require_all) {
+            (void)cxr_buf_printf(errors, "%s: the split file does not list '%s' (a stale "
+                                         "split? write a new one)\n", path, d->items[i].path);
             first = first ? first : CXR_EINVAL;
         }
+    }
 out:
     free(line);
     free(order);

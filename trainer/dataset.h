@@ -10,6 +10,7 @@
 #ifndef CXR_DATASET_H
 #define CXR_DATASET_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,7 +18,8 @@
 
 #define DS_MAX_CLASSES 32
 
-enum ds_split { DS_TRAIN = 0, DS_VAL = 1, DS_TEST = 2, DS_NSPLITS = 3 };
+enum ds_split { DS_TRAIN = 0, DS_VAL = 1, DS_TEST = 2, DS_NSPLITS = 3,
+               DS_NONE = 3 /* in no split: not listed in a split file */ };
 
 struct ds_item {
     char *path;  /* as given or found (folder/class/file) */
@@ -55,9 +57,10 @@ cxr_err ds_groups_from_regex(struct ds *d, const char *regex, struct cxr_buf *er
 cxr_err ds_split(struct ds *d, double val, double test, uint64_t seed);
 
 /* Writes / reads a split file: CSV "path,label,group,split" with split train|val|test. Reading
- * assigns the split of every listed path; an item the file does not list is an error. */
+ * assigns the split of every listed path; an item the file does not list is an error when
+ * require_all (training: the split is stale), else it is put in DS_NONE (evaluation). */
 cxr_err ds_split_write(const struct ds *d, const char *path);
-cxr_err ds_split_read(struct ds *d, const char *path, struct cxr_buf *errors);
+cxr_err ds_split_read(struct ds *d, const char *path, bool require_all, struct cxr_buf *errors);
 
 size_t ds_count(const struct ds *d, int split, int label); /* label -1: all classes */
 const char *ds_split_name(int split);

@@ -337,7 +337,7 @@ int eval_main(int argc, char **argv)
         cxr_err e = len > 4 && !strcmp(o.data + len - 4, ".csv") ? ds_read_csv(&d, o.data, &errors)
                                                                   : ds_scan_dir(&d, o.data, &errors);
         if (!e && o.split_file)
-            e = ds_split_read(&d, o.split_file, &errors);
+            e = ds_split_read(&d, o.split_file, false, &errors);
         if (e) {
             fprintf(stderr, "%s", cxr_buf_str(&errors));
             goto out;

@@ -555,7 +555,7 @@ static cxr_err setup_data(struct run *r)
         r->d.n = kept;
     }
     if (r->o.split_file && access(r->o.split_file, R_OK) == 0) {
-        err = ds_split_read(&r->d, r->o.split_file, &errors);
+        err = ds_split_read(&r->d, r->o.split_file, true, &errors);
     } else {
         err = ds_split(&r->d, r->o.val, r->o.test, r->o.seed);
         if (!err && r->o.split_file && ds_split_write(&r->d, r->o.split_file) != CXR_OK) {

@@ -127,7 +127,8 @@ cxr_err tu_cache_load(struct tu_cache *c, const struct ds *d, unsigned split_mas
     for (size_t i = 0; i < d->n; i++) {
         c->label[i] = d->items[i].label;
         c->slot[i] = TU_NO_SLOT;
-        if (split_mask & (1u << d->items[i].split)) {
+        if (d->items[i].split >= 0 && d->items[i].split < DS_NSPLITS &&
+            (split_mask & (1u << d->items[i].split))) {
             c->slot[i] = c->nslots;
             items[c->nslots++] = i;
         }

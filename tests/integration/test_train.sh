@@ -48,14 +48,16 @@ ok "resume"
 # Bad input is named: a corrupt image and an unknown class when fine-tuning.
 mkdir -p "$T/bad/COVID" "$T/bad/Normal"
 for c in COVID Normal; do
-  ls "$CXR_DATA_DIR/cxr4/$c" | head -n 6 | while read -r f; do cp "$CXR_DATA_DIR/cxr4/$c/$f" "$T/bad/$c/"; done
+  files=("$CXR_DATA_DIR/cxr4/$c"/*.png)
+  cp "${files[@]:0:6}" "$T/bad/$c/"
 done
-head -c 300 "$(ls -d "$T"/bad/COVID/* | head -n 1)" >"$T/bad/Normal/corrupt.png"
+first=("$T"/bad/COVID/*.png)
+head -c 300 "${first[0]}" >"$T/bad/Normal/corrupt.png"
 expect_rc 1 "$CXRTRAIN" train --data "$T/bad" --arch "$arch" --out "$T/b.cxrm" --epochs 1 --no-progress
 grep -q "corrupt.png" "$T/out" || { cat "$T/out"; fail "corrupt image not named"; }
 rm "$T/bad/Normal/corrupt.png"
 mkdir "$T/bad/Cats"
-cp "$(ls -d "$T"/bad/COVID/* | head -n 1)" "$T/bad/Cats/cat.png"
+cp "${first[0]}" "$T/bad/Cats/cat.png"
 expect_rc 1 "$CXRTRAIN" train --data "$T/bad" --init-from "$out" --out "$T/b.cxrm" --epochs 1 --no-progress
 grep -q "unknown class folder 'Cats'" "$T/out" || { cat "$T/out"; fail "unknown class not named"; }
 ok "bad input named"

@@ -202,7 +202,7 @@ static void test_split_grouped_stratified(void **state)
             differ += d.items[i].split != e.items[i].split;
         assert_true(differ > 0);
     }
-    assert_int_equal(ds_split_read(&e, splitfile, &err), CXR_OK);
+    assert_int_equal(ds_split_read(&e, splitfile, true, &err), CXR_OK);
     for (size_t i = 0; i < d.n; i++)
         assert_int_equal(d.items[i].split, e.items[i].split);
     assert_int_equal(ds_groups_from_regex(&e, "([", &err), CXR_EINVAL);
