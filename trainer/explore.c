@@ -187,8 +187,12 @@ static cxr_err analyse_png(const unsigned char *data, size_t len, struct xpl_ima
             set_error(img, "unexpected PNG row size");
             goto out_free;
         }
-        pix = malloc(rowbytes * h);
-        rows = malloc(sizeof(png_bytep) * h);
+        if (w == 0 || h == 0) {
+            set_error(img, "image has no pixels");
+            goto out_free;
+        }
+        pix = calloc(h, rowbytes); /* zeroed: the analyser cannot see libpng fill it */
+        rows = calloc(h, sizeof(png_bytep));
         if (!pix || !rows) {
             err = CXR_ENOMEM;
             goto out_free;
@@ -216,6 +220,7 @@ struct jpeg_ctx {
     struct jpeg_error_mgr pub;
     jmp_buf jb;
     char msg[JMSG_LENGTH_MAX];
+    char warning[JMSG_LENGTH_MAX]; /* the first warning ("Premature end of JPEG file", ...) */
 };
 
 static void jpeg_exit_fn(j_common_ptr cinfo)
@@ -228,7 +233,17 @@ static void jpeg_exit_fn(j_common_ptr cinfo)
 
 static void jpeg_output_fn(j_common_ptr cinfo)
 {
-    (void)cinfo; /* warnings are not printed: library code does not write to stderr */
+    (void)cinfo; /* nothing is printed: library code does not write to stderr */
+}
+
+/* libjpeg reports corrupt or truncated data as a warning and goes on with grey filler; we
+ * keep the first one so the file is reported as damaged instead of measured. */
+static void jpeg_emit_fn(j_common_ptr cinfo, int level)
+{
+    struct jpeg_ctx *c = (struct jpeg_ctx *)cinfo->err;
+
+    if (level < 0 && !c->warning[0])
+        (*cinfo->err->format_message)(cinfo, c->warning);
 }
 
 static cxr_err analyse_jpeg(const unsigned char *data, size_t len, struct xpl_image *img)
@@ -242,7 +257,9 @@ static cxr_err analyse_jpeg(const unsigned char *data, size_t len, struct xpl_im
     cinfo.err = jpeg_std_error(&jerr.pub);
     jerr.pub.error_exit = jpeg_exit_fn;
     jerr.pub.output_message = jpeg_output_fn;
+    jerr.pub.emit_message = jpeg_emit_fn;
     jerr.msg[0] = '\0';
+    jerr.warning[0] = '\0';
     if (setjmp(jerr.jb)) {
         char msg[JMSG_LENGTH_MAX + 40];
         (void)snprintf(msg, sizeof(msg), "JPEG decoding failed: %s", jerr.msg);
@@ -266,7 +283,11 @@ static cxr_err analyse_jpeg(const unsigned char *data, size_t len, struct xpl_im
         set_error(img, "unsupported JPEG colour layout");
         goto out_free;
     }
-    pix = malloc((size_t)cinfo.output_width * cinfo.output_height);
+    if (cinfo.output_width == 0 || cinfo.output_height == 0) {
+        set_error(img, "image has no pixels");
+        goto out_free;
+    }
+    pix = calloc(cinfo.output_height, cinfo.output_width);
     if (!pix) {
         err = CXR_ENOMEM;
         goto out_free;
@@ -279,6 +300,12 @@ static cxr_err analyse_jpeg(const unsigned char *data, size_t len, struct xpl_im
         }
     }
     (void)jpeg_finish_decompress(&cinfo);
+    if (jerr.warning[0]) {
+        char msg[JMSG_LENGTH_MAX + 40];
+        (void)snprintf(msg, sizeof(msg), "JPEG data is damaged: %s", jerr.warning);
+        set_error(img, msg);
+        goto out_free;
+    }
     grey_stats(pix, false, cinfo.output_width, cinfo.output_height, img);
     (void)snprintf(img->format, sizeof(img->format), "JPEG");
     img->ok = true;
@@ -1143,8 +1170,8 @@ static cxr_err html_intensity(struct cxr_buf *b, const struct xpl_dataset *d)
 {
     enum { NB = 20 };
     double *xy = malloc((d->n ? d->n : 1) * 2 * sizeof(double));
-    double *hb = calloc(d->n_classes * NB, sizeof(double));
-    double *hc = calloc(d->n_classes * NB, sizeof(double));
+    double *hb = calloc((d->n_classes ? d->n_classes : 1) * NB, sizeof(double));
+    double *hc = calloc((d->n_classes ? d->n_classes : 1) * NB, sizeof(double));
     struct plot_series s[XPL_MAX_CLASSES];
     struct plot_axes ax = {"Brightness and contrast per image", "mean intensity (0 black, 1 white)",
                            "standard deviation of intensity", 0, 1, 0, 0, false, false};

@@ -192,7 +192,8 @@ static void curve_free(struct met_curve *cv)
     free(cv->x);
     free(cv->y);
     free(cv->thr);
-    memset(cv, 0, sizeof(*cv));
+    cv->x = cv->y = cv->thr = NULL;
+    cv->n = 0;
 }
 
 static cxr_err curve_alloc(struct met_curve *cv, size_t n)
