@@ -355,6 +355,7 @@ cxr_err plot_bars(struct cxr_buf *b, const char *title, const char *ylabel,
     for (size_t i = 0; i < n; i++)
         if (isfinite(values[i]))
             f.y1 = fmax(f.y1, values[i]);
+    f.y1 *= 1.08; /* headroom for the value printed above the tallest bar */
     nice_range(&f.y0, &f.y1, false);
     f.y0 = 0;
     bw = (f.px1 - f.px0) / (double)(n ? n : 1);
