@@ -503,13 +503,12 @@ static cxr_err analyse_file(const char *dir, struct xpl_image *img)
 
 /* ---- duplicates ---- */
 
-static const struct xpl_image *sort_base;
-
-static int cmp_sha(const void *a, const void *b)
+/* Index comparators for glibc's qsort_r (the images are the context, no global state). */
+static int cmp_sha(const void *a, const void *b, void *ctx)
 {
-    /* qsort has no context argument in C11; the scan is single-threaded and the pointer is
-     * set right before the call. */
-    return memcmp(sort_base[*(const size_t *)a].sha256, sort_base[*(const size_t *)b].sha256, 32);
+    const struct xpl_image *img = ctx;
+
+    return memcmp(img[*(const size_t *)a].sha256, img[*(const size_t *)b].sha256, 32);
 }
 
 static cxr_err find_duplicates(struct xpl_dataset *d)
@@ -527,9 +526,7 @@ static cxr_err find_duplicates(struct xpl_dataset *d)
     for (size_t i = 0; i < d->n; i++)
         if (d->img[i].ok)
             idx[m++] = i;
-    sort_base = d->img;
-    qsort(idx, m, sizeof(*idx), cmp_sha);
-    sort_base = NULL;
+    qsort_r(idx, m, sizeof(*idx), cmp_sha, d->img);
     {
         size_t used = 0;
         for (size_t a = 0; a < m;) {
@@ -589,9 +586,11 @@ static cxr_err find_duplicates(struct xpl_dataset *d)
 
 /* ---- splits ---- */
 
-static int cmp_path_idx(const void *a, const void *b)
+static int cmp_path_idx(const void *a, const void *b, void *ctx)
 {
-    return strcmp(sort_base[*(const size_t *)a].path, sort_base[*(const size_t *)b].path);
+    const struct xpl_image *img = ctx;
+
+    return strcmp(img[*(const size_t *)a].path, img[*(const size_t *)b].path);
 }
 
 static cxr_err load_splits(struct xpl_dataset *d, const char *csv, struct cxr_buf *err_text)
@@ -614,8 +613,7 @@ static cxr_err load_splits(struct xpl_dataset *d, const char *csv, struct cxr_bu
         byp[i] = i;
         d->img[i].split = -1;
     }
-    sort_base = d->img;
-    qsort(byp, d->n, sizeof(*byp), cmp_path_idx);
+    qsort_r(byp, d->n, sizeof(*byp), cmp_path_idx, d->img);
     for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char *comma, *split;
         size_t lo = 0, hi = d->n, s;
@@ -676,7 +674,6 @@ static cxr_err load_splits(struct xpl_dataset *d, const char *csv, struct cxr_bu
         }
         d->img[byp[lo]].split = (int)s;
     }
-    sort_base = NULL;
     free(byp);
     free(text);
     if (err != CXR_OK)

@@ -476,10 +476,10 @@ cxr_err met_compute(size_t n, size_t k, const int *truth, const double *prob,
 
     if ((err = validate(n, k, truth, prob, err_text)) != CXR_OK)
         return err;
-    if (B > 100000) {
+    if (B > 20000) {
         if (err_text)
             (void)cxr_buf_printf(err_text, "metrics: %zu bootstrap resamples is over the limit "
-                                 "of 100000\n", B);
+                                 "of 20000\n", B);
         return CXR_ELIMIT;
     }
     err = CXR_ENOMEM;

@@ -90,7 +90,7 @@ struct met_report {
 };
 
 struct met_options {
-    size_t boot_resamples; /* 0: no confidence intervals; 1000 is usual; at most 100000 */
+    size_t boot_resamples; /* 0: no confidence intervals; 1000 is usual; at most 20000 */
     uint64_t seed;
 };
 
