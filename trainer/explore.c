@@ -894,6 +894,31 @@ static double imbalance(const struct xpl_dataset *d)
     return lo > 0 ? (double)hi / (double)lo : NAN;
 }
 
+/* Per class: mean and standard deviation over images of the image mean and image std. */
+static void class_intensity(const struct xpl_dataset *d, size_t c, double out[4])
+{
+    double n = 0, sm = 0, smm = 0, ss = 0, sss = 0;
+
+    for (size_t i = 0; i < d->n; i++) {
+        const struct xpl_image *im = &d->img[i];
+        if (!im->ok || im->cls != c)
+            continue;
+        n++;
+        sm += im->mean;
+        smm += im->mean * im->mean;
+        ss += im->std;
+        sss += im->std * im->std;
+    }
+    if (n == 0) {
+        out[0] = out[1] = out[2] = out[3] = NAN;
+        return;
+    }
+    out[0] = sm / n;
+    out[1] = sqrt(fmax(smm / n - out[0] * out[0], 0));
+    out[2] = ss / n;
+    out[3] = sqrt(fmax(sss / n - out[2] * out[2], 0));
+}
+
 static void hex(const uint8_t *p, size_t n, char *out)
 {
     static const char h[] = "0123456789abcdef";
@@ -949,12 +974,17 @@ json_t *xpl_json(const struct xpl_dataset *d)
     jput(o, "files", json_integer((json_int_t)d->n), &ok);
     jput(o, "images", json_integer((json_int_t)readable), &ok);
     a = json_array();
-    for (size_t c = 0; c < d->n_classes; c++)
-        jpush(a, json_pack("{s:s,s:I,s:I,s:o}", "name", d->class_names[c], "files",
-                           (json_int_t)d->class_files[c], "images",
+    for (size_t c = 0; c < d->n_classes; c++) {
+        double ci[4];
+        class_intensity(d, c, ci);
+        jpush(a, json_pack("{s:s,s:I,s:I,s:o,s:o,s:o,s:o,s:o}", "name", d->class_names[c],
+                           "files", (json_int_t)d->class_files[c], "images",
                            (json_int_t)d->class_counts[c], "share",
-                           jreal(readable ? (double)d->class_counts[c] / (double)readable : NAN)),
+                           jreal(readable ? (double)d->class_counts[c] / (double)readable : NAN),
+                           "brightness_mean", jreal(ci[0]), "brightness_sd", jreal(ci[1]),
+                           "contrast_mean", jreal(ci[2]), "contrast_sd", jreal(ci[3])),
               &ok);
+    }
     jput(o, "classes", a, &ok);
     jput(o, "imbalance_ratio", jreal(imbalance(d)), &ok);
 
@@ -1205,6 +1235,27 @@ static cxr_err html_intensity(struct cxr_buf *b, const struct xpl_dataset *d)
                                "standard deviation of intensity",
                                (const char *const *)d->class_names, hc, d->n_classes, NB, 0, 0.5,
                                true)) != CXR_OK)
+        goto out_free;
+    if ((err = cxr_buf_puts(b, "<table><tr><th class=\"l\">class</th><th>brightness<br>mean "
+                               "&plusmn; sd</th><th>contrast<br>mean &plusmn; sd</th></tr>\n")) !=
+        CXR_OK)
+        goto out_free;
+    for (size_t c = 0; c < d->n_classes; c++) {
+        double ci[4];
+        class_intensity(d, c, ci);
+        if ((err = cxr_buf_puts(b, "<tr>")) != CXR_OK ||
+            (err = td(b, d->class_names[c], true)) != CXR_OK ||
+            (err = cxr_buf_puts(b, "<td>")) != CXR_OK || (err = plot_num(b, 3, ci[0])) != CXR_OK ||
+            (err = cxr_buf_puts(b, " &plusmn; ")) != CXR_OK ||
+            (err = plot_num(b, 3, ci[1])) != CXR_OK ||
+            (err = cxr_buf_puts(b, "</td><td>")) != CXR_OK ||
+            (err = plot_num(b, 3, ci[2])) != CXR_OK ||
+            (err = cxr_buf_puts(b, " &plusmn; ")) != CXR_OK ||
+            (err = plot_num(b, 3, ci[3])) != CXR_OK ||
+            (err = cxr_buf_puts(b, "</td></tr>\n")) != CXR_OK)
+            goto out_free;
+    }
+    if ((err = cxr_buf_puts(b, "</table>\n")) != CXR_OK)
         goto out_free;
     err = cxr_buf_puts(b, "</div>\n<p class=\"note\">Intensity is the luminance scaled to [0, 1] "
                           "from the file's own bit depth. Classes that differ here can be told "
