@@ -113,6 +113,6 @@ if [ "${CXR_SANITIZE:-0}" != 1 ]; then
   secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   n=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["images"])' "$T/full.json")
   [ "$n" -ge 2000 ] || fail "only $n images read from cxr4"
-  awk -v s="$secs" 'BEGIN { exit !(s < 30) }' || fail "explore took ${secs}s on cxr4"
+  awk -v s="$secs" 'BEGIN { exit !(s < 60) }' || fail "explore took ${secs}s on cxr4 (limit 60 s; about 4 s on an idle core)"
   ok "cxr4: $n images in ${secs}s"
 fi
