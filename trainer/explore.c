@@ -187,8 +187,12 @@ static cxr_err analyse_png(const unsigned char *data, size_t len, struct xpl_ima
             set_error(img, "unexpected PNG row size");
             goto out_free;
         }
-        pix = malloc(rowbytes * h);
-        rows = malloc(sizeof(png_bytep) * h);
+        if (w == 0 || h == 0) {
+            set_error(img, "image has no pixels");
+            goto out_free;
+        }
+        pix = calloc(h, rowbytes); /* zeroed: the analyser cannot see libpng fill it */
+        rows = calloc(h, sizeof(png_bytep));
         if (!pix || !rows) {
             err = CXR_ENOMEM;
             goto out_free;
@@ -216,6 +220,7 @@ struct jpeg_ctx {
     struct jpeg_error_mgr pub;
     jmp_buf jb;
     char msg[JMSG_LENGTH_MAX];
+    char warning[JMSG_LENGTH_MAX]; /* the first warning ("Premature end of JPEG file", ...) */
 };
 
 static void jpeg_exit_fn(j_common_ptr cinfo)
@@ -228,7 +233,17 @@ static void jpeg_exit_fn(j_common_ptr cinfo)
 
 static void jpeg_output_fn(j_common_ptr cinfo)
 {
-    (void)cinfo; /* warnings are not printed: library code does not write to stderr */
+    (void)cinfo; /* nothing is printed: library code does not write to stderr */
+}
+
+/* libjpeg reports corrupt or truncated data as a warning and goes on with grey filler; we
+ * keep the first one so the file is reported as damaged instead of measured. */
+static void jpeg_emit_fn(j_common_ptr cinfo, int level)
+{
+    struct jpeg_ctx *c = (struct jpeg_ctx *)cinfo->err;
+
+    if (level < 0 && !c->warning[0])
+        (*cinfo->err->format_message)(cinfo, c->warning);
 }
 
 static cxr_err analyse_jpeg(const unsigned char *data, size_t len, struct xpl_image *img)
@@ -242,7 +257,9 @@ static cxr_err analyse_jpeg(const unsigned char *data, size_t len, struct xpl_im
     cinfo.err = jpeg_std_error(&jerr.pub);
     jerr.pub.error_exit = jpeg_exit_fn;
     jerr.pub.output_message = jpeg_output_fn;
+    jerr.pub.emit_message = jpeg_emit_fn;
     jerr.msg[0] = '\0';
+    jerr.warning[0] = '\0';
     if (setjmp(jerr.jb)) {
         char msg[JMSG_LENGTH_MAX + 40];
         (void)snprintf(msg, sizeof(msg), "JPEG decoding failed: %s", jerr.msg);
@@ -266,7 +283,11 @@ static cxr_err analyse_jpeg(const unsigned char *data, size_t len, struct xpl_im
         set_error(img, "unsupported JPEG colour layout");
         goto out_free;
     }
-    pix = malloc((size_t)cinfo.output_width * cinfo.output_height);
+    if (cinfo.output_width == 0 || cinfo.output_height == 0) {
+        set_error(img, "image has no pixels");
+        goto out_free;
+    }
+    pix = calloc(cinfo.output_height, cinfo.output_width);
     if (!pix) {
         err = CXR_ENOMEM;
         goto out_free;
@@ -279,6 +300,12 @@ static cxr_err analyse_jpeg(const unsigned char *data, size_t len, struct xpl_im
         }
     }
     (void)jpeg_finish_decompress(&cinfo);
+    if (jerr.warning[0]) {
+        char msg[JMSG_LENGTH_MAX + 40];
+        (void)snprintf(msg, sizeof(msg), "JPEG data is damaged: %s", jerr.warning);
+        set_error(img, msg);
+        goto out_free;
+    }
     grey_stats(pix, false, cinfo.output_width, cinfo.output_height, img);
     (void)snprintf(img->format, sizeof(img->format), "JPEG");
     img->ok = true;
@@ -476,13 +503,12 @@ static cxr_err analyse_file(const char *dir, struct xpl_image *img)
 
 /* ---- duplicates ---- */
 
-static const struct xpl_image *sort_base;
-
-static int cmp_sha(const void *a, const void *b)
+/* Index comparators for glibc's qsort_r (the images are the context, no global state). */
+static int cmp_sha(const void *a, const void *b, void *ctx)
 {
-    /* qsort has no context argument in C11; the scan is single-threaded and the pointer is
-     * set right before the call. */
-    return memcmp(sort_base[*(const size_t *)a].sha256, sort_base[*(const size_t *)b].sha256, 32);
+    const struct xpl_image *img = ctx;
+
+    return memcmp(img[*(const size_t *)a].sha256, img[*(const size_t *)b].sha256, 32);
 }
 
 static cxr_err find_duplicates(struct xpl_dataset *d)
@@ -500,9 +526,7 @@ static cxr_err find_duplicates(struct xpl_dataset *d)
     for (size_t i = 0; i < d->n; i++)
         if (d->img[i].ok)
             idx[m++] = i;
-    sort_base = d->img;
-    qsort(idx, m, sizeof(*idx), cmp_sha);
-    sort_base = NULL;
+    qsort_r(idx, m, sizeof(*idx), cmp_sha, d->img);
     {
         size_t used = 0;
         for (size_t a = 0; a < m;) {
@@ -562,9 +586,11 @@ static cxr_err find_duplicates(struct xpl_dataset *d)
 
 /* ---- splits ---- */
 
-static int cmp_path_idx(const void *a, const void *b)
+static int cmp_path_idx(const void *a, const void *b, void *ctx)
 {
-    return strcmp(sort_base[*(const size_t *)a].path, sort_base[*(const size_t *)b].path);
+    const struct xpl_image *img = ctx;
+
+    return strcmp(img[*(const size_t *)a].path, img[*(const size_t *)b].path);
 }
 
 static cxr_err load_splits(struct xpl_dataset *d, const char *csv, struct cxr_buf *err_text)
@@ -587,8 +613,7 @@ static cxr_err load_splits(struct xpl_dataset *d, const char *csv, struct cxr_bu
         byp[i] = i;
         d->img[i].split = -1;
     }
-    sort_base = d->img;
-    qsort(byp, d->n, sizeof(*byp), cmp_path_idx);
+    qsort_r(byp, d->n, sizeof(*byp), cmp_path_idx, d->img);
     for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char *comma, *split;
         size_t lo = 0, hi = d->n, s;
@@ -649,7 +674,6 @@ static cxr_err load_splits(struct xpl_dataset *d, const char *csv, struct cxr_bu
         }
         d->img[byp[lo]].split = (int)s;
     }
-    sort_base = NULL;
     free(byp);
     free(text);
     if (err != CXR_OK)
@@ -870,6 +894,31 @@ static double imbalance(const struct xpl_dataset *d)
     return lo > 0 ? (double)hi / (double)lo : NAN;
 }
 
+/* Per class: mean and standard deviation over images of the image mean and image std. */
+static void class_intensity(const struct xpl_dataset *d, size_t c, double out[4])
+{
+    double n = 0, sm = 0, smm = 0, ss = 0, sss = 0;
+
+    for (size_t i = 0; i < d->n; i++) {
+        const struct xpl_image *im = &d->img[i];
+        if (!im->ok || im->cls != c)
+            continue;
+        n++;
+        sm += im->mean;
+        smm += im->mean * im->mean;
+        ss += im->std;
+        sss += im->std * im->std;
+    }
+    if (n == 0) {
+        out[0] = out[1] = out[2] = out[3] = NAN;
+        return;
+    }
+    out[0] = sm / n;
+    out[1] = sqrt(fmax(smm / n - out[0] * out[0], 0));
+    out[2] = ss / n;
+    out[3] = sqrt(fmax(sss / n - out[2] * out[2], 0));
+}
+
 static void hex(const uint8_t *p, size_t n, char *out)
 {
     static const char h[] = "0123456789abcdef";
@@ -925,12 +974,17 @@ json_t *xpl_json(const struct xpl_dataset *d)
     jput(o, "files", json_integer((json_int_t)d->n), &ok);
     jput(o, "images", json_integer((json_int_t)readable), &ok);
     a = json_array();
-    for (size_t c = 0; c < d->n_classes; c++)
-        jpush(a, json_pack("{s:s,s:I,s:I,s:o}", "name", d->class_names[c], "files",
-                           (json_int_t)d->class_files[c], "images",
+    for (size_t c = 0; c < d->n_classes; c++) {
+        double ci[4];
+        class_intensity(d, c, ci);
+        jpush(a, json_pack("{s:s,s:I,s:I,s:o,s:o,s:o,s:o,s:o}", "name", d->class_names[c],
+                           "files", (json_int_t)d->class_files[c], "images",
                            (json_int_t)d->class_counts[c], "share",
-                           jreal(readable ? (double)d->class_counts[c] / (double)readable : NAN)),
+                           jreal(readable ? (double)d->class_counts[c] / (double)readable : NAN),
+                           "brightness_mean", jreal(ci[0]), "brightness_sd", jreal(ci[1]),
+                           "contrast_mean", jreal(ci[2]), "contrast_sd", jreal(ci[3])),
               &ok);
+    }
     jput(o, "classes", a, &ok);
     jput(o, "imbalance_ratio", jreal(imbalance(d)), &ok);
 
@@ -1143,8 +1197,8 @@ static cxr_err html_intensity(struct cxr_buf *b, const struct xpl_dataset *d)
 {
     enum { NB = 20 };
     double *xy = malloc((d->n ? d->n : 1) * 2 * sizeof(double));
-    double *hb = calloc(d->n_classes * NB, sizeof(double));
-    double *hc = calloc(d->n_classes * NB, sizeof(double));
+    double *hb = calloc((d->n_classes ? d->n_classes : 1) * NB, sizeof(double));
+    double *hc = calloc((d->n_classes ? d->n_classes : 1) * NB, sizeof(double));
     struct plot_series s[XPL_MAX_CLASSES];
     struct plot_axes ax = {"Brightness and contrast per image", "mean intensity (0 black, 1 white)",
                            "standard deviation of intensity", 0, 1, 0, 0, false, false};
@@ -1181,6 +1235,27 @@ static cxr_err html_intensity(struct cxr_buf *b, const struct xpl_dataset *d)
                                "standard deviation of intensity",
                                (const char *const *)d->class_names, hc, d->n_classes, NB, 0, 0.5,
                                true)) != CXR_OK)
+        goto out_free;
+    if ((err = cxr_buf_puts(b, "<table><tr><th class=\"l\">class</th><th>brightness<br>mean "
+                               "&plusmn; sd</th><th>contrast<br>mean &plusmn; sd</th></tr>\n")) !=
+        CXR_OK)
+        goto out_free;
+    for (size_t c = 0; c < d->n_classes; c++) {
+        double ci[4];
+        class_intensity(d, c, ci);
+        if ((err = cxr_buf_puts(b, "<tr>")) != CXR_OK ||
+            (err = td(b, d->class_names[c], true)) != CXR_OK ||
+            (err = cxr_buf_puts(b, "<td>")) != CXR_OK || (err = plot_num(b, 3, ci[0])) != CXR_OK ||
+            (err = cxr_buf_puts(b, " &plusmn; ")) != CXR_OK ||
+            (err = plot_num(b, 3, ci[1])) != CXR_OK ||
+            (err = cxr_buf_puts(b, "</td><td>")) != CXR_OK ||
+            (err = plot_num(b, 3, ci[2])) != CXR_OK ||
+            (err = cxr_buf_puts(b, " &plusmn; ")) != CXR_OK ||
+            (err = plot_num(b, 3, ci[3])) != CXR_OK ||
+            (err = cxr_buf_puts(b, "</td></tr>\n")) != CXR_OK)
+            goto out_free;
+    }
+    if ((err = cxr_buf_puts(b, "</table>\n")) != CXR_OK)
         goto out_free;
     err = cxr_buf_puts(b, "</div>\n<p class=\"note\">Intensity is the luminance scaled to [0, 1] "
                           "from the file's own bit depth. Classes that differ here can be told "

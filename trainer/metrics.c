@@ -11,6 +11,7 @@
 
 #include <math.h>
 #include <stdbool.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -192,7 +193,8 @@ static void curve_free(struct met_curve *cv)
     free(cv->x);
     free(cv->y);
     free(cv->thr);
-    memset(cv, 0, sizeof(*cv));
+    cv->x = cv->y = cv->thr = NULL;
+    cv->n = 0;
 }
 
 static cxr_err curve_alloc(struct met_curve *cv, size_t n)
@@ -474,10 +476,10 @@ cxr_err met_compute(size_t n, size_t k, const int *truth, const double *prob,
 
     if ((err = validate(n, k, truth, prob, err_text)) != CXR_OK)
         return err;
-    if (B > 100000) {
+    if (B > 20000) {
         if (err_text)
             (void)cxr_buf_printf(err_text, "metrics: %zu bootstrap resamples is over the limit "
-                                 "of 100000\n", B);
+                                 "of 20000\n", B);
         return CXR_ELIMIT;
     }
     err = CXR_ENOMEM;
@@ -649,5 +651,81 @@ cxr_err met_operating_point(size_t n, size_t k, const int *truth, const double *
     op.precision = ratio(tp, tp + fp);
     op.f1 = ratio(2 * tp, 2 * tp + fp + (P - tp));
     *ret = op;
+    return CXR_OK;
+}
+
+cxr_err met_parse_target(const char *spec, const char *const *names, size_t k, size_t *ret_cls,
+                         double *ret_recall, struct cxr_buf *err_text)
+{
+    const char *colon = spec ? strrchr(spec, ':') : NULL;
+    size_t cls = k, namelen;
+    char *end;
+    double r;
+
+    if (!colon || colon == spec) {
+        if (err_text)
+            (void)cxr_buf_printf(err_text, "threshold '%s': expected CLASS:RECALL, e.g. "
+                                 "COVID:0.95\n", spec ? spec : "");
+        return CXR_EINVAL;
+    }
+    namelen = (size_t)(colon - spec);
+    for (size_t c = 0; c < k; c++)
+        if (names && names[c] && strlen(names[c]) == namelen &&
+            strncmp(names[c], spec, namelen) == 0)
+            cls = c;
+    if (cls == k) {
+        unsigned long v;
+        errno = 0;
+        v = strtoul(spec, &end, 10);
+        if (errno == 0 && end == colon && v < k)
+            cls = (size_t)v;
+    }
+    if (cls == k) {
+        if (err_text)
+            (void)cxr_buf_printf(err_text, "threshold '%s': unknown class '%.*s'\n", spec,
+                                 (int)namelen, spec);
+        return CXR_EINVAL;
+    }
+    errno = 0;
+    r = strtod(colon + 1, &end);
+    if (errno || end == colon + 1 || *end || !(r > 0.0 && r <= 1.0)) {
+        if (err_text)
+            (void)cxr_buf_printf(err_text, "threshold '%s': recall '%s' is not in (0, 1]\n",
+                                 spec, colon + 1);
+        return CXR_EINVAL;
+    }
+    *ret_cls = cls;
+    *ret_recall = r;
+    return CXR_OK;
+}
+
+cxr_err met_top_mistakes(size_t n, size_t k, const int *truth, const double *prob, size_t max,
+                         size_t *ret_idx, size_t *ret_n)
+{
+    struct sitem *it;
+    size_t m = 0, out = 0;
+    cxr_err err = validate(n, k, truth, prob, NULL);
+
+    if (err != CXR_OK)
+        return err;
+    if (!ret_idx || !ret_n || n > UINT32_MAX)
+        return CXR_EINVAL;
+    it = malloc(n * sizeof(*it));
+    if (!it)
+        return CXR_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        size_t p = argmax(prob + i * k, k);
+        if (p == (size_t)truth[i])
+            continue;
+        it[m].s = prob[i * k + p];
+        it[m].i = (uint32_t)i;
+        m++;
+    }
+    if (m)
+        qsort(it, m, sizeof(*it), cmp_sitem_desc);
+    for (; out < m && out < max; out++)
+        ret_idx[out] = it[out].i;
+    free(it);
+    *ret_n = out;
     return CXR_OK;
 }

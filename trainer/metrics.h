@@ -90,7 +90,7 @@ struct met_report {
 };
 
 struct met_options {
-    size_t boot_resamples; /* 0: no confidence intervals; 1000 is usual; at most 100000 */
+    size_t boot_resamples; /* 0: no confidence intervals; 1000 is usual; at most 20000 */
     uint64_t seed;
 };
 
@@ -122,6 +122,22 @@ struct met_oppoint {
  */
 cxr_err met_operating_point(size_t n, size_t k, const int *truth, const double *prob,
                             size_t cls, double target_recall, struct met_oppoint *ret);
+
+/*
+ * Parses an operating-point request "CLASS:RECALL" (e.g. "COVID:0.95"; CLASS is a class name
+ * or index, RECALL in (0, 1]) as given to `eval --threshold`. Errors: CXR_EINVAL with a line
+ * in err_text (may be NULL) saying what is wrong.
+ */
+cxr_err met_parse_target(const char *spec, const char *const *names, size_t k, size_t *ret_cls,
+                         double *ret_recall, struct cxr_buf *err_text);
+
+/*
+ * The indices of the most confident mistakes (predicted class != truth, ordered by the
+ * predicted class's probability, highest first, ties by index), at most max of them, into
+ * ret_idx (room for max entries); *ret_n is how many. For the report's gallery.
+ */
+cxr_err met_top_mistakes(size_t n, size_t k, const int *truth, const double *prob, size_t max,
+                         size_t *ret_idx, size_t *ret_n);
 
 /* The seeded generator, exposed for tests and for callers that shuffle reproducibly. */
 struct met_rng {

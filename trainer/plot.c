@@ -217,8 +217,9 @@ static cxr_err draw_axes(struct cxr_buf *b, const struct frame *f, const char *x
     TRY(cxr_buf_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
                           "fill=\"none\" stroke=\"#888\"/>\n",
                        f->px0, f->py1, f->px1 - f->px0, f->py0 - f->py1));
-    for (double y = ceil(f->y0 / ys - 1e-9) * ys; y <= f->y1 + ys * 1e-9; y += ys) {
-        double py = sy(f, y);
+    /* Integer tick counters (bounded: the step gives about 5 ticks) avoid drift. */
+    for (long t = lround(ceil(f->y0 / ys - 1e-9)); (double)t * ys <= f->y1 + ys * 1e-9; t++) {
+        double y = (double)t * ys, py = sy(f, y);
         TRY(cxr_buf_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
                               "stroke=\"#e6e6e6\"/><text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" "
                               "text-anchor=\"end\" fill=\"#333\">",
@@ -227,8 +228,9 @@ static cxr_err draw_axes(struct cxr_buf *b, const struct frame *f, const char *x
         TRY(cxr_buf_puts(b, "</text>\n"));
     }
     if (xticks)
-        for (double x = ceil(f->x0 / xs - 1e-9) * xs; x <= f->x1 + xs * 1e-9; x += xs) {
-            double px = sx(f, x);
+        for (long t = lround(ceil(f->x0 / xs - 1e-9)); (double)t * xs <= f->x1 + xs * 1e-9;
+             t++) {
+            double x = (double)t * xs, px = sx(f, x);
             TRY(cxr_buf_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
                                   "stroke=\"#e6e6e6\"/><text x=\"%.1f\" y=\"%.1f\" "
                                   "font-size=\"12\" text-anchor=\"middle\" fill=\"#333\">",
@@ -353,6 +355,7 @@ cxr_err plot_bars(struct cxr_buf *b, const char *title, const char *ylabel,
     for (size_t i = 0; i < n; i++)
         if (isfinite(values[i]))
             f.y1 = fmax(f.y1, values[i]);
+    f.y1 *= 1.08; /* headroom for the value printed above the tallest bar */
     nice_range(&f.y0, &f.y1, false);
     f.y0 = 0;
     bw = (f.px1 - f.px0) / (double)(n ? n : 1);

@@ -9,13 +9,21 @@
  *   struct met_options mo = {.boot_resamples = 1000, .seed = 42};
  *   struct met_report *m = NULL;
  *   met_compute(n, k, truth, prob, &mo, &m, &errs);
- *   struct met_oppoint op;
- *   met_operating_point(n, k, truth, prob, covid_index, 0.95, &op);  // per --threshold
+ *   size_t cls; double target; struct met_oppoint op;
+ *   met_parse_target("COVID:0.95", names, k, &cls, &target, &errs);   (eval --threshold)
+ *   met_operating_point(n, k, truth, prob, cls, target, &op);
+ *   size_t idx[16], nm;                                               (optional gallery)
+ *   met_top_mistakes(n, k, truth, prob, 16, idx, &nm);
+ *   ... fill struct rpt_mistake[nm] with path, truth, pred, confidence, PNG bytes ...
  *   struct rpt_eval ev = {.model_name = ..., .model_digest = ..., .dataset = dir,
  *                         .class_names = names, .metrics = m,
- *                         .epochs = curves, .n_epochs = n_curves,   // may be NULL, 0
- *                         .ops = &op, .n_ops = 1};
+ *                         .epochs = curves, .n_epochs = n_curves,     (may be NULL, 0)
+ *                         .ops = &op, .n_ops = 1, .mistakes = mk, .n_mistakes = nm};
  *   rpt_eval_write(&ev, "report.html", "report.json", &errs);
+ *
+ * Training curves: the training loop appends one struct rpt_epoch per epoch (NaN for any
+ * figure it did not measure, e.g. no validation set) and passes the array here; the model
+ * file's metadata may carry the same records so `eval` of a saved model can show them.
  *
  * Nothing is logged; every function returns a cxr_err. All strings are borrowed.
  */

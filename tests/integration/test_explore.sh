@@ -12,14 +12,20 @@ command -v convert >/dev/null || skip "needs ImageMagick's convert (scripts/deps
 SRC="$CXR_DATA_DIR/cxr4"
 D="$T/ds"
 mkdir -p "$D/COVID" "$D/Normal" "$D/Viral Pneumonia" "$D/Empty" "$D/Mystery"
+# first_files DIR N: the first N file names in DIR (no pipeline that pipefail could trip on)
+first_files() {
+  local -a all
+  mapfile -t all < <(ls "$1")
+  printf '%s\n' "${all[@]:0:$2}"
+}
 for c in COVID Normal Viral_Pneumonia; do
   dst=$c; [ "$c" = Viral_Pneumonia ] && dst="Viral Pneumonia"
-  ls "$SRC/$c" | sort | head -n 12 | while read -r f; do cp "$SRC/$c/$f" "$D/$dst/"; done
+  while read -r f; do cp "$SRC/$c/$f" "$D/$dst/"; done < <(first_files "$SRC/$c" 12)
 done
-ls "$SRC/Lung_Opacity" | sort | head -n 3 | while read -r f; do cp "$SRC/Lung_Opacity/$f" "$D/Mystery/"; done
-cv1=$(ls "$D/COVID" | sort | sed -n 3p)
-no1=$(ls "$D/Normal" | sort | sed -n 4p)
-vp1=$(ls "$D/Viral Pneumonia" | sort | sed -n 5p)
+while read -r f; do cp "$SRC/Lung_Opacity/$f" "$D/Mystery/"; done < <(first_files "$SRC/Lung_Opacity" 3)
+cv1=$(first_files "$D/COVID" 3 | tail -n 1)
+no1=$(first_files "$D/Normal" 4 | tail -n 1)
+vp1=$(first_files "$D/Viral Pneumonia" 5 | tail -n 1)
 cp "$D/COVID/$cv1" "$D/Normal/planted_exact_copy.png"                         # exact, across classes
 convert "$D/Normal/$no1" -quality 90 "$D/Normal/planted_near.jpg"             # JPEG re-encode
 convert "$D/Viral Pneumonia/$vp1" -gamma 1.05 -resize 250x250 -resize '256x256!' \
@@ -27,6 +33,11 @@ convert "$D/Viral Pneumonia/$vp1" -gamma 1.05 -resize 250x250 -resize '256x256!'
 convert "$D/COVID/$cv1" -define png:color-type=2 "$D/COVID/planted_rgb.png"   # colour PNG
 head -c 3000 "$D/Normal/$no1" >"$D/Normal/planted_truncated.png"              # corrupt
 echo "not an image" >"$D/COVID/notes.txt"
+cv2=$(first_files "$D/COVID" 6 | tail -n 1)
+convert "$D/COVID/$cv2" -define png:bit-depth=16 -depth 16 "$D/Mystery/planted_16bit.png"
+convert "$D/COVID/$cv2" -interlace PNG "$D/Mystery/planted_interlaced.png"
+convert "$D/COVID/$cv2" -quality 85 "$T/whole.jpg"
+head -c 2000 "$T/whole.jpg" >"$D/Mystery/planted_truncated.jpg"
 printf 'path,split\nCOVID/%s,train\nNormal/planted_exact_copy.png,val\n' "$cv1" >"$T/split.csv"
 
 expect_rc 0 "$CXRTRAIN" explore --data "$D" --out "$T/r.html" --json "$T/r.json" --split "$T/split.csv"
@@ -46,7 +57,7 @@ def need(cond, what):
 names = [c["name"] for c in j["classes"]]
 need(names == ["COVID", "Empty", "Mystery", "Normal", "Viral Pneumonia"], f"class list {names}")
 counts = {c["name"]: c["images"] for c in j["classes"]}
-need(counts == {"COVID": 13, "Empty": 0, "Mystery": 3, "Normal": 14, "Viral Pneumonia": 13}, f"counts {counts}")
+need(counts == {"COVID": 13, "Empty": 0, "Mystery": 5, "Normal": 14, "Viral Pneumonia": 13}, f"counts {counts}")
 groups = [sorted(g) for g in j["exact_duplicates"]["list"]]
 need(sorted([f"COVID/{cv1}", "Normal/planted_exact_copy.png"]) in groups, f"exact duplicate {groups}")
 need(j["exact_duplicates"]["cross_class_groups"] >= 1, "cross-class exact duplicate")
@@ -59,6 +70,12 @@ need(near(f"COVID/{cv1}", "COVID/planted_rgb.png"), "RGB near duplicate")
 bad = {u["path"]: u["reason"] for u in j["unreadable"]}
 need("Normal/planted_truncated.png" in bad and "PNG" in bad["Normal/planted_truncated.png"], f"truncated PNG {bad}")
 need(bad.get("COVID/notes.txt") == "not a PNG or JPEG file", f"text file {bad}")
+need("damaged" in bad.get("Mystery/planted_truncated.jpg", ""), f"truncated JPEG {bad}")
+st = {s["path"]: s for s in j["image_stats"]}
+d16 = st["Mystery/planted_16bit.png"]
+orig = [s for p, s in st.items() if p.startswith("COVID/") and s["dhash"] == d16["dhash"] and s["bit_depth"] == 8]
+need(d16["bit_depth"] == 16 and orig and abs(orig[0]["mean"] - d16["mean"]) < 0.005, "16-bit PNG statistics")
+need(abs(st["Mystery/planted_interlaced.png"]["mean"] - d16["mean"]) < 0.005, "interlaced PNG statistics")
 need(j["splits"]["exact_groups_across_splits"] == 1, f"leakage {j['splits']}")
 fmts = {(b["format"], b["channels"]) for b in j["bit_depths"]}
 need(("JPEG", 1) in fmts and ("PNG", 3) in fmts and ("PNG", 1) in fmts, f"formats {fmts}")
@@ -96,6 +113,6 @@ if [ "${CXR_SANITIZE:-0}" != 1 ]; then
   secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   n=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["images"])' "$T/full.json")
   [ "$n" -ge 2000 ] || fail "only $n images read from cxr4"
-  awk -v s="$secs" 'BEGIN { exit !(s < 30) }' || fail "explore took ${secs}s on cxr4"
+  awk -v s="$secs" 'BEGIN { exit !(s < 60) }' || fail "explore took ${secs}s on cxr4 (limit 60 s; about 4 s on an idle core)"
   ok "cxr4: $n images in ${secs}s"
 fi

@@ -88,14 +88,22 @@ int main(int argc, char **argv)
             k = cols - 1;
         if (cols - 1 != k || k < 2) {
             (void)fclose(f);
+            free(truth);
+            free(prob);
             return die("bad CSV line", line);
         }
         if (n == cap) {
+            int *nt;
+            double *np;
             cap = cap ? cap * 2 : 1024;
-            truth = realloc(truth, cap * sizeof(*truth));
-            prob = realloc(prob, cap * k * sizeof(*prob));
-            if (!truth || !prob)
+            nt = realloc(truth, cap * sizeof(*truth));
+            if (!nt)
                 abort();
+            truth = nt;
+            np = realloc(prob, cap * k * sizeof(*prob));
+            if (!np)
+                abort();
+            prob = np;
         }
         truth[n] = (int)v[0];
         memcpy(prob + n * k, v + 1, k * sizeof(double));

@@ -1,7 +1,7 @@
 """sklearn_metrics.py - reference figures from scikit-learn for test_metrics_sklearn.sh.
 
-  sklearn_metrics.py gen SEED N K TIES   -> CSV "truth,p0..pk-1" on stdout (seeded)
-  sklearn_metrics.py check CSV OURS.json -> exit 1 and print every mismatch beyond 1e-9
+  sklearn_metrics.py gen DIR SEED:N:K:TIES...  -> DIR/pSEED.csv, lines "truth,p0..pk-1" (seeded)
+  sklearn_metrics.py check CSV OURS.json...   -> exit 1 and print every mismatch beyond 1e-9
 TIES=1 rounds probabilities to 1 decimal (many ties); TIES=2 to 2 decimals.
 """
 import json
@@ -11,7 +11,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 
-def gen(seed, n, k, ties):
+def gen(out, seed, n, k, ties):
     rng = np.random.default_rng(seed)
     truth = rng.integers(0, k, n)
     logits = rng.normal(0, 1, (n, k))
@@ -20,8 +20,9 @@ def gen(seed, n, k, ties):
     p /= p.sum(axis=1, keepdims=True)
     if ties:
         p = np.round(p, ties)
-    for t, row in zip(truth, p):
-        print(",".join([str(int(t))] + [repr(float(v)) for v in row]))
+    with open(out, "w") as f:
+        for t, row in zip(truth, p):
+            f.write(",".join([str(int(t))] + [repr(float(v)) for v in row]) + "\n")
 
 
 def check(csv, ours_path):
@@ -77,12 +78,15 @@ def check(csv, ours_path):
     cmp("log loss", ours["log_loss"],
         float(np.mean(-np.log(np.maximum(p[np.arange(len(y)), y], 1e-15)))))
     for b in bad:
-        print("MISMATCH", b)
+        print("MISMATCH", csv, b)
     return 1 if bad else 0
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "gen":
-        gen(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        for spec in sys.argv[3:]:
+            seed, n, k, ties = (int(x) for x in spec.split(":"))
+            gen(f"{sys.argv[2]}/p{seed}.csv", seed, n, k, ties)
     else:
-        sys.exit(check(sys.argv[2], sys.argv[3]))
+        args = sys.argv[2:]
+        sys.exit(max(check(args[i], args[i + 1]) for i in range(0, len(args), 2)))

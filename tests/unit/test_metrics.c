@@ -265,6 +265,40 @@ static void test_rng(void **state)
         assert_true(hist[i] > 9500 && hist[i] < 10500);
 }
 
+static void test_parse_target_and_mistakes(void **state)
+{
+    const char *const names[] = {"COVID", "Lung_Opacity", "Normal"};
+    size_t cls = 99, idx[4], m = 0;
+    double rec = 0;
+    struct cxr_buf e;
+    const int truth[] = {0, 1, 2, 0};
+    const double prob[] = {.2, .7, .1, .1, .8, .1, .9, .05, .05, .3, .3, .4};
+
+    cxr_buf_init(&e, 1024);
+    assert_int_equal(met_parse_target("COVID:0.95", names, 3, &cls, &rec, &e), CXR_OK);
+    assert_int_equal(cls, 0);
+    assert_true(rec == 0.95);
+    assert_int_equal(met_parse_target("2:1", names, 3, &cls, &rec, &e), CXR_OK);
+    assert_int_equal(cls, 2);
+    assert_int_equal(met_parse_target("Covid:0.9", names, 3, &cls, &rec, &e), CXR_EINVAL);
+    assert_non_null(strstr(cxr_buf_str(&e), "unknown class 'Covid'"));
+    assert_int_equal(met_parse_target("Normal:1.5", names, 3, &cls, &rec, &e), CXR_EINVAL);
+    assert_int_equal(met_parse_target("Normal:", names, 3, &cls, &rec, &e), CXR_EINVAL);
+    assert_int_equal(met_parse_target("0.95", names, 3, &cls, &rec, &e), CXR_EINVAL);
+    assert_int_equal(met_parse_target("3:0.5", names, 3, &cls, &rec, &e), CXR_EINVAL);
+    cxr_buf_done(&e);
+
+    /* mistakes: sample 0 (conf .7), 2 (conf .9), 3 (conf .4); sample 1 is right */
+    assert_int_equal(met_top_mistakes(4, 3, truth, prob, 4, idx, &m), CXR_OK);
+    assert_int_equal(m, 3);
+    assert_int_equal(idx[0], 2);
+    assert_int_equal(idx[1], 0);
+    assert_int_equal(idx[2], 3);
+    assert_int_equal(met_top_mistakes(4, 3, truth, prob, 1, idx, &m), CXR_OK);
+    assert_int_equal(m, 1);
+    assert_int_equal(idx[0], 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -276,6 +310,7 @@ int main(void)
         cmocka_unit_test(test_operating_point),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_rng),
+        cmocka_unit_test(test_parse_target_and_mistakes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
