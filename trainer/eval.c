@@ -173,16 +173,6 @@ static struct rpt_epoch *read_history(const char *path, size_t *ret_n)
     return ep;
 }
 
-static int class_index(const nn_model *m, const char *name)
-{
-    int nc = nn_model_num_classes(m);
-
-    for (int c = 0; c < nc; c++)
-        if (!strcasecmp(nn_model_class_name(m, c), name))
-            return c;
-    return -1;
-}
-
 static const char *base_name(const char *path)
 {
     const char *s = strrchr(path, '/');
@@ -388,77 +378,54 @@ int eval_main(int argc, char **argv)
         }
     }
     for (int k = 0; k < o.n_thresholds; k++) {
-        char cls[128];
-        const char *colon = strrchr(o.thresholds[k], ':');
-        float target;
-        int ci;
-        if (!colon || (size_t)(colon - o.thresholds[k]) >= sizeof(cls)) {
-            fprintf(stderr, "cxrtriage-train: --threshold '%s', expected CLASS:RECALL\n", o.thresholds[k]);
-            goto out;
-        }
-        snprintf(cls, sizeof(cls), "%.*s", (int)(colon - o.thresholds[k]), o.thresholds[k]);
-        ci = class_index(m, cls);
-        if (ci < 0) {
-            fprintf(stderr, "cxrtriage-train: --threshold: the model has no class '%s'\n", cls);
-            goto out;
-        }
-        if (tu_parse_float(colon + 1, 0.001f, 1.0f, &target, "--threshold recall"))
-            goto out;
-        if (met_operating_point(n, (size_t)nc, truth, dprob, (size_t)ci, target, &ops[k]) != CXR_OK) {
-            fprintf(stderr, "cxrtriage-train: --threshold %s: no positives of that class\n", cls);
+        size_t ci;
+        double target;
+        if (met_parse_target(o.thresholds[k], names, (size_t)nc, &ci, &target, &errors) != CXR_OK ||
+            met_operating_point(n, (size_t)nc, truth, dprob, ci, target, &ops[k]) != CXR_OK) {
+            fprintf(stderr, "%scxrtriage-train: --threshold '%s' cannot be met (expected "
+                            "CLASS:RECALL with a class that has positives)\n",
+                    cxr_buf_str(&errors), o.thresholds[k]);
             goto out;
         }
     }
     /* The most confident mistakes, as the model saw them. */
     if (o.mistakes > 0) {
-        char *used = calloc(n, 1);
+        size_t idx[RPT_MAX_MISTAKES];
         const struct nn_input_spec *in = nn_model_input_spec(m);
         size_t plane = (size_t)in->size * (size_t)in->size;
-        if (!used)
+
+        if (met_top_mistakes(n, (size_t)nc, truth, dprob, (size_t)o.mistakes, idx, &n_mist) != CXR_OK)
             goto out;
         if (o.errors_dir && cxr_mkdir_p(o.errors_dir, 0755) != CXR_OK) {
             fprintf(stderr, "cxrtriage-train: cannot create '%s'\n", o.errors_dir);
-            free(used);
             goto out;
         }
-        while (n_mist < (size_t)o.mistakes) {
-            size_t best = n;
-            double conf = -1;
-            for (size_t i = 0; i < n; i++) {
-                int p = tu_argmax(probs + i * (size_t)nc, nc);
-                if (!used[i] && p != truth[i] && probs[i * (size_t)nc + (size_t)p] > conf) {
-                    conf = probs[i * (size_t)nc + (size_t)p];
-                    best = i;
-                }
-            }
-            if (best == n)
-                break;
-            used[best] = 1;
-            mist[n_mist].path = d.items[items[best]].path;
-            mist[n_mist].truth = (size_t)truth[best];
-            mist[n_mist].pred = (size_t)tu_argmax(probs + best * (size_t)nc, nc);
-            mist[n_mist].confidence = conf;
-            mist[n_mist].png = NULL;
-            mist[n_mist].png_len = 0;
+        for (size_t j = 0; j < n_mist; j++) {
+            size_t best = idx[j];
+            int pred = tu_argmax(probs + best * (size_t)nc, nc);
+            mist[j].path = d.items[items[best]].path;
+            mist[j].truth = (size_t)truth[best];
+            mist[j].pred = (size_t)pred;
+            mist[j].confidence = probs[best * (size_t)nc + (size_t)pred];
+            mist[j].png = NULL;
+            mist[j].png_len = 0;
             if (o.errors_dir) {
                 char *data = NULL;
                 size_t len = 0;
-                snprintf(path, sizeof(path), "%s/%02zu_%s_as_%s.png", o.errors_dir, n_mist + 1,
-                         names[truth[best]], names[mist[n_mist].pred]);
+                snprintf(path, sizeof(path), "%s/%02zu_%s_as_%s.png", o.errors_dir, j + 1,
+                         names[truth[best]], names[pred]);
                 for (char *q = path + strlen(o.errors_dir) + 1; *q; q++)
                     if (*q == ' ' || *q == '/')
                         *q = '_';
                 if (px_write_png(path, cache.pix + cache.slot[items[best]] * plane, in->size, err,
                                  sizeof(err)) == CXR_OK &&
                     cxr_file_read(path, RPT_MAX_PNG, &data, &len) == CXR_OK) {
-                    pngs[n_mist] = (unsigned char *)data;
-                    mist[n_mist].png = pngs[n_mist];
-                    mist[n_mist].png_len = len;
+                    pngs[j] = (unsigned char *)data;
+                    mist[j].png = pngs[j];
+                    mist[j].png_len = len;
                 }
             }
-            n_mist++;
         }
-        free(used);
     }
     snprintf(hist_path, sizeof(hist_path), "%s.history.json", o.model);
     epochs = read_history(o.history ? o.history : hist_path, &n_epochs);
