@@ -98,6 +98,7 @@ static const char css[] =
     ".warn{color:#8a1c00;font-weight:600}"
     ".gallery{display:flex;flex-wrap:wrap;gap:12px}"
     ".gallery figure{margin:0;width:200px;font-size:12px}"
+    ".gallery .path{color:#555;word-break:break-all}"
     ".gallery img{width:200px;height:200px;object-fit:contain;background:#000}"
     "svg text{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif}";
 

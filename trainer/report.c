@@ -573,9 +573,9 @@ static cxr_err gallery(struct cxr_buf *b, const struct rpt_eval *ev)
         TRY(plot_esc(b, in ? ev->class_names[mk->pred] : "?"));
         TRY(cxr_buf_puts(b, " ("));
         TRY(plot_num(b, 3, mk->confidence));
-        TRY(cxr_buf_puts(b, ")<br>"));
+        TRY(cxr_buf_puts(b, ")<br><span class=\"path\">"));
         TRY(plot_esc(b, mk->path ? mk->path : "(no path)"));
-        TRY(cxr_buf_puts(b, "</figcaption></figure>\n"));
+        TRY(cxr_buf_puts(b, "</span></figcaption></figure>\n"));
     }
     return cxr_buf_puts(b, "</div>\n");
 }
