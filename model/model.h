@@ -93,6 +93,8 @@ void nn_model_free(nn_model *model);
 
 /* Sets (or replaces) a metadata key/value pair (e.g. "dataset_sha256", "date", "val_acc"). */
 cxr_err nn_model_set_meta(nn_model *model, const char *key, const char *value);
+/* Removes a metadata key; false when it was not set. */
+bool nn_model_del_meta(nn_model *model, const char *key);
 /* Value of a metadata key, or NULL. */
 const char *nn_model_meta(const nn_model *model, const char *key);
 int nn_model_meta_count(const nn_model *model);

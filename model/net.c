@@ -254,6 +254,18 @@ cxr_err nn_model_set_meta(nn_model *m, const char *key, const char *value)
     return CXR_OK;
 }
 
+bool nn_model_del_meta(nn_model *m, const char *key)
+{
+    for (int i = 0; i < m->n_meta; i++) {
+        if (strcmp(m->meta[i].key, key) != 0)
+            continue;
+        memmove(&m->meta[i], &m->meta[i + 1], (size_t)(m->n_meta - i - 1) * sizeof(m->meta[0]));
+        m->n_meta--;
+        return true;
+    }
+    return false;
+}
+
 const char *nn_model_meta(const nn_model *m, const char *key)
 {
     for (int i = 0; i < m->n_meta; i++)

@@ -10,6 +10,7 @@
 #include "common.h"
 #include "eval.h"
 #include "explore.h"
+#include "export.h"
 #include "plot.h"
 #include "report.h"
 #include "train.h"
@@ -23,17 +24,10 @@ static void usage(FILE *out)
             "  train    train a model on a folder of labelled images\n"
             "  eval     evaluate a model: metrics, plots and an HTML report\n"
             "  explore  report on a data set: classes, sizes, duplicates, leakage\n"
-            "  export   write a model's weights and metadata in another form\n\n"
+            "  export   write a deployment copy of a model (training state removed)\n\n"
             "  -h, --help     show this help and exit\n"
             "  -V, --version  show the version and exit\n",
             CXR_DISCLAIMER);
-}
-
-static int not_built(const char *what)
-{
-    fprintf(stderr, "cxrtriage-train: '%s' is not built yet (arrives with the trainer issue)\n",
-            what);
-    return 2;
 }
 
 static void explore_usage(FILE *out)
@@ -164,7 +158,6 @@ out:
 
 int main(int argc, char **argv)
 {
-    static const char *const commands[] = {"export"};
 
     if (argc < 2) {
         usage(stderr);
@@ -184,9 +177,8 @@ int main(int argc, char **argv)
         return train_main(argc - 1, argv + 1);
     if (!strcmp(argv[1], "eval"))
         return eval_main(argc - 1, argv + 1);
-    for (size_t i = 0; i < CXR_ARRAY_SIZE(commands); i++)
-        if (!strcmp(argv[1], commands[i]))
-            return not_built(commands[i]);
+    if (!strcmp(argv[1], "export"))
+        return export_main(argc - 1, argv + 1);
     fprintf(stderr, "cxrtriage-train: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -23,6 +23,7 @@
 #include <cblas.h>
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -467,17 +468,63 @@ static void dataset_fingerprint(const struct ds *d, char *out, size_t outlen)
     snprintf(out, outlen, "fnv1a64:%016llx", (unsigned long long)h);
 }
 
+/* The loop's state beside the checkpoint (OUT.ckpt.json), so the model's own metadata stays
+ * free of it. */
 static cxr_err save_checkpoint(struct run *r, int epoch, char *err, size_t errlen)
 {
-    char rng[32];
+    struct cxr_buf b;
+    char path[4200];
+    cxr_err e = nn_model_save(r->model, r->ckpt, err, errlen);
 
-    meta_int(r->model, "train_epoch", epoch + 1);
-    meta_num(r->model, "train_best_f1", r->best_f1);
-    meta_int(r->model, "train_best_epoch", r->best_epoch);
-    snprintf(rng, sizeof(rng), "%llu", (unsigned long long)r->rng);
-    (void)nn_model_set_meta(r->model, "train_rng", rng);
-    (void)nn_model_set_meta(r->model, "train_history", cxr_buf_str(&r->hist));
-    return nn_model_save(r->model, r->ckpt, err, errlen);
+    if (e)
+        return e;
+    cxr_buf_init(&b, (size_t)1 << 24);
+    e = cxr_buf_printf(&b, "{\"next_epoch\": %d, \"best_macro_f1\": %.17g, \"best_epoch\": %d, "
+                           "\"rng\": \"%llu\", \"epochs\": [%s]}\n", epoch + 1, r->best_f1,
+                       r->best_epoch, (unsigned long long)r->rng, cxr_buf_str(&r->hist));
+    snprintf(path, sizeof(path), "%s.json", r->ckpt);
+    if (!e)
+        e = cxr_file_write_atomic(path, b.data, b.len, 0644);
+    cxr_buf_done(&b);
+    if (e)
+        snprintf(err, errlen, "%.900s: cannot write the training state", path);
+    return e;
+}
+
+/* Reads OUT.ckpt.json back; the history body is re-serialised into r->hist. */
+static cxr_err load_checkpoint_state(struct run *r, char *err, size_t errlen)
+{
+    char path[4200];
+    json_error_t jerr;
+    json_t *root, *epochs;
+    const char *rng;
+    size_t i;
+    json_t *e;
+
+    snprintf(path, sizeof(path), "%s.json", r->ckpt);
+    root = json_load_file(path, 0, &jerr);
+    if (!root) {
+        snprintf(err, errlen, "%.600s: %.200s (line %d)", path, jerr.text, jerr.line);
+        return CXR_EPARSE;
+    }
+    r->epoch0 = (int)json_integer_value(json_object_get(root, "next_epoch"));
+    r->best_f1 = json_number_value(json_object_get(root, "best_macro_f1"));
+    r->best_epoch = (int)json_integer_value(json_object_get(root, "best_epoch"));
+    rng = json_string_value(json_object_get(root, "rng"));
+    if (rng)
+        r->rng = strtoull(rng, NULL, 10);
+    epochs = json_object_get(root, "epochs");
+    json_array_foreach(epochs, i, e) {
+        char *text = json_dumps(e, JSON_COMPACT | JSON_REAL_PRECISION(9));
+        if (!text || cxr_buf_printf(&r->hist, "%s%s", r->hist.len ? ", " : "", text)) {
+            free(text);
+            json_decref(root);
+            return CXR_ENOMEM;
+        }
+        free(text);
+    }
+    json_decref(root);
+    return CXR_OK;
 }
 
 static cxr_err write_history(const struct run *r)
@@ -578,22 +625,11 @@ static cxr_err setup_model(struct run *r, char *err, size_t errlen)
     char display[DS_MAX_CLASSES][64];
 
     if (r->o.resume && access(r->ckpt, R_OK) == 0) {
-        const char *v;
         e = nn_model_load(r->ckpt, &r->model, err, errlen);
+        if (!e)
+            e = load_checkpoint_state(r, err, errlen);
         if (e)
             return e;
-        v = nn_model_meta(r->model, "train_epoch");
-        r->epoch0 = v ? (int)strtol(v, NULL, 10) : 0;
-        v = nn_model_meta(r->model, "train_best_f1");
-        r->best_f1 = v ? strtod(v, NULL) : -1;
-        v = nn_model_meta(r->model, "train_best_epoch");
-        r->best_epoch = v ? (int)strtol(v, NULL, 10) : -1;
-        v = nn_model_meta(r->model, "train_rng");
-        if (v)
-            r->rng = strtoull(v, NULL, 10);
-        v = nn_model_meta(r->model, "train_history");
-        if (v && cxr_buf_puts(&r->hist, v))
-            return CXR_ENOMEM;
         if (access(r->best_ckpt, R_OK) == 0 &&
             cxr_file_read(r->best_ckpt, (size_t)1 << 30, (char **)&r->best, &r->best_len))
             return CXR_EIO;
@@ -841,6 +877,12 @@ int train_main(int argc, char **argv)
         for (int c = 0; c < r.d.nclasses; c++)
             fl += (size_t)snprintf(folders + fl, sizeof(folders) - fl, "%s%s", c ? "," : "",
                                    r.d.classes[c]);
+        /* Keys a model fine-tuned from an older checkpoint may carry: not part of a model. */
+        for (int k = nn_model_meta_count(best) - 1; k >= 0; k--) {
+            const char *key, *val;
+            if (nn_model_meta_at(best, k, &key, &val) && !strncmp(key, "train_", 6))
+                (void)nn_model_del_meta(best, key);
+        }
         (void)nn_model_set_meta(best, "class_folders", folders);
         (void)nn_model_set_meta(best, "trained_at", when);
         (void)nn_model_set_meta(best, "dataset", r.o.data);
