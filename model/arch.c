@@ -211,7 +211,7 @@ cxr_err nn_arch_parse(const char *text, int n_classes, struct nn_model *m, char 
 
 cxr_err nn_arch_resolve(struct nn_model *m, char *errbuf, size_t errlen)
 {
-    int c = m->spec.channels, h = m->spec.size, w = m->spec.size;
+    int c = m->spec.channels, h = m->spec.size, w = h;
     long off = 0, trainable = 0;
     if (c < 1 || c > NN_MAX_CHANNELS || h < 1 || h > NN_MAX_SIZE) {
         nn_errf(errbuf, errlen, "input spec: size %d / channels %d out of range", h, c);

@@ -102,7 +102,7 @@ static void init_params(nn_model *m, uint32_t seed)
         const struct nn_layer *l = &m->layers[i];
         float *P = m->params;
         if (l->type == NN_L_CONV || l->type == NN_L_DENSE) {
-            float a = (float)sqrt(6.0 / (double)(l->nw / l->oc));
+            float a = (float)sqrt(6.0 * l->oc / (double)l->nw);
             for (long j = 0; j < l->nw; j++)
                 P[l->w + j] = a * ((float)(xorshift(&rng) >> 40) / 8388608.0f - 1.0f);
             memset(P + l->b, 0, sizeof(float) * l->oc);

@@ -55,8 +55,11 @@ int main(int argc, char **argv)
     nn_model_fill_hashed(m);
     size_t in_len = nn_model_input_len(m);
     x = malloc(sizeof(float) * in_len * 32);
-    if (!x || nn_ctx_new(m, 16, &ctx))
+    if (!x || nn_ctx_new(m, 16, &ctx)) {
+        free(x);
+        nn_model_free(m);
         return 1;
+    }
     nn_fill_hashed_input(x, in_len * 32, 1000);
     for (int i = 0; i < 32; i++)
         labels[i] = i % 4;
@@ -89,8 +92,12 @@ int main(int argc, char **argv)
         struct nn_train_opts o;
         float loss;
         nn_train_opts_default(&o);
-        if (nn_train_new(m, 32, &o, &tr))
+        if (nn_train_new(m, 32, &o, &tr)) {
+            free(x);
+            nn_ctx_free(ctx);
+            nn_model_free(m);
             return 1;
+        }
         (void)nn_train_batch(tr, x, labels, 32, &loss);
         n = 0;
         t0 = now();
