@@ -9,16 +9,6 @@ int cli_classify(int argc, char **argv)
     return cli_not_built("classify", "the CNN engine (model/) and the pixel path (dicom/)");
 }
 
-int cli_inspect(int argc, char **argv)
-{
-    return cli_not_built("inspect", "the DICOM adapter (dicom/)");
-}
-
-int cli_preprocess(int argc, char **argv)
-{
-    return cli_not_built("preprocess", "the pixel path (dicom/pixel.c)");
-}
-
 int cli_audit(int argc, char **argv)
 {
     return cli_not_built("audit", "the audit ledger (store/)");

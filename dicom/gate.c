@@ -31,8 +31,11 @@ void dcm_gate(const struct dcm_info *in, struct px_verdict *ret)
         (void)snprintf(r, rl, "not an image: no Pixel Data (Modality '%s')", in->modality);
         return;
     }
+    /* A Secondary Capture counts when it does not claim another modality (a CT screenshot is
+     * still a CT). */
     if (strcmp(in->modality, "CR") && strcmp(in->modality, "DX") &&
-        !is_secondary_capture(in->sop_class_uid)) {
+        !(is_secondary_capture(in->sop_class_uid) &&
+          (!in->modality[0] || !strcmp(in->modality, "OT")))) {
         (void)snprintf(r, rl, "not CR, DX or Secondary Capture (Modality '%s')", in->modality);
         return;
     }
