@@ -264,9 +264,13 @@ static cxr_err px_spans(int n, int m, struct px_span **ret_spans, float **ret_w)
 {
     double step = (double)n / (double)m;
     int maxc = (int)ceil(step) + 2;
-    struct px_span *sp = malloc((size_t)m * sizeof(*sp));
-    float *w = malloc((size_t)m * (size_t)maxc * sizeof(float));
+    struct px_span *sp = NULL;
+    float *w = NULL;
 
+    if (n < 1 || m < 1)
+        return CXR_EINVAL;
+    sp = malloc((size_t)m * sizeof(*sp));
+    w = malloc((size_t)m * (size_t)maxc * sizeof(float));
     if (!sp || !w) {
         free(sp);
         free(w);

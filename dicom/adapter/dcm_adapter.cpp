@@ -14,6 +14,7 @@
  */
 #include <pthread.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -142,7 +143,7 @@ void read_info(dcm_file *f)
     DcmMetaInfo *meta = f->ff.getMetaInfo();
     struct dcm_info *in = &f->info;
 
-    std::memset(in, 0, sizeof(*in));
+    *in = dcm_info{};
     in->has_meta = meta && meta->card() > 0;
     get_str(ds, DCM_SOPClassUID, in->sop_class_uid, sizeof(in->sop_class_uid));
     get_str(ds, DCM_SOPInstanceUID, in->sop_instance_uid, sizeof(in->sop_instance_uid));
@@ -537,9 +538,10 @@ cxr_err unpack_native(dcm_file *f, const char *photometric, int planar, struct p
         for (size_t i = 0; i < npix; i++) {
             double y = img->samples[3 * i], cb = img->samples[3 * i + 1] - 128.0,
                    cr = img->samples[3 * i + 2] - 128.0;
-            img->samples[3 * i] = static_cast<int32_t>(y + 1.402 * cr + 0.5);
-            img->samples[3 * i + 1] = static_cast<int32_t>(y - 0.344136 * cb - 0.714136 * cr + 0.5);
-            img->samples[3 * i + 2] = static_cast<int32_t>(y + 1.772 * cb + 0.5);
+            img->samples[3 * i] = static_cast<int32_t>(std::lround(y + 1.402 * cr));
+            img->samples[3 * i + 1] =
+                static_cast<int32_t>(std::lround(y - 0.344136 * cb - 0.714136 * cr));
+            img->samples[3 * i + 2] = static_cast<int32_t>(std::lround(y + 1.772 * cb));
         }
     }
     return CXR_OK;
@@ -656,8 +658,7 @@ cxr_err decode(dcm_file *f, struct px_image *ret, char *errbuf, size_t errlen)
     if (xf.isEncapsulated()) {
         OFCondition c = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
         if (c.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit))
-            return px_err(errbuf, errlen, c == EC_CannotChangeRepresentation ? CXR_EDICOM
-                                                                              : CXR_EDICOM,
+            return px_err(errbuf, errlen, CXR_EDICOM,
                           "%s: cannot decode %s pixel data: %s", name,
                           in->transfer_syntax_name,
                           c.bad() ? c.text() : "the decoder gave up (corrupt or truncated data)");
