@@ -330,6 +330,7 @@ cxr_err px_resize_area(const float *in, int w, int h, int size, float *out, int 
             const float *r = row + sx[j].first;
             float acc = 0.0f;
             for (int k = 0; k < sx[j].count; k++)
+                /* NOLINTNEXTLINE(clang-analyzer-core.NullDereference): in is checked above */
                 acc += r[k] * sx[j].w[k];
             t[j] = acc;
         }

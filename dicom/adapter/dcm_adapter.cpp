@@ -703,6 +703,9 @@ extern "C" cxr_err dcm_file_open_mem(const void *data, size_t len, const char *n
         if (px_detect(data, len) != PX_FMT_DICOM)
             return px_err(errbuf, errlen, CXR_EPARSE,
                           "%s: not a DICOM file (no DICM preamble and no dataset start)", name);
+        cxr_err serr = dcm_scan_structure(data, len, name, errbuf, errlen);
+        if (serr)
+            return serr;
         f = new dcm_file();
         f->name = name;
         DcmInputBufferStream is;
