@@ -45,14 +45,17 @@ static uint32_t rd32(const struct scan *s, size_t pos)
     return ((uint32_t)b[3] << 24) | ((uint32_t)b[2] << 16) | ((uint32_t)b[1] << 8) | b[0];
 }
 
+/* Whether an explicit VR element has the 4-byte length form: the standard's long VRs, and (like
+ * DCMTK, "assuming 4 byte length field") every VR that is not in the standard. */
 static bool is_long_vr(const unsigned char *vr)
 {
-    static const char *const longs[] = {"OB", "OW", "OF", "SQ", "UT", "UN", "OD",
-                                        "OL", "OV", "UC", "UR", "SV", "UV"};
-    for (size_t i = 0; i < CXR_ARRAY_SIZE(longs); i++)
-        if (vr[0] == (unsigned char)longs[i][0] && vr[1] == (unsigned char)longs[i][1])
-            return true;
-    return false;
+    static const char *const shorts[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD",
+                                         "IS", "LO", "LT", "PN", "SH", "SL", "SS", "ST", "TM",
+                                         "UI", "UL", "US"};
+    for (size_t i = 0; i < CXR_ARRAY_SIZE(shorts); i++)
+        if (vr[0] == (unsigned char)shorts[i][0] && vr[1] == (unsigned char)shorts[i][1])
+            return false;
+    return true;
 }
 
 static bool is_vr(const unsigned char *vr)
