@@ -123,26 +123,46 @@ static void px_percentile_hist(struct px_xform *x, const uint32_t *hist, size_t 
                       (vmin + (double)bhi * binw) * x->slope + x->intercept);
 }
 
-cxr_err px_to_unit(const struct px_image *img, const struct dcm_info *info, float **ret_unit,
-                   struct px_info *ret_pinfo, char *errbuf, size_t errlen, const char *name)
+/* An image's grey transform, ready to apply: samples (luminance for colour) and either a table
+ * over vmin..vmax or the per-pixel transform. */
+struct px_grey {
+    const int32_t *s;
+    int32_t *lum;  /* owned: luminance of a colour image */
+    float *lutf;   /* owned: value of every stored value vmin..vmax, or NULL */
+    int32_t vmin;
+    struct px_xform x;
+    int w, h;
+};
+
+static void px_grey_done(struct px_grey *g)
+{
+    free(g->lum);
+    free(g->lutf);
+    g->lum = NULL;
+    g->lutf = NULL;
+}
+
+static cxr_err px_grey_init(struct px_grey *g, const struct px_image *img,
+                            const struct dcm_info *info, struct px_info *ret_pinfo, char *errbuf,
+                            size_t errlen, const char *name)
 {
     size_t n = (size_t)img->width * (size_t)img->height;
     struct px_xform x = {.slope = 1.0, .intercept = 0.0, .voi = PX_VOI_NONE, .scale = 1.0};
-    float *unit = NULL, *lutf = NULL;
+    float *lutf = NULL;
     int32_t vmin = INT32_MAX, vmax = INT32_MIN;
     uint32_t *hist = NULL;
     const int32_t *s = img->samples;
     int32_t *lum = NULL;
     cxr_err err = CXR_OK;
 
+    memset(g, 0, sizeof(*g));
     if (!name)
         name = "image";
     if (img->channels != 1 && img->channels != 3)
         return px_err(errbuf, errlen, CXR_EUNSUPPORTED, "%s: %d samples per pixel", name,
                       img->channels);
-    unit = malloc(n * sizeof(float));
-    if (!unit)
-        return px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", name);
+    if (n == 0 || !s)
+        return px_err(errbuf, errlen, CXR_EINVAL, "%s: empty image", name);
     if (img->channels == 3) {
         /* Colour: luminance, no VOI (DICOM defines none for RGB), scaled by the bit depth. */
         lum = malloc(n * sizeof(int32_t));
@@ -214,8 +234,6 @@ cxr_err px_to_unit(const struct px_image *img, const struct dcm_info *info, floa
         }
         for (size_t k = 0; k < nl; k++)
             lutf[k] = px_apply(&x, (double)vmin + (double)k);
-        for (size_t i = 0; i < n; i++)
-            unit[i] = lutf[s[i] - vmin];
     } else {
         if (x.voi == PX_VOI_PERCENTILE) {
             const size_t nb = 65536;
@@ -231,8 +249,6 @@ cxr_err px_to_unit(const struct px_image *img, const struct dcm_info *info, floa
             }
             px_percentile_hist(&x, hist, nb, (double)vmin, binw, n);
         }
-        for (size_t i = 0; i < n; i++)
-            unit[i] = px_apply(&x, (double)s[i]);
     }
 
     if (ret_pinfo) {
@@ -243,15 +259,61 @@ cxr_err px_to_unit(const struct px_image *img, const struct dcm_info *info, floa
         ret_pinfo->width = img->width;
         ret_pinfo->height = img->height;
     }
-    *ret_unit = unit;
-    unit = NULL;
+    g->s = s;
+    g->lum = lum;
+    g->lutf = lutf;
+    g->vmin = vmin;
+    g->x = x;
+    g->w = img->width;
+    g->h = img->height;
+    lum = NULL;
+    lutf = NULL;
 out_free:
-    free(unit);
     free(lutf);
     free(hist);
     free(lum);
     return err;
 }
+
+/* Row y of the [0,1] image: into scratch, returned. */
+static const float *px_grey_row(const struct px_grey *g, int y, float *scratch)
+{
+    const int32_t *s = g->s + (size_t)y * (size_t)g->w;
+
+    if (g->lutf) {
+        const float *lut = g->lutf;
+        int32_t vmin = g->vmin;
+        for (int i = 0; i < g->w; i++)
+            scratch[i] = lut[s[i] - vmin];
+    } else {
+        for (int i = 0; i < g->w; i++)
+            scratch[i] = px_apply(&g->x, (double)s[i]);
+    }
+    return scratch;
+}
+
+cxr_err px_to_unit(const struct px_image *img, const struct dcm_info *info, float **ret_unit,
+                   struct px_info *ret_pinfo, char *errbuf, size_t errlen, const char *name)
+{
+    struct px_grey g;
+    float *unit;
+    cxr_err err = px_grey_init(&g, img, info, ret_pinfo, errbuf, errlen, name);
+
+    if (err)
+        return err;
+    unit = malloc((size_t)g.w * (size_t)g.h * sizeof(float));
+    if (!unit) {
+        px_grey_done(&g);
+        return px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", name ? name : "image");
+    }
+    for (int y = 0; y < g.h; y++)
+        (void)px_grey_row(&g, y, unit + (size_t)y * (size_t)g.w);
+    px_grey_done(&g);
+    *ret_unit = unit;
+    return CXR_OK;
+}
+
+
 
 /* Source spans of an area-averaging 1-D resample from n to m samples: output j covers
  * [j*n/m, (j+1)*n/m), each source sample weighted by its overlap, weights summing to 1. */
@@ -264,9 +326,13 @@ static cxr_err px_spans(int n, int m, struct px_span **ret_spans, float **ret_w)
 {
     double step = (double)n / (double)m;
     int maxc = (int)ceil(step) + 2;
-    struct px_span *sp = malloc((size_t)m * sizeof(*sp));
-    float *w = malloc((size_t)m * (size_t)maxc * sizeof(float));
+    struct px_span *sp = NULL;
+    float *w = NULL;
 
+    if (n < 1 || m < 1)
+        return CXR_EINVAL;
+    sp = malloc((size_t)m * sizeof(*sp));
+    w = malloc((size_t)m * (size_t)maxc * sizeof(float));
     if (!sp || !w) {
         free(sp);
         free(w);
@@ -292,14 +358,38 @@ static cxr_err px_spans(int n, int m, struct px_span **ret_spans, float **ret_w)
     return CXR_OK;
 }
 
-cxr_err px_resize_area(const float *in, int w, int h, int size, float *out, int *ret_ow,
-                       int *ret_oh)
+/* Gives row y of a w x h [0,1] image, in scratch (w floats) or its own storage. */
+typedef const float *(*px_row_fn)(const void *ctx, int y, float *scratch);
+
+struct px_plane {
+    const float *in;
+    int w;
+};
+
+static const float *px_plane_row(const void *ctx, int y, float *scratch)
+{
+    const struct px_plane *p = ctx;
+    (void)scratch;
+    return p->in + (size_t)y * (size_t)p->w;
+}
+
+static const float *px_grey_row_fn(const void *ctx, int y, float *scratch)
+{
+    return px_grey_row(ctx, y, scratch);
+}
+
+/* Separable area averaging: each source row is fetched once (so a LUT-mapped image never
+ * exists in full), resampled horizontally, and accumulated into the output rows it covers. */
+static cxr_err px_resize_core(px_row_fn get_row, const void *ctx, int w, int h, int size,
+                              float *out, int *ret_ow, int *ret_oh)
 {
     int ow, oh, offx, offy;
     cxr_err err = CXR_ENOMEM;
     struct px_span *sx = NULL, *sy = NULL;
-    float *wx = NULL, *wy = NULL, *tmp = NULL;
+    float *wx = NULL, *wy = NULL, *tmp = NULL, *scratch = NULL;
 
+    if (!get_row || !out || w < 1 || h < 1 || size < 1)
+        return CXR_EINVAL;
     memset(out, 0, (size_t)size * (size_t)size * sizeof(float));
     if (w >= h) {
         ow = size;
@@ -317,15 +407,17 @@ cxr_err px_resize_area(const float *in, int w, int h, int size, float *out, int 
     if (px_spans(w, ow, &sx, &wx) || px_spans(h, oh, &sy, &wy))
         goto out_free;
     tmp = malloc((size_t)h * (size_t)ow * sizeof(float));
-    if (!tmp)
+    scratch = malloc((size_t)w * sizeof(float));
+    if (!tmp || !scratch)
         goto out_free;
     for (int y = 0; y < h; y++) {
-        const float *row = in + (size_t)y * (size_t)w;
+        const float *row = get_row(ctx, y, scratch);
         float *t = tmp + (size_t)y * (size_t)ow;
         for (int j = 0; j < ow; j++) {
             const float *r = row + sx[j].first;
             float acc = 0.0f;
             for (int k = 0; k < sx[j].count; k++)
+                /* NOLINTNEXTLINE(clang-analyzer-core.NullDereference): in is checked above */
                 acc += r[k] * sx[j].w[k];
             t[j] = acc;
         }
@@ -350,7 +442,18 @@ out_free:
     free(sy);
     free(wy);
     free(tmp);
+    free(scratch);
     return err;
+}
+
+cxr_err px_resize_area(const float *in, int w, int h, int size, float *out, int *ret_ow,
+                       int *ret_oh)
+{
+    struct px_plane p = {.in = in, .w = w};
+
+    if (!in)
+        return CXR_EINVAL;
+    return px_resize_core(px_plane_row, &p, w, h, size, out, ret_ow, ret_oh);
 }
 
 void px_normalize(const struct px_spec *spec, const float *unit, float *out)
@@ -393,7 +496,7 @@ cxr_err px_load_unit_mem_ex(const void *data, size_t len, const char *name, int 
     struct px_verdict verdict = {.applicable = true, .reason = ""};
     struct px_info pinfo;
     dcm_file *df = NULL;
-    float *unit = NULL;
+    struct px_grey grey;
     enum px_format fmt;
     cxr_err err;
 
@@ -434,11 +537,12 @@ cxr_err px_load_unit_mem_ex(const void *data, size_t len, const char *name, int 
                        img.height, PX_MIN_SIDE);
         px_verdict_set(&verdict, false, why);
     }
-    err = px_to_unit(&img, df ? dcm_file_info(df) : NULL, &unit, &pinfo, errbuf, errlen, name);
+    err = px_grey_init(&grey, &img, df ? dcm_file_info(df) : NULL, &pinfo, errbuf, errlen, name);
     if (err)
         goto out_free;
-    err = px_resize_area(unit, img.width, img.height, size, out, &pinfo.out_width,
-                         &pinfo.out_height);
+    err = px_resize_core(px_grey_row_fn, &grey, img.width, img.height, size, out,
+                         &pinfo.out_width, &pinfo.out_height);
+    px_grey_done(&grey);
     if (err) {
         err = px_err(errbuf, errlen, err, "%s: out of memory", name);
         goto out_free;
@@ -448,7 +552,6 @@ cxr_err px_load_unit_mem_ex(const void *data, size_t len, const char *name, int 
     if (ret_pinfo)
         *ret_pinfo = pinfo;
 out_free:
-    free(unit);
     px_image_done(&img);
     dcm_file_free(df);
     return err;
