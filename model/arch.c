@@ -301,7 +301,8 @@ cxr_err nn_arch_resolve(struct nn_model *m, char *errbuf, size_t errlen)
             nn_errf(errbuf, errlen, "layer list: layer %d has unknown type %d", i, (int)l->type);
             return CXR_EMODEL;
         }
-        if ((long)l->oc * l->oh * l->ow > NN_MAX_ACT || off > NN_MAX_PARAMS) {
+        if ((long)l->oc * l->oh * l->ow > NN_MAX_ACT || off > NN_MAX_PARAMS ||
+            (l->type == NN_L_CONV && (long)nn_conv_col_len(l) > NN_MAX_ACT)) {
             nn_errf(errbuf, errlen, "layer %d: too large (limits: %ld activations, %ld params)",
                     i, NN_MAX_ACT, NN_MAX_PARAMS);
             return CXR_EMODEL;
