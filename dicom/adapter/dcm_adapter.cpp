@@ -505,6 +505,24 @@ cxr_err unpack_native(dcm_file *f, const char *photometric, int planar, struct p
     bool sgn = in->pixel_representation == 1;
     img->bits = bs;
     img->is_signed = sgn;
+    if (spp == 1 && (ba == 8 || ba == 16)) {
+        /* The common case, kept to one tight loop per depth. */
+        int up = 32 - bs;
+        int32_t *dst = img->samples;
+        if (ba == 16) {
+            const Uint16 *src = reinterpret_cast<const Uint16 *>(raw);
+            for (size_t i = 0; i < nsamp; i++) {
+                uint32_t v = (static_cast<uint32_t>(src[i]) >> shift) & mask;
+                dst[i] = sgn ? static_cast<int32_t>(v << up) >> up : static_cast<int32_t>(v);
+            }
+        } else {
+            for (size_t i = 0; i < nsamp; i++) {
+                uint32_t v = (static_cast<uint32_t>(raw[i]) >> shift) & mask;
+                dst[i] = sgn ? static_cast<int32_t>(v << up) >> up : static_cast<int32_t>(v);
+            }
+        }
+        return CXR_OK;
+    }
     for (size_t i = 0; i < nsamp; i++) {
         size_t src = i;
         if (spp == 3 && planar == 1) /* RRR..GGG..BBB -> RGBRGB */
