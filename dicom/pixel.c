@@ -416,7 +416,7 @@ static cxr_err px_resize_core(px_row_fn get_row, const void *ctx, int w, int h, 
     if (px_spans(h, oh, &sy, &wy))
         goto out_free;
     hr = malloc((size_t)ow * sizeof(float));
-    scratch = malloc((size_t)w * sizeof(float));
+    scratch = calloc((size_t)w, sizeof(float));
     cum = malloc(((size_t)w + 1) * sizeof(double));
     fa = malloc((size_t)ow * sizeof(double));
     fb = malloc((size_t)ow * sizeof(double));
@@ -618,7 +618,7 @@ cxr_err px_load_file(const char *path, const struct px_spec *spec, float *out,
 
     if (!spec || spec->size < 1 || spec->size > PX_MAX_SIZE)
         return px_err(errbuf, errlen, CXR_EINVAL, "%s: bad model input spec", path);
-    unit = malloc((size_t)spec->size * (size_t)spec->size * sizeof(float));
+    unit = calloc((size_t)spec->size * (size_t)spec->size, sizeof(float));
     if (!unit)
         return px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", path);
     err = px_load_unit(path, spec->size, unit, ret_verdict, errbuf, errlen);
