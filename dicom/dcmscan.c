@@ -303,6 +303,8 @@ cxr_err dcm_scan_structure(const void *data, size_t len, const char *name, char 
                 return scan_fail(&s, at, 2, e, "File Meta element runs past the end");
             if (e == 0x0010) {
                 size_t n = vlen < sizeof(ts) - 1 ? vlen : sizeof(ts) - 1;
+                if (vlen > 0 && s.p[pos] == '\0')
+                    return scan_fail(&s, at, 2, e, "empty Transfer Syntax UID in the File Meta");
                 memcpy(ts, s.p + pos, n);
                 while (n > 0 && (ts[n - 1] == '\0' || ts[n - 1] == ' '))
                     n--;
@@ -311,6 +313,12 @@ cxr_err dcm_scan_structure(const void *data, size_t len, const char *name, char 
             pos += vlen;
         }
     }
+    for (const char *c = ts; *c; c++)
+        if ((*c < '0' || *c > '9') && *c != '.')
+            return px_err(errbuf, errlen, CXR_EPARSE,
+                          "%s: malformed DICOM file: the File Meta's Transfer Syntax UID is not a "
+                          "UID",
+                          name);
     if (ts[0]) {
         s.explicit_vr = strcmp(ts, "1.2.840.10008.1.2") != 0;
         s.big_endian = strcmp(ts, "1.2.840.10008.1.2.2") == 0;
