@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#define ZLIB_CONST
 #include <zlib.h>
 
 #include "dicom.h"
@@ -61,6 +62,18 @@ static bool is_long_vr(const unsigned char *vr)
 static bool is_vr(const unsigned char *vr)
 {
     return vr[0] >= 'A' && vr[0] <= 'Z' && vr[1] >= 'A' && vr[1] <= 'Z';
+}
+
+static bool is_standard_vr(const unsigned char *vr)
+{
+    static const char *const all[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS",
+                                      "LO", "LT", "OB", "OD", "OF", "OL", "OV", "OW", "PN", "SH",
+                                      "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN",
+                                      "UR", "US", "UT", "UV"};
+    for (size_t i = 0; i < CXR_ARRAY_SIZE(all); i++)
+        if (vr[0] == (unsigned char)all[i][0] && vr[1] == (unsigned char)all[i][1])
+            return true;
+    return false;
 }
 
 static cxr_err scan_fail(const struct scan *s, size_t pos, uint16_t g, uint16_t e,
@@ -147,7 +160,7 @@ static cxr_err scan_elements(const struct scan *s, size_t *pos, size_t end, int 
                 *pos += len;
             continue;
         }
-        if (s->explicit_vr || g == 0x0002) {
+        if (s->explicit_vr) {
             const unsigned char *vr = s->p + *pos + 4;
             if (!is_vr(vr))
                 return scan_fail(s, at, g, e, "not a value representation");
@@ -161,20 +174,39 @@ static cxr_err scan_elements(const struct scan *s, size_t *pos, size_t end, int 
                 *pos += 8;
             }
             sq = vr[0] == 'S' && vr[1] == 'Q';
-            if (vr[0] == 'U' && vr[1] == 'N' && len == UNDEF)
-                sq = true; /* UN with undefined length: an implicit VR LE sequence */
+            if (len == UNDEF) {
+                cxr_err err;
+                if (sq) {
+                    err = scan_items(s, pos, end, depth + 1, true, false);
+                } else if (g == 0x7fe0 && e == 0x0010 && vr[0] == 'O' &&
+                           (vr[1] == 'B' || vr[1] == 'W')) {
+                    /* encapsulated pixel data: fragments, not walked */
+                    err = scan_items(s, pos, end, depth + 1, true, true);
+                } else if ((vr[0] == 'U' && vr[1] == 'N') || !is_standard_vr(vr)) {
+                    /* UN (and what DCMTK reads as UN) with undefined length: a sequence
+                     * encoded in implicit VR little endian (CP-246), as DCMTK parses it */
+                    struct scan imp = *s;
+                    imp.explicit_vr = false;
+                    imp.big_endian = false;
+                    err = scan_items(&imp, pos, end, depth + 1, true, false);
+                } else {
+                    err = scan_fail(s, at, g, e, "undefined length on a non-sequence element");
+                }
+                if (err)
+                    return err;
+                continue;
+            }
         } else {
             len = rd32(s, *pos + 4);
             *pos += 8;
-        }
-        if (len == UNDEF) {
-            /* Undefined length: a sequence, or encapsulated pixel data (OB/OW, or in implicit
-             * VR the pixel data tags of group 7fe0); both are items. */
-            bool opaque = (s->explicit_vr || g == 0x0002) ? !sq : (g == 0x7fe0);
-            cxr_err err = scan_items(s, pos, end, depth + 1, true, opaque);
-            if (err)
-                return err;
-            continue;
+            if (len == UNDEF) {
+                /* implicit VR: a sequence (DCMTK reads unknown tags of undefined length as
+                 * UN sequences); anything else is refused */
+                cxr_err err = scan_items(s, pos, end, depth + 1, true, false);
+                if (err)
+                    return err;
+                continue;
+            }
         }
         if (len > end - *pos)
             return scan_fail(s, at, g, e, "element length runs past the end of the data");
@@ -202,7 +234,7 @@ static cxr_err inflate_all(const unsigned char *in, size_t inlen, unsigned char 
     memset(&z, 0, sizeof(z));
     if (inflateInit2(&z, -MAX_WBITS) != Z_OK)
         return CXR_ENOMEM;
-    z.next_in = (unsigned char *)(uintptr_t)in; /* zlib's API is not const-correct */
+    z.next_in = in;
     z.avail_in = inlen > UINT32_MAX ? UINT32_MAX : (uInt)inlen;
     for (;;) {
         unsigned char *p;
@@ -271,6 +303,8 @@ cxr_err dcm_scan_structure(const void *data, size_t len, const char *name, char 
                 return scan_fail(&s, at, 2, e, "File Meta element runs past the end");
             if (e == 0x0010) {
                 size_t n = vlen < sizeof(ts) - 1 ? vlen : sizeof(ts) - 1;
+                if (vlen > 0 && s.p[pos] == '\0')
+                    return scan_fail(&s, at, 2, e, "empty Transfer Syntax UID in the File Meta");
                 memcpy(ts, s.p + pos, n);
                 while (n > 0 && (ts[n - 1] == '\0' || ts[n - 1] == ' '))
                     n--;
@@ -279,12 +313,18 @@ cxr_err dcm_scan_structure(const void *data, size_t len, const char *name, char 
             pos += vlen;
         }
     }
+    for (const char *c = ts; *c; c++)
+        if ((*c < '0' || *c > '9') && *c != '.')
+            return px_err(errbuf, errlen, CXR_EPARSE,
+                          "%s: malformed DICOM file: the File Meta's Transfer Syntax UID is not a "
+                          "UID",
+                          name);
     if (ts[0]) {
         s.explicit_vr = strcmp(ts, "1.2.840.10008.1.2") != 0;
         s.big_endian = strcmp(ts, "1.2.840.10008.1.2.2") == 0;
     } else {
         /* No transfer syntax given: guess like DCMTK, from the first element's bytes. */
-        s.explicit_vr = len - pos >= 8 && is_vr(s.p + pos + 4);
+        s.explicit_vr = len - pos >= 8 && is_standard_vr(s.p + pos + 4);
         s.big_endian = false;
     }
     if (strcmp(ts, "1.2.840.10008.1.2.1.99") == 0) {

@@ -315,42 +315,44 @@ cxr_err px_to_unit(const struct px_image *img, const struct dcm_info *info, floa
 
 
 
-/* Source spans of an area-averaging 1-D resample from n to m samples: output j covers
- * [j*n/m, (j+1)*n/m), each source sample weighted by its overlap, weights summing to 1. */
+/* The weights of an area-averaging 1-D resample from n to m samples, seen from the source:
+ * output j averages [j*n/m, (j+1)*n/m), so source sample i adds its overlap with that interval,
+ * divided by n/m, to output j. Going down in size, each source sample touches at most two
+ * outputs, so a resample costs about two multiply-adds per source sample. */
 struct px_span {
-    int first, count;
+    int first, count; /* outputs first .. first+count-1 */
     float *w;
 };
 
 static cxr_err px_spans(int n, int m, struct px_span **ret_spans, float **ret_w)
 {
     double step = (double)n / (double)m;
-    int maxc = (int)ceil(step) + 2;
+    int maxc = (int)ceil(1.0 / step) + 2;
     struct px_span *sp = NULL;
     float *w = NULL;
 
     if (n < 1 || m < 1)
         return CXR_EINVAL;
-    sp = malloc((size_t)m * sizeof(*sp));
-    w = malloc((size_t)m * (size_t)maxc * sizeof(float));
+    sp = malloc((size_t)n * sizeof(*sp));
+    w = malloc((size_t)n * (size_t)maxc * sizeof(float));
     if (!sp || !w) {
         free(sp);
         free(w);
         return CXR_ENOMEM;
     }
-    for (int j = 0; j < m; j++) {
-        double a = j * step, b = (j + 1) * step;
-        int i0 = (int)floor(a), i1 = (int)ceil(b);
-        if (i1 > n)
-            i1 = n;
-        if (i0 >= i1)
-            i0 = i1 - 1;
-        sp[j].first = i0;
-        sp[j].count = 0;
-        sp[j].w = w + (size_t)j * (size_t)maxc;
-        for (int i = i0; i < i1 && sp[j].count < maxc; i++) {
-            double lo = i > a ? i : a, hi = i + 1 < b ? i + 1 : b;
-            sp[j].w[sp[j].count++] = (float)((hi - lo) / step);
+    for (int i = 0; i < n; i++) {
+        int j0 = (int)floor(i / step), j1 = (int)ceil((i + 1) / step);
+        if (j1 > m)
+            j1 = m;
+        if (j0 >= j1)
+            j0 = j1 - 1;
+        sp[i].first = j0;
+        sp[i].count = 0;
+        sp[i].w = w + (size_t)i * (size_t)maxc;
+        for (int j = j0; j < j1 && sp[i].count < maxc; j++) {
+            double lo = j * step > i ? j * step : i;
+            double hi = (j + 1) * step < i + 1 ? (j + 1) * step : i + 1;
+            sp[i].w[sp[i].count++] = hi > lo ? (float)((hi - lo) / step) : 0.0f;
         }
     }
     *ret_spans = sp;
@@ -380,13 +382,20 @@ static const float *px_grey_row_fn(const void *ctx, int y, float *scratch)
 
 /* Separable area averaging: each source row is fetched once (so a LUT-mapped image never
  * exists in full), resampled horizontally, and accumulated into the output rows it covers. */
+/* Separable area averaging. Horizontally, the mean of a row over [a, b) is read off the row's
+ * running sum (linear inside a pixel), so each source pixel costs one add whatever the scale;
+ * vertically, each resampled source row is added with its overlap weight into the (at most two,
+ * going down in size) output rows it covers. Each source row is fetched once, so a LUT-mapped
+ * copy of the whole image never exists. */
 static cxr_err px_resize_core(px_row_fn get_row, const void *ctx, int w, int h, int size,
                               float *out, int *ret_ow, int *ret_oh)
 {
     int ow, oh, offx, offy;
     cxr_err err = CXR_ENOMEM;
-    struct px_span *sx = NULL, *sy = NULL;
-    float *wx = NULL, *wy = NULL, *tmp = NULL, *scratch = NULL;
+    struct px_span *sy = NULL;
+    float *wy = NULL, *hr = NULL, *scratch = NULL;
+    double *cum = NULL, *fa = NULL, *fb = NULL, inv;
+    int *ia = NULL, *ib = NULL;
 
     if (!get_row || !out || w < 1 || h < 1 || size < 1)
         return CXR_EINVAL;
@@ -404,31 +413,52 @@ static cxr_err px_resize_core(px_row_fn get_row, const void *ctx, int w, int h, 
         oh = 1;
     offx = (size - ow) / 2;
     offy = (size - oh) / 2;
-    if (px_spans(w, ow, &sx, &wx) || px_spans(h, oh, &sy, &wy))
+    if (px_spans(h, oh, &sy, &wy))
         goto out_free;
-    tmp = malloc((size_t)h * (size_t)ow * sizeof(float));
-    scratch = malloc((size_t)w * sizeof(float));
-    if (!tmp || !scratch)
+    hr = malloc((size_t)ow * sizeof(float));
+    scratch = calloc((size_t)w, sizeof(float));
+    cum = malloc(((size_t)w + 1) * sizeof(double));
+    fa = malloc((size_t)ow * sizeof(double));
+    fb = malloc((size_t)ow * sizeof(double));
+    ia = malloc((size_t)ow * sizeof(int));
+    ib = malloc((size_t)ow * sizeof(int));
+    if (!hr || !scratch || !cum || !fa || !fb || !ia || !ib)
         goto out_free;
-    for (int y = 0; y < h; y++) {
-        const float *row = get_row(ctx, y, scratch);
-        float *t = tmp + (size_t)y * (size_t)ow;
+    {
+        double step = (double)w / (double)ow;
+        inv = 1.0 / step;
         for (int j = 0; j < ow; j++) {
-            const float *r = row + sx[j].first;
-            float acc = 0.0f;
-            for (int k = 0; k < sx[j].count; k++)
-                /* NOLINTNEXTLINE(clang-analyzer-core.NullDereference): in is checked above */
-                acc += r[k] * sx[j].w[k];
-            t[j] = acc;
+            double a = j * step, b = (j + 1) * step;
+            if (b > w)
+                b = w;
+            ia[j] = (int)floor(a);
+            ib[j] = (int)floor(b);
+            if (ib[j] >= w) { /* b == w: the whole last pixel */
+                ib[j] = w - 1;
+                fb[j] = 1.0;
+            } else {
+                fb[j] = b - ib[j];
+            }
+            fa[j] = a - ia[j];
         }
     }
-    for (int i = 0; i < oh; i++) {
-        float *o = out + (size_t)(offy + i) * (size_t)size + offx;
-        for (int k = 0; k < sy[i].count; k++) {
-            const float *t = tmp + (size_t)(sy[i].first + k) * (size_t)ow;
-            float wk = sy[i].w[k];
+    for (int y = 0; y < h; y++) {
+        const float *row = get_row(ctx, y, scratch);
+        double c = 0.0;
+        cum[0] = 0.0;
+        for (int i = 0; i < w; i++) {
+            c += row[i];
+            cum[i + 1] = c;
+        }
+        for (int j = 0; j < ow; j++) {
+            double A = cum[ia[j]] + fa[j] * row[ia[j]], B = cum[ib[j]] + fb[j] * row[ib[j]];
+            hr[j] = (float)((B - A) * inv);
+        }
+        for (int k = 0; k < sy[y].count; k++) {
+            float *o = out + (size_t)(offy + sy[y].first + k) * (size_t)size + offx;
+            float wk = sy[y].w[k];
             for (int j = 0; j < ow; j++)
-                o[j] += t[j] * wk;
+                o[j] += hr[j] * wk;
         }
     }
     if (ret_ow)
@@ -437,12 +467,15 @@ static cxr_err px_resize_core(px_row_fn get_row, const void *ctx, int w, int h, 
         *ret_oh = oh;
     err = CXR_OK;
 out_free:
-    free(sx);
-    free(wx);
     free(sy);
     free(wy);
-    free(tmp);
+    free(hr);
     free(scratch);
+    free(cum);
+    free(fa);
+    free(fb);
+    free(ia);
+    free(ib);
     return err;
 }
 
@@ -585,7 +618,7 @@ cxr_err px_load_file(const char *path, const struct px_spec *spec, float *out,
 
     if (!spec || spec->size < 1 || spec->size > PX_MAX_SIZE)
         return px_err(errbuf, errlen, CXR_EINVAL, "%s: bad model input spec", path);
-    unit = malloc((size_t)spec->size * (size_t)spec->size * sizeof(float));
+    unit = calloc((size_t)spec->size * (size_t)spec->size, sizeof(float));
     if (!unit)
         return px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", path);
     err = px_load_unit(path, spec->size, unit, ret_verdict, errbuf, errlen);

@@ -42,12 +42,17 @@ int main(int argc, char **argv)
     }
     out = malloc(sizeof(float) * (size_t)size * (size_t)size);
     t = malloc(sizeof(double) * (size_t)iters);
-    if (!out || !t)
+    if (!out || !t) {
+        free(out);
+        free(t);
         return 1;
+    }
     for (int i = -1; i < iters; i++) {
         double t0 = now_ms();
         if (px_load_unit(argv[1], size, out, NULL, err, sizeof(err)) != CXR_OK) {
             fprintf(stderr, "bench_pixel: %s\n", err);
+            free(out);
+            free(t);
             return 1;
         }
         if (i >= 0)

@@ -13,6 +13,8 @@
  * switched off: library code does not log, errors come back as text.
  */
 #include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -28,6 +30,7 @@
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcistrmf.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcpixel.h>
 #include <dcmtk/dcmdata/dcpixseq.h>
@@ -47,6 +50,12 @@ extern "C" {
 }
 
 struct dcm_file {
+    ~dcm_file()
+    {
+        if (memfd >= 0)
+            (void)close(memfd);
+    }
+    int memfd = -1; /* the file's bytes, for DCMTK's lazy loading of large values */
     DcmFileFormat ff;
     struct dcm_info info;
     std::vector<uint16_t> voi_lut;
@@ -505,6 +514,24 @@ cxr_err unpack_native(dcm_file *f, const char *photometric, int planar, struct p
     bool sgn = in->pixel_representation == 1;
     img->bits = bs;
     img->is_signed = sgn;
+    if (spp == 1 && (ba == 8 || ba == 16)) {
+        /* The common case, kept to one tight loop per depth. */
+        int up = 32 - bs;
+        int32_t *dst = img->samples;
+        if (ba == 16) {
+            const Uint16 *src = reinterpret_cast<const Uint16 *>(raw);
+            for (size_t i = 0; i < nsamp; i++) {
+                uint32_t v = (static_cast<uint32_t>(src[i]) >> shift) & mask;
+                dst[i] = sgn ? static_cast<int32_t>(v << up) >> up : static_cast<int32_t>(v);
+            }
+        } else {
+            for (size_t i = 0; i < nsamp; i++) {
+                uint32_t v = (static_cast<uint32_t>(raw[i]) >> shift) & mask;
+                dst[i] = sgn ? static_cast<int32_t>(v << up) >> up : static_cast<int32_t>(v);
+            }
+        }
+        return CXR_OK;
+    }
     for (size_t i = 0; i < nsamp; i++) {
         size_t src = i;
         if (spp == 3 && planar == 1) /* RRR..GGG..BBB -> RGBRGB */
@@ -672,6 +699,47 @@ cxr_err decode(dcm_file *f, struct px_image *ret, char *errbuf, size_t errlen)
     return err;
 }
 
+/* Parses data into f->ff. DCMTK allocates a value from its length field unless the value is
+ * larger than maxReadLength and the stream is a file: then it skips the bytes, checking them
+ * against the file's size ("larger than remaining bytes in file"), and loads them on first use.
+ * So the bytes go into a memory file (memfd) read through its /proc path; where that is not
+ * possible, a buffer stream (dcm_scan_structure() has bounded the lengths either way). */
+OFCondition read_dataset(dcm_file *f, const void *data, size_t len)
+{
+    int fd = memfd_create("cxr-dicom", MFD_CLOEXEC);
+    if (fd >= 0) {
+        const char *p = static_cast<const char *>(data);
+        size_t done = 0;
+        while (done < len) {
+            ssize_t n = write(fd, p + done, len - done);
+            if (n <= 0)
+                break;
+            done += static_cast<size_t>(n);
+        }
+        char path[64];
+        std::snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        if (done == len && access(path, R_OK) == 0) {
+            f->memfd = fd;
+            DcmInputFileStream is(path);
+            if (is.status().good()) {
+                f->ff.transferInit();
+                OFCondition c = f->ff.read(is, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
+                f->ff.transferEnd();
+                return c;
+            }
+            f->memfd = -1;
+        }
+        (void)close(fd);
+    }
+    DcmInputBufferStream is;
+    is.setBuffer(data, static_cast<offile_off_t>(len));
+    is.setEos();
+    f->ff.transferInit();
+    OFCondition c = f->ff.read(is, EXS_Unknown, EGL_noChange, 0xfffffffeU);
+    f->ff.transferEnd();
+    return c;
+}
+
 } /* namespace */
 
 extern "C" cxr_err dcm_global_init(void)
@@ -708,12 +776,7 @@ extern "C" cxr_err dcm_file_open_mem(const void *data, size_t len, const char *n
             return serr;
         f = new dcm_file();
         f->name = name;
-        DcmInputBufferStream is;
-        is.setBuffer(data, static_cast<offile_off_t>(len));
-        is.setEos();
-        f->ff.transferInit();
-        OFCondition c = f->ff.read(is, EXS_Unknown, EGL_noChange, 0xfffffffeU);
-        f->ff.transferEnd();
+        OFCondition c = read_dataset(f, data, len);
         if (c.bad()) {
             cxr_err err = dcm_cond_err(c, errbuf, errlen, name, "cannot parse the DICOM file");
             if (c == EC_StreamNotifyClient || c == EC_EndOfStream || c == EC_InvalidStream)

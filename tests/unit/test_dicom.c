@@ -218,6 +218,38 @@ static void test_damaged_copies(void **state)
     free(out);
 }
 
+/* Pixel data of odd length (one byte short of Rows x Columns x 2) in an explicit VR LE file:
+ * refused with the byte counts, not read past its end. */
+static void test_odd_length_pixel_data(void **state)
+{
+    static const unsigned char tag[4] = {0xe0, 0x7f, 0x10, 0x00};
+    char path[4200], err[512];
+    char *data = NULL;
+    size_t len = 0, at = 0;
+    float out[32 * 32];
+
+    path_of(path, sizeof(path), "cxr_rg1_15bit_mono1_half_explicit_le.dcm");
+    assert_int_equal(px_read_file(path, &data, &len, err, sizeof(err)), CXR_OK);
+    for (size_t i = 132; i + 12 <= len; i++)
+        if (!memcmp(data + i, tag, 4) && data[i + 4] == 'O' && data[i + 5] == 'W')
+            at = i;
+    assert_true(at > 0);
+    {
+        unsigned char *l = (unsigned char *)data + at + 8;
+        uint32_t n = (uint32_t)l[0] | ((uint32_t)l[1] << 8) | ((uint32_t)l[2] << 16) |
+                     ((uint32_t)l[3] << 24);
+        assert_int_equal(n, 978u * 921u * 2u);
+        n -= 1;
+        l[0] = (unsigned char)n, l[1] = (unsigned char)(n >> 8);
+        l[2] = (unsigned char)(n >> 16), l[3] = (unsigned char)(n >> 24);
+        len = at + 12 + n;
+    }
+    assert_int_not_equal(px_load_unit_mem(data, len, "odd.dcm", 32, out, NULL, err, sizeof(err)),
+                         CXR_OK);
+    assert_non_null(strstr(err, "odd.dcm: "));
+    free(data);
+}
+
 int main(void)
 {
     const char *d = getenv("CXR_DATA_DIR");
@@ -228,6 +260,7 @@ int main(void)
         cmocka_unit_test(test_lossless_encodings_agree),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_damaged_copies),
+        cmocka_unit_test(test_odd_length_pixel_data),
     };
 
     (void)snprintf(g_dir, sizeof(g_dir), "%s/dicom", d ? d : "");
