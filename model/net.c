@@ -132,6 +132,8 @@ cxr_err nn_model_build(const char *arch, const struct nn_input_spec *spec, int n
         return CXR_EINVAL;
     }
     text = nn_arch_text(arch);
+    if (!text && strchr(arch, '\n'))
+        text = arch; /* the architecture text itself */
     if (!text) {
         size_t len;
         err = cxr_file_read(arch, 1 << 20, &filetext, &len);

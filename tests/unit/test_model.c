@@ -69,6 +69,19 @@ static void test_builtin_archs(void **state)
         nn_model_free(m);
     }
     assert_null(nn_arch_text("nope"));
+    {
+        /* the text itself, and the text a model gives back, build the same network */
+        nn_model *a = build("input 16 2\nconv 4 3 1 1\nbn\nrelu\ngap\ndense classes\n", 3,
+                            CLASSES4);
+        char atext[512];
+        assert_true(nn_model_arch_text(a, atext, sizeof(atext)) < sizeof(atext));
+        nn_model *b = build(atext, 3, CLASSES4);
+        assert_int_equal(nn_model_param_count(a), nn_model_param_count(b));
+        assert_true(nn_model_flops(a) == nn_model_flops(b));
+        assert_int_equal(nn_model_input_spec(b)->channels, 2);
+        nn_model_free(a);
+        nn_model_free(b);
+    }
 }
 
 static void test_arch_text_errors(void **state)
