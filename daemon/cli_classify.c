@@ -220,7 +220,7 @@ int cli_classify(int argc, char **argv)
             if (!v.applicable)
                 printf("  skipped: %s\n", v.reason);
         }
-        fflush(stdout);
+        (void)fflush(stdout);
     }
     if (!json)
         printf("model %s (sha256:%s)\n%s\n", model_path, nn_model_digest(m), CXR_DISCLAIMER);

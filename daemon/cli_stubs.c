@@ -4,16 +4,6 @@
  */
 #include "cli.h"
 
-int cli_inspect(int argc, char **argv)
-{
-    return cli_not_built("inspect", "the DICOM adapter (dicom/)");
-}
-
-int cli_preprocess(int argc, char **argv)
-{
-    return cli_not_built("preprocess", "the pixel path (dicom/pixel.c)");
-}
-
 int cli_audit(int argc, char **argv)
 {
     return cli_not_built("audit", "the audit ledger (store/)");

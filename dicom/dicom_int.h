@@ -21,6 +21,11 @@ cxr_err px_err(char *errbuf, size_t errlen, cxr_err err, const char *fmt, ...)
 cxr_err px_image_alloc(struct px_image *img, int w, int h, int ch, const char *name, char *errbuf,
                        size_t errlen);
 
+/* Checks a DICOM file's tags and lengths (every length fits, sequences closed, nesting bounded)
+ * before DCMTK allocates anything from them; see dcmscan.c. CXR_EPARSE + text on failure. */
+cxr_err dcm_scan_structure(const void *data, size_t len, const char *name, char *errbuf,
+                           size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

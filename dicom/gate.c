@@ -17,7 +17,7 @@ static bool is_secondary_capture(const char *sop)
 {
     /* 1.2.840.10008.5.1.4.1.1.7 and its multi-frame variants 1.2.840.10008.5.1.4.1.1.7.N */
     size_t n = strlen(SOP_SECONDARY_CAPTURE);
-    return !strncmp(sop, SOP_SECONDARY_CAPTURE, n) && (sop[n] == '\0' || sop[n] == '.');
+    return strncmp(sop, SOP_SECONDARY_CAPTURE, n) == 0 && (sop[n] == '\0' || sop[n] == '.');
 }
 
 void dcm_gate(const struct dcm_info *in, struct px_verdict *ret)
@@ -31,18 +31,21 @@ void dcm_gate(const struct dcm_info *in, struct px_verdict *ret)
         (void)snprintf(r, rl, "not an image: no Pixel Data (Modality '%s')", in->modality);
         return;
     }
-    if (strcmp(in->modality, "CR") && strcmp(in->modality, "DX") &&
-        !is_secondary_capture(in->sop_class_uid)) {
+    /* A Secondary Capture counts when it does not claim another modality (a CT screenshot is
+     * still a CT). */
+    if (strcmp(in->modality, "CR") != 0 && strcmp(in->modality, "DX") != 0 &&
+        !(is_secondary_capture(in->sop_class_uid) &&
+          (!in->modality[0] || strcmp(in->modality, "OT") == 0))) {
         (void)snprintf(r, rl, "not CR, DX or Secondary Capture (Modality '%s')", in->modality);
         return;
     }
-    if (in->body_part[0] && strcasecmp(in->body_part, "CHEST") &&
-        strcasecmp(in->body_part, "THORAX")) {
+    if (in->body_part[0] && strcasecmp(in->body_part, "CHEST") != 0 &&
+        strcasecmp(in->body_part, "THORAX") != 0) {
         (void)snprintf(r, rl, "body part is not chest (BodyPartExamined '%s')", in->body_part);
         return;
     }
-    if (in->view_position[0] && strcasecmp(in->view_position, "PA") &&
-        strcasecmp(in->view_position, "AP")) {
+    if (in->view_position[0] && strcasecmp(in->view_position, "PA") != 0 &&
+        strcasecmp(in->view_position, "AP") != 0) {
         (void)snprintf(r, rl, "not a frontal view (ViewPosition '%s')", in->view_position);
         return;
     }
@@ -56,7 +59,8 @@ void dcm_gate(const struct dcm_info *in, struct px_verdict *ret)
         return;
     }
     if (in->samples_per_pixel != 1 ||
-        (strcmp(in->photometric, "MONOCHROME1") && strcmp(in->photometric, "MONOCHROME2"))) {
+        (strcmp(in->photometric, "MONOCHROME1") != 0 &&
+         strcmp(in->photometric, "MONOCHROME2") != 0)) {
         (void)snprintf(r, rl, "colour where grayscale is required (%s, %d samples per pixel)",
                        in->photometric, in->samples_per_pixel);
         return;

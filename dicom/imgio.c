@@ -147,7 +147,7 @@ cxr_err px_image_read_png(const void *data, size_t len, const char *name, struct
             goto out_free;
         }
         err = px_image_alloc(&img, (int)w, (int)h, ch, name, errbuf, errlen);
-        if (err)
+        if (err || !img.samples)
             goto out_free;
         img.bits = depth < 8 ? 8 : depth;
         rows = malloc(rowbytes * h);
@@ -249,7 +249,7 @@ cxr_err px_image_read_jpeg(const void *data, size_t len, const char *name, struc
         err = px_err(errbuf, errlen, CXR_EPARSE, "%s: JPEG output does not match its header", name);
         goto out_free;
     }
-    row = malloc((size_t)img.width * (size_t)ch);
+    row = img.width > 0 ? malloc((size_t)img.width * (size_t)ch) : NULL;
     if (!row) {
         err = px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", name);
         goto out_free;

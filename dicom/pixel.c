@@ -123,26 +123,46 @@ static void px_percentile_hist(struct px_xform *x, const uint32_t *hist, size_t 
                       (vmin + (double)bhi * binw) * x->slope + x->intercept);
 }
 
-cxr_err px_to_unit(const struct px_image *img, const struct dcm_info *info, float **ret_unit,
-                   struct px_info *ret_pinfo, char *errbuf, size_t errlen, const char *name)
+/* An image's grey transform, ready to apply: samples (luminance for colour) and either a table
+ * over vmin..vmax or the per-pixel transform. */
+struct px_grey {
+    const int32_t *s;
+    int32_t *lum;  /* owned: luminance of a colour image */
+    float *lutf;   /* owned: value of every stored value vmin..vmax, or NULL */
+    int32_t vmin;
+    struct px_xform x;
+    int w, h;
+};
+
+static void px_grey_done(struct px_grey *g)
+{
+    free(g->lum);
+    free(g->lutf);
+    g->lum = NULL;
+    g->lutf = NULL;
+}
+
+static cxr_err px_grey_init(struct px_grey *g, const struct px_image *img,
+                            const struct dcm_info *info, struct px_info *ret_pinfo, char *errbuf,
+                            size_t errlen, const char *name)
 {
     size_t n = (size_t)img->width * (size_t)img->height;
     struct px_xform x = {.slope = 1.0, .intercept = 0.0, .voi = PX_VOI_NONE, .scale = 1.0};
-    float *unit = NULL, *lutf = NULL;
+    float *lutf = NULL;
     int32_t vmin = INT32_MAX, vmax = INT32_MIN;
     uint32_t *hist = NULL;
     const int32_t *s = img->samples;
     int32_t *lum = NULL;
     cxr_err err = CXR_OK;
 
+    memset(g, 0, sizeof(*g));
     if (!name)
         name = "image";
     if (img->channels != 1 && img->channels != 3)
         return px_err(errbuf, errlen, CXR_EUNSUPPORTED, "%s: %d samples per pixel", name,
                       img->channels);
-    unit = malloc(n * sizeof(float));
-    if (!unit)
-        return px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", name);
+    if (n == 0 || !s)
+        return px_err(errbuf, errlen, CXR_EINVAL, "%s: empty image", name);
     if (img->channels == 3) {
         /* Colour: luminance, no VOI (DICOM defines none for RGB), scaled by the bit depth. */
         lum = malloc(n * sizeof(int32_t));
@@ -214,8 +234,6 @@ cxr_err px_to_unit(const struct px_image *img, const struct dcm_info *info, floa
         }
         for (size_t k = 0; k < nl; k++)
             lutf[k] = px_apply(&x, (double)vmin + (double)k);
-        for (size_t i = 0; i < n; i++)
-            unit[i] = lutf[s[i] - vmin];
     } else {
         if (x.voi == PX_VOI_PERCENTILE) {
             const size_t nb = 65536;
@@ -231,8 +249,6 @@ cxr_err px_to_unit(const struct px_image *img, const struct dcm_info *info, floa
             }
             px_percentile_hist(&x, hist, nb, (double)vmin, binw, n);
         }
-        for (size_t i = 0; i < n; i++)
-            unit[i] = px_apply(&x, (double)s[i]);
     }
 
     if (ret_pinfo) {
@@ -243,48 +259,100 @@ cxr_err px_to_unit(const struct px_image *img, const struct dcm_info *info, floa
         ret_pinfo->width = img->width;
         ret_pinfo->height = img->height;
     }
-    *ret_unit = unit;
-    unit = NULL;
+    g->s = s;
+    g->lum = lum;
+    g->lutf = lutf;
+    g->vmin = vmin;
+    g->x = x;
+    g->w = img->width;
+    g->h = img->height;
+    lum = NULL;
+    lutf = NULL;
 out_free:
-    free(unit);
     free(lutf);
     free(hist);
     free(lum);
     return err;
 }
 
-/* Source spans of an area-averaging 1-D resample from n to m samples: output j covers
- * [j*n/m, (j+1)*n/m), each source sample weighted by its overlap, weights summing to 1. */
+/* Row y of the [0,1] image: into scratch, returned. */
+static const float *px_grey_row(const struct px_grey *g, int y, float *scratch)
+{
+    const int32_t *s = g->s + (size_t)y * (size_t)g->w;
+
+    if (g->lutf) {
+        const float *lut = g->lutf;
+        int32_t vmin = g->vmin;
+        for (int i = 0; i < g->w; i++)
+            scratch[i] = lut[s[i] - vmin];
+    } else {
+        for (int i = 0; i < g->w; i++)
+            scratch[i] = px_apply(&g->x, (double)s[i]);
+    }
+    return scratch;
+}
+
+cxr_err px_to_unit(const struct px_image *img, const struct dcm_info *info, float **ret_unit,
+                   struct px_info *ret_pinfo, char *errbuf, size_t errlen, const char *name)
+{
+    struct px_grey g;
+    float *unit;
+    cxr_err err = px_grey_init(&g, img, info, ret_pinfo, errbuf, errlen, name);
+
+    if (err)
+        return err;
+    unit = malloc((size_t)g.w * (size_t)g.h * sizeof(float));
+    if (!unit) {
+        px_grey_done(&g);
+        return px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", name ? name : "image");
+    }
+    for (int y = 0; y < g.h; y++)
+        (void)px_grey_row(&g, y, unit + (size_t)y * (size_t)g.w);
+    px_grey_done(&g);
+    *ret_unit = unit;
+    return CXR_OK;
+}
+
+
+
+/* The weights of an area-averaging 1-D resample from n to m samples, seen from the source:
+ * output j averages [j*n/m, (j+1)*n/m), so source sample i adds its overlap with that interval,
+ * divided by n/m, to output j. Going down in size, each source sample touches at most two
+ * outputs, so a resample costs about two multiply-adds per source sample. */
 struct px_span {
-    int first, count;
+    int first, count; /* outputs first .. first+count-1 */
     float *w;
 };
 
 static cxr_err px_spans(int n, int m, struct px_span **ret_spans, float **ret_w)
 {
     double step = (double)n / (double)m;
-    int maxc = (int)ceil(step) + 2;
-    struct px_span *sp = malloc((size_t)m * sizeof(*sp));
-    float *w = malloc((size_t)m * (size_t)maxc * sizeof(float));
+    int maxc = (int)ceil(1.0 / step) + 2;
+    struct px_span *sp = NULL;
+    float *w = NULL;
 
+    if (n < 1 || m < 1)
+        return CXR_EINVAL;
+    sp = malloc((size_t)n * sizeof(*sp));
+    w = malloc((size_t)n * (size_t)maxc * sizeof(float));
     if (!sp || !w) {
         free(sp);
         free(w);
         return CXR_ENOMEM;
     }
-    for (int j = 0; j < m; j++) {
-        double a = j * step, b = (j + 1) * step;
-        int i0 = (int)floor(a), i1 = (int)ceil(b);
-        if (i1 > n)
-            i1 = n;
-        if (i0 >= i1)
-            i0 = i1 - 1;
-        sp[j].first = i0;
-        sp[j].count = 0;
-        sp[j].w = w + (size_t)j * (size_t)maxc;
-        for (int i = i0; i < i1 && sp[j].count < maxc; i++) {
-            double lo = i > a ? i : a, hi = i + 1 < b ? i + 1 : b;
-            sp[j].w[sp[j].count++] = (float)((hi - lo) / step);
+    for (int i = 0; i < n; i++) {
+        int j0 = (int)floor(i / step), j1 = (int)ceil((i + 1) / step);
+        if (j1 > m)
+            j1 = m;
+        if (j0 >= j1)
+            j0 = j1 - 1;
+        sp[i].first = j0;
+        sp[i].count = 0;
+        sp[i].w = w + (size_t)i * (size_t)maxc;
+        for (int j = j0; j < j1 && sp[i].count < maxc; j++) {
+            double lo = j * step > i ? j * step : i;
+            double hi = (j + 1) * step < i + 1 ? (j + 1) * step : i + 1;
+            sp[i].w[sp[i].count++] = hi > lo ? (float)((hi - lo) / step) : 0.0f;
         }
     }
     *ret_spans = sp;
@@ -292,14 +360,45 @@ static cxr_err px_spans(int n, int m, struct px_span **ret_spans, float **ret_w)
     return CXR_OK;
 }
 
-cxr_err px_resize_area(const float *in, int w, int h, int size, float *out, int *ret_ow,
-                       int *ret_oh)
+/* Gives row y of a w x h [0,1] image, in scratch (w floats) or its own storage. */
+typedef const float *(*px_row_fn)(const void *ctx, int y, float *scratch);
+
+struct px_plane {
+    const float *in;
+    int w;
+};
+
+static const float *px_plane_row(const void *ctx, int y, float *scratch)
+{
+    const struct px_plane *p = ctx;
+    (void)scratch;
+    return p->in + (size_t)y * (size_t)p->w;
+}
+
+static const float *px_grey_row_fn(const void *ctx, int y, float *scratch)
+{
+    return px_grey_row(ctx, y, scratch);
+}
+
+/* Separable area averaging: each source row is fetched once (so a LUT-mapped image never
+ * exists in full), resampled horizontally, and accumulated into the output rows it covers. */
+/* Separable area averaging. Horizontally, the mean of a row over [a, b) is read off the row's
+ * running sum (linear inside a pixel), so each source pixel costs one add whatever the scale;
+ * vertically, each resampled source row is added with its overlap weight into the (at most two,
+ * going down in size) output rows it covers. Each source row is fetched once, so a LUT-mapped
+ * copy of the whole image never exists. */
+static cxr_err px_resize_core(px_row_fn get_row, const void *ctx, int w, int h, int size,
+                              float *out, int *ret_ow, int *ret_oh)
 {
     int ow, oh, offx, offy;
     cxr_err err = CXR_ENOMEM;
-    struct px_span *sx = NULL, *sy = NULL;
-    float *wx = NULL, *wy = NULL, *tmp = NULL;
+    struct px_span *sy = NULL;
+    float *wy = NULL, *hr = NULL, *scratch = NULL;
+    double *cum = NULL, *fa = NULL, *fb = NULL, inv;
+    int *ia = NULL, *ib = NULL;
 
+    if (!get_row || !out || w < 1 || h < 1 || size < 1)
+        return CXR_EINVAL;
     memset(out, 0, (size_t)size * (size_t)size * sizeof(float));
     if (w >= h) {
         ow = size;
@@ -314,29 +413,52 @@ cxr_err px_resize_area(const float *in, int w, int h, int size, float *out, int 
         oh = 1;
     offx = (size - ow) / 2;
     offy = (size - oh) / 2;
-    if (px_spans(w, ow, &sx, &wx) || px_spans(h, oh, &sy, &wy))
+    if (px_spans(h, oh, &sy, &wy))
         goto out_free;
-    tmp = malloc((size_t)h * (size_t)ow * sizeof(float));
-    if (!tmp)
+    hr = malloc((size_t)ow * sizeof(float));
+    scratch = calloc((size_t)w, sizeof(float));
+    cum = malloc(((size_t)w + 1) * sizeof(double));
+    fa = malloc((size_t)ow * sizeof(double));
+    fb = malloc((size_t)ow * sizeof(double));
+    ia = malloc((size_t)ow * sizeof(int));
+    ib = malloc((size_t)ow * sizeof(int));
+    if (!hr || !scratch || !cum || !fa || !fb || !ia || !ib)
         goto out_free;
-    for (int y = 0; y < h; y++) {
-        const float *row = in + (size_t)y * (size_t)w;
-        float *t = tmp + (size_t)y * (size_t)ow;
+    {
+        double step = (double)w / (double)ow;
+        inv = 1.0 / step;
         for (int j = 0; j < ow; j++) {
-            const float *r = row + sx[j].first;
-            float acc = 0.0f;
-            for (int k = 0; k < sx[j].count; k++)
-                acc += r[k] * sx[j].w[k];
-            t[j] = acc;
+            double a = j * step, b = (j + 1) * step;
+            if (b > w)
+                b = w;
+            ia[j] = (int)floor(a);
+            ib[j] = (int)floor(b);
+            if (ib[j] >= w) { /* b == w: the whole last pixel */
+                ib[j] = w - 1;
+                fb[j] = 1.0;
+            } else {
+                fb[j] = b - ib[j];
+            }
+            fa[j] = a - ia[j];
         }
     }
-    for (int i = 0; i < oh; i++) {
-        float *o = out + (size_t)(offy + i) * (size_t)size + offx;
-        for (int k = 0; k < sy[i].count; k++) {
-            const float *t = tmp + (size_t)(sy[i].first + k) * (size_t)ow;
-            float wk = sy[i].w[k];
+    for (int y = 0; y < h; y++) {
+        const float *row = get_row(ctx, y, scratch);
+        double c = 0.0;
+        cum[0] = 0.0;
+        for (int i = 0; i < w; i++) {
+            c += row[i];
+            cum[i + 1] = c;
+        }
+        for (int j = 0; j < ow; j++) {
+            double A = cum[ia[j]] + fa[j] * row[ia[j]], B = cum[ib[j]] + fb[j] * row[ib[j]];
+            hr[j] = (float)((B - A) * inv);
+        }
+        for (int k = 0; k < sy[y].count; k++) {
+            float *o = out + (size_t)(offy + sy[y].first + k) * (size_t)size + offx;
+            float wk = sy[y].w[k];
             for (int j = 0; j < ow; j++)
-                o[j] += t[j] * wk;
+                o[j] += hr[j] * wk;
         }
     }
     if (ret_ow)
@@ -345,12 +467,26 @@ cxr_err px_resize_area(const float *in, int w, int h, int size, float *out, int 
         *ret_oh = oh;
     err = CXR_OK;
 out_free:
-    free(sx);
-    free(wx);
     free(sy);
     free(wy);
-    free(tmp);
+    free(hr);
+    free(scratch);
+    free(cum);
+    free(fa);
+    free(fb);
+    free(ia);
+    free(ib);
     return err;
+}
+
+cxr_err px_resize_area(const float *in, int w, int h, int size, float *out, int *ret_ow,
+                       int *ret_oh)
+{
+    struct px_plane p = {.in = in, .w = w};
+
+    if (!in)
+        return CXR_EINVAL;
+    return px_resize_core(px_plane_row, &p, w, h, size, out, ret_ow, ret_oh);
 }
 
 void px_normalize(const struct px_spec *spec, const float *unit, float *out)
@@ -393,7 +529,7 @@ cxr_err px_load_unit_mem_ex(const void *data, size_t len, const char *name, int 
     struct px_verdict verdict = {.applicable = true, .reason = ""};
     struct px_info pinfo;
     dcm_file *df = NULL;
-    float *unit = NULL;
+    struct px_grey grey;
     enum px_format fmt;
     cxr_err err;
 
@@ -434,11 +570,12 @@ cxr_err px_load_unit_mem_ex(const void *data, size_t len, const char *name, int 
                        img.height, PX_MIN_SIDE);
         px_verdict_set(&verdict, false, why);
     }
-    err = px_to_unit(&img, df ? dcm_file_info(df) : NULL, &unit, &pinfo, errbuf, errlen, name);
+    err = px_grey_init(&grey, &img, df ? dcm_file_info(df) : NULL, &pinfo, errbuf, errlen, name);
     if (err)
         goto out_free;
-    err = px_resize_area(unit, img.width, img.height, size, out, &pinfo.out_width,
-                         &pinfo.out_height);
+    err = px_resize_core(px_grey_row_fn, &grey, img.width, img.height, size, out,
+                         &pinfo.out_width, &pinfo.out_height);
+    px_grey_done(&grey);
     if (err) {
         err = px_err(errbuf, errlen, err, "%s: out of memory", name);
         goto out_free;
@@ -448,7 +585,6 @@ cxr_err px_load_unit_mem_ex(const void *data, size_t len, const char *name, int 
     if (ret_pinfo)
         *ret_pinfo = pinfo;
 out_free:
-    free(unit);
     px_image_done(&img);
     dcm_file_free(df);
     return err;
@@ -482,7 +618,7 @@ cxr_err px_load_file(const char *path, const struct px_spec *spec, float *out,
 
     if (!spec || spec->size < 1 || spec->size > PX_MAX_SIZE)
         return px_err(errbuf, errlen, CXR_EINVAL, "%s: bad model input spec", path);
-    unit = malloc((size_t)spec->size * (size_t)spec->size * sizeof(float));
+    unit = calloc((size_t)spec->size * (size_t)spec->size, sizeof(float));
     if (!unit)
         return px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", path);
     err = px_load_unit(path, spec->size, unit, ret_verdict, errbuf, errlen);

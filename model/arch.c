@@ -211,7 +211,7 @@ cxr_err nn_arch_parse(const char *text, int n_classes, struct nn_model *m, char 
 
 cxr_err nn_arch_resolve(struct nn_model *m, char *errbuf, size_t errlen)
 {
-    int c = m->spec.channels, h = m->spec.size, w = m->spec.size;
+    int c = m->spec.channels, h = m->spec.size, w = h;
     long off = 0, trainable = 0;
     if (c < 1 || c > NN_MAX_CHANNELS || h < 1 || h > NN_MAX_SIZE) {
         nn_errf(errbuf, errlen, "input spec: size %d / channels %d out of range", h, c);
@@ -301,7 +301,8 @@ cxr_err nn_arch_resolve(struct nn_model *m, char *errbuf, size_t errlen)
             nn_errf(errbuf, errlen, "layer list: layer %d has unknown type %d", i, (int)l->type);
             return CXR_EMODEL;
         }
-        if ((long)l->oc * l->oh * l->ow > NN_MAX_ACT || off > NN_MAX_PARAMS) {
+        if ((long)l->oc * l->oh * l->ow > NN_MAX_ACT || off > NN_MAX_PARAMS ||
+            (l->type == NN_L_CONV && (long)nn_conv_col_len(l) > NN_MAX_ACT)) {
             nn_errf(errbuf, errlen, "layer %d: too large (limits: %ld activations, %ld params)",
                     i, NN_MAX_ACT, NN_MAX_PARAMS);
             return CXR_EMODEL;

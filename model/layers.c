@@ -25,24 +25,28 @@ static int conv_is_direct(const struct nn_layer *l)
     return l->k == 1 && l->stride == 1 && l->pad == 0;
 }
 
-/* col[(c*k + ky)*k + kx][oy*ow + ox] = x[c][oy*s - p + ky][ox*s - p + kx] or 0 outside. */
-static void im2col(const struct nn_layer *l, const float *x, float *col)
+/*
+ * col[(c*k + ky)*k + kx][(oy - oy0)*ow + ox] = x[c][oy*s - p + ky][ox*s - p + kx] (0 outside),
+ * for output rows oy0 <= oy < oy1: a tile of the full im2col matrix, with row length
+ * (oy1 - oy0) * ow.
+ */
+static void im2col_rows(const struct nn_layer *l, const float *x, float *col, int oy0, int oy1)
 {
-    const int k = l->k, s = l->stride, p = l->pad, ih = l->ih, iw = l->iw, oh = l->oh,
-              ow = l->ow;
+    const int k = l->k, s = l->stride, p = l->pad, ih = l->ih, iw = l->iw, ow = l->ow;
+    const size_t len = (size_t)(oy1 - oy0) * ow;
     for (int c = 0; c < l->ic; c++) {
         const float *xc = x + (size_t)c * ih * iw;
         for (int ky = 0; ky < k; ky++) {
             for (int kx = 0; kx < k; kx++) {
-                float *row = col + ((size_t)(c * k + ky) * k + kx) * oh * ow;
+                float *row = col + ((size_t)(c * k + ky) * k + kx) * len;
                 /* valid ox: 0 <= ox*s - p + kx < iw */
                 int ox0 = 0, ox1 = ow;
                 while (ox0 < ow && ox0 * s - p + kx < 0)
                     ox0++;
                 while (ox1 > ox0 && (ox1 - 1) * s - p + kx >= iw)
                     ox1--;
-                for (int oy = 0; oy < oh; oy++) {
-                    float *r = row + (size_t)oy * ow;
+                for (int oy = oy0; oy < oy1; oy++) {
+                    float *r = row + (size_t)(oy - oy0) * ow;
                     int iy = oy * s - p + ky;
                     if (iy < 0 || iy >= ih) {
                         memset(r, 0, sizeof(float) * ow);
@@ -65,28 +69,63 @@ static void im2col(const struct nn_layer *l, const float *x, float *col)
     }
 }
 
-/* The adjoint of im2col: dx (zeroed by the caller) += scattered col. */
-static void col2im(const struct nn_layer *l, const float *col, float *dx)
+/* The adjoint of im2col_rows: dx (zeroed by the caller) += the tile scattered back. */
+static void col2im_rows(const struct nn_layer *l, const float *col, float *dx, int oy0, int oy1)
 {
-    const int k = l->k, s = l->stride, p = l->pad, ih = l->ih, iw = l->iw, oh = l->oh,
-              ow = l->ow;
+    const int k = l->k, s = l->stride, p = l->pad, ih = l->ih, iw = l->iw, ow = l->ow;
+    const size_t len = (size_t)(oy1 - oy0) * ow;
     for (int c = 0; c < l->ic; c++) {
         float *dc = dx + (size_t)c * ih * iw;
         for (int ky = 0; ky < k; ky++) {
             for (int kx = 0; kx < k; kx++) {
-                const float *row = col + ((size_t)(c * k + ky) * k + kx) * oh * ow;
-                for (int oy = 0; oy < oh; oy++) {
+                const float *row = col + ((size_t)(c * k + ky) * k + kx) * len;
+                int ox0 = 0, ox1 = ow;
+                while (ox0 < ow && ox0 * s - p + kx < 0)
+                    ox0++;
+                while (ox1 > ox0 && (ox1 - 1) * s - p + kx >= iw)
+                    ox1--;
+                for (int oy = oy0; oy < oy1; oy++) {
                     int iy = oy * s - p + ky;
                     if (iy < 0 || iy >= ih)
                         continue;
-                    for (int ox = 0; ox < ow; ox++) {
-                        int ix = ox * s - p + kx;
-                        if (ix >= 0 && ix < iw)
-                            dc[(size_t)iy * iw + ix] += row[(size_t)oy * ow + ox];
+                    const float *r = row + (size_t)(oy - oy0) * ow;
+                    float *d = dc + (size_t)iy * iw - p + kx;
+                    if (s == 1) {
+                        for (int ox = ox0; ox < ox1; ox++)
+                            d[ox] += r[ox];
+                    } else {
+                        for (int ox = ox0; ox < ox1; ox++)
+                            d[ox * s] += r[ox];
                     }
                 }
             }
         }
+    }
+}
+
+/* Output rows per im2col tile: the tile (K x rows*ow floats) stays within ~192 KiB so that it
+ * is still in L2 when sgemm packs it, instead of streaming the whole matrix through memory. */
+static int conv_tile_rows(const struct nn_layer *l)
+{
+    const size_t K = (size_t)l->ic * l->k * l->k, budget = 48 * 1024;
+    size_t rows = budget / (K * (size_t)l->ow);
+    if (rows < 1)
+        rows = 1;
+    if (rows * (size_t)l->ow < 128) /* keep sgemm's N from getting too thin */
+        rows = (128 + l->ow - 1) / l->ow;
+    return rows > (size_t)l->oh ? l->oh : (int)rows;
+}
+
+static void bias_act(float *r, int n, float bias, int relu)
+{
+    if (relu) {
+        for (int i = 0; i < n; i++) {
+            float v = r[i] + bias;
+            r[i] = v > 0.0f ? v : 0.0f;
+        }
+    } else if (bias != 0.0f) {
+        for (int i = 0; i < n; i++)
+            r[i] += bias;
     }
 }
 
@@ -95,28 +134,26 @@ void nn_conv_forward(const struct nn_layer *l, const float *w, const float *b, c
 {
     const int K = l->ic * l->k * l->k, N = l->oh * l->ow, M = l->oc;
     const size_t in_len = nn_layer_in_len(l), out_len = nn_layer_out_len(l);
+    const int tile = conv_tile_rows(l);
     for (int n = 0; n < batch; n++) {
         const float *xn = x + n * in_len;
         float *yn = y + n * out_len;
-        const float *src = xn;
-        if (!conv_is_direct(l)) {
-            im2col(l, xn, col);
-            src = col;
+        if (conv_is_direct(l)) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, w, K, xn, N,
+                        0.0f, yn, N);
+            for (int m = 0; m < M; m++)
+                bias_act(yn + (size_t)m * N, N, b ? b[m] : 0.0f, relu);
+            continue;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, w, K, src, N,
-                    0.0f, yn, N);
-        for (int m = 0; m < M; m++) {
-            float bias = b ? b[m] : 0.0f;
-            float *r = yn + (size_t)m * N;
-            if (relu) {
-                for (int i = 0; i < N; i++) {
-                    float v = r[i] + bias;
-                    r[i] = v > 0.0f ? v : 0.0f;
-                }
-            } else if (bias != 0.0f) {
-                for (int i = 0; i < N; i++)
-                    r[i] += bias;
-            }
+        for (int oy0 = 0; oy0 < l->oh; oy0 += tile) {
+            const int oy1 = oy0 + tile < l->oh ? oy0 + tile : l->oh;
+            const int nb = (oy1 - oy0) * l->ow;
+            float *yt = yn + (size_t)oy0 * l->ow;
+            im2col_rows(l, xn, col, oy0, oy1);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, nb, K, 1.0f, w, K, col, nb,
+                        0.0f, yt, N);
+            for (int m = 0; m < M; m++)
+                bias_act(yt + (size_t)m * N, nb, b ? b[m] : 0.0f, relu);
         }
     }
 }
@@ -126,19 +163,11 @@ void nn_conv_backward(const struct nn_layer *l, const float *w, const float *x, 
 {
     const int K = l->ic * l->k * l->k, N = l->oh * l->ow, M = l->oc;
     const size_t in_len = nn_layer_in_len(l), out_len = nn_layer_out_len(l);
+    const int tile = conv_tile_rows(l);
     for (int n = 0; n < batch; n++) {
         const float *xn = x + n * in_len;
         const float *dyn = dy + n * out_len;
-        const float *src = xn;
-        if (dw) {
-            if (!conv_is_direct(l)) {
-                im2col(l, xn, col);
-                src = col;
-            }
-            /* dW[M,K] += dy[M,N] * col^T[N,K] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, N, 1.0f, dyn, N, src, N,
-                        1.0f, dw, K);
-        }
+        float *dxn = dx ? dx + n * in_len : NULL;
         if (db) {
             for (int m = 0; m < M; m++) {
                 const float *r = dyn + (size_t)m * N;
@@ -148,17 +177,30 @@ void nn_conv_backward(const struct nn_layer *l, const float *w, const float *x, 
                 db[m] += s;
             }
         }
-        if (dx) {
-            float *dxn = dx + n * in_len;
-            if (conv_is_direct(l)) {
+        if (conv_is_direct(l)) {
+            if (dw) /* dW[M,K] += dy[M,N] * x^T[N,K] */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, N, 1.0f, dyn, N, xn,
+                            N, 1.0f, dw, K);
+            if (dxn) /* dx[K,N] = W^T[K,M] * dy[M,N] */
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, M, 1.0f, w, K, dyn,
                             N, 0.0f, dxn, N);
-            } else {
-                /* dcol[K,N] = W^T[K,M] * dy[M,N] */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, M, 1.0f, w, K, dyn,
-                            N, 0.0f, col, N);
-                memset(dxn, 0, sizeof(float) * in_len);
-                col2im(l, col, dxn);
+            continue;
+        }
+        if (dxn)
+            memset(dxn, 0, sizeof(float) * in_len);
+        for (int oy0 = 0; oy0 < l->oh; oy0 += tile) {
+            const int oy1 = oy0 + tile < l->oh ? oy0 + tile : l->oh;
+            const int nb = (oy1 - oy0) * l->ow;
+            const float *dyt = dyn + (size_t)oy0 * l->ow;
+            if (dw) {
+                im2col_rows(l, xn, col, oy0, oy1);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, nb, 1.0f, dyt, N, col,
+                            nb, 1.0f, dw, K);
+            }
+            if (dxn) {
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, nb, M, 1.0f, w, K, dyt,
+                            N, 0.0f, col, nb);
+                col2im_rows(l, col, dxn, oy0, oy1);
             }
         }
     }
@@ -493,8 +535,8 @@ cxr_err nn_loss_xent(const float *logits, const int *labels, int batch, int n_cl
         float mx = z[0];
         for (int c = 1; c < n_classes; c++)
             mx = z[c] > mx ? z[c] : mx;
-        double se = 0.0;
-        for (int c = 0; c < n_classes; c++)
+        double se = exp((double)z[0] - mx);
+        for (int c = 1; c < n_classes; c++)
             se += exp((double)z[c] - mx);
         double lse = log(se) + mx, l = 0.0;
         for (int c = 0; c < n_classes; c++) {

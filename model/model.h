@@ -63,8 +63,8 @@ const char *const *nn_arch_names(void);
 const char *nn_arch_text(const char *name);
 
 /*
- * Builds a trainable model from an architecture: `arch` is a built-in name or, when it names
- * no built-in, a path to an architecture text file. The input spec's size and channels
+ * Builds a trainable model from an architecture: `arch` is a built-in name, the architecture
+ * text itself (anything containing a newline), or else a path to an architecture text file. The input spec's size and channels
  * override the architecture's `input` line when they are > 0. class_names has n_classes
  * entries. Parameters are initialised (He uniform) from seed. Errors: CXR_EINVAL, CXR_EPARSE
  * (bad architecture text, with line number in errbuf), CXR_EMODEL (shapes do not chain),

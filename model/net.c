@@ -102,7 +102,7 @@ static void init_params(nn_model *m, uint32_t seed)
         const struct nn_layer *l = &m->layers[i];
         float *P = m->params;
         if (l->type == NN_L_CONV || l->type == NN_L_DENSE) {
-            float a = (float)sqrt(6.0 / (double)(l->nw / l->oc));
+            float a = (float)sqrt(6.0 * l->oc / (double)l->nw);
             for (long j = 0; j < l->nw; j++)
                 P[l->w + j] = a * ((float)(xorshift(&rng) >> 40) / 8388608.0f - 1.0f);
             memset(P + l->b, 0, sizeof(float) * l->oc);
@@ -132,6 +132,8 @@ cxr_err nn_model_build(const char *arch, const struct nn_input_spec *spec, int n
         return CXR_EINVAL;
     }
     text = nn_arch_text(arch);
+    if (!text && strchr(arch, '\n'))
+        text = arch; /* the architecture text itself */
     if (!text) {
         size_t len;
         err = cxr_file_read(arch, 1 << 20, &filetext, &len);

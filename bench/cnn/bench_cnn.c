@@ -6,11 +6,16 @@
  * channels, N = output pixels, K = in channels x k x k), plain cblas_sgemm GFLOP/s next to our
  * conv forward (im2col + sgemm + fused bias/ReLU) GFLOP/s on the same shapes.
  * Weights are the deterministic hash fill that the PyTorch side uses too.
+ * With THREADS > 1, batch-16 throughput is measured two ways and the better one is reported:
+ * OpenBLAS threads inside each sgemm, or THREADS workers with one context and one BLAS
+ * thread each sharing the batch (the daemon's throughput mode, DESIGN.md "Threads").
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <pthread.h>
 
 #include <cblas.h>
 
@@ -27,6 +32,58 @@ static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
+}
+
+struct worker {
+    nn_ctx *ctx;
+    const float *x;
+    int batch;
+    double until;
+    long images;
+};
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    float probs[16 * 4];
+    while (now() < w->until) {
+        (void)nn_predict(w->ctx, w->x, w->batch, probs);
+        w->images += w->batch;
+    }
+    return NULL;
+}
+
+/* THREADS workers, each with its own context, share batches of 16 (one BLAS thread). */
+static double workers_b16(const nn_model *m, const float *x, int threads, double budget)
+{
+    struct worker w[8];
+    pthread_t tid[8];
+    long images = 0;
+    double t0;
+    int n = threads > 8 ? 8 : threads, started = 0;
+    openblas_set_num_threads(1);
+    for (int i = 0; i < n; i++) {
+        w[i].ctx = NULL;
+        if (nn_ctx_new(m, 16 / n, &w[i].ctx))
+            return 0.0;
+    }
+    t0 = now();
+    for (int i = 0; i < n; i++) {
+        w[i].x = x + i * (16 / n) * nn_model_input_len(m);
+        w[i].batch = 16 / n;
+        w[i].until = t0 + budget;
+        w[i].images = 0;
+        if (pthread_create(&tid[i], NULL, worker_main, &w[i]) == 0)
+            started++;
+    }
+    for (int i = 0; i < started; i++)
+        (void)pthread_join(tid[i], NULL);
+    for (int i = 0; i < n; i++) {
+        images += w[i].images;
+        nn_ctx_free(w[i].ctx);
+    }
+    openblas_set_num_threads(threads);
+    return (double)images / (now() - t0);
 }
 
 int main(int argc, char **argv)
@@ -55,8 +112,11 @@ int main(int argc, char **argv)
     nn_model_fill_hashed(m);
     size_t in_len = nn_model_input_len(m);
     x = malloc(sizeof(float) * in_len * 32);
-    if (!x || nn_ctx_new(m, 16, &ctx))
+    if (!x || nn_ctx_new(m, 16, &ctx)) {
+        free(x);
+        nn_model_free(m);
         return 1;
+    }
     nn_fill_hashed_input(x, in_len * 32, 1000);
     for (int i = 0; i < 32; i++)
         labels[i] = i % 4;
@@ -82,15 +142,26 @@ int main(int argc, char **argv)
         (void)nn_predict(ctx, x, 16, probs);
         n++;
     }
-    printf("b16_ips=%.2f\n", 16.0 * n / (now() - t0));
+    {
+        double blas = 16.0 * n / (now() - t0), workers = 0.0;
+        if (threads > 1)
+            workers = workers_b16(m, x, threads, budget);
+        printf("b16_blas_ips=%.2f b16_workers_ips=%.2f\n", blas, workers);
+        printf("b16_ips=%.2f b16_mode=%s\n", blas > workers ? blas : workers,
+               blas >= workers ? "blas-threads" : "workers");
+    }
 
     /* training step, batch 32 */
     {
         struct nn_train_opts o;
         float loss;
         nn_train_opts_default(&o);
-        if (nn_train_new(m, 32, &o, &tr))
+        if (nn_train_new(m, 32, &o, &tr)) {
+            free(x);
+            nn_ctx_free(ctx);
+            nn_model_free(m);
             return 1;
+        }
         (void)nn_train_batch(tr, x, labels, 32, &loss);
         n = 0;
         t0 = now();

@@ -13,7 +13,10 @@
  * switched off: library code does not log, errors come back as text.
  */
 #include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -27,6 +30,7 @@
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcistrmf.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcpixel.h>
 #include <dcmtk/dcmdata/dcpixseq.h>
@@ -46,6 +50,12 @@ extern "C" {
 }
 
 struct dcm_file {
+    ~dcm_file()
+    {
+        if (memfd >= 0)
+            (void)close(memfd);
+    }
+    int memfd = -1; /* the file's bytes, for DCMTK's lazy loading of large values */
     DcmFileFormat ff;
     struct dcm_info info;
     std::vector<uint16_t> voi_lut;
@@ -142,7 +152,7 @@ void read_info(dcm_file *f)
     DcmMetaInfo *meta = f->ff.getMetaInfo();
     struct dcm_info *in = &f->info;
 
-    std::memset(in, 0, sizeof(*in));
+    *in = dcm_info{};
     in->has_meta = meta && meta->card() > 0;
     get_str(ds, DCM_SOPClassUID, in->sop_class_uid, sizeof(in->sop_class_uid));
     get_str(ds, DCM_SOPInstanceUID, in->sop_instance_uid, sizeof(in->sop_instance_uid));
@@ -172,7 +182,12 @@ void read_info(dcm_file *f)
     if (f->xfer_uid.empty() && orig.getXfer() != EXS_Unknown)
         f->xfer_uid = orig.getXferID();
     copy_str(in->transfer_syntax, sizeof(in->transfer_syntax), OFString(f->xfer_uid.c_str()));
-    const char *xname = dcmFindNameOfUID(f->xfer_uid.c_str(), nullptr);
+    const char *xname = nullptr;
+    DcmXfer known(f->xfer_uid.c_str());
+    if (known.getXfer() != EXS_Unknown)
+        xname = known.getXferName();
+    if (!xname && f->xfer_uid == "1.2.840.10008.1.2.8.1")
+        xname = "Deflated Image Frame Compression";
     if (!xname && f->xfer_uid == "1.2.840.10008.1.2.4.201")
         xname = "High-Throughput JPEG 2000 Image Compression (Lossless Only)";
     if (!xname && f->xfer_uid == "1.2.840.10008.1.2.4.202")
@@ -499,6 +514,24 @@ cxr_err unpack_native(dcm_file *f, const char *photometric, int planar, struct p
     bool sgn = in->pixel_representation == 1;
     img->bits = bs;
     img->is_signed = sgn;
+    if (spp == 1 && (ba == 8 || ba == 16)) {
+        /* The common case, kept to one tight loop per depth. */
+        int up = 32 - bs;
+        int32_t *dst = img->samples;
+        if (ba == 16) {
+            const Uint16 *src = reinterpret_cast<const Uint16 *>(raw);
+            for (size_t i = 0; i < nsamp; i++) {
+                uint32_t v = (static_cast<uint32_t>(src[i]) >> shift) & mask;
+                dst[i] = sgn ? static_cast<int32_t>(v << up) >> up : static_cast<int32_t>(v);
+            }
+        } else {
+            for (size_t i = 0; i < nsamp; i++) {
+                uint32_t v = (static_cast<uint32_t>(raw[i]) >> shift) & mask;
+                dst[i] = sgn ? static_cast<int32_t>(v << up) >> up : static_cast<int32_t>(v);
+            }
+        }
+        return CXR_OK;
+    }
     for (size_t i = 0; i < nsamp; i++) {
         size_t src = i;
         if (spp == 3 && planar == 1) /* RRR..GGG..BBB -> RGBRGB */
@@ -532,11 +565,75 @@ cxr_err unpack_native(dcm_file *f, const char *photometric, int planar, struct p
         for (size_t i = 0; i < npix; i++) {
             double y = img->samples[3 * i], cb = img->samples[3 * i + 1] - 128.0,
                    cr = img->samples[3 * i + 2] - 128.0;
-            img->samples[3 * i] = static_cast<int32_t>(y + 1.402 * cr + 0.5);
-            img->samples[3 * i + 1] = static_cast<int32_t>(y - 0.344136 * cb - 0.714136 * cr + 0.5);
-            img->samples[3 * i + 2] = static_cast<int32_t>(y + 1.772 * cb + 0.5);
+            img->samples[3 * i] = static_cast<int32_t>(std::lround(y + 1.402 * cr));
+            img->samples[3 * i + 1] =
+                static_cast<int32_t>(std::lround(y - 0.344136 * cb - 0.714136 * cr));
+            img->samples[3 * i + 2] = static_cast<int32_t>(std::lround(y + 1.772 * cb));
         }
     }
+    return CXR_OK;
+}
+
+/* PALETTE COLOR: indices -> RGB through the three Palette Color LUTs (not segmented ones). */
+cxr_err expand_palette(dcm_file *f, struct px_image *img, char *errbuf, size_t errlen)
+{
+    static const DcmTagKey desc_tags[3] = {DCM_RedPaletteColorLookupTableDescriptor,
+                                           DCM_GreenPaletteColorLookupTableDescriptor,
+                                           DCM_BluePaletteColorLookupTableDescriptor};
+    static const DcmTagKey data_tags[3] = {DCM_RedPaletteColorLookupTableData,
+                                           DCM_GreenPaletteColorLookupTableData,
+                                           DCM_BluePaletteColorLookupTableData};
+    const char *name = f->name.c_str();
+    DcmDataset *ds = f->ff.getDataset();
+    const Uint16 *lut[3] = {nullptr, nullptr, nullptr};
+    unsigned long entries[3] = {0, 0, 0};
+    int first[3] = {0, 0, 0}, bits = 8;
+
+    if (img->channels != 1)
+        return px_err(errbuf, errlen, CXR_EDICOM, "%s: PALETTE COLOR with %d samples per pixel",
+                      name, img->channels);
+    for (int c = 0; c < 3; c++) {
+        Uint16 d0 = 0, d1 = 0, d2 = 0;
+        unsigned long count = 0;
+        if (ds->findAndGetUint16(desc_tags[c], d0, 0).bad() ||
+            ds->findAndGetUint16(desc_tags[c], d1, 1).bad() ||
+            ds->findAndGetUint16(desc_tags[c], d2, 2).bad() ||
+            ds->findAndGetUint16Array(data_tags[c], lut[c], &count).bad() || !lut[c])
+            return px_err(errbuf, errlen, CXR_EUNSUPPORTED,
+                          "%s: PALETTE COLOR without a plain Palette Color LUT (segmented or "
+                          "missing)",
+                          name);
+        entries[c] = d0 == 0 ? 65536UL : d0;
+        first[c] = d1;
+        bits = d2 > 8 ? 16 : 8;
+        if (count < entries[c]) {
+            /* 8-bit entries packed two per 16-bit word */
+            if (d2 == 8 && count * 2 >= entries[c])
+                return px_err(errbuf, errlen, CXR_EUNSUPPORTED,
+                              "%s: packed 8-bit Palette Color LUTs are not supported", name);
+            return px_err(errbuf, errlen, CXR_EDICOM, "%s: Palette Color LUT %d is too short",
+                          name, c);
+        }
+    }
+    struct px_image rgb = {};
+    cxr_err err = px_image_alloc(&rgb, img->width, img->height, 3, name, errbuf, errlen);
+    if (err)
+        return err;
+    size_t n = static_cast<size_t>(img->width) * static_cast<size_t>(img->height);
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < 3; c++) {
+            long k = static_cast<long>(img->samples[i]) - first[c];
+            if (k < 0)
+                k = 0;
+            if (k >= static_cast<long>(entries[c]))
+                k = static_cast<long>(entries[c]) - 1;
+            Uint16 v = lut[c][k];
+            rgb.samples[3 * i + c] = bits == 8 ? (v & 0xff) : v;
+        }
+    rgb.bits = bits;
+    rgb.is_signed = false;
+    px_image_done(img);
+    *img = rgb;
     return CXR_OK;
 }
 
@@ -564,10 +661,6 @@ cxr_err decode(dcm_file *f, struct px_image *ret, char *errbuf, size_t errlen)
     if (in->samples_per_pixel != 1 && in->samples_per_pixel != 3)
         return px_err(errbuf, errlen, CXR_EUNSUPPORTED, "%s: %d samples per pixel", name,
                       in->samples_per_pixel);
-    if (photometric_is(in->photometric, "PALETTE COLOR"))
-        return px_err(errbuf, errlen, CXR_EUNSUPPORTED,
-                      "%s: PALETTE COLOR images are not supported (colour, not a radiograph)",
-                      name);
     double total = static_cast<double>(in->rows) * in->columns * in->samples_per_pixel *
                    in->number_of_frames * (ba < 8 ? 1 : ba / 8);
     if (total > static_cast<double>(DCM_MAX_DECODED_BYTES))
@@ -592,8 +685,7 @@ cxr_err decode(dcm_file *f, struct px_image *ret, char *errbuf, size_t errlen)
     if (xf.isEncapsulated()) {
         OFCondition c = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
         if (c.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit))
-            return px_err(errbuf, errlen, c == EC_CannotChangeRepresentation ? CXR_EDICOM
-                                                                              : CXR_EDICOM,
+            return px_err(errbuf, errlen, CXR_EDICOM,
                           "%s: cannot decode %s pixel data: %s", name,
                           in->transfer_syntax_name,
                           c.bad() ? c.text() : "the decoder gave up (corrupt or truncated data)");
@@ -601,7 +693,51 @@ cxr_err decode(dcm_file *f, struct px_image *ret, char *errbuf, size_t errlen)
     char photometric[33];
     get_str(ds, DCM_PhotometricInterpretation, photometric, sizeof(photometric));
     int planar = get_int(ds, DCM_PlanarConfiguration, 0);
-    return unpack_native(f, photometric, planar, ret, errbuf, errlen);
+    cxr_err err = unpack_native(f, photometric, planar, ret, errbuf, errlen);
+    if (!err && photometric_is(photometric, "PALETTE COLOR"))
+        err = expand_palette(f, ret, errbuf, errlen);
+    return err;
+}
+
+/* Parses data into f->ff. DCMTK allocates a value from its length field unless the value is
+ * larger than maxReadLength and the stream is a file: then it skips the bytes, checking them
+ * against the file's size ("larger than remaining bytes in file"), and loads them on first use.
+ * So the bytes go into a memory file (memfd) read through its /proc path; where that is not
+ * possible, a buffer stream (dcm_scan_structure() has bounded the lengths either way). */
+OFCondition read_dataset(dcm_file *f, const void *data, size_t len)
+{
+    int fd = memfd_create("cxr-dicom", MFD_CLOEXEC);
+    if (fd >= 0) {
+        const char *p = static_cast<const char *>(data);
+        size_t done = 0;
+        while (done < len) {
+            ssize_t n = write(fd, p + done, len - done);
+            if (n <= 0)
+                break;
+            done += static_cast<size_t>(n);
+        }
+        char path[64];
+        std::snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        if (done == len && access(path, R_OK) == 0) {
+            f->memfd = fd;
+            DcmInputFileStream is(path);
+            if (is.status().good()) {
+                f->ff.transferInit();
+                OFCondition c = f->ff.read(is, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
+                f->ff.transferEnd();
+                return c;
+            }
+            f->memfd = -1;
+        }
+        (void)close(fd);
+    }
+    DcmInputBufferStream is;
+    is.setBuffer(data, static_cast<offile_off_t>(len));
+    is.setEos();
+    f->ff.transferInit();
+    OFCondition c = f->ff.read(is, EXS_Unknown, EGL_noChange, 0xfffffffeU);
+    f->ff.transferEnd();
+    return c;
 }
 
 } /* namespace */
@@ -635,19 +771,19 @@ extern "C" cxr_err dcm_file_open_mem(const void *data, size_t len, const char *n
         if (px_detect(data, len) != PX_FMT_DICOM)
             return px_err(errbuf, errlen, CXR_EPARSE,
                           "%s: not a DICOM file (no DICM preamble and no dataset start)", name);
+        cxr_err serr = dcm_scan_structure(data, len, name, errbuf, errlen);
+        if (serr)
+            return serr;
         f = new dcm_file();
         f->name = name;
-        DcmInputBufferStream is;
-        is.setBuffer(data, static_cast<offile_off_t>(len));
-        is.setEos();
-        f->ff.transferInit();
-        OFCondition c = f->ff.read(is, EXS_Unknown, EGL_noChange, 0xfffffffeU);
-        f->ff.transferEnd();
+        OFCondition c = read_dataset(f, data, len);
         if (c.bad()) {
             cxr_err err = dcm_cond_err(c, errbuf, errlen, name, "cannot parse the DICOM file");
-            if (c == EC_StreamNotifyClient || c == EC_EndOfStream)
+            if (c == EC_StreamNotifyClient || c == EC_EndOfStream || c == EC_InvalidStream)
                 err = px_err(errbuf, errlen, CXR_EPARSE,
-                             "%s: truncated DICOM file: the data ends inside an element", name);
+                             "%s: truncated or malformed DICOM file: the data ends inside an "
+                             "element or is not DICOM (%s)",
+                             name, c.text());
             delete f;
             return err;
         }

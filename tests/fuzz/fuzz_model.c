@@ -86,18 +86,18 @@ static int sweep(void)
     if (fd < 0)
         return 1;
     if (write(fd, arch, sizeof(arch) - 1) != (ssize_t)(sizeof(arch) - 1)) {
-        close(fd);
+        (void)close(fd);
         return 1;
     }
-    close(fd);
+    (void)close(fd);
     if (nn_model_build(path, NULL, 3, names, 5, &m, err, sizeof(err)) != CXR_OK ||
         nn_model_serialize(m, &good, &len, err, sizeof(err)) != CXR_OK) {
         fprintf(stderr, "fuzz_model: %s\n", err);
-        remove(path);
+        (void)remove(path);
         nn_model_free(m);
         return 1;
     }
-    remove(path);
+    (void)remove(path);
     buf = malloc(len);
     if (!buf)
         return 1;

@@ -69,6 +69,19 @@ static void test_builtin_archs(void **state)
         nn_model_free(m);
     }
     assert_null(nn_arch_text("nope"));
+    {
+        /* the text itself, and the text a model gives back, build the same network */
+        nn_model *a = build("input 16 2\nconv 4 3 1 1\nbn\nrelu\ngap\ndense classes\n", 3,
+                            CLASSES4);
+        char atext[512];
+        assert_true(nn_model_arch_text(a, atext, sizeof(atext)) < sizeof(atext));
+        nn_model *b = build(atext, 3, CLASSES4);
+        assert_int_equal(nn_model_param_count(a), nn_model_param_count(b));
+        assert_true(nn_model_flops(a) == nn_model_flops(b));
+        assert_int_equal(nn_model_input_spec(b)->channels, 2);
+        nn_model_free(a);
+        nn_model_free(b);
+    }
 }
 
 static void test_arch_text_errors(void **state)
@@ -85,7 +98,7 @@ static void test_arch_text_errors(void **state)
     char path[] = "/tmp/nn_arch_XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
-    close(fd);
+    (void)close(fd);
     for (size_t i = 0; i < CXR_ARRAY_SIZE(cases); i++) {
         nn_model *m = NULL;
         char err[256] = "";
@@ -97,7 +110,7 @@ static void test_arch_text_errors(void **state)
         printf("  %s\n", err);
         assert_non_null(strstr(err, cases[i].want));
     }
-    remove(path);
+    (void)remove(path);
     {
         nn_model *m = NULL;
         char err[256] = "";
@@ -161,7 +174,7 @@ static void test_golden_pytorch(void **state)
         nn_ctx_free(ctx);
         nn_model_free(m);
     }
-    fclose(f);
+    (void)fclose(f);
     assert_int_equal(archs, 4);
 }
 
@@ -194,10 +207,10 @@ static nn_model *tiny_trained(float *ret_first, float *ret_last)
     float x[16 * 144], loss = 0.0f, first = 0.0f, last = 0.0f;
     uint64_t rng = 99;
     assert_true(fd >= 0);
-    close(fd);
+    (void)close(fd);
     assert_int_equal(cxr_file_write_atomic(path, TINY, strlen(TINY), 0600), CXR_OK);
     m = build(path, 2, names);
-    remove(path);
+    (void)remove(path);
     nn_train_opts_default(&o);
     o.lr = 0.01f;
     o.label_smoothing = 0.05f;
@@ -226,7 +239,7 @@ static void test_train_save_load(void **state)
     char path[] = "/tmp/nn_model_XXXXXX", err[256] = "";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
-    close(fd);
+    (void)close(fd);
     printf("  loss first 5 steps %.4f, last 5 steps %.4f\n", (double)first, (double)last);
     assert_true(last < 0.5f * first);
 
@@ -287,7 +300,7 @@ static void test_train_save_load(void **state)
     nn_ctx_free(c2);
     nn_model_free(m);
     nn_model_free(m2);
-    remove(path);
+    (void)remove(path);
 }
 
 static void reseal(uint8_t *d, size_t len)
@@ -318,10 +331,10 @@ static void test_loader_errors(void **state)
     size_t len = 0;
     nn_model *m, *ok = NULL;
     int fd = mkstemp(path);
-    close(fd);
+    (void)close(fd);
     assert_int_equal(cxr_file_write_atomic(path, TINY, strlen(TINY), 0600), CXR_OK);
     m = build(path, 2, names);
-    remove(path);
+    (void)remove(path);
     assert_int_equal(nn_model_serialize(m, &good, &len, err, sizeof(err)), CXR_OK);
     assert_int_equal(nn_model_load_mem(good, len, &ok, err, sizeof(err)), CXR_OK);
     nn_model_free(ok);

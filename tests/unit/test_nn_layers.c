@@ -381,9 +381,9 @@ static void test_network(void **state)
     fputs("input 8 2\nconv 4 3 1 1\nbn\nrelu\nmaxpool 2 2\nconv 6 3 2 1\nrelu\navgpool 2 1\n"
           "conv 5 1 1 0\nbn\nrelu\ngap\ndropout 0\ndense 6\nrelu\ndense classes\n",
           f);
-    fclose(f);
+    (void)fclose(f);
     assert_int_equal(nn_model_build(path, NULL, 3, names, 7, &m, err, sizeof(err)), CXR_OK);
-    remove(path);
+    (void)remove(path);
     nn_train_opts_default(&o);
     assert_int_equal(nn_train_new(m, 3, &o, &t), CXR_OK);
     struct net_ctx c = {.t = t, .labels = labels};

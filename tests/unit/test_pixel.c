@@ -72,7 +72,7 @@ static void test_detect(void **state)
 
     assert_int_equal(px_detect("\x89PNG\r\n\x1a\n", 8), PX_FMT_PNG);
     assert_int_equal(px_detect("\xff\xd8\xff\xe0", 4), PX_FMT_JPEG);
-    memcpy(buf + 128, "DICM", 4);
+    buf[128] = 'D', buf[129] = 'I', buf[130] = 'C', buf[131] = 'M';
     assert_int_equal(px_detect(buf, sizeof(buf)), PX_FMT_DICOM);
     assert_int_equal(px_detect("hello world", 11), PX_FMT_UNKNOWN);
     assert_int_equal(px_detect("", 0), PX_FMT_UNKNOWN);
@@ -324,6 +324,84 @@ static void test_voi_paths(void **state)
     free(u);
 }
 
+/* The gate's rules, one at a time, on a synthetic frontal chest CR header. */
+static void gate_case(void (*edit)(struct dcm_info *), bool want, const char *reason)
+{
+    struct dcm_info in;
+    struct px_verdict v;
+
+    memset(&in, 0, sizeof(in));
+    (void)snprintf(in.modality, sizeof(in.modality), "CR");
+    (void)snprintf(in.photometric, sizeof(in.photometric), "MONOCHROME1");
+    in.rows = 2000;
+    in.columns = 1800;
+    in.samples_per_pixel = 1;
+    in.number_of_frames = 1;
+    in.has_pixel_data = true;
+    if (edit)
+        edit(&in);
+    dcm_gate(&in, &v);
+    assert_int_equal(v.applicable, want);
+    assert_string_equal(v.reason, reason);
+}
+
+static void e_dx_pa(struct dcm_info *in)
+{
+    (void)snprintf(in->modality, sizeof(in->modality), "DX");
+    (void)snprintf(in->view_position, sizeof(in->view_position), "AP");
+    (void)snprintf(in->body_part, sizeof(in->body_part), "chest");
+}
+static void e_sc(struct dcm_info *in)
+{
+    in->modality[0] = '\0';
+    (void)snprintf(in->sop_class_uid, sizeof(in->sop_class_uid), "1.2.840.10008.5.1.4.1.1.7");
+}
+static void e_sc_ct(struct dcm_info *in)
+{
+    e_sc(in);
+    (void)snprintf(in->modality, sizeof(in->modality), "CT");
+}
+static void e_ll(struct dcm_info *in)
+{
+    (void)snprintf(in->view_position, sizeof(in->view_position), "LL");
+}
+static void e_hand(struct dcm_info *in)
+{
+    (void)snprintf(in->body_part, sizeof(in->body_part), "HAND");
+}
+static void e_frames(struct dcm_info *in)
+{
+    in->number_of_frames = 3;
+}
+static void e_small(struct dcm_info *in)
+{
+    in->columns = 255;
+}
+static void e_rgb(struct dcm_info *in)
+{
+    (void)snprintf(in->photometric, sizeof(in->photometric), "RGB");
+    in->samples_per_pixel = 3;
+}
+static void e_nopix(struct dcm_info *in)
+{
+    in->has_pixel_data = false;
+    (void)snprintf(in->modality, sizeof(in->modality), "SR");
+}
+
+static void test_gate(void **state)
+{
+    gate_case(NULL, true, "");
+    gate_case(e_dx_pa, true, "");
+    gate_case(e_sc, true, "");
+    gate_case(e_sc_ct, false, "not CR, DX or Secondary Capture (Modality 'CT')");
+    gate_case(e_ll, false, "not a frontal view (ViewPosition 'LL')");
+    gate_case(e_hand, false, "body part is not chest (BodyPartExamined 'HAND')");
+    gate_case(e_frames, false, "several frames (3)");
+    gate_case(e_small, false, "too small: 255x2000, under 256 pixels a side");
+    gate_case(e_rgb, false, "colour where grayscale is required (RGB, 3 samples per pixel)");
+    gate_case(e_nopix, false, "not an image: no Pixel Data (Modality 'SR')");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -336,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_png_huge_header),
         cmocka_unit_test(test_resize_and_normalize),
         cmocka_unit_test(test_voi_paths),
+        cmocka_unit_test(test_gate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
