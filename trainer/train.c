@@ -42,7 +42,7 @@
 #include "trainutil.h"
 
 struct opts {
-    const char *data, *arch, *out, *init_from, *split_file, *group_regex, *history;
+    const char *data, *arch, *out, *init_from, *split_file, *group_regex, *history, *dump;
     int epochs, batch, size, warmup, patience, freeze, threads, loader_threads, step_every;
     int max_per_class;
     float lr, weight_decay, smoothing, val, test, min_lr_frac;
@@ -81,7 +81,10 @@ static void usage(FILE *out)
         "  --out MODEL            the best model (.cxrm); OUT.ckpt and OUT.best.ckpt each epoch\n"
         "  --history FILE         per-epoch curves as JSON (default OUT.history.json)\n"
         "  --resume               continue from OUT.ckpt\n"
-        "  --progress / --no-progress   force the progress bar on or off (default: on a tty)\n",
+        "  --progress / --no-progress   force the progress bar on or off (default: on a tty)\n"
+        "  --dump-inputs FILE     write the decoded [0,1] images, labels and splits (float32,\n"
+        "                         see dump_inputs() in trainer/train.c) for a reference\n"
+        "                         trainer such as PyTorch, then exit\n",
         CXR_DISCLAIMER);
 }
 
@@ -89,7 +92,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 {
     enum { O_DATA = 256, O_ARCH, O_OUT, O_INIT, O_SPLIT, O_GROUP, O_HIST, O_EPOCHS, O_BATCH,
            O_SIZE, O_WARM, O_PAT, O_FREEZE, O_THREADS, O_LTHREADS, O_MAXPC, O_LR, O_WD, O_LS,
-           O_VAL, O_TEST, O_RESUME, O_HFLIP, O_NOAUG, O_SCHED, O_SEED, O_PROG, O_NOPROG };
+           O_VAL, O_TEST, O_RESUME, O_HFLIP, O_NOAUG, O_SCHED, O_SEED, O_PROG, O_NOPROG, O_DUMP };
     static const struct option lo[] = {
         {"data", 1, NULL, O_DATA}, {"arch", 1, NULL, O_ARCH}, {"out", 1, NULL, O_OUT},
         {"init-from", 1, NULL, O_INIT}, {"split-file", 1, NULL, O_SPLIT},
@@ -102,7 +105,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"val", 1, NULL, O_VAL}, {"test", 1, NULL, O_TEST}, {"resume", 0, NULL, O_RESUME},
         {"hflip", 0, NULL, O_HFLIP}, {"no-augment", 0, NULL, O_NOAUG},
         {"schedule", 1, NULL, O_SCHED}, {"seed", 1, NULL, O_SEED}, {"progress", 0, NULL, O_PROG},
-        {"no-progress", 0, NULL, O_NOPROG}, {"help", 0, NULL, 'h'}, {NULL, 0, NULL, 0},
+        {"no-progress", 0, NULL, O_NOPROG}, {"dump-inputs", 1, NULL, O_DUMP},
+        {"help", 0, NULL, 'h'}, {NULL, 0, NULL, 0},
     };
     int c;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -169,6 +173,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         }
         case O_PROG: o->progress = true; break;
         case O_NOPROG: o->progress = false; break;
+        case O_DUMP: o->dump = optarg; break;
         case 'h': usage(stdout); return 1;
         default: usage(stderr); return 2;
         }
@@ -676,6 +681,30 @@ static void measure_normalisation(const struct run *r, float *ret_mean, float *r
         *ret_std = 1.0f;
 }
 
+/*
+ * The decoded images for a reference trainer: int32 n, size; then per loaded item int32 label,
+ * int32 split and size*size float32 [0,1] pixels (native byte order).
+ */
+static cxr_err dump_inputs(const struct run *r, const char *path)
+{
+    FILE *f = fopen(path, "wb");
+    size_t plane = (size_t)r->cache.size * (size_t)r->cache.size;
+    int32_t head[2] = {(int32_t)r->cache.nslots, r->cache.size};
+    bool ok;
+
+    if (!f)
+        return CXR_EIO;
+    ok = fwrite(head, sizeof(head), 1, f) == 1;
+    for (size_t i = 0; i < r->d.n && ok; i++) {
+        int32_t ls[2] = {r->d.items[i].label, r->d.items[i].split};
+        if (r->cache.slot[i] == TU_NO_SLOT)
+            continue;
+        ok = fwrite(ls, sizeof(ls), 1, f) == 1 &&
+             fwrite(r->cache.pix + r->cache.slot[i] * plane, sizeof(float), plane, f) == plane;
+    }
+    return fclose(f) == 0 && ok ? CXR_OK : CXR_EIO;
+}
+
 static void run_done(struct run *r)
 {
     nn_train_free(r->tr);
@@ -763,6 +792,14 @@ int train_main(int argc, char **argv)
         fprintf(stderr, "cxrtriage-train: note: %zu image(s) would be refused by the "
                         "applicability gate when served\n", r.cache.not_applicable);
     fprintf(stderr, "cxrtriage-train: decoded in %.1f s\n", tu_elapsed(&t0));
+    if (r.o.dump) {
+        if (dump_inputs(&r, r.o.dump) != CXR_OK) {
+            fprintf(stderr, "cxrtriage-train: cannot write '%s'\n", r.o.dump);
+            goto out;
+        }
+        rc = 0;
+        goto out;
+    }
     if (!r.o.resume || !r.epoch0) {
         float mean, sd;
         if (!r.o.init_from) {

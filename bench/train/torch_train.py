@@ -1,0 +1,156 @@
+#!/usr/bin/python3
+"""torch_train.py DUMP ARCH [--epochs N] [--threads N] [--no-augment] [--lr X] [--seed N]
+
+The PyTorch CPU reference for `cxrtriage-train train`: the same architecture (built from the
+same .arch text by model/golden/gen_golden.py), the same decoded inputs (DUMP, written by
+`cxrtriage-train train --dump-inputs`, i.e. the daemon's own pixel path), the same split and
+the same recipe: Adam with L2 weight decay on conv/dense weights, class-weighted label-smoothed
+cross-entropy, linear warm-up then cosine learning rate, batch 32, normalisation measured on the
+training images, the same augmentation ranges (rotation, shift, zoom, brightness, contrast,
+gamma). Prints one line per epoch (train loss/accuracy, validation macro-F1, images/s) and a
+final `torch_train_ips=` line. Used by bench/train/run to compare training throughput and as
+evidence that our engine learns like PyTorch does on the same data.
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "model", "golden"))
+import gen_golden  # noqa: E402
+
+
+def load_dump(path):
+    head = np.fromfile(path, dtype=np.int32, count=2)
+    n, size = int(head[0]), int(head[1])
+    rec = 2 + size * size
+    raw = np.fromfile(path, dtype=np.float32, offset=8, count=n * rec)
+    raw = raw.reshape(n, rec)
+    meta = raw[:, :2].copy().view(np.int32)
+    return raw[:, 2:].reshape(n, 1, size, size), meta[:, 0].astype(np.int64), meta[:, 1], size
+
+
+def macro_f1(pred, y, k):
+    f1 = []
+    for c in range(k):
+        tp = int(((pred == c) & (y == c)).sum())
+        fp = int(((pred == c) & (y != c)).sum())
+        fn = int(((pred != c) & (y == c)).sum())
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn) if tp + fn else 0.0
+        f1.append(2 * p * r / (p + r) if p + r else 0.0)
+    return sum(f1) / k
+
+
+def augment(x, gen):
+    """The ranges of trainer/augment.c: rotation 7 deg, shift 6 %, zoom 10 %, brightness 0.08,
+    contrast 0.15, gamma exp(+-0.2); padding 0."""
+    b = x.shape[0]
+    u = lambda r: (torch.rand(b, generator=gen) * 2 - 1) * r  # noqa: E731
+    th = u(7.0) * math.pi / 180
+    s = 1 + u(0.10)
+    tx, ty = u(0.06) * 2, u(0.06) * 2  # affine_grid works in [-1, 1]
+    c, si = torch.cos(th) / s, torch.sin(th) / s
+    theta = torch.stack([torch.stack([c, si, -tx], 1), torch.stack([-si, c, -ty], 1)], 1)
+    grid = F.affine_grid(theta, x.shape, align_corners=False)
+    inside = F.grid_sample(torch.ones_like(x), grid, align_corners=False) > 0.999
+    y = F.grid_sample(x, grid, align_corners=False)
+    y = (y - 0.5) * (1 + u(0.15)).view(b, 1, 1, 1) + 0.5 + u(0.08).view(b, 1, 1, 1)
+    y = y.clamp(0, 1) ** torch.exp(u(0.2)).view(b, 1, 1, 1)
+    return torch.where(inside, y, torch.zeros_like(y))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dump")
+    ap.add_argument("arch")
+    ap.add_argument("--epochs", type=int, default=36)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=0.003)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-augment", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    gen = torch.Generator().manual_seed(a.seed)
+    t_load = time.perf_counter()
+    x, y, split, size = load_dump(a.dump)
+    k = int(y.max()) + 1
+    tr, va = np.where(split == 0)[0], np.where(split == 1)[0]
+    mean, std = float(x[tr].mean()), float(x[tr].std())
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    load_s = time.perf_counter() - t_load
+    path = a.arch if os.path.isfile(a.arch) else os.path.join(gen_golden.ARCHS, a.arch + ".arch")
+    _, ch, layers = gen_golden.parse(path)
+    gen_golden.CLASSES = k
+    net = gen_golden.build(size, ch, layers)
+    # Fresh weights as our trainer makes them: He-uniform conv/dense, zero bias, BN 1/0.
+    for m in net.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
+            torch.nn.init.zeros_(m.bias)
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_parameters()
+    counts = np.bincount(y[tr], minlength=k)
+    weights = torch.tensor(len(tr) / (k * counts), dtype=torch.float32)
+    decay = [p for n_, p in net.named_parameters() if p.dim() > 1]
+    no_decay = [p for n_, p in net.named_parameters() if p.dim() <= 1]
+    opt = torch.optim.Adam([{"params": decay, "weight_decay": 1e-4},
+                            {"params": no_decay, "weight_decay": 0.0}], lr=a.lr)
+    lossf = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=0.05)
+    steps = math.ceil(len(tr) / a.batch)
+    total_imgs, total_s = 0, load_s
+    for epoch in range(a.epochs):
+        net.train()
+        perm = tr[torch.randperm(len(tr), generator=gen).numpy()]
+        t0 = time.perf_counter()
+        loss_sum, correct = 0.0, 0
+        for b in range(steps):
+            e = epoch + b / steps
+            if e < a.warmup:
+                lr = a.lr * (0.1 + 0.9 * e / a.warmup)
+            else:
+                t = min(max((e - a.warmup) / max(a.epochs - a.warmup, 1), 0), 1)
+                lr = a.lr * 0.01 + 0.5 * (a.lr - a.lr * 0.01) * (1 + math.cos(math.pi * t))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            idx = perm[b * a.batch:(b + 1) * a.batch]
+            xb = xt[idx]
+            if not a.no_augment:
+                xb = augment(xb, gen)
+            xb = (xb - mean) / std
+            if ch == 3:
+                xb = xb.expand(-1, 3, -1, -1)
+            out = net(xb)
+            loss = lossf(out, yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss) * len(idx)
+            correct += int((out.argmax(1) == yt[idx]).sum())
+        secs = time.perf_counter() - t0
+        total_imgs += len(tr)
+        total_s += secs
+        net.eval()
+        with torch.no_grad():
+            xv = (xt[va] - mean) / std
+            if ch == 3:
+                xv = xv.expand(-1, 3, -1, -1)
+            pv = torch.cat([net(xv[i:i + 64]) for i in range(0, len(va), 64)]).argmax(1).numpy()
+        print(f"epoch {epoch + 1}/{a.epochs}: train loss {loss_sum / len(tr):.4f} acc "
+              f"{correct / len(tr):.3f} | val acc {(pv == y[va]).mean():.3f} macro-F1 "
+              f"{macro_f1(pv, y[va], k):.4f} | {secs:.0f} s ({len(tr) / secs:.1f} img/s)",
+              flush=True)
+    print(f"torch_train_ips={total_imgs / total_s:.2f} load_s={load_s:.1f}")
+
+
+if __name__ == "__main__":
+    main()
