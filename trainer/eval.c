@@ -213,7 +213,7 @@ static cxr_err subgroups(const struct eval_opts *o, const struct ds *d, const nn
             int len = (int)(mt[k].rm_eo - mt[k].rm_so);
             snprintf(key, sizeof(key), "%.*s", len, name + mt[k].rm_so);
         }
-        for (g = 0; g < nkeys && strcmp(keys[g], key); g++)
+        for (g = 0; g < nkeys && strcmp(keys[g], key) != 0; g++)
             ;
         if (g == nkeys) {
             if (nkeys == EVAL_MAX_SUBGROUPS) {
@@ -303,6 +303,11 @@ int eval_main(int argc, char **argv)
         goto out;
     }
     nc = nn_model_num_classes(m);
+    if (nc < 2 || nc > DS_MAX_CLASSES) {
+        fprintf(stderr, "cxrtriage-train: the model has %d classes; 2 to %d are supported\n", nc,
+                DS_MAX_CLASSES);
+        goto out;
+    }
     {
         const char *folders = nn_model_meta(m, "class_folders");
         const char *cls[DS_MAX_CLASSES];
