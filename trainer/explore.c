@@ -2,7 +2,7 @@
  * explore.c - data-set statistics for `cxrtriage-train explore`; see explore.h.
  *
  * Design: one pass over the files. Each file is read whole (bounded), hashed (SHA-256 of the
- * bytes, OpenSSL's EVP), decoded to grey samples with libpng or libjpeg-turbo (bounded pixel
+ * bytes, OpenSSL's EVP), decoded by the pixel path's readers (dicom/imgio.c; bounded pixel
  * count), and reduced to a few numbers: mean and standard deviation of the luminance and the
  * dHash of a 9x8 area-averaged thumbnail. The image is then dropped, so memory stays at one
  * image. Duplicates come afterwards from the per-image numbers: exact ones by sorting the
@@ -13,11 +13,8 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <jpeglib.h>
 #include <math.h>
 #include <openssl/evp.h>
-#include <png.h>
-#include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +22,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "dicom.h"
 #include "plot.h"
 
 #define MAX_NAMES_PER_DIR ((size_t)1000000)
@@ -91,245 +89,78 @@ static void set_error(struct xpl_image *img, const char *msg)
     img->ok = false;
 }
 
-/* ---- PNG ---- */
-
-struct png_ctx {
-    const unsigned char *data;
-    size_t len, off;
-    char msg[200];
-};
-
-static void png_err_fn(png_structp png, png_const_charp msg)
+/*
+ * Decoding is the pixel path's (dicom/imgio.c: libpng, libjpeg-turbo), so explore reads an
+ * image exactly as training and serving do; only the statistics are computed here, on the
+ * decoded samples (colour as luminance, scaled to 8 or 16 bits).
+ */
+static cxr_err analyse_decoded(const struct px_image *pi, struct xpl_image *img)
 {
-    struct png_ctx *c = png_get_error_ptr(png);
+    size_t n = (size_t)pi->width * (size_t)pi->height;
+    bool is16 = pi->bits > 8;
+    double top = (double)((1u << (pi->bits < 1 ? 1 : pi->bits > 16 ? 16 : pi->bits)) - 1);
+    double scale = (is16 ? 65535.0 : 255.0) / top;
+    void *buf;
 
-    (void)snprintf(c->msg, sizeof(c->msg), "%s", msg);
-    png_longjmp(png, 1);
-}
-
-static void png_warn_fn(png_structp png, png_const_charp msg)
-{
-    (void)png;
-    (void)msg;
-}
-
-static void png_read_fn(png_structp png, png_bytep out, size_t n)
-{
-    struct png_ctx *c = png_get_io_ptr(png);
-
-    if (n > c->len - c->off)
-        png_error(png, "file is truncated");
-    memcpy(out, c->data + c->off, n);
-    c->off += n;
-}
-
-static cxr_err analyse_png(const unsigned char *data, size_t len, struct xpl_image *img)
-{
-    struct png_ctx ctx = {data, len, 0, ""};
-    png_structp png = NULL;
-    png_infop info = NULL;
-    unsigned char *volatile pix = NULL;
-    png_bytep *volatile rows = NULL;
-    volatile cxr_err err = CXR_EPARSE;
-
-    png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ctx, png_err_fn, png_warn_fn);
-    if (!png)
-        return CXR_ENOMEM;
-    info = png_create_info_struct(png);
-    if (!info) {
-        png_destroy_read_struct(&png, NULL, NULL);
-        return CXR_ENOMEM;
-    }
-    if (setjmp(png_jmpbuf(png))) {
-        char msg[240];
-        (void)snprintf(msg, sizeof(msg), "PNG decoding failed: %s", ctx.msg);
-        set_error(img, msg);
-        goto out_free;
-    }
-    png_set_read_fn(png, &ctx, png_read_fn);
-    png_set_user_limits(png, 65535, 65535);
-    png_read_info(png, info);
-    {
-        png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
-        int depth = png_get_bit_depth(png, info), ct = png_get_color_type(png, info);
-        size_t rowbytes;
-        bool is16;
-
-        img->width = w;
-        img->height = h;
-        img->bit_depth = depth;
-        img->channels = png_get_channels(png, info);
-        if (ct == PNG_COLOR_TYPE_PALETTE)
-            img->channels = 3;
-        if ((uint64_t)w * h > XPL_MAX_PIXELS) {
-            set_error(img, "image has too many pixels");
-            goto out_free;
-        }
-        if (ct == PNG_COLOR_TYPE_PALETTE)
-            png_set_palette_to_rgb(png);
-        if (ct == PNG_COLOR_TYPE_GRAY && depth < 8)
-            png_set_expand_gray_1_2_4_to_8(png);
-        if ((ct & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, info, PNG_INFO_tRNS))
-            png_set_strip_alpha(png);
-        if (ct & PNG_COLOR_MASK_COLOR || ct == PNG_COLOR_TYPE_PALETTE)
-            png_set_rgb_to_gray_fixed(png, 1, -1, -1);
-        if (depth == 16)
-            png_set_swap(png); /* host order on little-endian; we read uint16_t below */
-        (void)png_set_interlace_handling(png);
-        png_read_update_info(png, info);
-        if (png_get_channels(png, info) != 1) {
-            set_error(img, "unsupported PNG colour layout");
-            goto out_free;
-        }
-        is16 = png_get_bit_depth(png, info) == 16;
-        rowbytes = png_get_rowbytes(png, info);
-        if (rowbytes != (size_t)w * (is16 ? 2 : 1)) {
-            set_error(img, "unexpected PNG row size");
-            goto out_free;
-        }
-        if (w == 0 || h == 0) {
-            set_error(img, "image has no pixels");
-            goto out_free;
-        }
-        pix = calloc(h, rowbytes); /* zeroed: the analyser cannot see libpng fill it */
-        rows = calloc(h, sizeof(png_bytep));
-        if (!pix || !rows) {
-            err = CXR_ENOMEM;
-            goto out_free;
-        }
-        for (png_uint_32 y = 0; y < h; y++)
-            rows[y] = pix + rowbytes * y;
-        png_read_image(png, rows);
-        grey_stats(pix, is16, w, h, img);
-        (void)snprintf(img->format, sizeof(img->format), "PNG");
-        img->ok = true;
-        err = CXR_OK;
-    }
-out_free:
-    png_destroy_read_struct(&png, &info, NULL);
-    free(rows);
-    free(pix);
-    if (err == CXR_EPARSE && !img->error)
-        set_error(img, "PNG decoding failed");
-    return err == CXR_ENOMEM ? err : CXR_OK;
-}
-
-/* ---- JPEG ---- */
-
-struct jpeg_ctx {
-    struct jpeg_error_mgr pub;
-    jmp_buf jb;
-    char msg[JMSG_LENGTH_MAX];
-    char warning[JMSG_LENGTH_MAX]; /* the first warning ("Premature end of JPEG file", ...) */
-};
-
-static void jpeg_exit_fn(j_common_ptr cinfo)
-{
-    struct jpeg_ctx *c = (struct jpeg_ctx *)cinfo->err;
-
-    (*cinfo->err->format_message)(cinfo, c->msg);
-    longjmp(c->jb, 1);
-}
-
-static void jpeg_output_fn(j_common_ptr cinfo)
-{
-    (void)cinfo; /* nothing is printed: library code does not write to stderr */
-}
-
-/* libjpeg reports corrupt or truncated data as a warning and goes on with grey filler; we
- * keep the first one so the file is reported as damaged instead of measured. */
-static void jpeg_emit_fn(j_common_ptr cinfo, int level)
-{
-    struct jpeg_ctx *c = (struct jpeg_ctx *)cinfo->err;
-
-    if (level < 0 && !c->warning[0])
-        (*cinfo->err->format_message)(cinfo, c->warning);
-}
-
-static cxr_err analyse_jpeg(const unsigned char *data, size_t len, struct xpl_image *img)
-{
-    struct jpeg_decompress_struct cinfo;
-    struct jpeg_ctx jerr;
-    unsigned char *volatile pix = NULL;
-    volatile cxr_err err = CXR_OK;
-
-    memset(&cinfo, 0, sizeof(cinfo));
-    cinfo.err = jpeg_std_error(&jerr.pub);
-    jerr.pub.error_exit = jpeg_exit_fn;
-    jerr.pub.output_message = jpeg_output_fn;
-    jerr.pub.emit_message = jpeg_emit_fn;
-    jerr.msg[0] = '\0';
-    jerr.warning[0] = '\0';
-    if (setjmp(jerr.jb)) {
-        char msg[JMSG_LENGTH_MAX + 40];
-        (void)snprintf(msg, sizeof(msg), "JPEG decoding failed: %s", jerr.msg);
-        set_error(img, msg);
-        goto out_free;
-    }
-    jpeg_create_decompress(&cinfo);
-    jpeg_mem_src(&cinfo, data, (unsigned long)len);
-    (void)jpeg_read_header(&cinfo, TRUE);
-    img->width = cinfo.image_width;
-    img->height = cinfo.image_height;
-    img->bit_depth = cinfo.data_precision;
-    img->channels = cinfo.num_components;
-    if ((uint64_t)img->width * img->height > XPL_MAX_PIXELS) {
-        set_error(img, "image has too many pixels");
-        goto out_free;
-    }
-    cinfo.out_color_space = JCS_GRAYSCALE;
-    (void)jpeg_start_decompress(&cinfo);
-    if (cinfo.output_components != 1) {
-        set_error(img, "unsupported JPEG colour layout");
-        goto out_free;
-    }
-    if (cinfo.output_width == 0 || cinfo.output_height == 0) {
+    img->width = (uint32_t)pi->width;
+    img->height = (uint32_t)pi->height;
+    img->bit_depth = pi->bits;
+    img->channels = pi->channels;
+    if (n == 0) {
         set_error(img, "image has no pixels");
-        goto out_free;
+        return CXR_OK;
     }
-    pix = calloc(cinfo.output_height, cinfo.output_width);
-    if (!pix) {
-        err = CXR_ENOMEM;
-        goto out_free;
+    if (n > XPL_MAX_PIXELS) {
+        set_error(img, "image has too many pixels");
+        return CXR_OK;
     }
-    while (cinfo.output_scanline < cinfo.output_height) {
-        JSAMPROW row = pix + (size_t)cinfo.output_scanline * cinfo.output_width;
-        if (jpeg_read_scanlines(&cinfo, &row, 1) != 1) {
-            set_error(img, "JPEG decoding failed: no scanline");
-            goto out_free;
-        }
+    buf = malloc(n * (is16 ? 2 : 1));
+    if (!buf)
+        return CXR_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const int32_t *p = pi->samples + i * (size_t)pi->channels;
+        double v = pi->channels >= 3 ? 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2] : p[0];
+        v = v * scale + 0.5;
+        v = v < 0 ? 0 : v > (is16 ? 65535.0 : 255.0) ? (is16 ? 65535.0 : 255.0) : v;
+        if (is16)
+            ((uint16_t *)buf)[i] = (uint16_t)v;
+        else
+            ((uint8_t *)buf)[i] = (uint8_t)v;
     }
-    (void)jpeg_finish_decompress(&cinfo);
-    if (jerr.warning[0]) {
-        char msg[JMSG_LENGTH_MAX + 40];
-        (void)snprintf(msg, sizeof(msg), "JPEG data is damaged: %s", jerr.warning);
-        set_error(img, msg);
-        goto out_free;
-    }
-    grey_stats(pix, false, cinfo.output_width, cinfo.output_height, img);
-    (void)snprintf(img->format, sizeof(img->format), "JPEG");
+    grey_stats(buf, is16, img->width, img->height, img);
+    free(buf);
     img->ok = true;
-out_free:
-    jpeg_destroy_decompress(&cinfo);
-    free(pix);
-    return err;
+    return CXR_OK;
 }
 
 cxr_err xpl_image_analyse(const unsigned char *data, size_t len, struct xpl_image *img)
 {
-    static const unsigned char png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    enum px_format fmt = px_detect(data, len);
+    struct px_image pi = {0};
+    char msg[512];
+    cxr_err err;
 
     img->ok = false;
-    if (len >= 8 && memcmp(data, png_magic, 8) == 0) {
-        (void)snprintf(img->format, sizeof(img->format), "PNG");
-        return analyse_png(data, len, img);
+    if (fmt != PX_FMT_PNG && fmt != PX_FMT_JPEG) {
+        set_error(img, len == 0 ? "empty file" : "not a PNG or JPEG file");
+        return CXR_OK;
     }
-    if (len >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff) {
-        (void)snprintf(img->format, sizeof(img->format), "JPEG");
-        return analyse_jpeg(data, len, img);
+    (void)snprintf(img->format, sizeof(img->format), fmt == PX_FMT_PNG ? "PNG" : "JPEG");
+    err = fmt == PX_FMT_PNG ? px_image_read_png(data, len, "image", &pi, msg, sizeof(msg))
+                            : px_image_read_jpeg(data, len, "image", &pi, msg, sizeof(msg));
+    if (err == CXR_ENOMEM)
+        return err;
+    if (err) {
+        char why[600];
+        /* msg is "image: what"; keep the what. */
+        const char *what = strncmp(msg, "image: ", 7) == 0 ? msg + 7 : msg;
+        (void)snprintf(why, sizeof(why), "%s data is damaged or unsupported: %s", img->format, what);
+        set_error(img, why);
+        return CXR_OK;
     }
-    set_error(img, len == 0 ? "empty file" : "not a PNG or JPEG file");
-    return CXR_OK;
+    err = analyse_decoded(&pi, img);
+    px_image_done(&pi);
+    return err;
 }
 
 /* ---- directory scan ---- */

@@ -10,9 +10,9 @@
  * mean absolute difference of the two 16x16 grey thumbnails (intensity in [0, 1]) is at most
  * XPL_NEAR_MAD; on cxr4 true re-encodings measure < 0.001 and different patients > 0.05.
  *
- * DIR holds one folder per class (any number from 2 up) with PNG and JPEG files, read with
- * libpng and libjpeg-turbo directly (colour converted to luminance). This is statistics only;
- * the model's pixel path is dicom/pixel.c. Library code: nothing is logged, problems are
+ * DIR holds one folder per class (any number from 2 up) with PNG and JPEG files, decoded by
+ * the pixel path's own readers (dicom/imgio.c; colour converted to luminance), so a file that
+ * explore reads is one training reads. The statistics are computed on the decoded samples. Library code: nothing is logged, problems are
  * recorded in the result (unreadable files, warnings) or returned with a message.
  */
 #ifndef CXR_TRAINER_EXPLORE_H
