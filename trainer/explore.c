@@ -918,12 +918,6 @@ json_t *xpl_json(const struct xpl_dataset *d)
     return o;
 }
 
-#define TRY(x)                                                                                   \
-    do {                                                                                         \
-        cxr_err e_ = (x);                                                                        \
-        if (e_ != CXR_OK)                                                                        \
-            return e_;                                                                           \
-    } while (0)
 
 static cxr_err td(struct cxr_buf *b, const char *s, bool left)
 {

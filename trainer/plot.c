@@ -26,12 +26,6 @@ const char *plot_color(size_t i)
     return palette[i % CXR_ARRAY_SIZE(palette)];
 }
 
-#define TRY(x)                                                                                   \
-    do {                                                                                         \
-        cxr_err e_ = (x);                                                                        \
-        if (e_ != CXR_OK)                                                                        \
-            return e_;                                                                           \
-    } while (0)
 
 cxr_err plot_escn(struct cxr_buf *b, const char *s, size_t n)
 {

@@ -10,6 +10,15 @@
 #ifndef CXR_TRAINER_PLOT_H
 #define CXR_TRAINER_PLOT_H
 
+/* Returns from the enclosing function when x, a cxr_err expression, is not CXR_OK (the HTML
+ * writers chain many appends). */
+#define TRY(x)                                                                                   \
+    do {                                                                                         \
+        cxr_err e_ = (x);                                                                        \
+        if (e_ != CXR_OK)                                                                        \
+            return e_;                                                                           \
+    } while (0)
+
 #include <stdbool.h>
 #include <stddef.h>
 

@@ -15,12 +15,6 @@
 
 #include "plot.h"
 
-#define TRY(x)                                                                                   \
-    do {                                                                                         \
-        cxr_err e_ = (x);                                                                        \
-        if (e_ != CXR_OK)                                                                        \
-            return e_;                                                                           \
-    } while (0)
 
 /* ---- JSON ---- */
 
