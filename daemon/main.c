@@ -3,24 +3,26 @@
  *
  * Startup order: log to stderr, parse the config (file, then command-line overrides), create the
  * state directory (0700), log the effective configuration, tell systemd READY=1, then run until
- * SIGTERM or SIGINT. Signals arrive through a signalfd so the loop never runs handler code.
+ * SIGTERM or SIGINT. Signal handlers only write the signal's number to a pipe that the main
+ * thread reads, so no other code runs in signal context.
  * The DICOM listener, the pipeline and the report sender arrive with later issues; until then
  * the daemon says plainly at start-up what it does not do yet.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "common.h"
 #include "config.h"
+#include "dicom.h"
+#include "model.h"
 
 static void usage(FILE *out)
 {
@@ -43,6 +45,19 @@ static void usage(FILE *out)
 }
 
 enum { OPT_HTTP_PORT = 256 };
+
+static int sig_pipe[2] = {-1, -1};
+
+static void on_signal(int signo)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)signo;
+
+    if (write(sig_pipe[1], &b, 1) < 0) {
+        /* the pipe is full: a stop is already pending */
+    }
+    errno = saved;
+}
 
 static int override(struct cfg_config *cfg, const char *section, const char *key,
                     const char *value, const char *origin, struct cxr_buf *errors)
@@ -99,8 +114,7 @@ int main(int argc, char **argv)
     struct cxr_buf errors;
     const char *config_path = NULL;
     bool check_only = false;
-    int opt, bad = 0, sfd, level;
-    sigset_t mask;
+    int opt, bad = 0, level;
     /* Overrides are applied after the file, in command-line order. */
     struct { const char *section, *key, *value, *origin; } ov[16];
     size_t nov = 0;
@@ -170,52 +184,79 @@ int main(int argc, char **argv)
     log_config(&cfg);
     if (prepare_state(&cfg) != CXR_OK)
         return 1;
-    if (cfg.model_path[0])
-        cxr_log(CXR_LOG_INFO, "model.found", "path='%s'", cfg.model_path);
-    else
+    if (cfg.model_path[0]) {
+        /* Load and check the model now: a daemon with a broken model must not start. */
+        char err[1024];
+        nn_model *model = NULL;
+        const struct nn_input_spec *in;
+
+        if (nn_model_load(cfg.model_path, &model, err, sizeof(err)) != CXR_OK) {
+            cxr_log_err(CXR_EMODEL, "model.invalid", "msg='%s'", err);
+            return 1;
+        }
+        in = nn_model_input_spec(model);
+        if (strcmp(in->preprocessing, PX_PREPROC_NAME) != 0) {
+            cxr_log_err(CXR_EMODEL, "model.unsupported",
+                        "path='%s' preprocessing='%s' msg='this build implements only %s'",
+                        cfg.model_path, in->preprocessing, PX_PREPROC_NAME);
+            nn_model_free(model);
+            return 1;
+        }
+        cxr_log(CXR_LOG_INFO, "model.loaded", "path='%s' digest=%s classes=%d input=%dx%dx%d",
+                cfg.model_path, nn_model_digest(model), nn_model_num_classes(model), in->channels,
+                in->size, in->size);
+        nn_model_free(model);
+    } else {
         cxr_log(CXR_LOG_WARNING, "model.missing",
                 "msg='no model file configured and no bundled model found'");
+    }
     cxr_log(CXR_LOG_WARNING, "daemon.incomplete",
             "msg='this build does not yet listen for DICOM, score images, write the audit "
             "database, send reports or serve HTTP; it only validates its configuration and "
             "prepares its state directory'");
 
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGHUP);
-    if (pthread_sigmask(SIG_BLOCK, &mask, NULL) != 0) {
+    /* A self-pipe, not a signalfd: libraries (OpenBLAS) start threads before main() runs,
+     * and a signal may be delivered to any of them; the handler only writes one byte. */
+    if (pipe2(sig_pipe, O_CLOEXEC) != 0 || fcntl(sig_pipe[1], F_SETFL, O_NONBLOCK) != 0) {
         cxr_log_err(CXR_EIO, "daemon.signals", "error='%s'", strerror(errno));
         return 1;
     }
-    sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-    if (sfd < 0) {
-        cxr_log_err(CXR_EIO, "daemon.signals", "error='%s'", strerror(errno));
-        return 1;
+    {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_signal;
+        sa.sa_flags = SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGTERM, &sa, NULL) || sigaction(SIGINT, &sa, NULL) ||
+            sigaction(SIGHUP, &sa, NULL)) {
+            cxr_log_err(CXR_EIO, "daemon.signals", "error='%s'", strerror(errno));
+            return 1;
+        }
     }
     (void)sd_notify(0, "READY=1\nSTATUS=Running (configuration only)");
     cxr_log(CXR_LOG_NOTICE, "daemon.ready", "dicom=%s:%d http=%s:%d state_dir='%s'",
             cfg.dicom_bind, cfg.dicom_port, cfg.http_bind, cfg.http_port, cfg.state_dir);
 
     for (;;) {
-        struct signalfd_siginfo si;
-        ssize_t n = read(sfd, &si, sizeof(si));
+        unsigned char signo;
+        ssize_t n = read(sig_pipe[0], &signo, 1);
 
         if (n < 0 && errno == EINTR)
             continue;
-        if (n != (ssize_t)sizeof(si)) {
+        if (n != 1) {
             cxr_log_err(CXR_EIO, "daemon.signals", "error='%s'", strerror(errno));
             break;
         }
-        if (si.ssi_signo == SIGHUP) {
+        if (signo == SIGHUP) {
             cxr_log(CXR_LOG_NOTICE, "daemon.reload", "msg='nothing to reload yet, ignoring'");
             continue;
         }
-        cxr_log(CXR_LOG_NOTICE, "daemon.stop", "signal=%s", strsignal((int)si.ssi_signo));
+        cxr_log(CXR_LOG_NOTICE, "daemon.stop", "signal=%s", strsignal((int)signo));
         break;
     }
     (void)sd_notify(0, "STOPPING=1");
-    (void)close(sfd);
+    (void)close(sig_pipe[0]);
+    (void)close(sig_pipe[1]);
     cxr_log(CXR_LOG_NOTICE, "daemon.exit", "status=0");
     return 0;
 }

@@ -35,3 +35,10 @@ expect_rc 1 "$CXRTRIAGED" --config "$T/bad.conf" --state-dir "$T/var3"
 grep -q "bad.conf:2: \[dicom\] port: found 'eleven'" "$T/out" || fail "bad config not named"
 [ -e "$T/var3" ] && fail "state dir created despite a bad config"
 ok "bad config refused"
+
+# A corrupt model file stops it, naming the file and the part at fault.
+head -c 4096 /dev/urandom >"$T/corrupt.cxrm"
+printf '[model]\npath = %s\n' "$T/corrupt.cxrm" >"$T/m.conf"
+expect_rc 1 "$CXRTRIAGED" --config "$T/m.conf" --state-dir "$T/var4"
+grep -q "model.invalid.*corrupt.cxrm" "$T/out" || { cat "$T/out"; fail "corrupt model not named"; }
+ok "corrupt model refused"
