@@ -2,9 +2,9 @@
  * export.c - `cxrtriage-train export --model IN --out OUT [--set KEY=VALUE]...`
  *
  * Writes a copy of a model for deployment: the file is loaded and validated, training-loop
- * state left in its metadata (keys starting "train_") is dropped, the given keys are set, and
- * the copy is written atomically. Prints the new digest, which is what the daemon logs and
- * audits with every score.
+ * state that older trainers left in its metadata (is_loop_state_key()) is dropped, the given
+ * keys are set, and the copy is written atomically. Prints the new digest, which is what the
+ * daemon logs and audits with every score.
  */
 #include "export.h"
 
@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "model.h"
+#include "trainutil.h"
 
 static void usage(FILE *out)
 {
@@ -61,7 +62,7 @@ int export_main(int argc, char **argv)
     }
     for (int k = nn_model_meta_count(m) - 1; k >= 0; k--) {
         const char *key, *val;
-        if (nn_model_meta_at(m, k, &key, &val) && !strncmp(key, "train_", 6))
+        if (nn_model_meta_at(m, k, &key, &val) && is_loop_state_key(key))
             (void)nn_model_del_meta(m, key);
     }
     for (int k = 0; k < nsets; k++) {

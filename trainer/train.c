@@ -917,7 +917,7 @@ int train_main(int argc, char **argv)
         /* Keys a model fine-tuned from an older checkpoint may carry: not part of a model. */
         for (int k = nn_model_meta_count(best) - 1; k >= 0; k--) {
             const char *key, *val;
-            if (nn_model_meta_at(best, k, &key, &val) && !strncmp(key, "train_", 6))
+            if (nn_model_meta_at(best, k, &key, &val) && is_loop_state_key(key))
                 (void)nn_model_del_meta(best, key);
         }
         (void)nn_model_set_meta(best, "class_folders", folders);

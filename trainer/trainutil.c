@@ -11,6 +11,17 @@
 
 #include "dicom.h"
 
+bool is_loop_state_key(const char *key)
+{
+    static const char *const keys[] = {"train_epoch", "train_best_f1", "train_best_epoch",
+                                       "train_rng", "train_history"};
+
+    for (size_t i = 0; i < CXR_ARRAY_SIZE(keys); i++)
+        if (!strcmp(key, keys[i]))
+            return true;
+    return false;
+}
+
 int tu_argmax(const float *v, int n)
 {
     int best = 0;

@@ -49,6 +49,10 @@ struct tu_scores {
 /* Accuracy, per-class precision/recall/F1, macro-F1 and mean cross-entropy. */
 void tu_score(const float *probs, const int *labels, size_t n, int nc, struct tu_scores *ret);
 
+/* Keys older trainers left in a model's metadata for --resume ("train_epoch", "train_rng",
+ * ...): loop state, not a property of the model; export and train drop them. */
+bool is_loop_state_key(const char *key);
+
 int tu_argmax(const float *v, int n);
 float *tu_alloc_floats(size_t n); /* 64-byte aligned, zeroed; free() it */
 double tu_elapsed(const struct timespec *t0);

@@ -21,7 +21,7 @@ split=model/weights/split.csv
 [ "$data" = ../shared/data/cxr4 ] || split=$out/split.csv
 $T train --data "$data" --arch compact --out "$out/trained.cxrm" --split-file "$split" \
   --group-regex '^(nih__[0-9]+|kermanyA__person[0-9]+|kermanyA__IM-[0-9]+|ieee__1-s2\.0-S[0-9X]+)' \
-  --epochs 16 --patience 6 --batch 32 --lr 0.002 --warmup 2 --seed 1 --threads 2
+  --epochs 36 --patience 12 --batch 32 --lr 0.003 --warmup 2 --seed 1 --threads 2
 $T export --model "$out/trained.cxrm" --out "$out/cxr4-default.cxrm"
 cp "$out/trained.cxrm.history.json" "$out/cxr4-default.cxrm.history.json"
 $T eval --model "$out/cxr4-default.cxrm" --data "$data" --split-file "$split" --split test \

@@ -61,3 +61,20 @@ cp "${first[0]}" "$T/bad/Cats/cat.png"
 expect_rc 1 "$CXRTRAIN" train --data "$T/bad" --init-from "$out" --out "$T/b.cxrm" --epochs 1 --no-progress
 grep -q "unknown class folder 'Cats'" "$T/out" || { cat "$T/out"; fail "unknown class not named"; }
 ok "bad input named"
+
+# The bundled model scores a real radiograph from DICOM by default, with its digest.
+need_data dicom
+bundled="$CXR_SOURCE_DIR/model/weights/cxr4-default.cxrm"
+[ -s "$bundled" ] || fail "no bundled model at $bundled"
+digest=$("$CXRTRIAGE" model info "$bundled" | sed -n 's/^digest: *sha256://p')
+expect_rc 0 "$CXRTRIAGE" classify --json "$CXR_DATA_DIR/dicom/cxr_rg1_15bit_mono1_half_jpegls.dcm"
+/usr/bin/python3 - "$T/out" "$digest" <<'PY' || { cat "$T/out"; fail "classify with the bundled model"; }
+import json, sys
+r = json.loads(open(sys.argv[1]).readline())
+s = r["scores"]
+assert set(s) == {"COVID-19", "Lung Opacity", "Normal", "Viral Pneumonia"}, s
+assert abs(sum(s.values()) - 1) < 1e-3 and r["verdict"] == "applicable", r
+assert r["model_digest"] == sys.argv[2], (r["model_digest"], sys.argv[2])
+print("bundled model:", r["top"], s)
+PY
+ok "bundled model scores a real DICOM radiograph"
