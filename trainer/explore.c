@@ -114,7 +114,7 @@ static cxr_err analyse_decoded(const struct px_image *pi, struct xpl_image *img)
         set_error(img, "image has too many pixels");
         return CXR_OK;
     }
-    buf = malloc(n * (is16 ? 2 : 1));
+    buf = calloc(n, is16 ? 2 : 1);
     if (!buf)
         return CXR_ENOMEM;
     for (size_t i = 0; i < n; i++) {
