@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -43,6 +44,7 @@
 #include <dcmtk/oflog/oflog.h>
 
 #include <openjpeg.h>
+#include <zlib.h>
 
 extern "C" {
 #include "dicom.h"
@@ -415,8 +417,10 @@ out_free:
     return err;
 }
 
-/* Collects the compressed fragments of frame 0 from the encapsulated pixel data. */
-cxr_err j2k_frame0(dcm_file *f, std::vector<OPJ_BYTE> &cs, char *errbuf, size_t errlen)
+/* Collects the compressed fragments of frame 0 from the encapsulated pixel data (a JPEG 2000 or
+ * JPEG-LS codestream; both end with FFD9). */
+cxr_err codestream_frame0(dcm_file *f, const char *what, std::vector<Uint8> &cs, char *errbuf,
+                          size_t errlen)
 {
     const char *name = f->name.c_str();
     DcmDataset *ds = f->ff.getDataset();
@@ -431,11 +435,11 @@ cxr_err j2k_frame0(dcm_file *f, std::vector<OPJ_BYTE> &cs, char *errbuf, size_t 
     OFCondition c = pd->getEncapsulatedRepresentation(ds->getOriginalXfer(), nullptr, seq);
     if (c.bad() || !seq)
         return px_err(errbuf, errlen, CXR_EDICOM,
-                      "%s: JPEG 2000 pixel data is not encapsulated (%s)", name, c.text());
+                      "%s: %s pixel data is not encapsulated (%s)", name, what, c.text());
     unsigned long nitems = seq->card();
     if (nitems < 2)
-        return px_err(errbuf, errlen, CXR_EDICOM, "%s: JPEG 2000 pixel data has no fragments",
-                      name);
+        return px_err(errbuf, errlen, CXR_EDICOM, "%s: %s pixel data has no fragments", name,
+                      what);
     int frames = f->info.number_of_frames;
     for (unsigned long i = 1; i < nitems; i++) {
         DcmPixelItem *item = nullptr;
@@ -460,7 +464,104 @@ cxr_err j2k_frame0(dcm_file *f, std::vector<OPJ_BYTE> &cs, char *errbuf, size_t 
         }
     }
     if (cs.empty())
-        return px_err(errbuf, errlen, CXR_EDICOM, "%s: JPEG 2000 pixel data is empty", name);
+        return px_err(errbuf, errlen, CXR_EDICOM, "%s: %s pixel data is empty", name, what);
+    return CXR_OK;
+}
+
+/* Bytes of one native frame: Rows x Columns x Samples x Bits Allocated, 1-bit samples packed. */
+size_t frame_bytes(const struct dcm_info *in)
+{
+    size_t nsamp = static_cast<size_t>(in->rows) * static_cast<size_t>(in->columns) *
+                   static_cast<size_t>(in->samples_per_pixel);
+    return in->bits_allocated == 1 ? (nsamp + 7) / 8
+                                   : nsamp * static_cast<size_t>(in->bits_allocated / 8);
+}
+
+cxr_err unpack_frame(dcm_file *f, const Uint8 *raw, const char *photometric, int planar,
+                     struct px_image *img, char *errbuf, size_t errlen);
+
+/* Deflated Image Frame Compression (1.2.840.10008.1.2.8.1, PS3.5 A.4.11): each frame is a raw
+ * deflate stream (RFC 1951, no zlib header) of the frame's native little-endian bytes, 1-bit
+ * samples packed least significant bit first. Frame 0 is inflated from the fragments in order
+ * until its stream ends; it must inflate to exactly frame_bytes() (one pad byte allowed). */
+cxr_err inflate_frame0(dcm_file *f, std::vector<Uint8> &out, char *errbuf, size_t errlen)
+{
+    const char *name = f->name.c_str();
+    DcmDataset *ds = f->ff.getDataset();
+    DcmElement *el = nullptr;
+    DcmPixelSequence *seq = nullptr;
+    size_t need = frame_bytes(&f->info);
+
+    if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el)
+        return px_err(errbuf, errlen, CXR_EDICOM, "%s: no pixel data", name);
+    DcmPixelData *pd = dynamic_cast<DcmPixelData *>(el);
+    if (!pd)
+        return px_err(errbuf, errlen, CXR_EDICOM, "%s: pixel data has an unexpected type", name);
+    OFCondition c = pd->getEncapsulatedRepresentation(ds->getOriginalXfer(), nullptr, seq);
+    if (c.bad() || !seq)
+        return px_err(errbuf, errlen, CXR_EDICOM,
+                      "%s: deflated pixel data is not encapsulated (%s)", name, c.text());
+    unsigned long nitems = seq->card();
+    if (nitems < 2)
+        return px_err(errbuf, errlen, CXR_EDICOM, "%s: deflated pixel data has no fragments",
+                      name);
+    /* need + 2: room for one pad byte and one more to detect a frame that is too long */
+    out.assign(need + 2, 0);
+    z_stream zs;
+    std::memset(&zs, 0, sizeof(zs));
+    if (inflateInit2(&zs, -MAX_WBITS) != Z_OK)
+        return px_err(errbuf, errlen, CXR_ENOMEM, "%s: cannot set up zlib", name);
+    zs.next_out = out.data();
+    zs.avail_out = static_cast<uInt>(out.size());
+    int zr = Z_OK;
+    cxr_err err = CXR_OK;
+    for (unsigned long i = 1; i < nitems && zr != Z_STREAM_END; i++) {
+        DcmPixelItem *item = nullptr;
+        Uint8 *p = nullptr;
+        if (seq->getItem(item, i).bad() || !item) {
+            err = px_err(errbuf, errlen, CXR_EDICOM, "%s: unreadable fragment %lu", name, i);
+            break;
+        }
+        Uint32 len = item->getLength();
+        if (len == 0)
+            continue;
+        if (item->getUint8Array(p).bad() || !p) {
+            err = px_err(errbuf, errlen, CXR_EDICOM, "%s: unreadable fragment %lu", name, i);
+            break;
+        }
+        zs.next_in = p;
+        zs.avail_in = len;
+        zr = inflate(&zs, Z_NO_FLUSH);
+        if (zr != Z_OK && zr != Z_STREAM_END) {
+            err = px_err(errbuf, errlen, CXR_EDICOM, "%s: corrupt deflated frame 0: %s", name,
+                         zr == Z_BUF_ERROR && zs.avail_out == 0
+                             ? "it inflates to more than the frame's size"
+                             : (zs.msg ? zs.msg : "inflate failed"));
+            break;
+        }
+    }
+    size_t got = out.size() - zs.avail_out;
+    (void)inflateEnd(&zs);
+    if (err)
+        return err;
+    if (zr != Z_STREAM_END)
+        return px_err(errbuf, errlen, CXR_EDICOM,
+                      "%s: deflated frame 0 is truncated (the stream does not end; %zu of %zu "
+                      "bytes)",
+                      name, got, need);
+    if (got != need && got != need + 1)
+        return px_err(errbuf, errlen, CXR_EDICOM,
+                      "%s: deflated frame 0 inflates to %zu bytes, Rows x Columns (%dx%d) x %d x "
+                      "%d bits need %zu",
+                      name, got, f->info.rows, f->info.columns, f->info.samples_per_pixel,
+                      f->info.bits_allocated, need);
+    out.resize(need);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    /* unpack_frame() wants host order */
+    size_t w = f->info.bits_allocated > 8 ? static_cast<size_t>(f->info.bits_allocated / 8) : 1;
+    for (size_t i = 0; w > 1 && i + w <= need; i += w)
+        std::reverse(out.begin() + static_cast<long>(i), out.begin() + static_cast<long>(i + w));
+#endif
     return CXR_OK;
 }
 
@@ -484,17 +585,14 @@ cxr_err unpack_native(dcm_file *f, const char *photometric, int planar, struct p
     Uint32 len = el->getLength();
     if (len == 0)
         return px_err(errbuf, errlen, CXR_EDICOM, "%s: pixel data is empty (zero length)", name);
-    int ba = in->bits_allocated, spp = in->samples_per_pixel;
-    size_t npix = static_cast<size_t>(in->rows) * static_cast<size_t>(in->columns);
-    size_t nsamp = npix * static_cast<size_t>(spp);
-    size_t need = ba == 1 ? (nsamp + 7) / 8 : nsamp * static_cast<size_t>(ba / 8);
+    size_t need = frame_bytes(in);
     if (len < need)
         return px_err(errbuf, errlen, CXR_EDICOM,
                       "%s: pixel data has %lu bytes, Rows x Columns (%dx%d) x %d x %d bits need "
                       "%zu",
-                      name, static_cast<unsigned long>(len), in->rows, in->columns, spp, ba,
-                      need);
-    if (ba == 16) {
+                      name, static_cast<unsigned long>(len), in->rows, in->columns,
+                      in->samples_per_pixel, in->bits_allocated, need);
+    if (in->bits_allocated == 16) {
         Uint16 *w = nullptr;
         if (el->getUint16Array(w).bad() || !w)
             return px_err(errbuf, errlen, CXR_EDICOM, "%s: unreadable pixel data", name);
@@ -502,6 +600,19 @@ cxr_err unpack_native(dcm_file *f, const char *photometric, int planar, struct p
     } else if (el->getUint8Array(raw).bad() || !raw) {
         return px_err(errbuf, errlen, CXR_EDICOM, "%s: unreadable pixel data", name);
     }
+    return unpack_frame(f, raw, photometric, planar, img, errbuf, errlen);
+}
+
+/* One frame's samples in host order (raw holds at least frame_bytes(in) bytes, aligned for its
+ * Bits Allocated) -> img. */
+cxr_err unpack_frame(dcm_file *f, const Uint8 *raw, const char *photometric, int planar,
+                     struct px_image *img, char *errbuf, size_t errlen)
+{
+    const char *name = f->name.c_str();
+    const struct dcm_info *in = &f->info;
+    int ba = in->bits_allocated, spp = in->samples_per_pixel;
+    size_t npix = static_cast<size_t>(in->rows) * static_cast<size_t>(in->columns);
+    size_t nsamp = npix * static_cast<size_t>(spp);
     cxr_err err = px_image_alloc(img, in->columns, in->rows, spp == 3 ? 3 : 1, name, errbuf,
                                  errlen);
     if (err)
@@ -670,10 +781,24 @@ cxr_err decode(dcm_file *f, struct px_image *ret, char *errbuf, size_t errlen)
 
     if (is_j2k(f->xfer_uid)) {
         std::vector<OPJ_BYTE> cs;
-        cxr_err err = j2k_frame0(f, cs, errbuf, errlen);
+        cxr_err err = codestream_frame0(f, "JPEG 2000", cs, errbuf, errlen);
         if (err)
             return err;
         return decode_j2k(f, cs, ret, errbuf, errlen);
+    }
+
+    if (f->xfer_uid == "1.2.840.10008.1.2.8.1") {
+        std::vector<Uint8> frame;
+        cxr_err err = inflate_frame0(f, frame, errbuf, errlen);
+        if (err)
+            return err;
+        char photometric[33];
+        get_str(ds, DCM_PhotometricInterpretation, photometric, sizeof(photometric));
+        err = unpack_frame(f, frame.data(), photometric, get_int(ds, DCM_PlanarConfiguration, 0),
+                           ret, errbuf, errlen);
+        if (!err && photometric_is(photometric, "PALETTE COLOR"))
+            err = expand_palette(f, ret, errbuf, errlen);
+        return err;
     }
 
     E_TransferSyntax xs = ds->getOriginalXfer();
