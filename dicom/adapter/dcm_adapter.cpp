@@ -43,6 +43,7 @@
 #include <dcmtk/dcmjpls/djdecode.h>
 #include <dcmtk/oflog/oflog.h>
 
+#include <charls/charls.h>
 #include <openjpeg.h>
 #include <zlib.h>
 
@@ -565,6 +566,75 @@ cxr_err inflate_frame0(dcm_file *f, std::vector<Uint8> &out, char *errbuf, size_
     return CXR_OK;
 }
 
+/* Frame 0 of JPEG-LS pixel data through CharLS, into native host-order bytes (frame_bytes());
+ * *planar is set from the scan's interleave mode. dcmtk_why: DCMTK's reason, for the message. */
+cxr_err decode_jpegls(dcm_file *f, const char *dcmtk_why, std::vector<Uint8> &out, int *planar,
+                      char *errbuf, size_t errlen)
+{
+    const char *name = f->name.c_str();
+    const struct dcm_info *in = &f->info;
+    std::vector<Uint8> cs;
+    cxr_err err = codestream_frame0(f, "JPEG-LS", cs, errbuf, errlen);
+    if (err)
+        return err;
+    const charls_jpegls_errc OK = charls::jpegls_errc::success;
+    charls_jpegls_decoder *dec = charls_jpegls_decoder_create();
+    if (!dec)
+        return px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", name);
+    charls_frame_info fi = {};
+    charls_interleave_mode im = charls::interleave_mode::none;
+    size_t need = frame_bytes(in), dsize = 0;
+    const char *stage = "header";
+    charls_jpegls_errc e = charls_jpegls_decoder_set_source_buffer(dec, cs.data(), cs.size());
+    if (e == OK)
+        e = charls_jpegls_decoder_read_header(dec);
+    if (e == OK)
+        e = charls_jpegls_decoder_get_frame_info(dec, &fi);
+    if (e == OK)
+        e = charls_jpegls_decoder_get_interleave_mode(dec, &im);
+    if (e != OK) {
+        err = px_err(errbuf, errlen, CXR_EDICOM,
+                     "%s: cannot decode %s pixel data: DCMTK: %s; CharLS: %s: %s", name,
+                     in->transfer_syntax_name, dcmtk_why, stage, charls_get_error_message(e));
+        goto out;
+    }
+    /* Only a stream that is exactly what the header says, at the header's sample width. */
+    if (fi.width != static_cast<uint32_t>(in->columns) ||
+        fi.height != static_cast<uint32_t>(in->rows) ||
+        fi.component_count != in->samples_per_pixel || fi.bits_per_sample < 2 ||
+        fi.bits_per_sample > in->bits_allocated ||
+        (in->bits_allocated == 8) != (fi.bits_per_sample <= 8) ||
+        (in->bits_allocated != 8 && in->bits_allocated != 16)) {
+        err = px_err(errbuf, errlen, CXR_EDICOM,
+                     "%s: JPEG-LS stream is %ux%u with %d components of %d bits, the header says "
+                     "%dx%d with %d of %d bits allocated",
+                     name, fi.width, fi.height, fi.component_count, fi.bits_per_sample,
+                     in->columns, in->rows, in->samples_per_pixel, in->bits_allocated);
+        goto out;
+    }
+    stage = "decoding";
+    e = charls_jpegls_decoder_get_destination_size(dec, 0, &dsize);
+    if (e == OK && dsize != need) {
+        err = px_err(errbuf, errlen, CXR_EDICOM,
+                     "%s: JPEG-LS frame decodes to %zu bytes, the header needs %zu", name, dsize,
+                     need);
+        goto out;
+    }
+    out.assign(need, 0);
+    if (e == OK)
+        e = charls_jpegls_decoder_decode_to_buffer(dec, out.data(), out.size(), 0);
+    if (e != OK) {
+        err = px_err(errbuf, errlen, CXR_EDICOM,
+                     "%s: cannot decode %s pixel data: DCMTK: %s; CharLS: %s: %s", name,
+                     in->transfer_syntax_name, dcmtk_why, stage, charls_get_error_message(e));
+        goto out;
+    }
+    *planar = in->samples_per_pixel == 3 && im == charls::interleave_mode::none ? 1 : 0;
+out:
+    charls_jpegls_decoder_destroy(dec);
+    return err;
+}
+
 bool photometric_is(const char *p, const char *want)
 {
     return std::strcmp(p, want) == 0;
@@ -807,18 +877,33 @@ cxr_err decode(dcm_file *f, struct px_image *ret, char *errbuf, size_t errlen)
         return px_err(errbuf, errlen, CXR_EUNSUPPORTED,
                       "%s: unsupported transfer syntax %s (%s)", name, f->xfer_uid.c_str(),
                       in->transfer_syntax_name);
+    /* read after decoding: DCMTK's JPEG decoder updates both (YBR -> RGB, planar 0) */
+    char photometric[33];
+    int planar;
+    cxr_err err;
     if (xf.isEncapsulated()) {
         OFCondition c = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
-        if (c.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit))
-            return px_err(errbuf, errlen, CXR_EDICOM,
-                          "%s: cannot decode %s pixel data: %s", name,
-                          in->transfer_syntax_name,
-                          c.bad() ? c.text() : "the decoder gave up (corrupt or truncated data)");
+        if (c.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
+            const char *why =
+                c.bad() ? c.text() : "the decoder gave up (corrupt or truncated data)";
+            if (xs != EXS_JPEGLSLossless && xs != EXS_JPEGLSLossy)
+                return px_err(errbuf, errlen, CXR_EDICOM, "%s: cannot decode %s pixel data: %s",
+                              name, in->transfer_syntax_name, why);
+            /* DCMTK 3.6.7's JPEG-LS decoder rejects some valid streams (a 7-bit one): CharLS. */
+            get_str(ds, DCM_PhotometricInterpretation, photometric, sizeof(photometric));
+            planar = get_int(ds, DCM_PlanarConfiguration, 0);
+            std::vector<Uint8> frame;
+            err = decode_jpegls(f, why, frame, &planar, errbuf, errlen);
+            if (!err)
+                err = unpack_frame(f, frame.data(), photometric, planar, ret, errbuf, errlen);
+            if (!err && photometric_is(photometric, "PALETTE COLOR"))
+                err = expand_palette(f, ret, errbuf, errlen);
+            return err;
+        }
     }
-    char photometric[33];
     get_str(ds, DCM_PhotometricInterpretation, photometric, sizeof(photometric));
-    int planar = get_int(ds, DCM_PlanarConfiguration, 0);
-    cxr_err err = unpack_native(f, photometric, planar, ret, errbuf, errlen);
+    planar = get_int(ds, DCM_PlanarConfiguration, 0);
+    err = unpack_native(f, photometric, planar, ret, errbuf, errlen);
     if (!err && photometric_is(photometric, "PALETTE COLOR"))
         err = expand_palette(f, ret, errbuf, errlen);
     return err;

@@ -9,7 +9,8 @@ JPEG 2000 codec, so for J2K files the codestream is pulled out with pydicom, dec
 `opj_decompress`; our decoded samples must equal it exactly, and the DICOM rebuilt around those
 samples (pydicom, explicit VR little endian) is what dcm2pnm renders. Deflated Image Frame
 Compression (unknown to DCMTK 3.6.7 and pydicom 2.3): frame 0's fragments (pydicom) inflated by
-Python's zlib and unpacked by numpy must equal our samples exactly. Files under bad/ must fail
+Python's zlib and unpacked by numpy must equal our samples exactly. JPEG-LS that DCMTK rejects
+(we use CharLS then): our samples must equal GDCM's (gdcmconv --raw). Files under bad/ must fail
 with the expected kind of error; good files known not decodable (said why below) must fail with
 the right message. PNG/JPEG: our reading must match ImageMagick's.
 
@@ -33,10 +34,12 @@ J2K = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.
 
 DEFLATE_FRAME = "1.2.840.10008.1.2.8.1"
 
+# JPEG-LS files DCMTK 3.6.7 (and so dcml2pnm) rejects, which we decode with CharLS: checked
+# against GDCM (`gdcmconv --raw`, read back by pydicom), whose rebuilt file dcm2pnm renders.
+JLS_BY_GDCM = {"pydicomdata_JLSL_08_07_0_1F.dcm"}
+
 # Good files we cannot decode, with the reason and the message we must give.
 KNOWN_UNDECODABLE = {
-    # DCMTK 3.6.7's JPEG-LS decoder (and so dcm2pnm/dcmdjpls) rejects this 7-bit stream too.
-    "pydicomdata_JLSL_08_07_0_1F.dcm": r"cannot decode JPEG-?LS",
     # Segmented Palette Color LUTs (ultrasound colour) are not implemented: colour is refused
     # by the gate anyway.
     "pydicomdata_gdcm-US-ALOKA-16_big.dcm": r"segmented",
@@ -193,6 +196,32 @@ def deflate_check(cxr, path, tmp):
     return True, f"samples == zlib raw inflate + unpackbits ({w}x{h}x{spp}, {ba} bit)"
 
 
+def gdcm_check(cxr, path, tmp):
+    """Our samples vs GDCM's decoding (gdcmconv --raw); returns (ok, msg, native file)."""
+    if run(["dcml2pnm", path, os.path.join(tmp, "r.pgm")]).returncode == 0:
+        return False, "dcml2pnm decodes it now: compare with DCMTK instead", None
+    native = os.path.join(tmp, "gdcm_raw.dcm")
+    r = run(["gdcmconv", "--raw", path, native])
+    if r.returncode != 0:
+        return False, "gdcmconv --raw failed: " + r.stderr.strip()[-200:], None
+    ds = pydicom.dcmread(native)
+    ref = ds.pixel_array.astype(np.int64)
+    ref = ref.reshape(ref.shape[0], ref.shape[1], -1)
+    a, info = our_samples(cxr, path, tmp)
+    if a is None:
+        return False, info, None
+    if a.shape != ref.shape:
+        return False, f"shape {a.shape} vs gdcm {ref.shape}", None
+    bs = int(ds.BitsStored)
+    if a.min() < 0 or a.max() > (1 << bs) - 1 or a.min() == a.max():
+        return False, f"samples {a.min()}..{a.max()}: outside 0..{(1 << bs) - 1} or constant", None
+    diff = int(np.abs(a.astype(np.int64) - ref).max())
+    if diff != 0:
+        return False, f"samples differ from gdcmconv --raw (max |d| = {diff})", None
+    h, w, ch = a.shape
+    return True, f"samples == gdcmconv --raw ({w}x{h}x{ch}, {a.min()}..{a.max()})", native
+
+
 def rebuild_native(ds, samples, out):
     """Writes ds with samples as explicit VR little-endian pixel data (for dcm2pnm)."""
     ds = ds.copy()
@@ -219,8 +248,6 @@ def check_dicom(cxr, path, rel, ts, tmp):
             return False, "decoded, but listed as known undecodable"
         if not re.search(KNOWN_UNDECODABLE[base], r.stderr) or path not in r.stderr:
             return False, "wrong error: " + r.stderr.strip()
-        if "JLSL" in base and run(["dcml2pnm", path, os.path.join(tmp, "r.pgm")]).returncode == 0:
-            return False, "dcm2pnm decodes it but we do not"
         return True, "expected error: " + r.stderr.strip().split(": ", 1)[1]
     if r.returncode != 0:
         return False, "preprocess failed: " + r.stderr.strip()
@@ -228,6 +255,11 @@ def check_dicom(cxr, path, rel, ts, tmp):
     if ts == DEFLATE_FRAME:
         return deflate_check(cxr, path, tmp)
     render_src, note = path, ""
+    if base in JLS_BY_GDCM:
+        ok, msg, native = gdcm_check(cxr, path, tmp)
+        if not ok:
+            return False, msg
+        note, render_src, ts = msg + "; ", native, "1.2.840.10008.1.2.1"
     if ts in J2K:
         ds = pydicom.dcmread(path)
         ok, msg, samples = j2k_check(cxr, path, ds, tmp)
