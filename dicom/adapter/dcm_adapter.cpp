@@ -755,7 +755,75 @@ cxr_err unpack_frame(dcm_file *f, const Uint8 *raw, const char *photometric, int
     return CXR_OK;
 }
 
-/* PALETTE COLOR: indices -> RGB through the three Palette Color LUTs (not segmented ones). */
+/* Expands one 16-bit Segmented Palette Color LUT (PS3.3 C.7.9.2) into out (exactly n entries).
+ * Segments: 0 discrete (length values), 1 linear (from the previous value to y1 over length
+ * entries, rounded half to even as pydicom does), 2 indirect (length segments copied from a
+ * 32-bit word offset, low word first; not nested). Every count and offset is checked against
+ * the data; expansion stops at n entries, so the work is bounded by n + the data's length. */
+bool expand_segments(const Uint16 *d, unsigned long count, unsigned long from, unsigned long nseg,
+                     bool nested, std::vector<Uint16> &out, size_t n, const char **why)
+{
+    unsigned long o = from, done = 0;
+    while (o + 1 < count && out.size() < n && (nseg == 0 || done < nseg)) {
+        unsigned op = d[o], len = d[o + 1];
+        o += 2;
+        if (op == 0) {
+            if (len > count - o) {
+                *why = "a discrete segment runs past the end of the data";
+                return false;
+            }
+            for (unsigned k = 0; k < len && out.size() < n; k++)
+                out.push_back(d[o + k]);
+            o += len;
+        } else if (op == 1) {
+            if (o >= count) {
+                *why = "a linear segment runs past the end of the data";
+                return false;
+            }
+            if (out.empty()) {
+                *why = "the first segment is a linear one";
+                return false;
+            }
+            double y0 = out.back(), y1 = d[o++];
+            if (len == 1 || y0 == y1) {
+                for (unsigned k = 0; k < len && out.size() < n; k++)
+                    out.push_back(static_cast<Uint16>(y1));
+            } else if (len > 1) {
+                /* numpy.around(numpy.linspace(y0 + step, y1, len)), step = (y1 - y0) / len */
+                double start = y0 + (y1 - y0) / len, step = (y1 - start) / (len - 1);
+                for (unsigned k = 0; k < len && out.size() < n; k++) {
+                    double v = k + 1 == len ? y1 : k * step + start;
+                    out.push_back(static_cast<Uint16>(std::nearbyint(v)));
+                }
+            }
+        } else if (op == 2) {
+            if (nested || count - o < 2) {
+                *why = nested ? "an indirect segment refers to another indirect segment"
+                              : "an indirect segment runs past the end of the data";
+                return false;
+            }
+            if (out.empty()) {
+                *why = "the first segment is an indirect one";
+                return false;
+            }
+            unsigned long at = (static_cast<unsigned long>(d[o + 1]) << 16) | d[o];
+            o += 2;
+            if (at >= count) {
+                *why = "an indirect segment points past the end of the data";
+                return false;
+            }
+            if (!expand_segments(d, count, at, len, true, out, n, why))
+                return false;
+        } else {
+            *why = "unknown segment type";
+            return false;
+        }
+        done++;
+    }
+    return true;
+}
+
+/* PALETTE COLOR: indices -> RGB through the three Palette Color LUTs, plain or segmented. */
 cxr_err expand_palette(dcm_file *f, struct px_image *img, char *errbuf, size_t errlen)
 {
     static const DcmTagKey desc_tags[3] = {DCM_RedPaletteColorLookupTableDescriptor,
@@ -766,7 +834,11 @@ cxr_err expand_palette(dcm_file *f, struct px_image *img, char *errbuf, size_t e
                                            DCM_BluePaletteColorLookupTableData};
     const char *name = f->name.c_str();
     DcmDataset *ds = f->ff.getDataset();
+    static const DcmTagKey seg_tags[3] = {DCM_SegmentedRedPaletteColorLookupTableData,
+                                          DCM_SegmentedGreenPaletteColorLookupTableData,
+                                          DCM_SegmentedBluePaletteColorLookupTableData};
     const Uint16 *lut[3] = {nullptr, nullptr, nullptr};
+    std::vector<Uint16> expanded[3];
     unsigned long entries[3] = {0, 0, 0};
     int first[3] = {0, 0, 0}, bits = 8;
 
@@ -778,15 +850,36 @@ cxr_err expand_palette(dcm_file *f, struct px_image *img, char *errbuf, size_t e
         unsigned long count = 0;
         if (ds->findAndGetUint16(desc_tags[c], d0, 0).bad() ||
             ds->findAndGetUint16(desc_tags[c], d1, 1).bad() ||
-            ds->findAndGetUint16(desc_tags[c], d2, 2).bad() ||
-            ds->findAndGetUint16Array(data_tags[c], lut[c], &count).bad() || !lut[c])
-            return px_err(errbuf, errlen, CXR_EUNSUPPORTED,
-                          "%s: PALETTE COLOR without a plain Palette Color LUT (segmented or "
-                          "missing)",
-                          name);
+            ds->findAndGetUint16(desc_tags[c], d2, 2).bad())
+            return px_err(errbuf, errlen, CXR_EDICOM,
+                          "%s: PALETTE COLOR without a Palette Color LUT Descriptor", name);
         entries[c] = d0 == 0 ? 65536UL : d0;
         first[c] = d1;
         bits = d2 > 8 ? 16 : 8;
+        if (ds->findAndGetUint16Array(data_tags[c], lut[c], &count).bad() || !lut[c]) {
+            const Uint16 *seg = nullptr;
+            const char *why = nullptr;
+            if (ds->findAndGetUint16Array(seg_tags[c], seg, &count).bad() || !seg)
+                return px_err(errbuf, errlen, CXR_EDICOM,
+                              "%s: PALETTE COLOR without Palette Color LUT Data (plain or "
+                              "segmented)",
+                              name);
+            if (d2 != 16)
+                return px_err(errbuf, errlen, CXR_EUNSUPPORTED,
+                              "%s: %u-bit segmented Palette Color LUTs are not supported", name,
+                              static_cast<unsigned>(d2));
+            expanded[c].reserve(entries[c]);
+            if (!expand_segments(seg, count, 0, 0, false, expanded[c], entries[c], &why))
+                return px_err(errbuf, errlen, CXR_EDICOM,
+                              "%s: bad segmented Palette Color LUT %d: %s", name, c, why);
+            if (expanded[c].size() < entries[c])
+                return px_err(errbuf, errlen, CXR_EDICOM,
+                              "%s: segmented Palette Color LUT %d expands to %zu entries, the "
+                              "descriptor says %lu",
+                              name, c, expanded[c].size(), entries[c]);
+            lut[c] = expanded[c].data();
+            continue;
+        }
         if (count < entries[c]) {
             /* 8-bit entries packed two per 16-bit word */
             if (d2 == 8 && count * 2 >= entries[c])

@@ -10,7 +10,8 @@ JPEG 2000 codec, so for J2K files the codestream is pulled out with pydicom, dec
 samples (pydicom, explicit VR little endian) is what dcm2pnm renders. Deflated Image Frame
 Compression (unknown to DCMTK 3.6.7 and pydicom 2.3): frame 0's fragments (pydicom) inflated by
 Python's zlib and unpacked by numpy must equal our samples exactly. JPEG-LS that DCMTK rejects
-(we use CharLS then): our samples must equal GDCM's (gdcmconv --raw). Files under bad/ must fail
+(we use CharLS then): our samples must equal GDCM's (gdcmconv --raw). Segmented palettes: our
+RGB must equal pydicom's apply_color_lut. Files under bad/ must fail
 with the expected kind of error; good files known not decodable (said why below) must fail with
 the right message. PNG/JPEG: our reading must match ImageMagick's.
 
@@ -38,11 +39,12 @@ DEFLATE_FRAME = "1.2.840.10008.1.2.8.1"
 # against GDCM (`gdcmconv --raw`, read back by pydicom), whose rebuilt file dcm2pnm renders.
 JLS_BY_GDCM = {"pydicomdata_JLSL_08_07_0_1F.dcm"}
 
+# PALETTE COLOR with Segmented Palette Color LUTs: RGB checked against pydicom's
+# apply_color_lut, and the rendering against dcm2pnm.
+SEGMENTED_PALETTE = {"pydicomdata_gdcm-US-ALOKA-16_big.dcm"}
+
 # Good files we cannot decode, with the reason and the message we must give.
 KNOWN_UNDECODABLE = {
-    # Segmented Palette Color LUTs (ultrasound colour) are not implemented: colour is refused
-    # by the gate anyway.
-    "pydicomdata_gdcm-US-ALOKA-16_big.dcm": r"segmented",
 }
 
 # bad/ files: the kind of error each must give (regex over our message).
@@ -222,6 +224,31 @@ def gdcm_check(cxr, path, tmp):
     return True, f"samples == gdcmconv --raw ({w}x{h}x{ch}, {a.min()}..{a.max()})", native
 
 
+def palette_check(cxr, path, tmp):
+    """PALETTE COLOR with Segmented Palette Color LUTs: our RGB samples vs pydicom's
+    apply_color_lut (which expands segmented LUTs) on pydicom's indices; returns (ok, msg, rgb)."""
+    from pydicom.pixel_data_handlers.util import apply_color_lut
+    ds = pydicom.dcmread(path)
+    if "SegmentedRedPaletteColorLookupTableData" not in ds:
+        return False, "no segmented LUT: this check is for segmented palettes", None
+    arr = ds.pixel_array
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        arr = arr[0]
+    ref = apply_color_lut(arr, ds).astype(np.int64)
+    a, info = our_samples(cxr, path, tmp)
+    if a is None:
+        return False, info, None
+    if a.shape != ref.shape:
+        return False, f"shape {a.shape} vs pydicom {ref.shape}", None
+    diff = int(np.abs(a.astype(np.int64) - ref).max())
+    if diff != 0:
+        return False, f"RGB differs from pydicom apply_color_lut (max |d| = {diff})", None
+    if len(np.unique(ref.reshape(-1, 3), axis=0)) < 16:
+        return False, "fewer than 16 colours: the check would prove little", None
+    h, w, ch = a.shape
+    return True, f"RGB == pydicom apply_color_lut, segmented LUTs ({w}x{h}x{ch})", ref
+
+
 def rebuild_native(ds, samples, out):
     """Writes ds with samples as explicit VR little-endian pixel data (for dcm2pnm)."""
     ds = ds.copy()
@@ -255,6 +282,13 @@ def check_dicom(cxr, path, rel, ts, tmp):
     if ts == DEFLATE_FRAME:
         return deflate_check(cxr, path, tmp)
     render_src, note = path, ""
+    if base in SEGMENTED_PALETTE:
+        # dcm2pnm ignores segmented LUTs: it renders the RGB rebuilt from pydicom's instead.
+        ok, msg, rgb = palette_check(cxr, path, tmp)
+        if not ok:
+            return False, msg
+        note, render_src = msg + "; ", os.path.join(tmp, "native.dcm")
+        rebuild_native(pydicom.dcmread(path), rgb, render_src)
     if base in JLS_BY_GDCM:
         ok, msg, native = gdcm_check(cxr, path, tmp)
         if not ok:

@@ -182,7 +182,7 @@ static void test_damaged_copies(void **state)
         "pydicom_MR_small_jp2klossless.dcm", "pydicom_MR_small_jpeg_ls_lossless.dcm",
         "pydicom_SC_rgb_jpeg_dcmtk.dcm", "pydicom_image_dfl.dcm",
         "pydicom_JPEG-lossy.dcm",       "pydicomdata_liver_deflate.dcm",
-        "pydicomdata_JLSL_08_07_0_1F.dcm",
+        "pydicomdata_JLSL_08_07_0_1F.dcm", "pydicomdata_gdcm-US-ALOKA-16_big.dcm",
     };
     float *out = malloc(64 * 64 * sizeof(float));
     unsigned int seed = 12345;
