@@ -534,10 +534,14 @@ cxr_err inflate_frame0(dcm_file *f, std::vector<Uint8> &out, char *errbuf, size_
         zs.avail_in = len;
         zr = inflate(&zs, Z_NO_FLUSH);
         if (zr != Z_OK && zr != Z_STREAM_END) {
-            err = px_err(errbuf, errlen, CXR_EDICOM, "%s: corrupt deflated frame 0: %s", name,
-                         zr == Z_BUF_ERROR && zs.avail_out == 0
-                             ? "it inflates to more than the frame's size"
-                             : (zs.msg ? zs.msg : "inflate failed"));
+            if (zr == Z_BUF_ERROR && zs.avail_out == 0)
+                err = px_err(errbuf, errlen, CXR_EDICOM,
+                             "%s: corrupt deflated frame 0: it inflates to more than the "
+                             "frame's %zu bytes",
+                             name, need);
+            else
+                err = px_err(errbuf, errlen, CXR_EDICOM, "%s: corrupt deflated frame 0: %s",
+                             name, zs.msg ? zs.msg : "inflate failed");
             break;
         }
     }
@@ -545,6 +549,11 @@ cxr_err inflate_frame0(dcm_file *f, std::vector<Uint8> &out, char *errbuf, size_
     (void)inflateEnd(&zs);
     if (err)
         return err;
+    if (zr != Z_STREAM_END && zs.avail_out == 0)
+        return px_err(errbuf, errlen, CXR_EDICOM,
+                      "%s: corrupt deflated frame 0: it inflates to more than the frame's %zu "
+                      "bytes",
+                      name, need);
     if (zr != Z_STREAM_END)
         return px_err(errbuf, errlen, CXR_EDICOM,
                       "%s: deflated frame 0 is truncated (the stream does not end; %zu of %zu "

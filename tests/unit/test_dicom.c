@@ -298,6 +298,44 @@ static void test_bad_segmented_lut(void **state)
     free(data);
 }
 
+/* Deflated Image Frame Compression with Rows edited in memory (liver_deflate.dcm, explicit VR
+ * little endian): a frame that inflates to more or fewer bytes than Rows x Columns / 8 is an
+ * error with the sizes, and the output buffer is never overrun. */
+static void test_deflate_frame_size(void **state)
+{
+    static const unsigned char tag[6] = {0x28, 0x00, 0x10, 0x00, 'U', 'S'};
+    static const struct {
+        unsigned short rows;
+        const char *want;
+    } cases[] = {
+        {256, "inflates to more than the frame's 16384 bytes"},
+        {1024, "inflates to 32768 bytes"},
+    };
+    char path[4200], err[512];
+    char *data = NULL;
+    size_t len = 0, at = 0;
+
+    path_of(path, sizeof(path), "pydicomdata_liver_deflate.dcm");
+    assert_int_equal(px_read_file(path, &data, &len, err, sizeof(err)), CXR_OK);
+    for (size_t i = 132; i + 10 <= len && !at; i++)
+        if (!memcmp(data + i, tag, sizeof(tag)))
+            at = i + 8;
+    assert_true(at > 0);
+    for (size_t c = 0; c < CXR_ARRAY_SIZE(cases); c++) {
+        dcm_file *f = NULL;
+        struct px_image img = {0};
+
+        data[at] = (char)(cases[c].rows & 0xff);
+        data[at + 1] = (char)(cases[c].rows >> 8);
+        assert_int_equal(dcm_file_open_mem(data, len, "dfl.dcm", &f, err, sizeof(err)), CXR_OK);
+        assert_int_equal(dcm_file_decode(f, &img, err, sizeof(err)), CXR_EDICOM);
+        if (!strstr(err, "dfl.dcm: ") || !strstr(err, cases[c].want))
+            fail_msg("rows %u: %s", cases[c].rows, err);
+        dcm_file_free(f);
+    }
+    free(data);
+}
+
 int main(void)
 {
     const char *d = getenv("CXR_DATA_DIR");
@@ -310,6 +348,7 @@ int main(void)
         cmocka_unit_test(test_damaged_copies),
         cmocka_unit_test(test_odd_length_pixel_data),
         cmocka_unit_test(test_bad_segmented_lut),
+        cmocka_unit_test(test_deflate_frame_size),
     };
 
     (void)snprintf(g_dir, sizeof(g_dir), "%s/dicom", d ? d : "");
