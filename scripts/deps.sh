@@ -8,10 +8,10 @@ set -euo pipefail
 build_pkgs=(build-essential cmake pkg-config
   libdcmtk-dev libopenjp2-7-dev libopenblas-dev libcurl4-openssl-dev libsqlite3-dev
   libinih-dev libjansson-dev libmicrohttpd-dev libpng-dev libjpeg62-turbo-dev
-  libsystemd-dev zlib1g-dev libcmocka-dev libssl-dev)
+  libsystemd-dev zlib1g-dev libcmocka-dev libssl-dev libcharls-dev)
 # Real peers and checkers used by the test suite.
 test_pkgs=(dcmtk libopenjp2-tools sqlite3 systemd clang libclang-rt-14-dev clang-tidy cppcheck
-  imagemagick python3-numpy python3-sklearn python3-pydicom file)
+  imagemagick python3-numpy python3-sklearn python3-pydicom file libgdcm-tools)
 # Peers for the benchmarks (PyTorch CPU, the reference for the CNN engine).
 bench_pkgs=(python3-torch python3-numpy hyperfine)
 

@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -42,7 +43,9 @@
 #include <dcmtk/dcmjpls/djdecode.h>
 #include <dcmtk/oflog/oflog.h>
 
+#include <charls/charls.h>
 #include <openjpeg.h>
+#include <zlib.h>
 
 extern "C" {
 #include "dicom.h"
@@ -415,8 +418,10 @@ out_free:
     return err;
 }
 
-/* Collects the compressed fragments of frame 0 from the encapsulated pixel data. */
-cxr_err j2k_frame0(dcm_file *f, std::vector<OPJ_BYTE> &cs, char *errbuf, size_t errlen)
+/* Collects the compressed fragments of frame 0 from the encapsulated pixel data (a JPEG 2000 or
+ * JPEG-LS codestream; both end with FFD9). */
+cxr_err codestream_frame0(dcm_file *f, const char *what, std::vector<Uint8> &cs, char *errbuf,
+                          size_t errlen)
 {
     const char *name = f->name.c_str();
     DcmDataset *ds = f->ff.getDataset();
@@ -431,11 +436,11 @@ cxr_err j2k_frame0(dcm_file *f, std::vector<OPJ_BYTE> &cs, char *errbuf, size_t 
     OFCondition c = pd->getEncapsulatedRepresentation(ds->getOriginalXfer(), nullptr, seq);
     if (c.bad() || !seq)
         return px_err(errbuf, errlen, CXR_EDICOM,
-                      "%s: JPEG 2000 pixel data is not encapsulated (%s)", name, c.text());
+                      "%s: %s pixel data is not encapsulated (%s)", name, what, c.text());
     unsigned long nitems = seq->card();
     if (nitems < 2)
-        return px_err(errbuf, errlen, CXR_EDICOM, "%s: JPEG 2000 pixel data has no fragments",
-                      name);
+        return px_err(errbuf, errlen, CXR_EDICOM, "%s: %s pixel data has no fragments", name,
+                      what);
     int frames = f->info.number_of_frames;
     for (unsigned long i = 1; i < nitems; i++) {
         DcmPixelItem *item = nullptr;
@@ -460,8 +465,183 @@ cxr_err j2k_frame0(dcm_file *f, std::vector<OPJ_BYTE> &cs, char *errbuf, size_t 
         }
     }
     if (cs.empty())
-        return px_err(errbuf, errlen, CXR_EDICOM, "%s: JPEG 2000 pixel data is empty", name);
+        return px_err(errbuf, errlen, CXR_EDICOM, "%s: %s pixel data is empty", name, what);
     return CXR_OK;
+}
+
+/* Bytes of one native frame: Rows x Columns x Samples x Bits Allocated, 1-bit samples packed. */
+size_t frame_bytes(const struct dcm_info *in)
+{
+    size_t nsamp = static_cast<size_t>(in->rows) * static_cast<size_t>(in->columns) *
+                   static_cast<size_t>(in->samples_per_pixel);
+    return in->bits_allocated == 1 ? (nsamp + 7) / 8
+                                   : nsamp * static_cast<size_t>(in->bits_allocated / 8);
+}
+
+cxr_err unpack_frame(dcm_file *f, const Uint8 *raw, const char *photometric, int planar,
+                     struct px_image *img, char *errbuf, size_t errlen);
+
+/* Deflated Image Frame Compression (1.2.840.10008.1.2.8.1, PS3.5 A.4.11): each frame is a raw
+ * deflate stream (RFC 1951, no zlib header) of the frame's native little-endian bytes, 1-bit
+ * samples packed least significant bit first. Frame 0 is inflated from the fragments in order
+ * until its stream ends; it must inflate to exactly frame_bytes() (one pad byte allowed). */
+cxr_err inflate_frame0(dcm_file *f, std::vector<Uint8> &out, char *errbuf, size_t errlen)
+{
+    const char *name = f->name.c_str();
+    DcmDataset *ds = f->ff.getDataset();
+    DcmElement *el = nullptr;
+    DcmPixelSequence *seq = nullptr;
+    size_t need = frame_bytes(&f->info);
+
+    if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el)
+        return px_err(errbuf, errlen, CXR_EDICOM, "%s: no pixel data", name);
+    DcmPixelData *pd = dynamic_cast<DcmPixelData *>(el);
+    if (!pd)
+        return px_err(errbuf, errlen, CXR_EDICOM, "%s: pixel data has an unexpected type", name);
+    OFCondition c = pd->getEncapsulatedRepresentation(ds->getOriginalXfer(), nullptr, seq);
+    if (c.bad() || !seq)
+        return px_err(errbuf, errlen, CXR_EDICOM,
+                      "%s: deflated pixel data is not encapsulated (%s)", name, c.text());
+    unsigned long nitems = seq->card();
+    if (nitems < 2)
+        return px_err(errbuf, errlen, CXR_EDICOM, "%s: deflated pixel data has no fragments",
+                      name);
+    /* need + 2: room for one pad byte and one more to detect a frame that is too long */
+    out.assign(need + 2, 0);
+    z_stream zs;
+    std::memset(&zs, 0, sizeof(zs));
+    if (inflateInit2(&zs, -MAX_WBITS) != Z_OK)
+        return px_err(errbuf, errlen, CXR_ENOMEM, "%s: cannot set up zlib", name);
+    zs.next_out = out.data();
+    zs.avail_out = static_cast<uInt>(out.size());
+    int zr = Z_OK;
+    cxr_err err = CXR_OK;
+    for (unsigned long i = 1; i < nitems && zr != Z_STREAM_END; i++) {
+        DcmPixelItem *item = nullptr;
+        Uint8 *p = nullptr;
+        if (seq->getItem(item, i).bad() || !item) {
+            err = px_err(errbuf, errlen, CXR_EDICOM, "%s: unreadable fragment %lu", name, i);
+            break;
+        }
+        Uint32 len = item->getLength();
+        if (len == 0)
+            continue;
+        if (item->getUint8Array(p).bad() || !p) {
+            err = px_err(errbuf, errlen, CXR_EDICOM, "%s: unreadable fragment %lu", name, i);
+            break;
+        }
+        zs.next_in = p;
+        zs.avail_in = len;
+        zr = inflate(&zs, Z_NO_FLUSH);
+        if (zr != Z_OK && zr != Z_STREAM_END) {
+            if (zr == Z_BUF_ERROR && zs.avail_out == 0)
+                err = px_err(errbuf, errlen, CXR_EDICOM,
+                             "%s: corrupt deflated frame 0: it inflates to more than the "
+                             "frame's %zu bytes",
+                             name, need);
+            else
+                err = px_err(errbuf, errlen, CXR_EDICOM, "%s: corrupt deflated frame 0: %s",
+                             name, zs.msg ? zs.msg : "inflate failed");
+            break;
+        }
+    }
+    size_t got = out.size() - zs.avail_out;
+    (void)inflateEnd(&zs);
+    if (err)
+        return err;
+    if (zr != Z_STREAM_END && zs.avail_out == 0)
+        return px_err(errbuf, errlen, CXR_EDICOM,
+                      "%s: corrupt deflated frame 0: it inflates to more than the frame's %zu "
+                      "bytes",
+                      name, need);
+    if (zr != Z_STREAM_END)
+        return px_err(errbuf, errlen, CXR_EDICOM,
+                      "%s: deflated frame 0 is truncated (the stream does not end; %zu of %zu "
+                      "bytes)",
+                      name, got, need);
+    if (got != need && got != need + 1)
+        return px_err(errbuf, errlen, CXR_EDICOM,
+                      "%s: deflated frame 0 inflates to %zu bytes, Rows x Columns (%dx%d) x %d x "
+                      "%d bits need %zu",
+                      name, got, f->info.rows, f->info.columns, f->info.samples_per_pixel,
+                      f->info.bits_allocated, need);
+    out.resize(need);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    /* unpack_frame() wants host order */
+    size_t w = f->info.bits_allocated > 8 ? static_cast<size_t>(f->info.bits_allocated / 8) : 1;
+    for (size_t i = 0; w > 1 && i + w <= need; i += w)
+        std::reverse(out.begin() + static_cast<long>(i), out.begin() + static_cast<long>(i + w));
+#endif
+    return CXR_OK;
+}
+
+/* Frame 0 of JPEG-LS pixel data through CharLS, into native host-order bytes (frame_bytes());
+ * *planar is set from the scan's interleave mode. dcmtk_why: DCMTK's reason, for the message. */
+cxr_err decode_jpegls(dcm_file *f, const char *dcmtk_why, std::vector<Uint8> &out, int *planar,
+                      char *errbuf, size_t errlen)
+{
+    const char *name = f->name.c_str();
+    const struct dcm_info *in = &f->info;
+    std::vector<Uint8> cs;
+    cxr_err err = codestream_frame0(f, "JPEG-LS", cs, errbuf, errlen);
+    if (err)
+        return err;
+    const charls_jpegls_errc OK = charls::jpegls_errc::success;
+    charls_jpegls_decoder *dec = charls_jpegls_decoder_create();
+    if (!dec)
+        return px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", name);
+    charls_frame_info fi = {};
+    charls_interleave_mode im = charls::interleave_mode::none;
+    size_t need = frame_bytes(in), dsize = 0;
+    const char *stage = "header";
+    charls_jpegls_errc e = charls_jpegls_decoder_set_source_buffer(dec, cs.data(), cs.size());
+    if (e == OK)
+        e = charls_jpegls_decoder_read_header(dec);
+    if (e == OK)
+        e = charls_jpegls_decoder_get_frame_info(dec, &fi);
+    if (e == OK)
+        e = charls_jpegls_decoder_get_interleave_mode(dec, &im);
+    if (e != OK) {
+        err = px_err(errbuf, errlen, CXR_EDICOM,
+                     "%s: cannot decode %s pixel data: DCMTK: %s; CharLS: %s: %s", name,
+                     in->transfer_syntax_name, dcmtk_why, stage, charls_get_error_message(e));
+        goto out;
+    }
+    /* Only a stream that is exactly what the header says, at the header's sample width. */
+    if (fi.width != static_cast<uint32_t>(in->columns) ||
+        fi.height != static_cast<uint32_t>(in->rows) ||
+        fi.component_count != in->samples_per_pixel || fi.bits_per_sample < 2 ||
+        fi.bits_per_sample > in->bits_allocated ||
+        (in->bits_allocated == 8) != (fi.bits_per_sample <= 8) ||
+        (in->bits_allocated != 8 && in->bits_allocated != 16)) {
+        err = px_err(errbuf, errlen, CXR_EDICOM,
+                     "%s: JPEG-LS stream is %ux%u with %d components of %d bits, the header says "
+                     "%dx%d with %d of %d bits allocated",
+                     name, fi.width, fi.height, fi.component_count, fi.bits_per_sample,
+                     in->columns, in->rows, in->samples_per_pixel, in->bits_allocated);
+        goto out;
+    }
+    stage = "decoding";
+    e = charls_jpegls_decoder_get_destination_size(dec, 0, &dsize);
+    if (e == OK && dsize != need) {
+        err = px_err(errbuf, errlen, CXR_EDICOM,
+                     "%s: JPEG-LS frame decodes to %zu bytes, the header needs %zu", name, dsize,
+                     need);
+        goto out;
+    }
+    out.assign(need, 0);
+    if (e == OK)
+        e = charls_jpegls_decoder_decode_to_buffer(dec, out.data(), out.size(), 0);
+    if (e != OK) {
+        err = px_err(errbuf, errlen, CXR_EDICOM,
+                     "%s: cannot decode %s pixel data: DCMTK: %s; CharLS: %s: %s", name,
+                     in->transfer_syntax_name, dcmtk_why, stage, charls_get_error_message(e));
+        goto out;
+    }
+    *planar = in->samples_per_pixel == 3 && im == charls::interleave_mode::none ? 1 : 0;
+out:
+    charls_jpegls_decoder_destroy(dec);
+    return err;
 }
 
 bool photometric_is(const char *p, const char *want)
@@ -484,17 +664,14 @@ cxr_err unpack_native(dcm_file *f, const char *photometric, int planar, struct p
     Uint32 len = el->getLength();
     if (len == 0)
         return px_err(errbuf, errlen, CXR_EDICOM, "%s: pixel data is empty (zero length)", name);
-    int ba = in->bits_allocated, spp = in->samples_per_pixel;
-    size_t npix = static_cast<size_t>(in->rows) * static_cast<size_t>(in->columns);
-    size_t nsamp = npix * static_cast<size_t>(spp);
-    size_t need = ba == 1 ? (nsamp + 7) / 8 : nsamp * static_cast<size_t>(ba / 8);
+    size_t need = frame_bytes(in);
     if (len < need)
         return px_err(errbuf, errlen, CXR_EDICOM,
                       "%s: pixel data has %lu bytes, Rows x Columns (%dx%d) x %d x %d bits need "
                       "%zu",
-                      name, static_cast<unsigned long>(len), in->rows, in->columns, spp, ba,
-                      need);
-    if (ba == 16) {
+                      name, static_cast<unsigned long>(len), in->rows, in->columns,
+                      in->samples_per_pixel, in->bits_allocated, need);
+    if (in->bits_allocated == 16) {
         Uint16 *w = nullptr;
         if (el->getUint16Array(w).bad() || !w)
             return px_err(errbuf, errlen, CXR_EDICOM, "%s: unreadable pixel data", name);
@@ -502,6 +679,19 @@ cxr_err unpack_native(dcm_file *f, const char *photometric, int planar, struct p
     } else if (el->getUint8Array(raw).bad() || !raw) {
         return px_err(errbuf, errlen, CXR_EDICOM, "%s: unreadable pixel data", name);
     }
+    return unpack_frame(f, raw, photometric, planar, img, errbuf, errlen);
+}
+
+/* One frame's samples in host order (raw holds at least frame_bytes(in) bytes, aligned for its
+ * Bits Allocated) -> img. */
+cxr_err unpack_frame(dcm_file *f, const Uint8 *raw, const char *photometric, int planar,
+                     struct px_image *img, char *errbuf, size_t errlen)
+{
+    const char *name = f->name.c_str();
+    const struct dcm_info *in = &f->info;
+    int ba = in->bits_allocated, spp = in->samples_per_pixel;
+    size_t npix = static_cast<size_t>(in->rows) * static_cast<size_t>(in->columns);
+    size_t nsamp = npix * static_cast<size_t>(spp);
     cxr_err err = px_image_alloc(img, in->columns, in->rows, spp == 3 ? 3 : 1, name, errbuf,
                                  errlen);
     if (err)
@@ -574,7 +764,75 @@ cxr_err unpack_native(dcm_file *f, const char *photometric, int planar, struct p
     return CXR_OK;
 }
 
-/* PALETTE COLOR: indices -> RGB through the three Palette Color LUTs (not segmented ones). */
+/* Expands one 16-bit Segmented Palette Color LUT (PS3.3 C.7.9.2) into out (exactly n entries).
+ * Segments: 0 discrete (length values), 1 linear (from the previous value to y1 over length
+ * entries, rounded half to even as pydicom does), 2 indirect (length segments copied from a
+ * 32-bit word offset, low word first; not nested). Every count and offset is checked against
+ * the data; expansion stops at n entries, so the work is bounded by n + the data's length. */
+bool expand_segments(const Uint16 *d, unsigned long count, unsigned long from, unsigned long nseg,
+                     bool nested, std::vector<Uint16> &out, size_t n, const char **why)
+{
+    unsigned long o = from, done = 0;
+    while (o + 1 < count && out.size() < n && (nseg == 0 || done < nseg)) {
+        unsigned op = d[o], len = d[o + 1];
+        o += 2;
+        if (op == 0) {
+            if (len > count - o) {
+                *why = "a discrete segment runs past the end of the data";
+                return false;
+            }
+            for (unsigned k = 0; k < len && out.size() < n; k++)
+                out.push_back(d[o + k]);
+            o += len;
+        } else if (op == 1) {
+            if (o >= count) {
+                *why = "a linear segment runs past the end of the data";
+                return false;
+            }
+            if (out.empty()) {
+                *why = "the first segment is a linear one";
+                return false;
+            }
+            double y0 = out.back(), y1 = d[o++];
+            if (len == 1 || y0 == y1) {
+                for (unsigned k = 0; k < len && out.size() < n; k++)
+                    out.push_back(static_cast<Uint16>(y1));
+            } else if (len > 1) {
+                /* numpy.around(numpy.linspace(y0 + step, y1, len)), step = (y1 - y0) / len */
+                double start = y0 + (y1 - y0) / len, step = (y1 - start) / (len - 1);
+                for (unsigned k = 0; k < len && out.size() < n; k++) {
+                    double v = k + 1 == len ? y1 : k * step + start;
+                    out.push_back(static_cast<Uint16>(std::nearbyint(v)));
+                }
+            }
+        } else if (op == 2) {
+            if (nested || count - o < 2) {
+                *why = nested ? "an indirect segment refers to another indirect segment"
+                              : "an indirect segment runs past the end of the data";
+                return false;
+            }
+            if (out.empty()) {
+                *why = "the first segment is an indirect one";
+                return false;
+            }
+            unsigned long at = (static_cast<unsigned long>(d[o + 1]) << 16) | d[o];
+            o += 2;
+            if (at >= count) {
+                *why = "an indirect segment points past the end of the data";
+                return false;
+            }
+            if (!expand_segments(d, count, at, len, true, out, n, why))
+                return false;
+        } else {
+            *why = "unknown segment type";
+            return false;
+        }
+        done++;
+    }
+    return true;
+}
+
+/* PALETTE COLOR: indices -> RGB through the three Palette Color LUTs, plain or segmented. */
 cxr_err expand_palette(dcm_file *f, struct px_image *img, char *errbuf, size_t errlen)
 {
     static const DcmTagKey desc_tags[3] = {DCM_RedPaletteColorLookupTableDescriptor,
@@ -585,7 +843,11 @@ cxr_err expand_palette(dcm_file *f, struct px_image *img, char *errbuf, size_t e
                                            DCM_BluePaletteColorLookupTableData};
     const char *name = f->name.c_str();
     DcmDataset *ds = f->ff.getDataset();
+    static const DcmTagKey seg_tags[3] = {DCM_SegmentedRedPaletteColorLookupTableData,
+                                          DCM_SegmentedGreenPaletteColorLookupTableData,
+                                          DCM_SegmentedBluePaletteColorLookupTableData};
     const Uint16 *lut[3] = {nullptr, nullptr, nullptr};
+    std::vector<Uint16> expanded[3];
     unsigned long entries[3] = {0, 0, 0};
     int first[3] = {0, 0, 0}, bits = 8;
 
@@ -597,15 +859,36 @@ cxr_err expand_palette(dcm_file *f, struct px_image *img, char *errbuf, size_t e
         unsigned long count = 0;
         if (ds->findAndGetUint16(desc_tags[c], d0, 0).bad() ||
             ds->findAndGetUint16(desc_tags[c], d1, 1).bad() ||
-            ds->findAndGetUint16(desc_tags[c], d2, 2).bad() ||
-            ds->findAndGetUint16Array(data_tags[c], lut[c], &count).bad() || !lut[c])
-            return px_err(errbuf, errlen, CXR_EUNSUPPORTED,
-                          "%s: PALETTE COLOR without a plain Palette Color LUT (segmented or "
-                          "missing)",
-                          name);
+            ds->findAndGetUint16(desc_tags[c], d2, 2).bad())
+            return px_err(errbuf, errlen, CXR_EDICOM,
+                          "%s: PALETTE COLOR without a Palette Color LUT Descriptor", name);
         entries[c] = d0 == 0 ? 65536UL : d0;
         first[c] = d1;
         bits = d2 > 8 ? 16 : 8;
+        if (ds->findAndGetUint16Array(data_tags[c], lut[c], &count).bad() || !lut[c]) {
+            const Uint16 *seg = nullptr;
+            const char *why = nullptr;
+            if (ds->findAndGetUint16Array(seg_tags[c], seg, &count).bad() || !seg)
+                return px_err(errbuf, errlen, CXR_EDICOM,
+                              "%s: PALETTE COLOR without Palette Color LUT Data (plain or "
+                              "segmented)",
+                              name);
+            if (d2 != 16)
+                return px_err(errbuf, errlen, CXR_EUNSUPPORTED,
+                              "%s: %u-bit segmented Palette Color LUTs are not supported", name,
+                              static_cast<unsigned>(d2));
+            expanded[c].reserve(entries[c]);
+            if (!expand_segments(seg, count, 0, 0, false, expanded[c], entries[c], &why))
+                return px_err(errbuf, errlen, CXR_EDICOM,
+                              "%s: bad segmented Palette Color LUT %d: %s", name, c, why);
+            if (expanded[c].size() < entries[c])
+                return px_err(errbuf, errlen, CXR_EDICOM,
+                              "%s: segmented Palette Color LUT %d expands to %zu entries, the "
+                              "descriptor says %lu",
+                              name, c, expanded[c].size(), entries[c]);
+            lut[c] = expanded[c].data();
+            continue;
+        }
         if (count < entries[c]) {
             /* 8-bit entries packed two per 16-bit word */
             if (d2 == 8 && count * 2 >= entries[c])
@@ -670,10 +953,24 @@ cxr_err decode(dcm_file *f, struct px_image *ret, char *errbuf, size_t errlen)
 
     if (is_j2k(f->xfer_uid)) {
         std::vector<OPJ_BYTE> cs;
-        cxr_err err = j2k_frame0(f, cs, errbuf, errlen);
+        cxr_err err = codestream_frame0(f, "JPEG 2000", cs, errbuf, errlen);
         if (err)
             return err;
         return decode_j2k(f, cs, ret, errbuf, errlen);
+    }
+
+    if (f->xfer_uid == "1.2.840.10008.1.2.8.1") {
+        std::vector<Uint8> frame;
+        cxr_err err = inflate_frame0(f, frame, errbuf, errlen);
+        if (err)
+            return err;
+        char photometric[33];
+        get_str(ds, DCM_PhotometricInterpretation, photometric, sizeof(photometric));
+        err = unpack_frame(f, frame.data(), photometric, get_int(ds, DCM_PlanarConfiguration, 0),
+                           ret, errbuf, errlen);
+        if (!err && photometric_is(photometric, "PALETTE COLOR"))
+            err = expand_palette(f, ret, errbuf, errlen);
+        return err;
     }
 
     E_TransferSyntax xs = ds->getOriginalXfer();
@@ -682,18 +979,33 @@ cxr_err decode(dcm_file *f, struct px_image *ret, char *errbuf, size_t errlen)
         return px_err(errbuf, errlen, CXR_EUNSUPPORTED,
                       "%s: unsupported transfer syntax %s (%s)", name, f->xfer_uid.c_str(),
                       in->transfer_syntax_name);
+    /* read after decoding: DCMTK's JPEG decoder updates both (YBR -> RGB, planar 0) */
+    char photometric[33];
+    int planar;
+    cxr_err err;
     if (xf.isEncapsulated()) {
         OFCondition c = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
-        if (c.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit))
-            return px_err(errbuf, errlen, CXR_EDICOM,
-                          "%s: cannot decode %s pixel data: %s", name,
-                          in->transfer_syntax_name,
-                          c.bad() ? c.text() : "the decoder gave up (corrupt or truncated data)");
+        if (c.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
+            const char *why =
+                c.bad() ? c.text() : "the decoder gave up (corrupt or truncated data)";
+            if (xs != EXS_JPEGLSLossless && xs != EXS_JPEGLSLossy)
+                return px_err(errbuf, errlen, CXR_EDICOM, "%s: cannot decode %s pixel data: %s",
+                              name, in->transfer_syntax_name, why);
+            /* DCMTK 3.6.7's JPEG-LS decoder rejects some valid streams (a 7-bit one): CharLS. */
+            get_str(ds, DCM_PhotometricInterpretation, photometric, sizeof(photometric));
+            planar = get_int(ds, DCM_PlanarConfiguration, 0);
+            std::vector<Uint8> frame;
+            err = decode_jpegls(f, why, frame, &planar, errbuf, errlen);
+            if (!err)
+                err = unpack_frame(f, frame.data(), photometric, planar, ret, errbuf, errlen);
+            if (!err && photometric_is(photometric, "PALETTE COLOR"))
+                err = expand_palette(f, ret, errbuf, errlen);
+            return err;
+        }
     }
-    char photometric[33];
     get_str(ds, DCM_PhotometricInterpretation, photometric, sizeof(photometric));
-    int planar = get_int(ds, DCM_PlanarConfiguration, 0);
-    cxr_err err = unpack_native(f, photometric, planar, ret, errbuf, errlen);
+    planar = get_int(ds, DCM_PlanarConfiguration, 0);
+    err = unpack_native(f, photometric, planar, ret, errbuf, errlen);
     if (!err && photometric_is(photometric, "PALETTE COLOR"))
         err = expand_palette(f, ret, errbuf, errlen);
     return err;

@@ -7,9 +7,13 @@ renderer `dcm2pnm` given the same VOI choice (+Wi 1, +Wl 1, or +Ww c w for our p
 resized here by area averaging into the same letterbox; Pearson r must be >= 0.99. DCMTK has no
 JPEG 2000 codec, so for J2K files the codestream is pulled out with pydicom, decoded by OpenJPEG's
 `opj_decompress`; our decoded samples must equal it exactly, and the DICOM rebuilt around those
-samples (pydicom, explicit VR little endian) is what dcm2pnm renders. Files under bad/ must fail
-with the expected kind of error; three good files are known not decodable (said why below) and
-must fail with the right message. PNG/JPEG: our reading must match ImageMagick's.
+samples (pydicom, explicit VR little endian) is what dcm2pnm renders. Deflated Image Frame
+Compression (unknown to DCMTK 3.6.7 and pydicom 2.3): frame 0's fragments (pydicom) inflated by
+Python's zlib and unpacked by numpy must equal our samples exactly. JPEG-LS that DCMTK rejects
+(we use CharLS then): our samples must equal GDCM's (gdcmconv --raw). Segmented palettes: our
+RGB must equal pydicom's apply_color_lut. Files under bad/ must fail
+with the expected kind of error; good files known not decodable (said why below) must fail with
+the right message. PNG/JPEG: our reading must match ImageMagick's.
 
 Usage: test_dicom_reference.py CXRTRIAGE DATA_DIR TMPDIR [--quick]
 Prints one line per file and "N passed, N failed" at the end; exit 1 on any failure.
@@ -29,15 +33,18 @@ MIN_R = 0.99
 J2K = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
        "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
 
+DEFLATE_FRAME = "1.2.840.10008.1.2.8.1"
+
+# JPEG-LS files DCMTK 3.6.7 (and so dcml2pnm) rejects, which we decode with CharLS: checked
+# against GDCM (`gdcmconv --raw`, read back by pydicom), whose rebuilt file dcm2pnm renders.
+JLS_BY_GDCM = {"pydicomdata_JLSL_08_07_0_1F.dcm"}
+
+# PALETTE COLOR with Segmented Palette Color LUTs: RGB checked against pydicom's
+# apply_color_lut, and the rendering against dcm2pnm.
+SEGMENTED_PALETTE = {"pydicomdata_gdcm-US-ALOKA-16_big.dcm"}
+
 # Good files we cannot decode, with the reason and the message we must give.
 KNOWN_UNDECODABLE = {
-    # DCMTK 3.6.7's JPEG-LS decoder (and so dcm2pnm/dcmdjpls) rejects this 7-bit stream too.
-    "pydicomdata_JLSL_08_07_0_1F.dcm": r"cannot decode JPEG-?LS",
-    # "Deflated Image Frame Compression" (2023) is unknown to DCMTK 3.6.7.
-    "pydicomdata_liver_deflate.dcm": r"unsupported transfer syntax 1\.2\.840\.10008\.1\.2\.8\.1",
-    # Segmented Palette Color LUTs (ultrasound colour) are not implemented: colour is refused
-    # by the gate anyway.
-    "pydicomdata_gdcm-US-ALOKA-16_big.dcm": r"segmented",
 }
 
 # bad/ files: the kind of error each must give (regex over our message).
@@ -150,6 +157,98 @@ def j2k_check(cxr, path, ds, tmp):
     return True, f"samples == opj_decompress ({w}x{h}x{ch})", a
 
 
+def our_samples(cxr, path, tmp):
+    """Our decoded samples of frame 0 (preprocess --samples) as an (h, w, ch) int32 array."""
+    ours = os.path.join(tmp, "ours.raw")
+    r = run([cxr, "preprocess", path, "-o", os.path.join(tmp, "x.png"), "--samples", ours])
+    if r.returncode != 0:
+        return None, "our decode failed: " + r.stderr.strip()
+    info = kv(r.stdout.strip().splitlines()[-1])
+    w, h, ch = int(info["width"]), int(info["height"]), int(info["channels"])
+    return np.fromfile(ours, dtype="<i4").reshape(h, w, ch), info
+
+
+def deflate_check(cxr, path, tmp):
+    """Deflated Image Frame Compression: pydicom 2.3 cannot decode it, but gives the fragments;
+    Python's zlib inflates frame 0 (raw deflate) and numpy unpacks it; ours must be equal."""
+    import zlib
+    ds = pydicom.dcmread(path)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    data = next(generate_pixel_data_frame(ds.PixelData, frames))
+    raw = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data)
+    h, w, spp, ba = int(ds.Rows), int(ds.Columns), int(ds.SamplesPerPixel), int(ds.BitsAllocated)
+    n = h * w * spp
+    if ba == 1:
+        ref = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")[:n]
+    else:
+        ref = np.frombuffer(raw, dtype={8: np.uint8, 16: "<u2"}[ba])[:n]
+    if ref.size != n:
+        return False, f"zlib gives {ref.size} samples, {n} expected"
+    ref = ref.reshape(h, w, spp).astype(np.int64)
+    a, info = our_samples(cxr, path, tmp)
+    if a is None:
+        return False, info
+    if a.shape != ref.shape:
+        return False, f"shape {a.shape} vs zlib {ref.shape}"
+    diff = int(np.abs(a.astype(np.int64) - ref).max())
+    if diff != 0:
+        return False, f"samples differ from zlib + numpy (max |d| = {diff})"
+    if ref.min() == ref.max():
+        return False, "reference frame is constant: the check would prove nothing"
+    return True, f"samples == zlib raw inflate + unpackbits ({w}x{h}x{spp}, {ba} bit)"
+
+
+def gdcm_check(cxr, path, tmp):
+    """Our samples vs GDCM's decoding (gdcmconv --raw); returns (ok, msg, native file)."""
+    if run(["dcml2pnm", path, os.path.join(tmp, "r.pgm")]).returncode == 0:
+        return False, "dcml2pnm decodes it now: compare with DCMTK instead", None
+    native = os.path.join(tmp, "gdcm_raw.dcm")
+    r = run(["gdcmconv", "--raw", path, native])
+    if r.returncode != 0:
+        return False, "gdcmconv --raw failed: " + r.stderr.strip()[-200:], None
+    ds = pydicom.dcmread(native)
+    ref = ds.pixel_array.astype(np.int64)
+    ref = ref.reshape(ref.shape[0], ref.shape[1], -1)
+    a, info = our_samples(cxr, path, tmp)
+    if a is None:
+        return False, info, None
+    if a.shape != ref.shape:
+        return False, f"shape {a.shape} vs gdcm {ref.shape}", None
+    bs = int(ds.BitsStored)
+    if a.min() < 0 or a.max() > (1 << bs) - 1 or a.min() == a.max():
+        return False, f"samples {a.min()}..{a.max()}: outside 0..{(1 << bs) - 1} or constant", None
+    diff = int(np.abs(a.astype(np.int64) - ref).max())
+    if diff != 0:
+        return False, f"samples differ from gdcmconv --raw (max |d| = {diff})", None
+    h, w, ch = a.shape
+    return True, f"samples == gdcmconv --raw ({w}x{h}x{ch}, {a.min()}..{a.max()})", native
+
+
+def palette_check(cxr, path, tmp):
+    """PALETTE COLOR with Segmented Palette Color LUTs: our RGB samples vs pydicom's
+    apply_color_lut (which expands segmented LUTs) on pydicom's indices; returns (ok, msg, rgb)."""
+    from pydicom.pixel_data_handlers.util import apply_color_lut
+    ds = pydicom.dcmread(path)
+    if "SegmentedRedPaletteColorLookupTableData" not in ds:
+        return False, "no segmented LUT: this check is for segmented palettes", None
+    arr = ds.pixel_array
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        arr = arr[0]
+    ref = apply_color_lut(arr, ds).astype(np.int64)
+    a, info = our_samples(cxr, path, tmp)
+    if a is None:
+        return False, info, None
+    if a.shape != ref.shape:
+        return False, f"shape {a.shape} vs pydicom {ref.shape}", None
+    diff = int(np.abs(a.astype(np.int64) - ref).max())
+    if diff != 0:
+        return False, f"RGB differs from pydicom apply_color_lut (max |d| = {diff})", None
+    if len(np.unique(ref.reshape(-1, 3), axis=0)) < 16:
+        return False, "fewer than 16 colours: the check would prove little", None
+    h, w, ch = a.shape
+    return True, f"RGB == pydicom apply_color_lut, segmented LUTs ({w}x{h}x{ch})", ref
+
+
 def rebuild_native(ds, samples, out):
     """Writes ds with samples as explicit VR little-endian pixel data (for dcm2pnm)."""
     ds = ds.copy()
@@ -176,13 +275,25 @@ def check_dicom(cxr, path, rel, ts, tmp):
             return False, "decoded, but listed as known undecodable"
         if not re.search(KNOWN_UNDECODABLE[base], r.stderr) or path not in r.stderr:
             return False, "wrong error: " + r.stderr.strip()
-        if "JLSL" in base and run(["dcml2pnm", path, os.path.join(tmp, "r.pgm")]).returncode == 0:
-            return False, "dcm2pnm decodes it but we do not"
         return True, "expected error: " + r.stderr.strip().split(": ", 1)[1]
     if r.returncode != 0:
         return False, "preprocess failed: " + r.stderr.strip()
     info = kv(r.stdout.strip().splitlines()[0])
+    if ts == DEFLATE_FRAME:
+        return deflate_check(cxr, path, tmp)
     render_src, note = path, ""
+    if base in SEGMENTED_PALETTE:
+        # dcm2pnm ignores segmented LUTs: it renders the RGB rebuilt from pydicom's instead.
+        ok, msg, rgb = palette_check(cxr, path, tmp)
+        if not ok:
+            return False, msg
+        note, render_src = msg + "; ", os.path.join(tmp, "native.dcm")
+        rebuild_native(pydicom.dcmread(path), rgb, render_src)
+    if base in JLS_BY_GDCM:
+        ok, msg, native = gdcm_check(cxr, path, tmp)
+        if not ok:
+            return False, msg
+        note, render_src, ts = msg + "; ", native, "1.2.840.10008.1.2.1"
     if ts in J2K:
         ds = pydicom.dcmread(path)
         ok, msg, samples = j2k_check(cxr, path, ds, tmp)

@@ -181,7 +181,8 @@ static void test_damaged_copies(void **state)
         "pydicom_MR_small.dcm",         "pydicom_MR_small_RLE.dcm",
         "pydicom_MR_small_jp2klossless.dcm", "pydicom_MR_small_jpeg_ls_lossless.dcm",
         "pydicom_SC_rgb_jpeg_dcmtk.dcm", "pydicom_image_dfl.dcm",
-        "pydicom_JPEG-lossy.dcm",
+        "pydicom_JPEG-lossy.dcm",       "pydicomdata_liver_deflate.dcm",
+        "pydicomdata_JLSL_08_07_0_1F.dcm", "pydicomdata_gdcm-US-ALOKA-16_big.dcm",
     };
     float *out = malloc(64 * 64 * sizeof(float));
     unsigned int seed = 12345;
@@ -250,6 +251,91 @@ static void test_odd_length_pixel_data(void **state)
     free(data);
 }
 
+/* Segmented Palette Color LUTs with a bad first segment (the red LUT of the ALOKA file,
+ * explicit VR big endian, edited in memory): a named error, never a read past the data. */
+static void test_bad_segmented_lut(void **state)
+{
+    static const unsigned char tag[6] = {0x00, 0x28, 0x12, 0x21, 'O', 'W'};
+    static const struct {
+        unsigned short words[7];
+        int n;
+        const char *want;
+    } cases[] = {
+        {{1}, 1, "first segment is a linear one"},
+        {{7}, 1, "unknown segment type"},
+        {{0, 0xffff}, 2, "discrete segment runs past the end"},
+        {{0, 1, 0x1234, 2, 1, 0xffff, 0xffff}, 7, "indirect segment points past the end"},
+        {{0, 1, 0x1234, 2, 1, 3, 0}, 7, "indirect segment refers to another indirect"},
+    };
+    char path[4200], err[512];
+    char *data = NULL;
+    size_t len = 0, at = 0;
+
+    path_of(path, sizeof(path), "pydicomdata_gdcm-US-ALOKA-16_big.dcm");
+    assert_int_equal(px_read_file(path, &data, &len, err, sizeof(err)), CXR_OK);
+    for (size_t i = 132; i + 12 + 14 <= len && !at; i++)
+        if (!memcmp(data + i, tag, sizeof(tag)))
+            at = i + 12;
+    assert_true(at > 0);
+    for (size_t c = 0; c < CXR_ARRAY_SIZE(cases); c++) {
+        char *copy = malloc(len);
+        dcm_file *f = NULL;
+        struct px_image img = {0};
+
+        memcpy(copy, data, len);
+        for (int k = 0; k < cases[c].n; k++) {
+            copy[at + 2 * (size_t)k] = (char)(cases[c].words[k] >> 8);
+            copy[at + 2 * (size_t)k + 1] = (char)(cases[c].words[k] & 0xff);
+        }
+        assert_int_equal(dcm_file_open_mem(copy, len, "seg.dcm", &f, err, sizeof(err)), CXR_OK);
+        assert_int_equal(dcm_file_decode(f, &img, err, sizeof(err)), CXR_EDICOM);
+        if (!strstr(err, "seg.dcm: bad segmented Palette Color LUT 0") ||
+            !strstr(err, cases[c].want))
+            fail_msg("case %zu: %s", c, err);
+        dcm_file_free(f);
+        free(copy);
+    }
+    free(data);
+}
+
+/* Deflated Image Frame Compression with Rows edited in memory (liver_deflate.dcm, explicit VR
+ * little endian): a frame that inflates to more or fewer bytes than Rows x Columns / 8 is an
+ * error with the sizes, and the output buffer is never overrun. */
+static void test_deflate_frame_size(void **state)
+{
+    static const unsigned char tag[6] = {0x28, 0x00, 0x10, 0x00, 'U', 'S'};
+    static const struct {
+        unsigned short rows;
+        const char *want;
+    } cases[] = {
+        {256, "inflates to more than the frame's 16384 bytes"},
+        {1024, "inflates to 32768 bytes"},
+    };
+    char path[4200], err[512];
+    char *data = NULL;
+    size_t len = 0, at = 0;
+
+    path_of(path, sizeof(path), "pydicomdata_liver_deflate.dcm");
+    assert_int_equal(px_read_file(path, &data, &len, err, sizeof(err)), CXR_OK);
+    for (size_t i = 132; i + 10 <= len && !at; i++)
+        if (!memcmp(data + i, tag, sizeof(tag)))
+            at = i + 8;
+    assert_true(at > 0);
+    for (size_t c = 0; c < CXR_ARRAY_SIZE(cases); c++) {
+        dcm_file *f = NULL;
+        struct px_image img = {0};
+
+        data[at] = (char)(cases[c].rows & 0xff);
+        data[at + 1] = (char)(cases[c].rows >> 8);
+        assert_int_equal(dcm_file_open_mem(data, len, "dfl.dcm", &f, err, sizeof(err)), CXR_OK);
+        assert_int_equal(dcm_file_decode(f, &img, err, sizeof(err)), CXR_EDICOM);
+        if (!strstr(err, "dfl.dcm: ") || !strstr(err, cases[c].want))
+            fail_msg("rows %u: %s", cases[c].rows, err);
+        dcm_file_free(f);
+    }
+    free(data);
+}
+
 int main(void)
 {
     const char *d = getenv("CXR_DATA_DIR");
@@ -261,6 +347,8 @@ int main(void)
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_damaged_copies),
         cmocka_unit_test(test_odd_length_pixel_data),
+        cmocka_unit_test(test_bad_segmented_lut),
+        cmocka_unit_test(test_deflate_frame_size),
     };
 
     (void)snprintf(g_dir, sizeof(g_dir), "%s/dicom", d ? d : "");
