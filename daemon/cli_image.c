@@ -113,7 +113,10 @@ static int inspect_one(const char *path)
         if (df) {
             dcm_gate(dcm_file_info(df), &v);
             printf("  Verdict                 %s%s\n",
-                   v.applicable ? "applicable" : "not applicable: ", v.reason);
+                   v.applicable ? "not scored: the header passes the gate but the pixel data "
+                                  "cannot be decoded (see Error)"
+                                : "not applicable: ",
+                   v.reason);
         }
         goto out_err;
     }
