@@ -206,6 +206,19 @@ void nn_conv_backward(const struct nn_layer *l, const float *w, const float *x, 
     }
 }
 
+
+/* y = x * a + b over channel c of every image: batch normalisation with its statistics folded. */
+static void bn_scale_shift(const float *x, float *y, int batch, int C, int c, size_t hw, float a,
+                           float b)
+{
+    for (int n = 0; n < batch; n++) {
+        const float *p = x + ((size_t)n * C + c) * hw;
+        float *q = y + ((size_t)n * C + c) * hw;
+        for (size_t i = 0; i < hw; i++)
+            q[i] = p[i] * a + b;
+    }
+}
+
 void nn_bn_forward_train(const struct nn_layer *l, const float *gamma, const float *beta,
                          float *run_mean, float *run_var, const float *x, float *y, int batch,
                          float *save_mean, float *save_istd, float momentum)
@@ -236,13 +249,8 @@ void nn_bn_forward_train(const struct nn_layer *l, const float *gamma, const flo
             run_mean[c] = (1.0f - momentum) * run_mean[c] + momentum * (float)mean;
             run_var[c] = (1.0f - momentum) * run_var[c] + momentum * (float)unbiased;
         }
-        float a = gamma[c] * istd, bb = beta[c] - (float)mean * a;
-        for (int n = 0; n < batch; n++) {
-            const float *p = x + ((size_t)n * C + c) * hw;
-            float *q = y + ((size_t)n * C + c) * hw;
-            for (size_t i = 0; i < hw; i++)
-                q[i] = p[i] * a + bb;
-        }
+        float a = gamma[c] * istd;
+        bn_scale_shift(x, y, batch, C, c, hw, a, beta[c] - (float)mean * a);
     }
 }
 
@@ -253,13 +261,8 @@ void nn_bn_forward_infer(const struct nn_layer *l, const float *gamma, const flo
     const int C = l->ic;
     const size_t hw = (size_t)l->ih * l->iw;
     for (int c = 0; c < C; c++) {
-        float a = gamma[c] / sqrtf(var[c] + NN_BN_EPS), bb = beta[c] - mean[c] * a;
-        for (int n = 0; n < batch; n++) {
-            const float *p = x + ((size_t)n * C + c) * hw;
-            float *q = y + ((size_t)n * C + c) * hw;
-            for (size_t i = 0; i < hw; i++)
-                q[i] = p[i] * a + bb;
-        }
+        float a = gamma[c] / sqrtf(var[c] + NN_BN_EPS);
+        bn_scale_shift(x, y, batch, C, c, hw, a, beta[c] - mean[c] * a);
     }
 }
 

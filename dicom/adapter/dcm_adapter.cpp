@@ -418,16 +418,16 @@ out_free:
     return err;
 }
 
-/* Collects the compressed fragments of frame 0 from the encapsulated pixel data (a JPEG 2000 or
- * JPEG-LS codestream; both end with FFD9). */
-cxr_err codestream_frame0(dcm_file *f, const char *what, std::vector<Uint8> &cs, char *errbuf,
-                          size_t errlen)
+/* The encapsulated pixel sequence of the file (its fragments); `what` names the encoding in
+ * the message when the pixel data is not encapsulated. */
+cxr_err pixel_sequence(dcm_file *f, const char *what, DcmPixelSequence *&seq, char *errbuf,
+                       size_t errlen)
 {
     const char *name = f->name.c_str();
     DcmDataset *ds = f->ff.getDataset();
     DcmElement *el = nullptr;
-    DcmPixelSequence *seq = nullptr;
 
+    seq = nullptr;
     if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el)
         return px_err(errbuf, errlen, CXR_EDICOM, "%s: no pixel data", name);
     DcmPixelData *pd = dynamic_cast<DcmPixelData *>(el);
@@ -437,6 +437,20 @@ cxr_err codestream_frame0(dcm_file *f, const char *what, std::vector<Uint8> &cs,
     if (c.bad() || !seq)
         return px_err(errbuf, errlen, CXR_EDICOM,
                       "%s: %s pixel data is not encapsulated (%s)", name, what, c.text());
+    return CXR_OK;
+}
+
+/* Collects the compressed fragments of frame 0 from the encapsulated pixel data (a JPEG 2000 or
+ * JPEG-LS codestream; both end with FFD9). */
+cxr_err codestream_frame0(dcm_file *f, const char *what, std::vector<Uint8> &cs, char *errbuf,
+                          size_t errlen)
+{
+    const char *name = f->name.c_str();
+    DcmPixelSequence *seq = nullptr;
+    cxr_err perr = pixel_sequence(f, what, seq, errbuf, errlen);
+
+    if (perr)
+        return perr;
     unsigned long nitems = seq->card();
     if (nitems < 2)
         return px_err(errbuf, errlen, CXR_EDICOM, "%s: %s pixel data has no fragments", name,
@@ -488,20 +502,12 @@ cxr_err unpack_frame(dcm_file *f, const Uint8 *raw, const char *photometric, int
 cxr_err inflate_frame0(dcm_file *f, std::vector<Uint8> &out, char *errbuf, size_t errlen)
 {
     const char *name = f->name.c_str();
-    DcmDataset *ds = f->ff.getDataset();
-    DcmElement *el = nullptr;
     DcmPixelSequence *seq = nullptr;
     size_t need = frame_bytes(&f->info);
+    cxr_err perr = pixel_sequence(f, "deflated", seq, errbuf, errlen);
 
-    if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el)
-        return px_err(errbuf, errlen, CXR_EDICOM, "%s: no pixel data", name);
-    DcmPixelData *pd = dynamic_cast<DcmPixelData *>(el);
-    if (!pd)
-        return px_err(errbuf, errlen, CXR_EDICOM, "%s: pixel data has an unexpected type", name);
-    OFCondition c = pd->getEncapsulatedRepresentation(ds->getOriginalXfer(), nullptr, seq);
-    if (c.bad() || !seq)
-        return px_err(errbuf, errlen, CXR_EDICOM,
-                      "%s: deflated pixel data is not encapsulated (%s)", name, c.text());
+    if (perr)
+        return perr;
     unsigned long nitems = seq->card();
     if (nitems < 2)
         return px_err(errbuf, errlen, CXR_EDICOM, "%s: deflated pixel data has no fragments",
