@@ -25,6 +25,19 @@ static int conv_is_direct(const struct nn_layer *l)
     return l->k == 1 && l->stride == 1 && l->pad == 0;
 }
 
+/* The output columns ox whose input column ox*s - p + kx lies inside [0, iw): [*ox0, *ox1). */
+static void valid_ox(int ow, int s, int p, int kx, int iw, int *ox0, int *ox1)
+{
+    int a = 0, b = ow;
+
+    while (a < ow && a * s - p + kx < 0)
+        a++;
+    while (b > a && (b - 1) * s - p + kx >= iw)
+        b--;
+    *ox0 = a;
+    *ox1 = b;
+}
+
 /*
  * col[(c*k + ky)*k + kx][(oy - oy0)*ow + ox] = x[c][oy*s - p + ky][ox*s - p + kx] (0 outside),
  * for output rows oy0 <= oy < oy1: a tile of the full im2col matrix, with row length
@@ -39,12 +52,8 @@ static void im2col_rows(const struct nn_layer *l, const float *x, float *col, in
         for (int ky = 0; ky < k; ky++) {
             for (int kx = 0; kx < k; kx++) {
                 float *row = col + ((size_t)(c * k + ky) * k + kx) * len;
-                /* valid ox: 0 <= ox*s - p + kx < iw */
-                int ox0 = 0, ox1 = ow;
-                while (ox0 < ow && ox0 * s - p + kx < 0)
-                    ox0++;
-                while (ox1 > ox0 && (ox1 - 1) * s - p + kx >= iw)
-                    ox1--;
+                int ox0, ox1;
+                valid_ox(ow, s, p, kx, iw, &ox0, &ox1);
                 for (int oy = oy0; oy < oy1; oy++) {
                     float *r = row + (size_t)(oy - oy0) * ow;
                     int iy = oy * s - p + ky;
@@ -79,11 +88,8 @@ static void col2im_rows(const struct nn_layer *l, const float *col, float *dx, i
         for (int ky = 0; ky < k; ky++) {
             for (int kx = 0; kx < k; kx++) {
                 const float *row = col + ((size_t)(c * k + ky) * k + kx) * len;
-                int ox0 = 0, ox1 = ow;
-                while (ox0 < ow && ox0 * s - p + kx < 0)
-                    ox0++;
-                while (ox1 > ox0 && (ox1 - 1) * s - p + kx >= iw)
-                    ox1--;
+                int ox0, ox1;
+                valid_ox(ow, s, p, kx, iw, &ox0, &ox1);
                 for (int oy = oy0; oy < oy1; oy++) {
                     int iy = oy * s - p + ky;
                     if (iy < 0 || iy >= ih)
