@@ -14,7 +14,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cblas.h>
 
 #include "cli.h"
 #include "common.h"
@@ -144,7 +143,7 @@ int cli_classify(int argc, char **argv)
         nn_model_free(m);
         return 1;
     }
-    openblas_set_num_threads(threads);
+    (void)nn_set_threads(threads > NN_MAX_THREADS ? NN_MAX_THREADS : threads);
     px.size = spec->size;
     px.channels = spec->channels;
     px.mean = spec->mean;

@@ -17,6 +17,7 @@
 struct nn_step {
     const struct nn_layer *l;
     int relu;      /* fused ReLU epilogue */
+    float *wpk;    /* direct convolution: the folded weights, packed once */
 };
 
 struct nn_ctx {
@@ -31,6 +32,8 @@ void nn_ctx_free(nn_ctx *c)
 {
     if (!c)
         return;
+    for (int i = 0; i < c->n_steps; i++)
+        nn_free(c->steps[i].wpk);
     nn_free(c->params);
     nn_free(c->a);
     nn_free(c->b);
@@ -60,8 +63,8 @@ cxr_err nn_ctx_new(const nn_model *m, int max_batch, nn_ctx **ret_ctx)
         struct nn_step *s;
         if (nn_layer_out_len(l) > maxact)
             maxact = nn_layer_out_len(l);
-        if (l->type == NN_L_CONV && nn_conv_col_len(l) > maxcol)
-            maxcol = nn_conv_col_len(l);
+        if (l->type == NN_L_CONV && nn_conv_ws_len(l, max_batch) > maxcol)
+            maxcol = nn_conv_ws_len(l, max_batch);
         if (l->type == NN_L_DROPOUT || l->type == NN_L_FLATTEN)
             continue;
         if (c->n_steps > 0) {
@@ -87,6 +90,16 @@ cxr_err nn_ctx_new(const nn_model *m, int max_batch, nn_ctx **ret_ctx)
         s = &c->steps[c->n_steps++];
         s->l = l;
         s->relu = 0;
+        s->wpk = NULL;
+    }
+    for (int i = 0; i < c->n_steps; i++) {
+        struct nn_step *s = &c->steps[i];
+        if (s->l->type != NN_L_CONV || !nn_conv_fwd_direct(s->l))
+            continue;
+        s->wpk = nn_alloc(sizeof(float) * nn_conv_pack_len(s->l));
+        if (!s->wpk)
+            goto oom;
+        nn_conv_pack(s->l, c->params + s->l->w, s->wpk);
     }
     c->a = nn_alloc(sizeof(float) * maxact * max_batch);
     c->b = nn_alloc(sizeof(float) * maxact * max_batch);
@@ -120,7 +133,8 @@ cxr_err nn_predict(nn_ctx *c, const float *input, int batch, float *probs)
         float *out = (i == c->n_steps - 1) ? c->logits : y;
         switch (l->type) {
         case NN_L_CONV:
-            nn_conv_forward(l, P + l->w, P + l->b, x, out, batch, c->col, s->relu);
+            nn_conv_forward_packed(l, s->wpk, P + l->w, P + l->b, x, out, batch, c->col,
+                                   s->relu);
             break;
         case NN_L_BN:
             nn_bn_forward_infer(l, P + l->gamma, P + l->beta, P + l->mean, P + l->var, x, out,

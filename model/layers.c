@@ -135,31 +135,139 @@ static void bias_act(float *r, int n, float bias, int relu)
     }
 }
 
+/* Sums of one plane in float with vector lanes (the lanes' order of addition is allowed by the
+ * simd pragma); callers add planes in double where the count is large. */
+static float plane_sum(const float *p, size_t n)
+{
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (size_t i = 0; i < n; i++)
+        s += p[i];
+    return s;
+}
+
+static float plane_sq_dev(const float *p, size_t n, float mean)
+{
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (size_t i = 0; i < n; i++)
+        s += (p[i] - mean) * (p[i] - mean);
+    return s;
+}
+
+/* Floats of one worker's im2col tile. */
+static size_t conv_tile_len(const struct nn_layer *l)
+{
+    return (size_t)l->ic * l->k * l->k * conv_tile_rows(l) * l->ow;
+}
+
+/* The im2col path's workspace: a tile per worker, then a weight-gradient partial per worker. */
+static size_t im2col_ws_len(const struct nn_layer *l)
+{
+    return NN_MAX_THREADS * (conv_tile_len(l) + (size_t)l->nw);
+}
+
+size_t nn_conv_ws_len(const struct nn_layer *l, int batch)
+{
+    size_t direct = nn_conv_fwd_direct(l) ? nn_direct_ws_len(l, batch) : 0;
+    if (nn_conv_is_direct(l))
+        return direct;
+    return direct > im2col_ws_len(l) ? direct : im2col_ws_len(l);
+}
+
 void nn_conv_forward(const struct nn_layer *l, const float *w, const float *b, const float *x,
                      float *y, int batch, float *col, int relu)
 {
+    nn_conv_forward_packed(l, NULL, w, b, x, y, batch, col, relu);
+}
+
+struct conv_job {
+    const struct nn_layer *l;
+    const float *w, *b, *x, *dy;
+    float *y, *dw, *dx, *col;
+    int relu;
+};
+
+/* im2col path, image n, forward: tiles of output rows, each im2col + sgemm + epilogue. */
+static void conv_fwd_image(void *arg, int n, int worker)
+{
+    const struct conv_job *j = arg;
+    const struct nn_layer *l = j->l;
     const int K = l->ic * l->k * l->k, N = l->oh * l->ow, M = l->oc;
-    const size_t in_len = nn_layer_in_len(l), out_len = nn_layer_out_len(l);
     const int tile = conv_tile_rows(l);
-    for (int n = 0; n < batch; n++) {
-        const float *xn = x + n * in_len;
-        float *yn = y + n * out_len;
-        if (conv_is_direct(l)) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, w, K, xn, N,
-                        0.0f, yn, N);
-            for (int m = 0; m < M; m++)
-                bias_act(yn + (size_t)m * N, N, b ? b[m] : 0.0f, relu);
-            continue;
-        }
-        for (int oy0 = 0; oy0 < l->oh; oy0 += tile) {
-            const int oy1 = oy0 + tile < l->oh ? oy0 + tile : l->oh;
-            const int nb = (oy1 - oy0) * l->ow;
-            float *yt = yn + (size_t)oy0 * l->ow;
+    const float *xn = j->x + n * nn_layer_in_len(l);
+    float *yn = j->y + n * nn_layer_out_len(l);
+    float *col = j->col + (size_t)worker * conv_tile_len(l);
+    if (conv_is_direct(l)) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, j->w, K, xn, N,
+                    0.0f, yn, N);
+        for (int m = 0; m < M; m++)
+            bias_act(yn + (size_t)m * N, N, j->b ? j->b[m] : 0.0f, j->relu);
+        return;
+    }
+    for (int oy0 = 0; oy0 < l->oh; oy0 += tile) {
+        const int oy1 = oy0 + tile < l->oh ? oy0 + tile : l->oh;
+        const int nb = (oy1 - oy0) * l->ow;
+        float *yt = yn + (size_t)oy0 * l->ow;
+        im2col_rows(l, xn, col, oy0, oy1);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, nb, K, 1.0f, j->w, K, col, nb,
+                    0.0f, yt, N);
+        for (int m = 0; m < M; m++)
+            bias_act(yt + (size_t)m * N, nb, j->b ? j->b[m] : 0.0f, j->relu);
+    }
+}
+
+void nn_conv_forward_packed(const struct nn_layer *l, const float *wpk, const float *w,
+                            const float *b, const float *x, float *y, int batch, float *col,
+                            int relu)
+{
+    struct conv_job j = {l, w, b, x, NULL, y, NULL, NULL, col, relu};
+    if (nn_conv_fwd_direct(l)) {
+        nn_direct_forward(l, wpk, w, b, x, y, batch, col, relu);
+        return;
+    }
+    nn_parallel(conv_fwd_image, &j, batch);
+}
+
+/* im2col path, image n, backward: the weight gradient into this worker's partial sums, the
+ * input gradient of the image. */
+static void conv_bwd_image(void *arg, int n, int worker)
+{
+    const struct conv_job *j = arg;
+    const struct nn_layer *l = j->l;
+    const int K = l->ic * l->k * l->k, N = l->oh * l->ow, M = l->oc;
+    const size_t in_len = nn_layer_in_len(l);
+    const int tile = conv_tile_rows(l);
+    const float *xn = j->x + n * in_len;
+    const float *dyn = j->dy + n * nn_layer_out_len(l);
+    float *dxn = j->dx ? j->dx + n * in_len : NULL;
+    float *col = j->col + (size_t)worker * conv_tile_len(l);
+    float *dw = j->dw ? j->col + NN_MAX_THREADS * conv_tile_len(l) + (size_t)worker * l->nw
+                      : NULL;
+    if (conv_is_direct(l)) {
+        if (dw) /* dW[M,K] += dy[M,N] * x^T[N,K] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, N, 1.0f, dyn, N, xn, N,
+                        1.0f, dw, K);
+        if (dxn) /* dx[K,N] = W^T[K,M] * dy[M,N] */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, M, 1.0f, j->w, K, dyn, N,
+                        0.0f, dxn, N);
+        return;
+    }
+    if (dxn)
+        memset(dxn, 0, sizeof(float) * in_len);
+    for (int oy0 = 0; oy0 < l->oh; oy0 += tile) {
+        const int oy1 = oy0 + tile < l->oh ? oy0 + tile : l->oh;
+        const int nb = (oy1 - oy0) * l->ow;
+        const float *dyt = dyn + (size_t)oy0 * l->ow;
+        if (dw) {
             im2col_rows(l, xn, col, oy0, oy1);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, nb, K, 1.0f, w, K, col, nb,
-                        0.0f, yt, N);
-            for (int m = 0; m < M; m++)
-                bias_act(yt + (size_t)m * N, nb, b ? b[m] : 0.0f, relu);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, nb, 1.0f, dyt, N, col,
+                        nb, 1.0f, dw, K);
+        }
+        if (dxn) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, nb, M, 1.0f, j->w, K, dyt, N,
+                        0.0f, col, nb);
+            col2im_rows(l, col, dxn, oy0, oy1);
         }
     }
 }
@@ -167,49 +275,27 @@ void nn_conv_forward(const struct nn_layer *l, const float *w, const float *b, c
 void nn_conv_backward(const struct nn_layer *l, const float *w, const float *x, const float *dy,
                       float *dw, float *db, float *dx, int batch, float *col)
 {
-    const int K = l->ic * l->k * l->k, N = l->oh * l->ow, M = l->oc;
-    const size_t in_len = nn_layer_in_len(l), out_len = nn_layer_out_len(l);
-    const int tile = conv_tile_rows(l);
-    for (int n = 0; n < batch; n++) {
-        const float *xn = x + n * in_len;
-        const float *dyn = dy + n * out_len;
-        float *dxn = dx ? dx + n * in_len : NULL;
-        if (db) {
-            for (int m = 0; m < M; m++) {
-                const float *r = dyn + (size_t)m * N;
-                float s = 0.0f;
-                for (int i = 0; i < N; i++)
-                    s += r[i];
-                db[m] += s;
-            }
-        }
-        if (conv_is_direct(l)) {
-            if (dw) /* dW[M,K] += dy[M,N] * x^T[N,K] */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, N, 1.0f, dyn, N, xn,
-                            N, 1.0f, dw, K);
-            if (dxn) /* dx[K,N] = W^T[K,M] * dy[M,N] */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, M, 1.0f, w, K, dyn,
-                            N, 0.0f, dxn, N);
-            continue;
-        }
-        if (dxn)
-            memset(dxn, 0, sizeof(float) * in_len);
-        for (int oy0 = 0; oy0 < l->oh; oy0 += tile) {
-            const int oy1 = oy0 + tile < l->oh ? oy0 + tile : l->oh;
-            const int nb = (oy1 - oy0) * l->ow;
-            const float *dyt = dyn + (size_t)oy0 * l->ow;
-            if (dw) {
-                im2col_rows(l, xn, col, oy0, oy1);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, nb, 1.0f, dyt, N, col,
-                            nb, 1.0f, dw, K);
-            }
-            if (dxn) {
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, nb, M, 1.0f, w, K, dyt,
-                            N, 0.0f, col, nb);
-                col2im_rows(l, col, dxn, oy0, oy1);
-            }
-        }
+    const int N = l->oh * l->ow, M = l->oc;
+    const size_t out_len = nn_layer_out_len(l);
+    struct conv_job j = {l, w, NULL, x, dy, NULL, dw, dx, col, 0};
+    if (db)
+        for (int n = 0; n < batch; n++)
+            for (int m = 0; m < M; m++)
+                db[m] += plane_sum(dy + n * out_len + (size_t)m * N, (size_t)N);
+    if (nn_conv_is_direct(l)) {
+        nn_direct_backward(l, w, x, dy, dw, dx, batch, col);
+        return;
     }
+    /* weight-gradient partials per worker (the images are shared out), added at the end */
+    float *part = col + NN_MAX_THREADS * conv_tile_len(l);
+    const int workers = nn_get_threads();
+    if (dw)
+        memset(part, 0, sizeof(float) * (size_t)workers * l->nw);
+    nn_parallel(conv_bwd_image, &j, batch);
+    if (dw)
+        for (int t = 0; t < workers; t++)
+            for (long i = 0; i < l->nw; i++)
+                dw[i] += part[(size_t)t * l->nw + i];
 }
 
 
@@ -225,50 +311,103 @@ static void bn_scale_shift(const float *x, float *y, int batch, int C, int c, si
     }
 }
 
+/* The batch-normalisation loops, one task per channel (they share nothing across channels). */
+struct bn_job {
+    const struct nn_layer *l;
+    const float *gamma, *beta, *mean, *var, *x, *dy, *save_mean, *save_istd;
+    float *run_mean, *run_var, *y, *save_mean_out, *save_istd_out, *dgamma, *dbeta, *dx;
+    float momentum;
+    int batch;
+};
+
+static void bn_train_channel(void *arg, int c, int worker)
+{
+    const struct bn_job *j = arg;
+    const int C = j->l->ic, batch = j->batch;
+    const size_t hw = (size_t)j->l->ih * j->l->iw, cnt = hw * batch;
+    const float *x = j->x;
+    double s = 0.0, ss = 0.0;
+    for (int n = 0; n < batch; n++)
+        s += plane_sum(x + ((size_t)n * C + c) * hw, hw);
+    double mean = s / (double)cnt;
+    for (int n = 0; n < batch; n++)
+        ss += plane_sq_dev(x + ((size_t)n * C + c) * hw, hw, (float)mean);
+    double var = ss / (double)cnt;
+    float istd = (float)(1.0 / sqrt(var + NN_BN_EPS));
+    j->save_mean_out[c] = (float)mean;
+    j->save_istd_out[c] = istd;
+    if (j->run_mean) {
+        double unbiased = cnt > 1 ? ss / (double)(cnt - 1) : var;
+        j->run_mean[c] = (1.0f - j->momentum) * j->run_mean[c] + j->momentum * (float)mean;
+        j->run_var[c] = (1.0f - j->momentum) * j->run_var[c] + j->momentum * (float)unbiased;
+    }
+    float a = j->gamma[c] * istd;
+    bn_scale_shift(x, j->y, batch, C, c, hw, a, j->beta[c] - (float)mean * a);
+}
+
 void nn_bn_forward_train(const struct nn_layer *l, const float *gamma, const float *beta,
                          float *run_mean, float *run_var, const float *x, float *y, int batch,
                          float *save_mean, float *save_istd, float momentum)
 {
-    const int C = l->ic;
-    const size_t hw = (size_t)l->ih * l->iw, cnt = hw * batch;
-    for (int c = 0; c < C; c++) {
-        double s = 0.0, ss = 0.0;
-        for (int n = 0; n < batch; n++) {
-            const float *p = x + ((size_t)n * C + c) * hw;
-            for (size_t i = 0; i < hw; i++)
-                s += p[i];
-        }
-        double mean = s / (double)cnt;
-        for (int n = 0; n < batch; n++) {
-            const float *p = x + ((size_t)n * C + c) * hw;
-            for (size_t i = 0; i < hw; i++) {
-                double d = p[i] - mean;
-                ss += d * d;
-            }
-        }
-        double var = ss / (double)cnt;
-        float istd = (float)(1.0 / sqrt(var + NN_BN_EPS));
-        save_mean[c] = (float)mean;
-        save_istd[c] = istd;
-        if (run_mean) {
-            double unbiased = cnt > 1 ? ss / (double)(cnt - 1) : var;
-            run_mean[c] = (1.0f - momentum) * run_mean[c] + momentum * (float)mean;
-            run_var[c] = (1.0f - momentum) * run_var[c] + momentum * (float)unbiased;
-        }
-        float a = gamma[c] * istd;
-        bn_scale_shift(x, y, batch, C, c, hw, a, beta[c] - (float)mean * a);
-    }
+    struct bn_job j = {.l = l, .gamma = gamma, .beta = beta, .x = x, .run_mean = run_mean,
+                       .run_var = run_var, .y = y, .save_mean_out = save_mean,
+                       .save_istd_out = save_istd, .momentum = momentum, .batch = batch};
+    nn_parallel(bn_train_channel, &j, l->ic);
+}
+
+static void bn_infer_channel(void *arg, int c, int worker)
+{
+    const struct bn_job *j = arg;
+    const size_t hw = (size_t)j->l->ih * j->l->iw;
+    float a = j->gamma[c] / sqrtf(j->var[c] + NN_BN_EPS);
+    bn_scale_shift(j->x, j->y, j->batch, j->l->ic, c, hw, a, j->beta[c] - j->mean[c] * a);
 }
 
 void nn_bn_forward_infer(const struct nn_layer *l, const float *gamma, const float *beta,
                          const float *mean, const float *var, const float *x, float *y,
                          int batch)
 {
-    const int C = l->ic;
-    const size_t hw = (size_t)l->ih * l->iw;
-    for (int c = 0; c < C; c++) {
-        float a = gamma[c] / sqrtf(var[c] + NN_BN_EPS);
-        bn_scale_shift(x, y, batch, C, c, hw, a, beta[c] - mean[c] * a);
+    struct bn_job j = {.l = l, .gamma = gamma, .beta = beta, .mean = mean, .var = var, .x = x,
+                       .y = y, .batch = batch};
+    nn_parallel(bn_infer_channel, &j, l->ic);
+}
+
+static void bn_backward_channel(void *arg, int c, int worker)
+{
+    const struct bn_job *j = arg;
+    const int C = j->l->ic, batch = j->batch;
+    const size_t hw = (size_t)j->l->ih * j->l->iw;
+    const float cnt = (float)(hw * batch);
+    const float mean = j->save_mean[c], istd = j->save_istd[c];
+    double sdy = 0.0, sdyx = 0.0;
+    for (int n = 0; n < batch; n++) {
+        const float *p = j->x + ((size_t)n * C + c) * hw;
+        const float *g = j->dy + ((size_t)n * C + c) * hw;
+        float a = 0.0f, b = 0.0f;
+#pragma omp simd reduction(+ : a, b)
+        for (size_t i = 0; i < hw; i++) {
+            a += g[i];
+            b += g[i] * (p[i] - mean);
+        }
+        sdy += a;
+        sdyx += (double)b * istd;
+    }
+    if (j->dgamma) {
+        j->dgamma[c] += (float)sdyx;
+        j->dbeta[c] += (float)sdy;
+    }
+    if (j->dx) {
+        const float k = j->gamma[c] * istd / cnt, fsdy = (float)sdy, fsdyx = (float)sdyx;
+        for (int n = 0; n < batch; n++) {
+            const float *p = j->x + ((size_t)n * C + c) * hw;
+            const float *g = j->dy + ((size_t)n * C + c) * hw;
+            float *q = j->dx + ((size_t)n * C + c) * hw;
+#pragma omp simd
+            for (size_t i = 0; i < hw; i++) {
+                float xhat = (p[i] - mean) * istd;
+                q[i] = k * (cnt * g[i] - fsdy - xhat * fsdyx);
+            }
+        }
     }
 }
 
@@ -276,59 +415,80 @@ void nn_bn_backward(const struct nn_layer *l, const float *gamma, const float *x
                     const float *dy, const float *save_mean, const float *save_istd,
                     float *dgamma, float *dbeta, float *dx, int batch)
 {
-    const int C = l->ic;
-    const size_t hw = (size_t)l->ih * l->iw;
-    const float cnt = (float)(hw * batch);
-    for (int c = 0; c < C; c++) {
-        const float mean = save_mean[c], istd = save_istd[c];
-        double sdy = 0.0, sdyx = 0.0;
-        for (int n = 0; n < batch; n++) {
-            const float *p = x + ((size_t)n * C + c) * hw;
-            const float *g = dy + ((size_t)n * C + c) * hw;
-            for (size_t i = 0; i < hw; i++) {
-                sdy += g[i];
-                sdyx += g[i] * (p[i] - mean) * istd;
-            }
-        }
-        if (dgamma) {
-            dgamma[c] += (float)sdyx;
-            dbeta[c] += (float)sdy;
-        }
-        if (dx) {
-            float k = gamma[c] * istd / cnt;
-            for (int n = 0; n < batch; n++) {
-                const float *p = x + ((size_t)n * C + c) * hw;
-                const float *g = dy + ((size_t)n * C + c) * hw;
-                float *q = dx + ((size_t)n * C + c) * hw;
-                for (size_t i = 0; i < hw; i++) {
-                    float xhat = (p[i] - mean) * istd;
-                    q[i] = k * (cnt * g[i] - (float)sdy - xhat * (float)sdyx);
-                }
-            }
-        }
-    }
+    struct bn_job j = {.l = l, .gamma = gamma, .x = x, .dy = dy, .save_mean = save_mean,
+                       .save_istd = save_istd, .dgamma = dgamma, .dbeta = dbeta, .dx = dx,
+                       .batch = batch};
+    nn_parallel(bn_backward_channel, &j, l->ic);
+}
+
+/* Element-wise loops: chunks of this many floats per task. */
+#define EW_CHUNK (64 * 1024)
+
+struct ew_job {
+    const float *a, *b;
+    float *out;
+    size_t n;
+};
+
+static void relu_fwd_chunk(void *arg, int t, int worker)
+{
+    const struct ew_job *j = arg;
+    const size_t i0 = (size_t)t * EW_CHUNK, i1 = i0 + EW_CHUNK < j->n ? i0 + EW_CHUNK : j->n;
+    const float *x = j->a;
+    float *y = j->out;
+#pragma omp simd
+    for (size_t i = i0; i < i1; i++)
+        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 void nn_relu_forward(const float *x, float *y, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    struct ew_job j = {x, NULL, y, n};
+    nn_parallel(relu_fwd_chunk, &j, (int)((n + EW_CHUNK - 1) / EW_CHUNK));
+}
+
+static void relu_bwd_chunk(void *arg, int t, int worker)
+{
+    const struct ew_job *j = arg;
+    const size_t i0 = (size_t)t * EW_CHUNK, i1 = i0 + EW_CHUNK < j->n ? i0 + EW_CHUNK : j->n;
+    const float *y = j->a, *dy = j->b;
+    float *dx = j->out;
+    /* both loads unconditional, so that this is a vector blend, not a branch per element */
+#pragma omp simd
+    for (size_t i = i0; i < i1; i++) {
+        const float g = dy[i];
+        dx[i] = y[i] > 0.0f ? g : 0.0f;
+    }
 }
 
 void nn_relu_backward(const float *y, const float *dy, float *dx, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    struct ew_job j = {y, dy, dx, n};
+    nn_parallel(relu_bwd_chunk, &j, (int)((n + EW_CHUNK - 1) / EW_CHUNK));
 }
 
-void nn_maxpool_forward(const struct nn_layer *l, const float *x, float *y, int32_t *argmax,
-                        int batch)
+/* Pooling: one task per group of POOL_PLANES planes (image x channel). */
+#define POOL_PLANES 16
+
+struct pool_job {
+    const struct nn_layer *l;
+    const float *x;
+    float *y;
+    int32_t *argmax;
+    const int32_t *argmax_in;
+    size_t planes;
+};
+
+static void maxpool_fwd_planes(void *arg, int t, int worker)
 {
+    const struct pool_job *j = arg;
+    const struct nn_layer *l = j->l;
     const int k = l->k, s = l->stride, ih = l->ih, iw = l->iw, oh = l->oh, ow = l->ow;
-    const size_t planes = (size_t)batch * l->ic;
-    for (size_t pl = 0; pl < planes; pl++) {
-        const float *xp = x + pl * ih * iw;
-        float *yp = y + pl * oh * ow;
+    const size_t p0 = (size_t)t * POOL_PLANES,
+                 p1 = p0 + POOL_PLANES < j->planes ? p0 + POOL_PLANES : j->planes;
+    for (size_t pl = p0; pl < p1; pl++) {
+        const float *xp = j->x + pl * ih * iw;
+        float *yp = j->y + pl * oh * ow;
         for (int oy = 0; oy < oh; oy++) {
             for (int ox = 0; ox < ow; ox++) {
                 int best = (oy * s) * iw + ox * s;
@@ -343,22 +503,37 @@ void nn_maxpool_forward(const struct nn_layer *l, const float *x, float *y, int3
                     }
                 }
                 yp[oy * ow + ox] = bv;
-                if (argmax)
-                    argmax[pl * oh * ow + oy * ow + ox] = best;
+                if (j->argmax)
+                    j->argmax[pl * oh * ow + oy * ow + ox] = best;
             }
         }
     }
 }
 
+void nn_maxpool_forward(const struct nn_layer *l, const float *x, float *y, int32_t *argmax,
+                        int batch)
+{
+    struct pool_job j = {l, x, y, argmax, NULL, (size_t)batch * l->ic};
+    nn_parallel(maxpool_fwd_planes, &j, (int)((j.planes + POOL_PLANES - 1) / POOL_PLANES));
+}
+
+static void maxpool_bwd_planes(void *arg, int t, int worker)
+{
+    const struct pool_job *j = arg;
+    const size_t ihw = (size_t)j->l->ih * j->l->iw, ohw = (size_t)j->l->oh * j->l->ow;
+    const size_t p0 = (size_t)t * POOL_PLANES,
+                 p1 = p0 + POOL_PLANES < j->planes ? p0 + POOL_PLANES : j->planes;
+    memset(j->y + p0 * ihw, 0, sizeof(float) * (p1 - p0) * ihw);
+    for (size_t pl = p0; pl < p1; pl++)
+        for (size_t i = 0; i < ohw; i++)
+            j->y[pl * ihw + j->argmax_in[pl * ohw + i]] += j->x[pl * ohw + i];
+}
+
 void nn_maxpool_backward(const struct nn_layer *l, const float *dy, const int32_t *argmax,
                          float *dx, int batch)
 {
-    const size_t planes = (size_t)batch * l->ic, ihw = (size_t)l->ih * l->iw,
-                 ohw = (size_t)l->oh * l->ow;
-    memset(dx, 0, sizeof(float) * planes * ihw);
-    for (size_t pl = 0; pl < planes; pl++)
-        for (size_t i = 0; i < ohw; i++)
-            dx[pl * ihw + argmax[pl * ohw + i]] += dy[pl * ohw + i];
+    struct pool_job j = {l, dy, dx, NULL, argmax, (size_t)batch * l->ic};
+    nn_parallel(maxpool_bwd_planes, &j, (int)((j.planes + POOL_PLANES - 1) / POOL_PLANES));
 }
 
 void nn_avgpool_forward(const struct nn_layer *l, const float *x, float *y, int batch)

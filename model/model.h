@@ -15,8 +15,8 @@
  *   dropout), loss (class-weighted, label-smoothed cross-entropy) giving dlogits, backward,
  *   and an Adam or SGD-with-momentum step with weight decay.
  * - The library never logs and never calls exit(); errors are cxr_err plus a message written
- *   to errbuf naming the file and the part at fault. Thread count of OpenBLAS is the caller's
- *   business (openblas_set_num_threads).
+ *   to errbuf naming the file and the part at fault. The engine's thread count is set once
+ *   with nn_set_threads (see pool.c).
  * Tensors are NCHW float32; every buffer the library allocates is 64-byte aligned.
  */
 #ifndef CXR_MODEL_H
@@ -31,6 +31,13 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The engine's threads (1 = the calling thread only, the default; at most NN_MAX_THREADS).
+ * Layers split their work across them themselves, so OpenBLAS is set to one thread. Call at
+ * start-up, not while a prediction or a training step runs. */
+#define NN_MAX_THREADS 8
+cxr_err nn_set_threads(int n);
+int nn_get_threads(void);
 
 typedef struct nn_model nn_model;
 typedef struct nn_ctx nn_ctx;

@@ -480,8 +480,8 @@ cxr_err nn_train_new(nn_model *m, int max_batch, const struct nn_train_opts *opt
                 goto oom;
             t->act[i] = t->own[i];
         }
-        if (l->type == NN_L_CONV && nn_conv_col_len(l) > maxcol)
-            maxcol = nn_conv_col_len(l);
+        if (l->type == NN_L_CONV && nn_conv_ws_len(l, max_batch) > maxcol)
+            maxcol = nn_conv_ws_len(l, max_batch);
         if (l->type == NN_L_BN) {
             t->save_mean[i] = nn_alloc(fsz * l->ic);
             t->save_istd[i] = nn_alloc(fsz * l->ic);

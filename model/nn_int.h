@@ -59,6 +59,12 @@ struct nn_model {
     char digest[NN_DIGEST_HEX];
 };
 
+/* pool.c: the engine's worker threads. fn(arg, task, worker) runs for every task in
+ * [0, ntasks) on the caller and the pool's threads (worker in [0, nn_get_threads())); tasks
+ * must write disjoint outputs. Serial when the pool has one thread or is busy. */
+typedef void (*nn_task_fn)(void *arg, int task, int worker);
+void nn_parallel(nn_task_fn fn, void *arg, int ntasks);
+
 /* tensor.c */
 void *nn_alloc(size_t bytes);            /* 64-byte aligned, zeroed; NULL on overflow/OOM */
 void nn_free(void *p);
@@ -73,10 +79,30 @@ cxr_err nn_arch_resolve(struct nn_model *m, char *errbuf, size_t errlen);
 double nn_layer_flops(const struct nn_layer *l);
 const char *nn_layer_type_name(enum nn_layer_type t);
 
-/* layers.c: kernels for one batch. col is an im2col workspace of nn_conv_col_len floats. */
+/* layers.c: kernels for one batch. col is the convolution's workspace: nn_conv_ws_len(l, batch)
+ * floats (the im2col tile, or the direct path's padded operands). */
 size_t nn_conv_col_len(const struct nn_layer *l);
+size_t nn_conv_ws_len(const struct nn_layer *l, int batch);
 void nn_conv_forward(const struct nn_layer *l, const float *w, const float *b, const float *x,
                      float *y, int batch, float *col, int relu);
+/* The same with the weights already packed by nn_conv_pack() (direct path only; wpk NULL =
+ * pack w into the workspace). */
+void nn_conv_forward_packed(const struct nn_layer *l, const float *wpk, const float *w,
+                            const float *b, const float *x, float *y, int batch, float *col,
+                            int relu);
+
+/* conv_direct.c: the AVX-512 direct 3x3 stride-1 convolution (see the file's comment). */
+int nn_direct_available(void);
+void nn_direct_enable(int on);                 /* tests: force the im2col path (0) */
+int nn_conv_is_direct(const struct nn_layer *l);  /* forward and backward (3x3 stride 1) */
+int nn_conv_fwd_direct(const struct nn_layer *l); /* forward (3x3 stride 1 or 2) */
+size_t nn_conv_pack_len(const struct nn_layer *l);
+void nn_conv_pack(const struct nn_layer *l, const float *w, float *wpk);
+size_t nn_direct_ws_len(const struct nn_layer *l, int batch);
+void nn_direct_forward(const struct nn_layer *l, const float *wpk, const float *w,
+                       const float *b, const float *x, float *y, int batch, float *ws, int relu);
+void nn_direct_backward(const struct nn_layer *l, const float *w, const float *x,
+                        const float *dy, float *dw, float *dx, int batch, float *ws);
 void nn_conv_backward(const struct nn_layer *l, const float *w, const float *x, const float *dy,
                       float *dw, float *db, float *dx, int batch, float *col);
 void nn_bn_forward_train(const struct nn_layer *l, const float *gamma, const float *beta,

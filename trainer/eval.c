@@ -9,7 +9,6 @@
  */
 #include "eval.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -293,7 +292,7 @@ int eval_main(int argc, char **argv)
     memset(&cache, 0, sizeof(cache));
     cxr_buf_init(&errors, 1 << 20);
     ds_init(&d);
-    openblas_set_num_threads(o.threads);
+    (void)nn_set_threads(o.threads > NN_MAX_THREADS ? NN_MAX_THREADS : o.threads);
     if (dcm_global_init() != CXR_OK) {
         fprintf(stderr, "cxrtriage-train: cannot initialise the DICOM codecs\n");
         goto out;

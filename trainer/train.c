@@ -20,7 +20,6 @@
  */
 #include "train.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -75,7 +74,7 @@ static void usage(FILE *out)
         "  --label-smoothing X (0.05)  --warmup N epochs (2)  --schedule cosine|step\n"
         "  --patience N (6) epochs without a better validation macro-F1 before stopping\n"
         "  --no-augment  --hflip (off by default: chest anatomy is not symmetric)\n"
-        "  --seed N (1)  --threads N (BLAS threads, default all cores)\n"
+        "  --seed N (1)  --threads N (the engine's threads, default all cores, at most 8)\n"
         "  --loader-threads N (decoding threads, default cores)\n"
         "Output:\n"
         "  --out MODEL            the best model (.cxrm); OUT.ckpt and OUT.best.ckpt each epoch\n"
@@ -744,7 +743,7 @@ int train_main(int argc, char **argv)
     snprintf(r.history, sizeof(r.history), "%s", r.o.history ? r.o.history : "");
     if (!r.o.history)
         snprintf(r.history, sizeof(r.history), "%s.history.json", r.o.out);
-    openblas_set_num_threads(r.o.threads);
+    (void)nn_set_threads(r.o.threads > NN_MAX_THREADS ? NN_MAX_THREADS : r.o.threads);
     clock_gettime(CLOCK_MONOTONIC, &t0);
 
     if (dcm_global_init() != CXR_OK) {

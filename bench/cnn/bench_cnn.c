@@ -6,9 +6,11 @@
  * channels, N = output pixels, K = in channels x k x k), plain cblas_sgemm GFLOP/s next to our
  * conv forward (im2col + sgemm + fused bias/ReLU) GFLOP/s on the same shapes.
  * Weights are the deterministic hash fill that the PyTorch side uses too.
- * With THREADS > 1, batch-16 throughput is measured two ways and the better one is reported:
- * OpenBLAS threads inside each sgemm, or THREADS workers with one context and one BLAS
- * thread each sharing the batch (the daemon's throughput mode, DESIGN.md "Threads").
+ * THREADS is the engine's thread count (nn_set_threads: the layers split their work across
+ * the engine's threads, OpenBLAS runs one thread). With THREADS > 1, batch-16 throughput is
+ * measured two ways and the better one is reported: the engine's threads inside each layer,
+ * or THREADS workers with one context and one thread each sharing the batch (the daemon's
+ * throughput mode, DESIGN.md "Threads").
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,7 +63,7 @@ static double workers_b16(const nn_model *m, const float *x, int threads, double
     long images = 0;
     double t0;
     int n = threads > 8 ? 8 : threads, started = 0;
-    openblas_set_num_threads(1);
+    (void)nn_set_threads(1);
     for (int i = 0; i < n; i++) {
         w[i].ctx = NULL;
         if (nn_ctx_new(m, 16 / n, &w[i].ctx))
@@ -82,7 +84,7 @@ static double workers_b16(const nn_model *m, const float *x, int threads, double
         images += w[i].images;
         nn_ctx_free(w[i].ctx);
     }
-    openblas_set_num_threads(threads);
+    (void)nn_set_threads(threads);
     return (double)images / (now() - t0);
 }
 
@@ -104,7 +106,10 @@ int main(int argc, char **argv)
     }
     threads = (int)strtol(argv[2], NULL, 10);
     budget = strtod(argv[3], NULL);
-    openblas_set_num_threads(threads);
+    if (nn_set_threads(threads) != CXR_OK) {
+        fprintf(stderr, "bench_cnn: cannot start %d threads\n", threads);
+        return 1;
+    }
     if (nn_model_build(argv[1], NULL, 4, classes, 1, &m, err, sizeof(err))) {
         fprintf(stderr, "bench_cnn: %s\n", err);
         return 1;
@@ -148,7 +153,7 @@ int main(int argc, char **argv)
             workers = workers_b16(m, x, threads, budget);
         printf("b16_blas_ips=%.2f b16_workers_ips=%.2f\n", blas, workers);
         printf("b16_ips=%.2f b16_mode=%s\n", blas > workers ? blas : workers,
-               blas >= workers ? "blas-threads" : "workers");
+               blas >= workers ? "layer-threads" : "workers");
     }
 
     /* training step, batch 32 */
@@ -182,6 +187,8 @@ int main(int argc, char **argv)
                 continue;
             if (nn_conv_col_len(l) > maxcol)
                 maxcol = nn_conv_col_len(l);
+            if (nn_conv_ws_len(l, 1) > maxcol)
+                maxcol = nn_conv_ws_len(l, 1);
             if (nn_layer_out_len(l) > maxact)
                 maxact = nn_layer_out_len(l);
             if (nn_layer_in_len(l) > maxact)
@@ -207,10 +214,17 @@ int main(int argc, char **argv)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f,
                             m->params + l->w, K, col, N, 0.0f, y, N);
             double tg = (now() - t) / reps;
-            nn_conv_forward(l, m->params + l->w, m->params + l->b, a, y, 1, col, 1);
+            /* as inference runs it: direct-path weights packed once, when the context is made */
+            float *wpk = nn_conv_fwd_direct(l) ? nn_alloc(sizeof(float) * nn_conv_pack_len(l))
+                                              : NULL;
+            if (wpk)
+                nn_conv_pack(l, m->params + l->w, wpk);
+            nn_conv_forward_packed(l, wpk, m->params + l->w, m->params + l->b, a, y, 1, col, 1);
             t = now();
             for (int r = 0; r < reps; r++)
-                nn_conv_forward(l, m->params + l->w, m->params + l->b, a, y, 1, col, 1);
+                nn_conv_forward_packed(l, wpk, m->params + l->w, m->params + l->b, a, y, 1, col,
+                                       1);
+            nn_free(wpk);
             double tc = (now() - t) / reps;
             printf("conv layer=%d M=%d N=%d K=%d sgemm_gflops=%.1f conv_gflops=%.1f\n", i, M, N,
                    K, f / tg / 1e9, f / tc / 1e9);

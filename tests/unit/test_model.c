@@ -392,12 +392,80 @@ static void test_loader_errors(void **state)
     }
 }
 
+/* One training step and one prediction with the engine's pool at 1 and at 3 threads: the
+ * same predictions bit for bit (every output is computed by one task, the same way) and the
+ * same gradients to rounding (the im2col path's weight gradient adds per-worker partial sums).
+ * The architecture has every parallel loop: stride-2 and stride-1 3x3 convolutions, a 1x1 and
+ * a 5x5 (im2col path), batch norm, ReLU, max pooling, GAP and dense. */
+static void test_threads_same_result(void **state)
+{
+    static const char *arch = "input 40 1\nconv 16 3 2 1\nbn\nrelu\nconv 20 3 1 1\nbn\nrelu\n"
+                              "maxpool 2 2\nconv 12 1 1 0\nrelu\nconv 9 5 2 2\nbn\nrelu\n"
+                              "gap\ndense classes\n";
+    const int batch = 7;
+    int labels[7] = {0, 1, 2, 3, 0, 1, 2};
+    float *grad[2], probs[2][7 * 4];
+    size_t np = 0, in;
+    float *x;
+    {
+        nn_model *m = build(arch, 4, CLASSES4);
+        in = nn_model_input_len(m) * batch;
+        np = m->n_params;
+        nn_model_free(m);
+    }
+    x = malloc(sizeof(float) * in);
+    assert_non_null(x);
+    nn_fill_hashed_input(x, in, 5);
+    for (int r = 0; r < 2; r++) {
+        nn_model *m = build(arch, 4, CLASSES4);
+        nn_train *t = NULL;
+        nn_ctx *c = NULL;
+        float loss;
+        assert_int_equal(nn_set_threads(r ? 3 : 1), CXR_OK);
+        assert_int_equal(nn_get_threads(), r ? 3 : 1);
+        assert_int_equal(nn_train_new(m, batch, NULL, &t), CXR_OK);
+        assert_int_equal(nn_train_forward(t, x, batch, NULL), CXR_OK);
+        {
+            const float *logits;
+            float dl[7 * 4];
+            assert_int_equal(nn_train_forward(t, x, batch, &logits), CXR_OK);
+            assert_int_equal(nn_loss_xent(logits, labels, batch, 4, NULL, 0.0f, &loss, dl),
+                             CXR_OK);
+            assert_int_equal(nn_train_backward(t, dl), CXR_OK);
+        }
+        grad[r] = malloc(sizeof(float) * np);
+        assert_non_null(grad[r]);
+        memcpy(grad[r], nn_train_grad(t), sizeof(float) * np);
+        nn_train_free(t);
+        assert_int_equal(nn_ctx_new(m, batch, &c), CXR_OK);
+        assert_int_equal(nn_predict(c, x, batch, probs[r]), CXR_OK);
+        nn_ctx_free(c);
+        nn_model_free(m);
+    }
+    assert_int_equal(nn_set_threads(1), CXR_OK);
+    assert_memory_equal(probs[0], probs[1], sizeof(probs[0]));
+    {
+        double worst = 0.0, scale = 1e-30;
+        for (size_t i = 0; i < np; i++) {
+            double d = fabs((double)grad[0][i] - grad[1][i]);
+            worst = d > worst ? d : worst;
+            scale = fabs((double)grad[0][i]) > scale ? fabs((double)grad[0][i]) : scale;
+        }
+        printf("gradients at 1 and 3 threads: max difference %.3g of scale %.3g\n", worst,
+               scale);
+        assert_true(worst <= 1e-5 * scale);
+    }
+    free(grad[0]);
+    free(grad[1]);
+    free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_builtin_archs),   cmocka_unit_test(test_arch_text_errors),
         cmocka_unit_test(test_golden_pytorch),  cmocka_unit_test(test_train_save_load),
-        cmocka_unit_test(test_loader_errors),
+        cmocka_unit_test(test_loader_errors),   cmocka_unit_test(test_threads_same_result),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

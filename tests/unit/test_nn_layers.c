@@ -80,6 +80,19 @@ static double check_grad(const char *what, float *a, const float *analytic, size
     return worst;
 }
 
+/* max |a - b| over max |b|: the error relative to the reference's scale. */
+static double max_rel(const float *a, const float *b, size_t n)
+{
+    double e = 0.0, s = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        e = d > e ? d : e;
+        s = fabs((double)b[i]) > s ? fabs((double)b[i]) : s;
+    }
+    printf("  max difference %.3g of scale %.3g\n", e, s);
+    return e / s;
+}
+
 static double dot(const float *y, const float *r, size_t n)
 {
     double s = 0.0;
@@ -127,7 +140,9 @@ static void check_conv(const char *arch)
     c.b = rand_buf((size_t)l->oc, 0.5f);
     c.y = rand_buf(out, 0.0f);
     c.r = rand_buf(out, 1.0f);
-    c.col = rand_buf(nn_conv_col_len(l), 0.0f);
+    c.col = rand_buf(nn_conv_ws_len(l, 2) > nn_conv_col_len(l) ? nn_conv_ws_len(l, 2)
+                                                               : nn_conv_col_len(l),
+                     0.0f);
     dw = rand_buf((size_t)l->nw, 0.0f);
     db = rand_buf((size_t)l->oc, 0.0f);
     dx = rand_buf(in, 0.0f);
@@ -140,13 +155,81 @@ static void check_conv(const char *arch)
     nn_model_free(m);
 }
 
-static void test_conv(void **state)
+static void conv_cases(void)
 {
     check_conv("input 7 3\nconv 4 3 1 1\ndense classes\n");
     check_conv("input 9 2\nconv 5 3 2 1\ndense classes\n");
     check_conv("input 6 4\nconv 3 1 1 0\ndense classes\n");
     check_conv("input 11 2\nconv 3 5 2 2\ndense classes\n");
     check_conv("input 8 1\nconv 2 2 2 0\ndense classes\n");
+    /* 3x3 stride 1: the direct path where the CPU has AVX-512 (output channels not a multiple
+     * of its 8-channel tile; no, one and two pixels of padding) */
+    check_conv("input 6 2\nconv 11 3 1 0\ndense classes\n");
+    check_conv("input 5 9\nconv 3 3 1 2\ndense classes\n");
+    check_conv("input 9 5\nconv 10 3 1 1\ndense classes\n");
+}
+
+static void test_conv(void **state)
+{
+    printf("direct 3x3 path %s on this CPU\n", nn_direct_available() ? "available" : "absent");
+    conv_cases();
+    nn_direct_enable(0);
+    printf("im2col path only:\n");
+    conv_cases();
+    nn_direct_enable(1);
+}
+
+/* The direct path and the im2col path give the same forward and backward results on layers
+ * large enough to cross their tiles (several 384-position blocks, 8-channel tiles plus a
+ * rest). */
+static void direct_vs_im2col(const char *arch)
+{
+    struct nn_model *m = model_from(arch, 2);
+    const struct nn_layer *l = &m->layers[0];
+    const int batch = 3;
+    size_t in = nn_layer_in_len(l) * batch, out = nn_layer_out_len(l) * batch;
+    size_t ws;
+    float *x = rand_buf(in, 1.0f), *w = rand_buf((size_t)l->nw, 0.5f);
+    float *b = rand_buf((size_t)l->oc, 0.5f);
+    float *dy = rand_buf(out, 1.0f), *col;
+    nn_direct_enable(0); /* the workspace for whichever path needs more */
+    ws = nn_conv_ws_len(l, batch);
+    nn_direct_enable(1);
+    if (nn_conv_ws_len(l, batch) > ws)
+        ws = nn_conv_ws_len(l, batch);
+    col = rand_buf(ws, 0.0f);
+    float *y[2], *dw[2], *db[2], *dx[2];
+    if (!nn_direct_available()) {
+        printf("skipped: this CPU has no AVX-512F, so there is no direct path to compare\n");
+        goto out;
+    }
+    for (int d = 0; d < 2; d++) {
+        nn_direct_enable(d);
+        y[d] = rand_buf(out, 0.0f), dw[d] = rand_buf((size_t)l->nw, 0.0f);
+        db[d] = rand_buf((size_t)l->oc, 0.0f), dx[d] = rand_buf(in, 0.0f);
+        nn_conv_forward(l, w, b, x, y[d], batch, col, 1);
+        nn_conv_backward(l, w, x, dy, dw[d], db[d], dx[d], batch, col);
+    }
+    nn_direct_enable(1);
+    assert_true(max_rel(y[1], y[0], out) < 1e-5);
+    assert_true(max_rel(dx[1], dx[0], in) < 1e-5);
+    assert_true(max_rel(dw[1], dw[0], (size_t)l->nw) < 1e-5);
+    assert_true(max_rel(db[1], db[0], (size_t)l->oc) < 1e-5);
+    for (int d = 0; d < 2; d++)
+        nn_free(y[d]), nn_free(dw[d]), nn_free(db[d]), nn_free(dx[d]);
+out:
+    nn_free(x), nn_free(w), nn_free(b), nn_free(dy), nn_free(col);
+    nn_model_free(m);
+}
+
+static void test_conv_direct_vs_im2col(void **state)
+{
+    direct_vs_im2col("input 23 13\nconv 19 3 1 1\ndense classes\n");
+    direct_vs_im2col("input 17 6\nconv 10 3 1 0\ndense classes\n");
+    /* stride 2: the forward runs on the four input phases (odd and even sizes, pad 0 and 1) */
+    direct_vs_im2col("input 25 5\nconv 12 3 2 1\ndense classes\n");
+    direct_vs_im2col("input 24 3\nconv 9 3 2 0\ndense classes\n");
+    direct_vs_im2col("input 30 1\nconv 16 3 2 1\ndense classes\n");
 }
 
 /* ---- batch norm (training mode) ---- */
@@ -416,7 +499,8 @@ static void test_network(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conv),         cmocka_unit_test(test_bn),
+        cmocka_unit_test(test_conv),         cmocka_unit_test(test_conv_direct_vs_im2col),
+        cmocka_unit_test(test_bn),
         cmocka_unit_test(test_param_free),   cmocka_unit_test(test_dense),
         cmocka_unit_test(test_loss),         cmocka_unit_test(test_network),
     };

@@ -1,0 +1,530 @@
+/*
+ * conv_direct.c - direct 3x3 stride-1 convolution on AVX-512, forward and backward.
+ *
+ * The im2col path copies its input nine times and then runs OpenBLAS, whose kernels are AVX2
+ * on the project's machines (OPENBLAS_CORETYPE=Haswell). This path needs no im2col: the input
+ * of the whole batch is copied once into a zero-padded "flat" layout, xp[c][q], one channel
+ * after the other, each image an (H + 2p) x (W + 2p) block of it. In that layout the input of
+ * tap (ky, kx) for output position q is simply xp[c][q + ky * Wp + kx], so one output tile is
+ * a sum of unit-stride vector loads times broadcast weights:
+ *
+ *     out[o][q] = b[o] + sum_c sum_ky,kx w[o][c][ky][kx] * xp[c][q + ky * Wp + kx]
+ *
+ * computed for 8 output channels x 48 positions at a time in 24 AVX-512 accumulators. Positions
+ * in the padding columns and rows are computed too and dropped when the result is copied out
+ * (the price of unit-stride loads: 7 % of the work at 56 x 56, 23 % at 14 x 14).
+ *
+ * Backward: the input gradient of a stride-1 convolution is the same kind of convolution of the
+ * output gradient (padded by k - 1 - p) with the weights flipped and their channel axes
+ * swapped; the weight gradient is a correlation, dw[o][c][t] = sum_q dy[o][q] xp[c][q + off_t],
+ * computed with positions in the vector lanes (3 output channels x 9 taps = 27 accumulators)
+ * and reduced once per block of positions.
+ *
+ * Stride 2 (forward only) is four stride-1 convolutions: the padded input is split into its
+ * four phases P_ab[i][j] = x[2i + a][2j + b], and tap (ky, kx) reads phase (ky % 2, kx % 2) at
+ * offset (ky / 2, kx / 2); a phase's taps are 4, 2, 2 or 1 of the nine. Its backward stays
+ * on the im2col path.
+ *
+ * Work is split across the engine's threads (pool.c) by channel for the copies, by blocks of
+ * positions (and of output channels when positions are few) for the convolutions and by
+ * output channels for the weight gradient, so every task writes its own part of the output.
+ *
+ * The kernels run only where the CPU has AVX-512F (checked once at run time); elsewhere, and
+ * for other shapes, layers.c keeps the im2col path. Results agree with it to float rounding:
+ * the sums are the same, in a different order.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include <immintrin.h>
+
+#include "nn_int.h"
+
+#define DC_MR 8       /* output channels per tile */
+#define DC_NR 48      /* positions per tile (3 vectors) */
+#define DC_QB 384     /* positions per cache block of the forward loop */
+#define DW_QB 2048    /* positions per block of the weight-gradient loop (a block of
+                       * three dy rows and one input row stays in L1) */
+#define DC_ALIGN 16   /* floats: channel strides are multiples of 64 bytes */
+
+static int direct_state = -1; /* -1 unknown, 0 off, 1 on */
+
+static size_t round_up(size_t n, size_t m)
+{
+    return (n + m - 1) / m * m;
+}
+
+int nn_direct_available(void)
+{
+    if (direct_state < 0) {
+        __builtin_cpu_init();
+        direct_state = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    }
+    return direct_state;
+}
+
+void nn_direct_enable(int on)
+{
+    if (!on)
+        direct_state = 0;
+    else {
+        direct_state = -1;
+        (void)nn_direct_available();
+    }
+}
+
+int nn_conv_is_direct(const struct nn_layer *l)
+{
+    return l->k == 3 && l->stride == 1 && l->pad >= 0 && l->pad <= 2 && nn_direct_available();
+}
+
+int nn_conv_fwd_direct(const struct nn_layer *l)
+{
+    return l->k == 3 && (l->stride == 1 || l->stride == 2) && l->pad >= 0 && l->pad <= 2 &&
+           nn_direct_available();
+}
+
+/*
+ * The flat geometry of one padded operand: nph phase planes per channel, each holding n images
+ * of wp-float rows, image n starting at n * img, its pixel (y, x) at (y + off) * wp + x + off;
+ * per plane cs floats. Outputs are computed for q in [0, q) (a multiple of DC_NR covering the
+ * last valid output) and land at n * img + oy * wp + ox. Reads reach 2 * (wp + 1) + 16 floats
+ * beyond q. Taps: for each phase, their offsets and kernel indices (ky * 3 + kx).
+ *
+ * With one pixel of padding and stride 1, neighbouring rows and images share their zero
+ * padding (rows of w + 1 floats, images of h + 1 rows): the left pad of a row is the right pad
+ * of the one before, so fewer positions are computed and dropped (at 14 x 14, 82 % of the
+ * positions are outputs instead of 68 %).
+ */
+struct dgeo {
+    int hp, wp, nph, off;
+    size_t img, q, cs;
+    int ntap[4];
+    int toff[4][9];
+    int kidx[4][9];
+};
+
+static struct dgeo geo(int h, int w, int pad, int stride, int batch, int oh, int ow)
+{
+    struct dgeo g;
+    memset(&g, 0, sizeof(g));
+    if (stride == 1) {
+        const int shared = pad == 1;
+        g.hp = shared ? h + 1 : h + 2 * pad;
+        g.wp = shared ? w + 1 : w + 2 * pad;
+        g.off = pad;
+        g.nph = 1;
+        for (int t = 0; t < 9; t++) {
+            g.toff[0][t] = (t / 3) * g.wp + t % 3;
+            g.kidx[0][t] = t;
+        }
+        g.ntap[0] = 9;
+    } else {
+        g.hp = (h + 2 * pad + 1) / 2;
+        g.wp = (w + 2 * pad + 1) / 2;
+        g.off = pad;
+        g.nph = 4;
+        for (int ky = 0; ky < 3; ky++)
+            for (int kx = 0; kx < 3; kx++) {
+                int ph = (ky % 2) * 2 + kx % 2, t = g.ntap[ph]++;
+                g.toff[ph][t] = (ky / 2) * g.wp + kx / 2;
+                g.kidx[ph][t] = ky * 3 + kx;
+            }
+    }
+    g.img = (size_t)g.hp * g.wp;
+    g.q = round_up(g.img * (batch - 1) + (size_t)(oh - 1) * g.wp + ow, DC_NR);
+    /* the images themselves (and the shared bottom pad row) must fit below the reads' end */
+    g.cs = round_up(g.q + 2 * (size_t)(g.wp + 1) + 16, DC_ALIGN);
+    if (g.cs < g.img * batch + g.wp + 16)
+        g.cs = round_up(g.img * batch + g.wp + 16, DC_ALIGN);
+    return g;
+}
+
+/* Forward operands: the input's planes; the output is on the same grid. */
+static struct dgeo fwd_geo(const struct nn_layer *l, int batch)
+{
+    return geo(l->ih, l->iw, l->pad, l->stride, batch, l->oh, l->ow);
+}
+
+/* Input-gradient operands (stride 1): dy padded by 2 - p; the result has the input's shape. */
+static struct dgeo bwd_geo(const struct nn_layer *l, int batch)
+{
+    return geo(l->oh, l->ow, l->k - 1 - l->pad, 1, batch, l->ih, l->iw);
+}
+
+size_t nn_conv_pack_len(const struct nn_layer *l)
+{
+    return round_up((size_t)l->oc, DC_MR) * l->ic * 9;
+}
+
+size_t nn_direct_ws_len(const struct nn_layer *l, int batch)
+{
+    struct dgeo gi = fwd_geo(l, batch);
+    size_t fwd, bwd = 0, wpk = nn_conv_pack_len(l);
+    /* forward: packed weights, the input planes, the output rows */
+    fwd = wpk + (size_t)l->ic * gi.nph * gi.cs + round_up((size_t)l->oc, DC_MR) * gi.q;
+    if (l->stride == 1) {
+        struct dgeo gd = bwd_geo(l, batch);
+        /* backward: xp, dy on the forward grid, flipped weights, dy padded, dx on its grid */
+        bwd = (size_t)l->ic * gi.cs + (size_t)l->oc * gi.cs +
+              round_up((size_t)l->ic, DC_MR) * l->oc * 9 + (size_t)l->oc * gd.cs +
+              round_up((size_t)l->ic, DC_MR) * gd.q;
+    }
+    return (fwd > bwd ? fwd : bwd) + 8 * DC_ALIGN;
+}
+
+/* ---- copies in and out of the flat layout, one task per channel ---- */
+
+#define DC_MAX_ROW 4096 /* stride 2: longer rows are split into phases one float at a time */
+
+/* ev[m] = s[2m], od[m] = s[2m + 1]: a row split into its even and odd samples. */
+__attribute__((target("avx512f"))) static void deinterleave(const float *s, int w, float *ev,
+                                                            float *od)
+{
+    const __m512i ie = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i io = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    int m = 0;
+    for (; 2 * m + 32 <= w; m += 16) {
+        const __m512 a = _mm512_loadu_ps(s + 2 * m), b = _mm512_loadu_ps(s + 2 * m + 16);
+        _mm512_storeu_ps(ev + m, _mm512_permutex2var_ps(a, ie, b));
+        _mm512_storeu_ps(od + m, _mm512_permutex2var_ps(a, io, b));
+    }
+    for (; 2 * m < w; m++) {
+        ev[m] = s[2 * m];
+        if (2 * m + 1 < w)
+            od[m] = s[2 * m + 1];
+    }
+}
+
+struct pack_job {
+    const float *src;
+    float *dst;
+    int batch, C, h, w, off, stride;
+    const struct dgeo *g;
+};
+
+/* Channel c: for stride 1, dst[c][n * img + (y + off) * wp + x + off] = src[n][c][y][x]; for
+ * stride 2, plane (c, a * 2 + b) holds the padded input's rows a, a + 2, ... and columns b,
+ * b + 2, ... Everything else of the channel's planes is zero. */
+static void pack_task(void *arg, int c, int worker)
+{
+    const struct pack_job *j = arg;
+    const struct dgeo *g = j->g;
+    float *d = j->dst + (size_t)c * g->nph * g->cs;
+    memset(d, 0, sizeof(float) * g->cs * g->nph);
+    for (int n = 0; n < j->batch; n++) {
+        const float *s = j->src + ((size_t)n * j->C + c) * j->h * j->w;
+        if (j->stride == 1) {
+            float *di = d + (size_t)n * g->img + (size_t)j->off * g->wp + j->off;
+            /* (with shared padding, off = 1 and each row starts one float after the pad) */
+            for (int y = 0; y < j->h; y++)
+                memcpy(di + (size_t)y * g->wp, s + (size_t)y * j->w, sizeof(float) * j->w);
+            continue;
+        }
+        for (int y = 0; y < j->h; y++) {
+            const int py = y + j->off, a = py % 2;
+            const float *sr = s + (size_t)y * j->w;
+            float *row = d + (size_t)n * g->img + (size_t)(py / 2) * g->wp;
+            if (j->w > DC_MAX_ROW) {
+                for (int x = 0; x < j->w; x++) {
+                    const int px = x + j->off;
+                    row[(size_t)(a * 2 + px % 2) * g->cs + px / 2] = sr[x];
+                }
+                continue;
+            }
+            /* phase b holds x = 2 jj + b - off: the even or the odd samples, shifted */
+            float ev[DC_MAX_ROW / 2 + 1], od[DC_MAX_ROW / 2 + 1];
+            const int nev = (j->w + 1) / 2, nod = j->w / 2;
+            deinterleave(sr, j->w, ev, od);
+            for (int b = 0; b < 2; b++) {
+                float *dst = row + (size_t)(a * 2 + b) * g->cs;
+                if ((b - j->off) % 2 == 0)
+                    memcpy(dst + (j->off - b) / 2, ev, sizeof(float) * nev);
+                else
+                    memcpy(dst + (j->off + 1 - b) / 2, od, sizeof(float) * nod);
+            }
+        }
+    }
+}
+
+static void pack(const float *src, int batch, int C, int h, int w, const struct dgeo *g,
+                 int off, int stride, float *dst)
+{
+    struct pack_job j = {src, dst, batch, C, h, w, off, stride, g};
+    nn_parallel(pack_task, &j, C);
+}
+
+struct unpack_job {
+    const float *out;
+    float *dst;
+    size_t os;
+    int batch, C, h, w;
+    const struct dgeo *g;
+};
+
+/* dst[n][c][y][x] = out[c * os + n * img + y * wp + x] for the valid h x w outputs. */
+static void unpack_task(void *arg, int c, int worker)
+{
+    const struct unpack_job *j = arg;
+    for (int n = 0; n < j->batch; n++) {
+        const float *s = j->out + (size_t)c * j->os + (size_t)n * j->g->img;
+        float *d = j->dst + ((size_t)n * j->C + c) * j->h * j->w;
+        for (int y = 0; y < j->h; y++)
+            memcpy(d + (size_t)y * j->w, s + (size_t)y * j->g->wp, sizeof(float) * j->w);
+    }
+}
+
+static void unpack(const float *out, size_t os, int batch, int C, int h, int w,
+                   const struct dgeo *g, float *dst)
+{
+    struct unpack_job j = {out, dst, os, batch, C, h, w, g};
+    nn_parallel(unpack_task, &j, C);
+}
+
+/* wpk[ob][c][ph][t][8] = w[ob * 8 + o][c][kidx[ph][t]] (0 for o beyond oc), the order in which
+ * dconv_rows reads them. */
+static void pack_weights(const struct nn_layer *l, const struct dgeo *g, const float *w,
+                         float *wpk)
+{
+    const int ic = l->ic, oc = l->oc;
+    for (int ob = 0; ob < oc; ob += DC_MR)
+        for (int c = 0; c < ic; c++)
+            for (int ph = 0; ph < g->nph; ph++)
+                for (int t = 0; t < g->ntap[ph]; t++)
+                    for (int o = 0; o < DC_MR; o++)
+                        *wpk++ = ob + o < oc ? w[((size_t)(ob + o) * ic + c) * 9 + g->kidx[ph][t]]
+                                             : 0.0f;
+}
+
+void nn_conv_pack(const struct nn_layer *l, const float *w, float *wpk)
+{
+    struct dgeo g = fwd_geo(l, 1);
+    pack_weights(l, &g, w, wpk);
+}
+
+/* The input-gradient weights, packed: wf[cb][o][t][8] = w[o][cb * 8 + j][8 - t]. */
+static void pack_flipped(const struct nn_layer *l, const float *w, float *wf)
+{
+    const int ic = l->ic, oc = l->oc;
+    for (int cb = 0; cb < ic; cb += DC_MR)
+        for (int o = 0; o < oc; o++)
+            for (int t = 0; t < 9; t++)
+                for (int j = 0; j < DC_MR; j++)
+                    *wf++ = cb + j < ic ? w[((size_t)o * ic + cb + j) * 9 + (8 - t)] : 0.0f;
+}
+
+/* ---- the convolution kernel ---- */
+
+/*
+ * out[o][q] for q in [q0, q1) (multiples of DC_NR) and o in [ob0, ob1) (multiples of 8, or
+ * the end): the sum over cin channels of xp's planes and their taps; bias (may be NULL) and an
+ * optional ReLU applied.
+ */
+__attribute__((target("avx512f,fma"))) static void
+dconv_rows(const float *xp, const struct dgeo *g, int cin, const float *wpk, const float *bias,
+           int oc, float *out, size_t os, size_t q0, size_t q1, int ob0, int ob1, int relu)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    const int nph = g->nph;
+    for (size_t qb = q0; qb < q1; qb += DC_QB) {
+        const size_t qe = qb + DC_QB < q1 ? qb + DC_QB : q1;
+        for (int ob = ob0; ob < ob1; ob += DC_MR) {
+            const float *wb0 = wpk + (size_t)ob * cin * 9;
+            const int mr = oc - ob < DC_MR ? oc - ob : DC_MR;
+            for (size_t q = qb; q < qe; q += DC_NR) {
+                __m512 acc[DC_MR][3];
+                const float *wb = wb0;
+#pragma GCC unroll 8
+                for (int o = 0; o < DC_MR; o++) {
+                    __m512 b = _mm512_set1_ps(bias && o < mr ? bias[ob + o] : 0.0f);
+                    acc[o][0] = b;
+                    acc[o][1] = b;
+                    acc[o][2] = b;
+                }
+                for (int c = 0; c < cin; c++) {
+                    for (int ph = 0; ph < nph; ph++) {
+                        const float *xc = xp + ((size_t)c * nph + ph) * g->cs + q;
+                        const int nt = g->ntap[ph];
+                        for (int t = 0; t < nt; t++, wb += DC_MR) {
+                            const float *xx = xc + g->toff[ph][t];
+                            const __m512 v0 = _mm512_loadu_ps(xx);
+                            const __m512 v1 = _mm512_loadu_ps(xx + 16);
+                            const __m512 v2 = _mm512_loadu_ps(xx + 32);
+#pragma GCC unroll 8
+                            for (int o = 0; o < DC_MR; o++) {
+                                const __m512 wv = _mm512_set1_ps(wb[o]);
+                                acc[o][0] = _mm512_fmadd_ps(wv, v0, acc[o][0]);
+                                acc[o][1] = _mm512_fmadd_ps(wv, v1, acc[o][1]);
+                                acc[o][2] = _mm512_fmadd_ps(wv, v2, acc[o][2]);
+                            }
+                        }
+                    }
+                }
+#pragma GCC unroll 8
+                for (int o = 0; o < DC_MR; o++) {
+                    if (o >= mr)
+                        break;
+                    float *r = out + (size_t)(ob + o) * os + q;
+                    if (relu) {
+                        acc[o][0] = _mm512_max_ps(acc[o][0], zero);
+                        acc[o][1] = _mm512_max_ps(acc[o][1], zero);
+                        acc[o][2] = _mm512_max_ps(acc[o][2], zero);
+                    }
+                    _mm512_storeu_ps(r, acc[o][0]);
+                    _mm512_storeu_ps(r + 16, acc[o][1]);
+                    _mm512_storeu_ps(r + 32, acc[o][2]);
+                }
+            }
+        }
+    }
+}
+
+struct rows_job {
+    const float *xp, *wpk, *bias;
+    const struct dgeo *g;
+    float *out;
+    int cin, oc, relu, nob; /* nob: output-channel groups per position block */
+    size_t os;
+};
+
+static void rows_task(void *arg, int task, int worker)
+{
+    const struct rows_job *j = arg;
+    const int qi = task / j->nob, oi = task % j->nob;
+    const int nblk = (j->oc + DC_MR - 1) / DC_MR, per = (nblk + j->nob - 1) / j->nob;
+    const int ob0 = oi * per * DC_MR, ob1 = (oi + 1) * per * DC_MR < j->oc
+                                                ? (oi + 1) * per * DC_MR
+                                                : j->oc;
+    const size_t q0 = (size_t)qi * DC_QB, q1 = q0 + DC_QB < j->g->q ? q0 + DC_QB : j->g->q;
+    if (ob0 < ob1)
+        dconv_rows(j->xp, j->g, j->cin, j->wpk, j->bias, j->oc, j->out, j->os, q0, q1, ob0, ob1,
+                   j->relu);
+}
+
+/* Tasks: one per block of DC_QB positions; when there are few blocks (batch 1, small images),
+ * each block's output channels are split too, so that every thread has work. */
+static void conv_rows(const float *xp, const struct dgeo *g, int cin, const float *wpk,
+                      const float *bias, int oc, float *out, int relu)
+{
+    const int nq = (int)((g->q + DC_QB - 1) / DC_QB), threads = nn_get_threads();
+    const int nblk = (oc + DC_MR - 1) / DC_MR;
+    struct rows_job j = {xp, wpk, bias, g, out, cin, oc, relu, 1, g->q};
+    if (threads > 1 && nq < 4 * threads)
+        j.nob = nblk < 4 ? nblk : 4;
+    nn_parallel(rows_task, &j, nq * j.nob);
+}
+
+/* ---- the weight gradient ---- */
+
+/*
+ * dw[o][c][t] += sum_{q in [q0, q1)} dq[o][q] * xp[c][q + toff[t]] for the 9 taps, output
+ * channels o .. o + mr - 1 (mr 1..3: 27 accumulators at most).
+ */
+__attribute__((target("avx512f,fma"))) static inline __attribute__((always_inline)) void
+dw_tile(const float *dq, size_t ds, const float *xp, size_t cs, int cin, const int *toff,
+        float *dw, int o, size_t q0, size_t q1, const int mr)
+{
+    for (int c = 0; c < cin; c++) {
+        __m512 acc[3][9];
+        const float *xc = xp + (size_t)c * cs;
+#pragma GCC unroll 3
+        for (int i = 0; i < mr; i++)
+#pragma GCC unroll 9
+            for (int t = 0; t < 9; t++)
+                acc[i][t] = _mm512_setzero_ps();
+        for (size_t q = q0; q < q1; q += 16) {
+            __m512 d[3];
+#pragma GCC unroll 3
+            for (int i = 0; i < mr; i++)
+                d[i] = _mm512_loadu_ps(dq + (size_t)(o + i) * ds + q);
+#pragma GCC unroll 9
+            for (int t = 0; t < 9; t++) {
+                __m512 v = _mm512_loadu_ps(xc + q + toff[t]);
+                /* keep v in a register: folded into each FMA it would be loaded mr times */
+                __asm__("" : "+v"(v));
+#pragma GCC unroll 3
+                for (int i = 0; i < mr; i++)
+                    acc[i][t] = _mm512_fmadd_ps(d[i], v, acc[i][t]);
+            }
+        }
+#pragma GCC unroll 3
+        for (int i = 0; i < mr; i++) {
+            float *r = dw + ((size_t)(o + i) * cin + c) * 9;
+#pragma GCC unroll 9
+            for (int t = 0; t < 9; t++)
+                r[t] += _mm512_reduce_add_ps(acc[i][t]);
+        }
+    }
+}
+
+struct dw_job {
+    const float *dq, *xp;
+    const struct dgeo *g;
+    float *dw;
+    int cin, oc;
+};
+
+/* Task: output channels 3 * task .. 3 * task + 2 over every position. */
+__attribute__((target("avx512f,fma"))) static void dw_task(void *arg, int task, int worker)
+{
+    const struct dw_job *j = arg;
+    const size_t q = j->g->q, cs = j->g->cs;
+    const int o = 3 * task, mr = j->oc - o < 3 ? j->oc - o : 3;
+    for (size_t qb = 0; qb < q; qb += DW_QB) {
+        const size_t qe = qb + DW_QB < q ? qb + DW_QB : q;
+        if (mr == 3)
+            dw_tile(j->dq, cs, j->xp, cs, j->cin, j->g->toff[0], j->dw, o, qb, qe, 3);
+        else if (mr == 2)
+            dw_tile(j->dq, cs, j->xp, cs, j->cin, j->g->toff[0], j->dw, o, qb, qe, 2);
+        else
+            dw_tile(j->dq, cs, j->xp, cs, j->cin, j->g->toff[0], j->dw, o, qb, qe, 1);
+    }
+}
+
+static float *align_up(float *p)
+{
+    const size_t mis = (uintptr_t)p & 63; /* whole floats: the workspace is float-aligned */
+    return mis ? p + (64 - mis) / sizeof(float) : p;
+}
+
+void nn_direct_forward(const struct nn_layer *l, const float *wpk, const float *w,
+                       const float *b, const float *x, float *y, int batch, float *ws, int relu)
+{
+    struct dgeo g = fwd_geo(l, batch);
+    float *p = align_up(ws), *xp, *out;
+    if (!wpk) {
+        pack_weights(l, &g, w, p);
+        wpk = p;
+        p = align_up(p + nn_conv_pack_len(l));
+    }
+    xp = p;
+    out = align_up(xp + (size_t)l->ic * g.nph * g.cs);
+    pack(x, batch, l->ic, l->ih, l->iw, &g, l->pad, l->stride, xp);
+    conv_rows(xp, &g, l->ic, wpk, b, l->oc, out, relu);
+    unpack(out, g.q, batch, l->oc, l->oh, l->ow, &g, y);
+}
+
+void nn_direct_backward(const struct nn_layer *l, const float *w, const float *x,
+                        const float *dy, float *dw, float *dx, int batch, float *ws)
+{
+    struct dgeo g = fwd_geo(l, batch), gd = bwd_geo(l, batch);
+    float *xp, *dq, *wf, *dyp, *out;
+    xp = align_up(ws);
+    dq = align_up(xp + (size_t)l->ic * g.cs);
+    wf = align_up(dq + (size_t)l->oc * g.cs);
+    dyp = align_up(wf + round_up((size_t)l->ic, DC_MR) * l->oc * 9);
+    out = align_up(dyp + (size_t)l->oc * gd.cs);
+    if (dw) {
+        struct dw_job j = {dq, xp, &g, dw, l->ic, l->oc};
+        pack(x, batch, l->ic, l->ih, l->iw, &g, l->pad, 1, xp);
+        /* dy on the forward output grid: position (y, x) of image n at n * img + y * wp + x */
+        pack(dy, batch, l->oc, l->oh, l->ow, &g, 0, 1, dq);
+        nn_parallel(dw_task, &j, (l->oc + 2) / 3);
+    }
+    if (dx) {
+        pack_flipped(l, w, wf);
+        pack(dy, batch, l->oc, l->oh, l->ow, &gd, l->k - 1 - l->pad, 1, dyp);
+        conv_rows(dyp, &gd, l->oc, wf, NULL, l->ic, out, 0);
+        unpack(out, gd.q, batch, l->ic, l->ih, l->iw, &gd, dx);
+    }
+}
