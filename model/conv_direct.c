@@ -22,8 +22,9 @@
  *
  * Stride 2 (forward only) is four stride-1 convolutions: the padded input is split into its
  * four phases P_ab[i][j] = x[2i + a][2j + b], and tap (ky, kx) reads phase (ky % 2, kx % 2) at
- * offset (ky / 2, kx / 2); a phase's taps are 4, 2, 2 or 1 of the nine. Its backward stays
- * on the im2col path.
+ * offset (ky / 2, kx / 2); a phase's taps are 4, 2, 2 or 1 of the nine. Its weight gradient is
+ * the same correlation over the phases; its input gradient is four stride-1 correlations of dy,
+ * one per phase of the (padded) input, woven back together.
  *
  * Work is split across the engine's threads (pool.c) by channel for the copies, by blocks of
  * positions (and of output channels when positions are few) for the convolutions and by
@@ -75,11 +76,6 @@ void nn_direct_enable(int on)
 
 int nn_conv_is_direct(const struct nn_layer *l)
 {
-    return l->k == 3 && l->stride == 1 && l->pad >= 0 && l->pad <= 2 && nn_direct_available();
-}
-
-int nn_conv_fwd_direct(const struct nn_layer *l)
-{
     return l->k == 3 && (l->stride == 1 || l->stride == 2) && l->pad >= 0 && l->pad <= 2 &&
            nn_direct_available();
 }
@@ -97,8 +93,8 @@ int nn_conv_fwd_direct(const struct nn_layer *l)
  * positions are outputs instead of 68 %).
  */
 struct dgeo {
-    int hp, wp, nph, off;
-    size_t img, q, cs;
+    int hp, wp, nph, off, ktot; /* ktot: taps per channel over all phases (9) */
+    size_t img, qv, q, cs;      /* qv: one past the last valid output position */
     int ntap[4];
     int toff[4][9];
     int kidx[4][9];
@@ -131,8 +127,10 @@ static struct dgeo geo(int h, int w, int pad, int stride, int batch, int oh, int
                 g.kidx[ph][t] = ky * 3 + kx;
             }
     }
+    g.ktot = 9;
     g.img = (size_t)g.hp * g.wp;
-    g.q = round_up(g.img * (batch - 1) + (size_t)(oh - 1) * g.wp + ow, DC_NR);
+    g.qv = g.img * (batch - 1) + (size_t)(oh - 1) * g.wp + ow;
+    g.q = round_up(g.qv, DC_NR);
     /* the images themselves (and the shared bottom pad row) must fit below the reads' end */
     g.cs = round_up(g.q + 2 * (size_t)(g.wp + 1) + 16, DC_ALIGN);
     if (g.cs < g.img * batch + g.wp + 16)
@@ -159,17 +157,18 @@ size_t nn_conv_pack_len(const struct nn_layer *l)
 
 size_t nn_direct_ws_len(const struct nn_layer *l, int batch)
 {
-    struct dgeo gi = fwd_geo(l, batch);
-    size_t fwd, bwd = 0, wpk = nn_conv_pack_len(l);
+    struct dgeo gi = fwd_geo(l, batch), gd;
+    size_t fwd, bwd, wpk = nn_conv_pack_len(l), ic8 = round_up((size_t)l->ic, DC_MR);
     /* forward: packed weights, the input planes, the output rows */
     fwd = wpk + (size_t)l->ic * gi.nph * gi.cs + round_up((size_t)l->oc, DC_MR) * gi.q;
-    if (l->stride == 1) {
-        struct dgeo gd = bwd_geo(l, batch);
-        /* backward: xp, dy on the forward grid, flipped weights, dy padded, dx on its grid */
-        bwd = (size_t)l->ic * gi.cs + (size_t)l->oc * gi.cs +
-              round_up((size_t)l->ic, DC_MR) * l->oc * 9 + (size_t)l->oc * gd.cs +
-              round_up((size_t)l->ic, DC_MR) * gd.q;
-    }
+    /* backward: the input planes, dy on the forward grid, flipped weights, dy padded, and the
+     * input gradient on dy's grid (stride 2: two phase planes of it) */
+    if (l->stride == 1)
+        gd = bwd_geo(l, batch);
+    else
+        gd = geo(l->oh, l->ow, 1, 1, batch, l->oh + 1, l->ow + 1);
+    bwd = (size_t)l->ic * gi.nph * gi.cs + (size_t)l->oc * gi.cs + ic8 * l->oc * 9 +
+          (size_t)l->oc * gd.cs + (l->stride == 1 ? 1 : 2) * ic8 * gd.q;
     return (fwd > bwd ? fwd : bwd) + 8 * DC_ALIGN;
 }
 
@@ -316,64 +315,76 @@ static void pack_flipped(const struct nn_layer *l, const float *w, float *wf)
 /* ---- the convolution kernel ---- */
 
 /*
+ * One tile: out[ob .. ob + mr - 1][q .. q + 16 nv - 1], nv vectors of 16 positions (3, or
+ * fewer for the last tile before the end of the valid positions).
+ */
+__attribute__((target("avx512f,fma"))) static inline __attribute__((always_inline)) void
+dtile(const float *xp, const struct dgeo *g, int cin, const float *wb, const float *bias,
+      float *out, size_t os, size_t q, int ob, int mr, int relu, const int nv)
+{
+    const int nph = g->nph;
+    __m512 acc[DC_MR][3];
+#pragma GCC unroll 8
+    for (int o = 0; o < DC_MR; o++) {
+        __m512 b = _mm512_set1_ps(bias && o < mr ? bias[ob + o] : 0.0f);
+#pragma GCC unroll 3
+        for (int v = 0; v < nv; v++)
+            acc[o][v] = b;
+    }
+    for (int c = 0; c < cin; c++) {
+        for (int ph = 0; ph < nph; ph++) {
+            const float *xc = xp + ((size_t)c * nph + ph) * g->cs + q;
+            const int nt = g->ntap[ph];
+            for (int t = 0; t < nt; t++, wb += DC_MR) {
+                const float *xx = xc + g->toff[ph][t];
+                __m512 x[3];
+#pragma GCC unroll 3
+                for (int v = 0; v < nv; v++)
+                    x[v] = _mm512_loadu_ps(xx + 16 * v);
+#pragma GCC unroll 8
+                for (int o = 0; o < DC_MR; o++) {
+                    const __m512 wv = _mm512_set1_ps(wb[o]);
+#pragma GCC unroll 3
+                    for (int v = 0; v < nv; v++)
+                        acc[o][v] = _mm512_fmadd_ps(wv, x[v], acc[o][v]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int o = 0; o < DC_MR; o++) {
+        if (o >= mr)
+            break;
+        float *r = out + (size_t)(ob + o) * os + q;
+#pragma GCC unroll 3
+        for (int v = 0; v < nv; v++)
+            _mm512_storeu_ps(r + 16 * v,
+                             relu ? _mm512_max_ps(acc[o][v], _mm512_setzero_ps()) : acc[o][v]);
+    }
+}
+
+/*
  * out[o][q] for q in [q0, q1) (multiples of DC_NR) and o in [ob0, ob1) (multiples of 8, or
  * the end): the sum over cin channels of xp's planes and their taps; bias (may be NULL) and an
- * optional ReLU applied.
+ * optional ReLU applied. Positions past the last valid one (g->qv) are not computed.
  */
 __attribute__((target("avx512f,fma"))) static void
 dconv_rows(const float *xp, const struct dgeo *g, int cin, const float *wpk, const float *bias,
            int oc, float *out, size_t os, size_t q0, size_t q1, int ob0, int ob1, int relu)
 {
-    const __m512 zero = _mm512_setzero_ps();
-    const int nph = g->nph;
     for (size_t qb = q0; qb < q1; qb += DC_QB) {
         const size_t qe = qb + DC_QB < q1 ? qb + DC_QB : q1;
         for (int ob = ob0; ob < ob1; ob += DC_MR) {
-            const float *wb0 = wpk + (size_t)ob * cin * 9;
+            const float *wb = wpk + (size_t)ob * cin * g->ktot;
             const int mr = oc - ob < DC_MR ? oc - ob : DC_MR;
             for (size_t q = qb; q < qe; q += DC_NR) {
-                __m512 acc[DC_MR][3];
-                const float *wb = wb0;
-#pragma GCC unroll 8
-                for (int o = 0; o < DC_MR; o++) {
-                    __m512 b = _mm512_set1_ps(bias && o < mr ? bias[ob + o] : 0.0f);
-                    acc[o][0] = b;
-                    acc[o][1] = b;
-                    acc[o][2] = b;
-                }
-                for (int c = 0; c < cin; c++) {
-                    for (int ph = 0; ph < nph; ph++) {
-                        const float *xc = xp + ((size_t)c * nph + ph) * g->cs + q;
-                        const int nt = g->ntap[ph];
-                        for (int t = 0; t < nt; t++, wb += DC_MR) {
-                            const float *xx = xc + g->toff[ph][t];
-                            const __m512 v0 = _mm512_loadu_ps(xx);
-                            const __m512 v1 = _mm512_loadu_ps(xx + 16);
-                            const __m512 v2 = _mm512_loadu_ps(xx + 32);
-#pragma GCC unroll 8
-                            for (int o = 0; o < DC_MR; o++) {
-                                const __m512 wv = _mm512_set1_ps(wb[o]);
-                                acc[o][0] = _mm512_fmadd_ps(wv, v0, acc[o][0]);
-                                acc[o][1] = _mm512_fmadd_ps(wv, v1, acc[o][1]);
-                                acc[o][2] = _mm512_fmadd_ps(wv, v2, acc[o][2]);
-                            }
-                        }
-                    }
-                }
-#pragma GCC unroll 8
-                for (int o = 0; o < DC_MR; o++) {
-                    if (o >= mr)
-                        break;
-                    float *r = out + (size_t)(ob + o) * os + q;
-                    if (relu) {
-                        acc[o][0] = _mm512_max_ps(acc[o][0], zero);
-                        acc[o][1] = _mm512_max_ps(acc[o][1], zero);
-                        acc[o][2] = _mm512_max_ps(acc[o][2], zero);
-                    }
-                    _mm512_storeu_ps(r, acc[o][0]);
-                    _mm512_storeu_ps(r + 16, acc[o][1]);
-                    _mm512_storeu_ps(r + 32, acc[o][2]);
-                }
+                const size_t left = g->qv > q ? g->qv - q : 0;
+                if (left >= DC_NR - 16)
+                    dtile(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, 3);
+                else if (left > 16)
+                    dtile(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, 2);
+                else if (left > 0)
+                    dtile(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, 1);
             }
         }
     }
@@ -417,16 +428,16 @@ static void conv_rows(const float *xp, const struct dgeo *g, int cin, const floa
 /* ---- the weight gradient ---- */
 
 /*
- * dw[o][c][t] += sum_{q in [q0, q1)} dq[o][q] * xp[c][q + toff[t]] for the 9 taps, output
- * channels o .. o + mr - 1 (mr 1..3: 27 accumulators at most).
+ * dw[o][c][t] += sum_{q in [q0, q1)} dq[o][q] * xp[c * chs + tb[t] + q] for the 9 taps (tb: the
+ * tap's plane and offset), output channels o .. o + mr - 1 (mr 1..3: 27 accumulators at most).
  */
 __attribute__((target("avx512f,fma"))) static inline __attribute__((always_inline)) void
-dw_tile(const float *dq, size_t ds, const float *xp, size_t cs, int cin, const int *toff,
+dw_tile(const float *dq, size_t ds, const float *xp, size_t chs, int cin, const size_t *tb,
         float *dw, int o, size_t q0, size_t q1, const int mr)
 {
     for (int c = 0; c < cin; c++) {
         __m512 acc[3][9];
-        const float *xc = xp + (size_t)c * cs;
+        const float *xc = xp + (size_t)c * chs;
 #pragma GCC unroll 3
         for (int i = 0; i < mr; i++)
 #pragma GCC unroll 9
@@ -439,7 +450,7 @@ dw_tile(const float *dq, size_t ds, const float *xp, size_t cs, int cin, const i
                 d[i] = _mm512_loadu_ps(dq + (size_t)(o + i) * ds + q);
 #pragma GCC unroll 9
             for (int t = 0; t < 9; t++) {
-                __m512 v = _mm512_loadu_ps(xc + q + toff[t]);
+                __m512 v = _mm512_loadu_ps(xc + tb[t] + q);
                 /* keep v in a register: folded into each FMA it would be loaded mr times */
                 __asm__("" : "+v"(v));
 #pragma GCC unroll 3
@@ -459,7 +470,7 @@ dw_tile(const float *dq, size_t ds, const float *xp, size_t cs, int cin, const i
 
 struct dw_job {
     const float *dq, *xp;
-    const struct dgeo *g;
+    size_t ds, chs, q, tb[9];
     float *dw;
     int cin, oc;
 };
@@ -468,17 +479,31 @@ struct dw_job {
 __attribute__((target("avx512f,fma"))) static void dw_task(void *arg, int task, int worker)
 {
     const struct dw_job *j = arg;
-    const size_t q = j->g->q, cs = j->g->cs;
     const int o = 3 * task, mr = j->oc - o < 3 ? j->oc - o : 3;
-    for (size_t qb = 0; qb < q; qb += DW_QB) {
-        const size_t qe = qb + DW_QB < q ? qb + DW_QB : q;
+    for (size_t qb = 0; qb < j->q; qb += DW_QB) {
+        const size_t qe = qb + DW_QB < j->q ? qb + DW_QB : j->q;
         if (mr == 3)
-            dw_tile(j->dq, cs, j->xp, cs, j->cin, j->g->toff[0], j->dw, o, qb, qe, 3);
+            dw_tile(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, 3);
         else if (mr == 2)
-            dw_tile(j->dq, cs, j->xp, cs, j->cin, j->g->toff[0], j->dw, o, qb, qe, 2);
+            dw_tile(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, 2);
         else
-            dw_tile(j->dq, cs, j->xp, cs, j->cin, j->g->toff[0], j->dw, o, qb, qe, 1);
+            dw_tile(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, 1);
     }
+}
+
+/* The weight gradient from xp (the input's planes, geometry g) and dy: dy is copied onto the
+ * forward output grid (position (y, x) of image n at n * img + y * wp + x) into dq. */
+static void weight_grad(const struct nn_layer *l, const struct dgeo *g, const float *xp,
+                        const float *dy, float *dq, float *dw, int batch)
+{
+    struct dgeo g1 = *g;
+    struct dw_job j = {dq, xp, g->cs, g->nph * g->cs, g->q, {0}, dw, l->ic, l->oc};
+    g1.nph = 1;
+    pack(dy, batch, l->oc, l->oh, l->ow, &g1, 0, 1, dq);
+    for (int ph = 0; ph < g->nph; ph++)
+        for (int t = 0; t < g->ntap[ph]; t++)
+            j.tb[g->kidx[ph][t]] = (size_t)ph * g->cs + (size_t)g->toff[ph][t];
+    nn_parallel(dw_task, &j, (l->oc + 2) / 3);
 }
 
 static float *align_up(float *p)
@@ -504,24 +529,115 @@ void nn_direct_forward(const struct nn_layer *l, const float *wpk, const float *
     unpack(out, g.q, batch, l->oc, l->oh, l->ow, &g, y);
 }
 
+/* dst[2m] = ev[m], dst[2m + 1] = od[m] for the w floats of dst: the inverse of deinterleave. */
+__attribute__((target("avx512f"))) static void interleave(const float *ev, const float *od, int w,
+                                                          float *dst)
+{
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    int m = 0;
+    for (; 2 * m + 32 <= w; m += 16) {
+        const __m512 e = _mm512_loadu_ps(ev + m), o = _mm512_loadu_ps(od + m);
+        _mm512_storeu_ps(dst + 2 * m, _mm512_permutex2var_ps(e, lo, o));
+        _mm512_storeu_ps(dst + 2 * m + 16, _mm512_permutex2var_ps(e, hi, o));
+    }
+    for (; 2 * m < w; m++) {
+        dst[2 * m] = ev[m];
+        if (2 * m + 1 < w)
+            dst[2 * m + 1] = od[m];
+    }
+}
+
+/*
+ * Stride 2, input gradient. With py = 2i + a the padded input row, tap ky reaches it from
+ * output row i - ky / 2 when ky % 2 == a; so phase (a, b) of the padded input gradient is a
+ * stride-1 correlation of dy (one zero row and column before it) with the taps of that phase,
+ * flipped: dxp_ab[c][i][j] = sum_o sum_taps w[o][c][ky][kx] dy[o][i - ky / 2][j - kx / 2].
+ * The four phase planes sit on dy's grid with its padding, (oh + 1) x (ow + 1) per image;
+ * phases (a, 0) and (a, 1) are computed together and woven into dx's rows of parity a.
+ */
+struct weave_job {
+    const float *p0, *p1; /* the phase planes b = 0 and b = 1 of row parity a */
+    float *dx;
+    const struct dgeo *g;
+    int batch, C, h, w, pad, a;
+};
+
+static void weave_task(void *arg, int c, int worker)
+{
+    const struct weave_job *j = arg;
+    const struct dgeo *g = j->g;
+    /* dx[x] = P_b[(x + pad) / 2] with b = (x + pad) % 2: even x from P_{pad % 2} at
+     * m + pad / 2, odd x from P_{(pad + 1) % 2} at m + (pad + 1) / 2 */
+    const float *pe = j->pad % 2 ? j->p1 : j->p0, *po = j->pad % 2 ? j->p0 : j->p1;
+    const int se = j->pad / 2, so = (j->pad + 1) / 2;
+    for (int n = 0; n < j->batch; n++)
+        for (int y = 0; y < j->h; y++) {
+            const int py = y + j->pad;
+            if (py % 2 != j->a)
+                continue;
+            const size_t row = (size_t)c * g->q + (size_t)n * g->img + (size_t)(py / 2) * g->wp;
+            interleave(pe + row + se, po + row + so, j->w,
+                       j->dx + (((size_t)n * j->C + c) * j->h + y) * j->w);
+        }
+}
+
+static void input_grad_s2(const struct nn_layer *l, const float *w, const float *dy, float *dx,
+                          int batch, float *dyp, float *wf, float *out)
+{
+    struct dgeo gd = geo(l->oh, l->ow, 1, 1, batch, l->oh + 1, l->ow + 1);
+    const size_t plane = round_up((size_t)l->ic, DC_MR) * gd.q;
+    pack(dy, batch, l->oc, l->oh, l->ow, &gd, 1, 1, dyp);
+    for (int a = 0; a < 2; a++) {
+        for (int b = 0; b < 2; b++) {
+            struct dgeo gp = gd;
+            float *wp = wf;
+            gp.ntap[0] = 0;
+            for (int ky = a; ky < 3; ky += 2)
+                for (int kx = b; kx < 3; kx += 2)
+                    gp.toff[0][gp.ntap[0]++] = (1 - ky / 2) * gd.wp + (1 - kx / 2);
+            gp.ktot = gp.ntap[0];
+            /* wf[cb][o][t][8] = w[o][cb + j][tap t of this phase] */
+            for (int cb = 0; cb < l->ic; cb += DC_MR)
+                for (int o = 0; o < l->oc; o++)
+                    for (int ky = a; ky < 3; ky += 2)
+                        for (int kx = b; kx < 3; kx += 2)
+                            for (int jj = 0; jj < DC_MR; jj++)
+                                *wp++ = cb + jj < l->ic
+                                            ? w[((size_t)o * l->ic + cb + jj) * 9 + ky * 3 + kx]
+                                            : 0.0f;
+            conv_rows(dyp, &gp, l->oc, wf, NULL, l->ic, out + b * plane, 0);
+        }
+        struct weave_job j = {out, out + plane, dx, &gd, batch, l->ic, l->ih, l->iw, l->pad, a};
+        nn_parallel(weave_task, &j, l->ic);
+    }
+}
+
 void nn_direct_backward(const struct nn_layer *l, const float *w, const float *x,
                         const float *dy, float *dw, float *dx, int batch, float *ws)
 {
-    struct dgeo g = fwd_geo(l, batch), gd = bwd_geo(l, batch);
+    struct dgeo g = fwd_geo(l, batch);
     float *xp, *dq, *wf, *dyp, *out;
     xp = align_up(ws);
-    dq = align_up(xp + (size_t)l->ic * g.cs);
+    dq = align_up(xp + (size_t)l->ic * g.nph * g.cs);
     wf = align_up(dq + (size_t)l->oc * g.cs);
-    dyp = align_up(wf + round_up((size_t)l->ic, DC_MR) * l->oc * 9);
-    out = align_up(dyp + (size_t)l->oc * gd.cs);
     if (dw) {
-        struct dw_job j = {dq, xp, &g, dw, l->ic, l->oc};
-        pack(x, batch, l->ic, l->ih, l->iw, &g, l->pad, 1, xp);
-        /* dy on the forward output grid: position (y, x) of image n at n * img + y * wp + x */
-        pack(dy, batch, l->oc, l->oh, l->ow, &g, 0, 1, dq);
-        nn_parallel(dw_task, &j, (l->oc + 2) / 3);
+        pack(x, batch, l->ic, l->ih, l->iw, &g, l->pad, l->stride, xp);
+        weight_grad(l, &g, xp, dy, dq, dw, batch);
     }
-    if (dx) {
+    if (!dx)
+        return;
+    if (l->stride == 2) {
+        struct dgeo gd = geo(l->oh, l->ow, 1, 1, batch, l->oh + 1, l->ow + 1);
+        dyp = align_up(wf + round_up((size_t)l->ic, DC_MR) * l->oc * 4);
+        out = align_up(dyp + (size_t)l->oc * gd.cs);
+        input_grad_s2(l, w, dy, dx, batch, dyp, wf, out);
+        return;
+    }
+    {
+        struct dgeo gd = bwd_geo(l, batch);
+        dyp = align_up(wf + round_up((size_t)l->ic, DC_MR) * l->oc * 9);
+        out = align_up(dyp + (size_t)l->oc * gd.cs);
         pack_flipped(l, w, wf);
         pack(dy, batch, l->oc, l->oh, l->ow, &gd, l->k - 1 - l->pad, 1, dyp);
         conv_rows(dyp, &gd, l->oc, wf, NULL, l->ic, out, 0);

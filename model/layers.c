@@ -169,7 +169,7 @@ static size_t im2col_ws_len(const struct nn_layer *l)
 
 size_t nn_conv_ws_len(const struct nn_layer *l, int batch)
 {
-    size_t direct = nn_conv_fwd_direct(l) ? nn_direct_ws_len(l, batch) : 0;
+    size_t direct = nn_conv_is_direct(l) ? nn_direct_ws_len(l, batch) : 0;
     if (nn_conv_is_direct(l))
         return direct;
     return direct > im2col_ws_len(l) ? direct : im2col_ws_len(l);
@@ -222,7 +222,7 @@ void nn_conv_forward_packed(const struct nn_layer *l, const float *wpk, const fl
                             int relu)
 {
     struct conv_job j = {l, w, b, x, NULL, y, NULL, NULL, col, relu};
-    if (nn_conv_fwd_direct(l)) {
+    if (nn_conv_is_direct(l)) {
         nn_direct_forward(l, wpk, w, b, x, y, batch, col, relu);
         return;
     }
@@ -486,6 +486,23 @@ static void maxpool_fwd_planes(void *arg, int t, int worker)
     const int k = l->k, s = l->stride, ih = l->ih, iw = l->iw, oh = l->oh, ow = l->ow;
     const size_t p0 = (size_t)t * POOL_PLANES,
                  p1 = p0 + POOL_PLANES < j->planes ? p0 + POOL_PLANES : j->planes;
+    if (k == 2 && s == 2 && !j->argmax) { /* inference's 2x2 pool: branch-free, vectorised */
+        for (size_t pl = p0; pl < p1; pl++) {
+            const float *xp = j->x + pl * ih * iw;
+            float *yp = j->y + pl * oh * ow;
+            for (int oy = 0; oy < oh; oy++) {
+                const float *r0 = xp + (size_t)(2 * oy) * iw, *r1 = r0 + iw;
+                float *yr = yp + (size_t)oy * ow;
+#pragma omp simd
+                for (int ox = 0; ox < ow; ox++) {
+                    float a = r0[2 * ox] > r0[2 * ox + 1] ? r0[2 * ox] : r0[2 * ox + 1];
+                    float b = r1[2 * ox] > r1[2 * ox + 1] ? r1[2 * ox] : r1[2 * ox + 1];
+                    yr[ox] = a > b ? a : b;
+                }
+            }
+        }
+        return;
+    }
     for (size_t pl = p0; pl < p1; pl++) {
         const float *xp = j->x + pl * ih * iw;
         float *yp = j->y + pl * oh * ow;

@@ -94,8 +94,7 @@ void nn_conv_forward_packed(const struct nn_layer *l, const float *wpk, const fl
 /* conv_direct.c: the AVX-512 direct 3x3 stride-1 convolution (see the file's comment). */
 int nn_direct_available(void);
 void nn_direct_enable(int on);                 /* tests: force the im2col path (0) */
-int nn_conv_is_direct(const struct nn_layer *l);  /* forward and backward (3x3 stride 1) */
-int nn_conv_fwd_direct(const struct nn_layer *l); /* forward (3x3 stride 1 or 2) */
+int nn_conv_is_direct(const struct nn_layer *l); /* 3x3, stride 1 or 2, pad 0..2 */
 size_t nn_conv_pack_len(const struct nn_layer *l);
 void nn_conv_pack(const struct nn_layer *l, const float *w, float *wpk);
 size_t nn_direct_ws_len(const struct nn_layer *l, int batch);

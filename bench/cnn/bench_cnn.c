@@ -215,7 +215,7 @@ int main(int argc, char **argv)
                             m->params + l->w, K, col, N, 0.0f, y, N);
             double tg = (now() - t) / reps;
             /* as inference runs it: direct-path weights packed once, when the context is made */
-            float *wpk = nn_conv_fwd_direct(l) ? nn_alloc(sizeof(float) * nn_conv_pack_len(l))
+            float *wpk = nn_conv_is_direct(l) ? nn_alloc(sizeof(float) * nn_conv_pack_len(l))
                                               : NULL;
             if (wpk)
                 nn_conv_pack(l, m->params + l->w, wpk);

@@ -167,6 +167,9 @@ static void conv_cases(void)
     check_conv("input 6 2\nconv 11 3 1 0\ndense classes\n");
     check_conv("input 5 9\nconv 3 3 1 2\ndense classes\n");
     check_conv("input 9 5\nconv 10 3 1 1\ndense classes\n");
+    /* 3x3 stride 2 (the direct path's four phases): even and odd sizes, pad 0 and 2 */
+    check_conv("input 10 3\nconv 9 3 2 0\ndense classes\n");
+    check_conv("input 7 2\nconv 4 3 2 2\ndense classes\n");
 }
 
 static void test_conv(void **state)
@@ -230,6 +233,7 @@ static void test_conv_direct_vs_im2col(void **state)
     direct_vs_im2col("input 25 5\nconv 12 3 2 1\ndense classes\n");
     direct_vs_im2col("input 24 3\nconv 9 3 2 0\ndense classes\n");
     direct_vs_im2col("input 30 1\nconv 16 3 2 1\ndense classes\n");
+    direct_vs_im2col("input 21 4\nconv 11 3 2 2\ndense classes\n");
 }
 
 /* ---- batch norm (training mode) ---- */
