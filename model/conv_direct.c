@@ -210,16 +210,29 @@ static void pack_task(void *arg, int c, int worker)
     const struct pack_job *j = arg;
     const struct dgeo *g = j->g;
     float *d = j->dst + (size_t)c * g->nph * g->cs;
+    if (j->stride == 1) {
+        /* row by row, writing each float once: the padding around each image (with shared
+         * padding only the left column and the top row), the pixels, then the tail */
+        const size_t wp = (size_t)g->wp, off = (size_t)j->off, w = (size_t)j->w;
+        const size_t right = wp - w - off, below = (size_t)g->hp - off - (size_t)j->h;
+        for (int n = 0; n < j->batch; n++) {
+            const float *s = j->src + ((size_t)n * j->C + c) * j->h * j->w;
+            float *di = d + (size_t)n * g->img;
+            memset(di, 0, sizeof(float) * off * wp);
+            di += off * wp;
+            for (int y = 0; y < j->h; y++, di += wp) {
+                memset(di, 0, sizeof(float) * off);
+                memcpy(di + off, s + (size_t)y * w, sizeof(float) * w);
+                memset(di + off + w, 0, sizeof(float) * right);
+            }
+            memset(di, 0, sizeof(float) * below * wp);
+        }
+        memset(d + (size_t)j->batch * g->img, 0, sizeof(float) * (g->cs - j->batch * g->img));
+        return;
+    }
     memset(d, 0, sizeof(float) * g->cs * g->nph);
     for (int n = 0; n < j->batch; n++) {
         const float *s = j->src + ((size_t)n * j->C + c) * j->h * j->w;
-        if (j->stride == 1) {
-            float *di = d + (size_t)n * g->img + (size_t)j->off * g->wp + j->off;
-            /* (with shared padding, off = 1 and each row starts one float after the pad) */
-            for (int y = 0; y < j->h; y++)
-                memcpy(di + (size_t)y * g->wp, s + (size_t)y * j->w, sizeof(float) * j->w);
-            continue;
-        }
         for (int y = 0; y < j->h; y++) {
             const int py = y + j->off, a = py % 2;
             const float *sr = s + (size_t)y * j->w;

@@ -13,13 +13,23 @@
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 
 #include <cblas.h>
 
 #include "nn_int.h"
 
-#define SPIN_ROUNDS 20000 /* ~50-100 us of pause instructions before a worker sleeps */
+#define SPIN_ROUNDS 20000 /* ~50-100 us of pause instructions before a thread sleeps */
 
+/*
+ * Tasks are claimed from one 64-bit ticket: the loop's number in the high half, the next task
+ * in the low half, advanced by compare-and-swap. A thread claims only tasks of the loop it was
+ * woken for, so a worker that wakes late (its core busy with another process) finds the loop
+ * finished or a newer one, and takes nothing it should not; the caller never waits for workers
+ * that have not started, only for tasks that were claimed (pending). Loop numbers go up by two:
+ * an odd number means "being set up" (fn, arg and ntasks are being written), and no task can
+ * be claimed under it.
+ */
 static struct {
     pthread_mutex_t user; /* held by the thread running a parallel loop */
     pthread_mutex_t mu;
@@ -27,9 +37,8 @@ static struct {
     int n; /* threads including the caller */
     pthread_t tid[NN_MAX_THREADS];
     int ids[NN_MAX_THREADS];
-    atomic_uint gen;
-    unsigned start_gen; /* gen when the workers were started: their first "seen" */
-    atomic_int next, busy;
+    _Atomic uint64_t ticket;
+    atomic_int pending, sleeping_caller;
     nn_task_fn fn;
     void *arg;
     int ntasks;
@@ -49,42 +58,60 @@ static void relax(void)
 #endif
 }
 
-static void run_tasks(int worker)
+static uint32_t loop_of(uint64_t t)
 {
+    return (uint32_t)(t >> 32);
+}
+
+/* Runs tasks of loop `loop` until none is left to claim. */
+static void run_tasks(uint32_t loop, int worker)
+{
+    uint64_t t = atomic_load_explicit(&pool.ticket, memory_order_acquire);
     for (;;) {
-        int i = atomic_fetch_add_explicit(&pool.next, 1, memory_order_relaxed);
-        if (i >= pool.ntasks)
+        if (loop_of(t) != loop || (uint32_t)t >= (uint32_t)pool.ntasks)
             return;
-        pool.fn(pool.arg, i, worker);
+        if (!atomic_compare_exchange_weak_explicit(&pool.ticket, &t, t + 1,
+                                                   memory_order_acq_rel, memory_order_acquire))
+            continue; /* t now holds the current ticket */
+        pool.fn(pool.arg, (int)(uint32_t)t, worker);
+        if (atomic_fetch_sub(&pool.pending, 1) == 1 &&
+            atomic_load(&pool.sleeping_caller)) {
+            pthread_mutex_lock(&pool.mu);
+            pthread_cond_signal(&pool.done);
+            pthread_mutex_unlock(&pool.mu);
+        }
+        t = atomic_load_explicit(&pool.ticket, memory_order_acquire);
     }
 }
 
 static void *worker_main(void *p)
 {
     const int worker = *(const int *)p;
-    unsigned seen = pool.start_gen; /* not gen now: a loop may have begun already */
+    uint32_t seen = loop_of(atomic_load(&pool.ticket));
     for (;;) {
         int spins = 0;
-        while (atomic_load_explicit(&pool.gen, memory_order_acquire) == seen) {
+        uint32_t now;
+        while ((now = loop_of(atomic_load_explicit(&pool.ticket, memory_order_acquire))) ==
+                   seen ||
+               (now & 1u)) {
             if (++spins < SPIN_ROUNDS) {
                 relax();
                 continue;
             }
             pthread_mutex_lock(&pool.mu);
-            while (atomic_load(&pool.gen) == seen && !pool.quit)
+            while ((loop_of(atomic_load(&pool.ticket)) == seen ||
+                    (loop_of(atomic_load(&pool.ticket)) & 1u)) &&
+                   !pool.quit)
                 pthread_cond_wait(&pool.wake, &pool.mu);
             pthread_mutex_unlock(&pool.mu);
-            break;
+            spins = 0;
+            if (pool.quit)
+                return NULL;
         }
         if (pool.quit)
             return NULL;
-        seen = atomic_load(&pool.gen);
-        run_tasks(worker);
-        if (atomic_fetch_sub_explicit(&pool.busy, 1, memory_order_acq_rel) == 1) {
-            pthread_mutex_lock(&pool.mu);
-            pthread_cond_signal(&pool.done);
-            pthread_mutex_unlock(&pool.mu);
-        }
+        seen = now;
+        run_tasks(now, worker);
     }
 }
 
@@ -92,7 +119,8 @@ static void stop_workers(void)
 {
     pthread_mutex_lock(&pool.mu);
     pool.quit = 1;
-    atomic_fetch_add(&pool.gen, 1);
+    pool.ntasks = 0;
+    atomic_fetch_add(&pool.ticket, (uint64_t)2 << 32);
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.mu);
     for (int i = 1; i < pool.n; i++)
@@ -109,7 +137,6 @@ cxr_err nn_set_threads(int n)
     pthread_mutex_lock(&pool.user);
     if (n != pool.n) {
         stop_workers();
-        pool.start_gen = atomic_load(&pool.gen);
         for (int i = 1; i < n; i++) {
             pool.ids[i] = i;
             if (pthread_create(&pool.tid[i], NULL, worker_main, &pool.ids[i]) != 0) {
@@ -132,6 +159,7 @@ int nn_get_threads(void)
 
 void nn_parallel(nn_task_fn fn, void *arg, int ntasks)
 {
+    uint32_t loop;
     if (ntasks <= 0)
         return;
     if (pool.n <= 1 || ntasks == 1 || pthread_mutex_trylock(&pool.user) != 0) {
@@ -145,24 +173,27 @@ void nn_parallel(nn_task_fn fn, void *arg, int ntasks)
             fn(arg, i, 0);
         return;
     }
+    loop = loop_of(atomic_load(&pool.ticket)) + 2;
+    atomic_store(&pool.ticket, (uint64_t)(loop - 1) << 32); /* odd: being set up */
     pool.fn = fn;
     pool.arg = arg;
     pool.ntasks = ntasks;
-    atomic_store(&pool.next, 0);
-    atomic_store(&pool.busy, pool.n - 1);
+    atomic_store(&pool.pending, ntasks);
     pthread_mutex_lock(&pool.mu);
-    atomic_fetch_add_explicit(&pool.gen, 1, memory_order_release);
+    atomic_store_explicit(&pool.ticket, (uint64_t)loop << 32, memory_order_release);
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.mu);
-    run_tasks(0);
-    for (int spins = 0; atomic_load_explicit(&pool.busy, memory_order_acquire) > 0;) {
+    run_tasks(loop, 0);
+    for (int spins = 0; atomic_load_explicit(&pool.pending, memory_order_acquire) > 0;) {
         if (++spins < SPIN_ROUNDS) {
             relax();
             continue;
         }
         pthread_mutex_lock(&pool.mu);
-        while (atomic_load(&pool.busy) > 0)
+        atomic_store(&pool.sleeping_caller, 1);
+        while (atomic_load(&pool.pending) > 0)
             pthread_cond_wait(&pool.done, &pool.mu);
+        atomic_store(&pool.sleeping_caller, 0);
         pthread_mutex_unlock(&pool.mu);
     }
     pthread_mutex_unlock(&pool.user);

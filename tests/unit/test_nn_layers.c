@@ -500,6 +500,41 @@ static void test_network(void **state)
     nn_model_free(m);
 }
 
+/* ---- the engine's thread pool ---- */
+struct count_job {
+    int *hits;
+};
+
+static void count_task(void *arg, int task, int worker)
+{
+    struct count_job *j = arg;
+    assert_true(worker >= 0 && worker < nn_get_threads());
+    j->hits[task]++; /* tasks are disjoint: no two threads touch one slot */
+}
+
+/* Many short loops back to back (the pattern of a training step), task counts from 1 to 97:
+ * every task runs exactly once per loop, whichever thread takes it. */
+static void test_pool(void **state)
+{
+    int hits[97];
+    for (int threads = 1; threads <= 3; threads++) {
+        assert_int_equal(nn_set_threads(threads), CXR_OK);
+        for (int loop = 0; loop < 3000; loop++) {
+            struct count_job j = {hits};
+            int n = 1 + loop % 97;
+            memset(hits, 0, sizeof(hits));
+            nn_parallel(count_task, &j, n);
+            for (int i = 0; i < n; i++)
+                assert_int_equal(hits[i], 1);
+            for (int i = n; i < 97; i++)
+                assert_int_equal(hits[i], 0);
+        }
+    }
+    assert_int_equal(nn_set_threads(0), CXR_EINVAL);
+    assert_int_equal(nn_set_threads(NN_MAX_THREADS + 1), CXR_EINVAL);
+    assert_int_equal(nn_set_threads(1), CXR_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -507,6 +542,7 @@ int main(void)
         cmocka_unit_test(test_bn),
         cmocka_unit_test(test_param_free),   cmocka_unit_test(test_dense),
         cmocka_unit_test(test_loss),         cmocka_unit_test(test_network),
+        cmocka_unit_test(test_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
