@@ -299,25 +299,35 @@ void nn_conv_backward(const struct nn_layer *l, const float *w, const float *x, 
 }
 
 
-/* y = x * a + b over channel c of every image: batch normalisation with its statistics folded. */
+/* y = x * a + b over channel c of every image: batch normalisation with its statistics folded
+ * (and, with relu, the ReLU after it). */
 static void bn_scale_shift(const float *x, float *y, int batch, int C, int c, size_t hw, float a,
-                           float b)
+                           float b, int relu)
 {
     for (int n = 0; n < batch; n++) {
         const float *p = x + ((size_t)n * C + c) * hw;
         float *q = y + ((size_t)n * C + c) * hw;
-        for (size_t i = 0; i < hw; i++)
-            q[i] = p[i] * a + b;
+        if (relu) {
+#pragma omp simd
+            for (size_t i = 0; i < hw; i++) {
+                const float v = p[i] * a + b;
+                q[i] = v > 0.0f ? v : 0.0f;
+            }
+        } else {
+#pragma omp simd
+            for (size_t i = 0; i < hw; i++)
+                q[i] = p[i] * a + b;
+        }
     }
 }
 
 /* The batch-normalisation loops, one task per channel (they share nothing across channels). */
 struct bn_job {
     const struct nn_layer *l;
-    const float *gamma, *beta, *mean, *var, *x, *dy, *save_mean, *save_istd;
+    const float *gamma, *beta, *mean, *var, *x, *dy, *save_mean, *save_istd, *relu_y;
     float *run_mean, *run_var, *y, *save_mean_out, *save_istd_out, *dgamma, *dbeta, *dx;
     float momentum;
-    int batch;
+    int batch, relu;
 };
 
 static void bn_train_channel(void *arg, int c, int worker)
@@ -342,16 +352,17 @@ static void bn_train_channel(void *arg, int c, int worker)
         j->run_var[c] = (1.0f - j->momentum) * j->run_var[c] + j->momentum * (float)unbiased;
     }
     float a = j->gamma[c] * istd;
-    bn_scale_shift(x, j->y, batch, C, c, hw, a, j->beta[c] - (float)mean * a);
+    bn_scale_shift(x, j->y, batch, C, c, hw, a, j->beta[c] - (float)mean * a, j->relu);
 }
 
 void nn_bn_forward_train(const struct nn_layer *l, const float *gamma, const float *beta,
                          float *run_mean, float *run_var, const float *x, float *y, int batch,
-                         float *save_mean, float *save_istd, float momentum)
+                         float *save_mean, float *save_istd, float momentum, int relu)
 {
     struct bn_job j = {.l = l, .gamma = gamma, .beta = beta, .x = x, .run_mean = run_mean,
                        .run_var = run_var, .y = y, .save_mean_out = save_mean,
-                       .save_istd_out = save_istd, .momentum = momentum, .batch = batch};
+                       .save_istd_out = save_istd, .momentum = momentum, .batch = batch,
+                       .relu = relu};
     nn_parallel(bn_train_channel, &j, l->ic);
 }
 
@@ -360,7 +371,7 @@ static void bn_infer_channel(void *arg, int c, int worker)
     const struct bn_job *j = arg;
     const size_t hw = (size_t)j->l->ih * j->l->iw;
     float a = j->gamma[c] / sqrtf(j->var[c] + NN_BN_EPS);
-    bn_scale_shift(j->x, j->y, j->batch, j->l->ic, c, hw, a, j->beta[c] - j->mean[c] * a);
+    bn_scale_shift(j->x, j->y, j->batch, j->l->ic, c, hw, a, j->beta[c] - j->mean[c] * a, 0);
 }
 
 void nn_bn_forward_infer(const struct nn_layer *l, const float *gamma, const float *beta,
@@ -372,6 +383,8 @@ void nn_bn_forward_infer(const struct nn_layer *l, const float *gamma, const flo
     nn_parallel(bn_infer_channel, &j, l->ic);
 }
 
+/* With relu_y (the output of a ReLU that follows, in place), the gradient reaching the batch
+ * norm is dy where relu_y > 0 and 0 elsewhere: the ReLU's backward, fused. */
 static void bn_backward_channel(void *arg, int c, int worker)
 {
     const struct bn_job *j = arg;
@@ -381,13 +394,22 @@ static void bn_backward_channel(void *arg, int c, int worker)
     const float mean = j->save_mean[c], istd = j->save_istd[c];
     double sdy = 0.0, sdyx = 0.0;
     for (int n = 0; n < batch; n++) {
-        const float *p = j->x + ((size_t)n * C + c) * hw;
-        const float *g = j->dy + ((size_t)n * C + c) * hw;
+        const size_t off = ((size_t)n * C + c) * hw;
+        const float *p = j->x + off, *g = j->dy + off, *r = j->relu_y ? j->relu_y + off : NULL;
         float a = 0.0f, b = 0.0f;
+        if (r) {
 #pragma omp simd reduction(+ : a, b)
-        for (size_t i = 0; i < hw; i++) {
-            a += g[i];
-            b += g[i] * (p[i] - mean);
+            for (size_t i = 0; i < hw; i++) {
+                const float gi = g[i], gm = r[i] > 0.0f ? gi : 0.0f;
+                a += gm;
+                b += gm * (p[i] - mean);
+            }
+        } else {
+#pragma omp simd reduction(+ : a, b)
+            for (size_t i = 0; i < hw; i++) {
+                a += g[i];
+                b += g[i] * (p[i] - mean);
+            }
         }
         sdy += a;
         sdyx += (double)b * istd;
@@ -399,13 +421,20 @@ static void bn_backward_channel(void *arg, int c, int worker)
     if (j->dx) {
         const float k = j->gamma[c] * istd / cnt, fsdy = (float)sdy, fsdyx = (float)sdyx;
         for (int n = 0; n < batch; n++) {
-            const float *p = j->x + ((size_t)n * C + c) * hw;
-            const float *g = j->dy + ((size_t)n * C + c) * hw;
-            float *q = j->dx + ((size_t)n * C + c) * hw;
+            const size_t off = ((size_t)n * C + c) * hw;
+            const float *p = j->x + off, *g = j->dy + off;
+            const float *r = j->relu_y ? j->relu_y + off : NULL;
+            float *q = j->dx + off;
+            if (r) {
 #pragma omp simd
-            for (size_t i = 0; i < hw; i++) {
-                float xhat = (p[i] - mean) * istd;
-                q[i] = k * (cnt * g[i] - fsdy - xhat * fsdyx);
+                for (size_t i = 0; i < hw; i++) {
+                    const float gi = g[i], gm = r[i] > 0.0f ? gi : 0.0f;
+                    q[i] = k * (cnt * gm - fsdy - (p[i] - mean) * istd * fsdyx);
+                }
+            } else {
+#pragma omp simd
+                for (size_t i = 0; i < hw; i++)
+                    q[i] = k * (cnt * g[i] - fsdy - (p[i] - mean) * istd * fsdyx);
             }
         }
     }
@@ -413,11 +442,11 @@ static void bn_backward_channel(void *arg, int c, int worker)
 
 void nn_bn_backward(const struct nn_layer *l, const float *gamma, const float *x,
                     const float *dy, const float *save_mean, const float *save_istd,
-                    float *dgamma, float *dbeta, float *dx, int batch)
+                    float *dgamma, float *dbeta, float *dx, int batch, const float *relu_y)
 {
     struct bn_job j = {.l = l, .gamma = gamma, .x = x, .dy = dy, .save_mean = save_mean,
-                       .save_istd = save_istd, .dgamma = dgamma, .dbeta = dbeta, .dx = dx,
-                       .batch = batch};
+                       .save_istd = save_istd, .relu_y = relu_y, .dgamma = dgamma,
+                       .dbeta = dbeta, .dx = dx, .batch = batch};
     nn_parallel(bn_backward_channel, &j, l->ic);
 }
 

@@ -536,6 +536,15 @@ cxr_err nn_train_set_class_weights(nn_train *t, const float *w)
     return CXR_OK;
 }
 
+/* Layer i is a batch norm in training mode followed by a ReLU (in place on its output): the two
+ * run as one pass forward and one backward. */
+static int bn_relu_fused(const nn_train *t, int i)
+{
+    const nn_model *m = t->m;
+    return i >= t->n_frozen && i + 1 < m->n_layers && m->layers[i].type == NN_L_BN &&
+           m->layers[i + 1].type == NN_L_RELU;
+}
+
 cxr_err nn_train_forward(nn_train *t, const float *input, int batch, const float **ret_logits)
 {
     nn_model *m = t->m;
@@ -558,10 +567,12 @@ cxr_err nn_train_forward(nn_train *t, const float *input, int batch, const float
                                     batch);
             else
                 nn_bn_forward_train(l, P + l->gamma, P + l->beta, P + l->mean, P + l->var, x, y,
-                                    batch, t->save_mean[i], t->save_istd[i], 0.1f);
+                                    batch, t->save_mean[i], t->save_istd[i], 0.1f,
+                                    bn_relu_fused(t, i));
             break;
         case NN_L_RELU:
-            nn_relu_forward(x, y, n);
+            if (!(i > 0 && bn_relu_fused(t, i - 1)))
+                nn_relu_forward(x, y, n);
             break;
         case NN_L_MAXPOOL:
             nn_maxpool_forward(l, x, y, t->argmax[i], batch);
@@ -614,9 +625,12 @@ cxr_err nn_train_backward(nn_train *t, const float *dlogits)
             break;
         case NN_L_BN:
             nn_bn_backward(l, P + l->gamma, x, dy, t->save_mean[i], t->save_istd[i],
-                           G + l->gamma, G + l->beta, need_dx ? dx : NULL, batch);
+                           G + l->gamma, G + l->beta, need_dx ? dx : NULL, batch,
+                           bn_relu_fused(t, i) ? t->act[i + 1] : NULL);
             break;
         case NN_L_RELU:
+            if (bn_relu_fused(t, i - 1))
+                continue; /* done by the batch norm before it; dy passes on unchanged */
             /* in place: act[i] is the output */
             if (need_dx)
                 nn_relu_backward(t->act[i], dy, dx, n);

@@ -104,15 +104,17 @@ void nn_direct_backward(const struct nn_layer *l, const float *w, const float *x
                         const float *dy, float *dw, float *dx, int batch, float *ws);
 void nn_conv_backward(const struct nn_layer *l, const float *w, const float *x, const float *dy,
                       float *dw, float *db, float *dx, int batch, float *col);
+/* Batch norm in training mode; relu: apply the ReLU that follows in place (its backward is then
+ * nn_bn_backward's relu_y: that ReLU's output). */
 void nn_bn_forward_train(const struct nn_layer *l, const float *gamma, const float *beta,
                          float *run_mean, float *run_var, const float *x, float *y, int batch,
-                         float *save_mean, float *save_istd, float momentum);
+                         float *save_mean, float *save_istd, float momentum, int relu);
 void nn_bn_forward_infer(const struct nn_layer *l, const float *gamma, const float *beta,
                          const float *mean, const float *var, const float *x, float *y,
                          int batch);
 void nn_bn_backward(const struct nn_layer *l, const float *gamma, const float *x,
                     const float *dy, const float *save_mean, const float *save_istd,
-                    float *dgamma, float *dbeta, float *dx, int batch);
+                    float *dgamma, float *dbeta, float *dx, int batch, const float *relu_y);
 void nn_relu_forward(const float *x, float *y, size_t n);
 void nn_relu_backward(const float *y, const float *dy, float *dx, size_t n);
 void nn_maxpool_forward(const struct nn_layer *l, const float *x, float *y, int32_t *argmax,

@@ -240,21 +240,23 @@ static void test_conv_direct_vs_im2col(void **state)
 struct bn_ctx {
     const struct nn_layer *l;
     float *x, *g, *b, *y, *r, *sm, *si;
-    int batch;
+    int batch, relu;
 };
 
 static double bn_obj(void *p)
 {
     struct bn_ctx *c = p;
-    nn_bn_forward_train(c->l, c->g, c->b, NULL, NULL, c->x, c->y, c->batch, c->sm, c->si, 0.1f);
+    nn_bn_forward_train(c->l, c->g, c->b, NULL, NULL, c->x, c->y, c->batch, c->sm, c->si, 0.1f,
+                        c->relu);
     return dot(c->y, c->r, nn_layer_out_len(c->l) * c->batch);
 }
 
-static void test_bn(void **state)
+/* relu: batch norm with the ReLU after it fused (forward clamps, backward masks by the output) */
+static void check_bn(int relu)
 {
     struct nn_model *m = model_from("input 4 3\nbn\ndense classes\n", 2);
     const struct nn_layer *l = &m->layers[0];
-    struct bn_ctx c = {.l = l, .batch = 3};
+    struct bn_ctx c = {.l = l, .batch = 3, .relu = relu};
     size_t n = nn_layer_in_len(l) * 3;
     float *dg, *dbeta, *dx;
     c.x = rand_buf(n, 2.0f);
@@ -268,14 +270,20 @@ static void test_bn(void **state)
     dbeta = rand_buf(3, 0.0f);
     dx = rand_buf(n, 0.0f);
     (void)bn_obj(&c);
-    nn_bn_backward(l, c.g, c.x, c.r, c.sm, c.si, dg, dbeta, dx, 3);
-    printf("batch norm (training statistics)\n");
+    nn_bn_backward(l, c.g, c.x, c.r, c.sm, c.si, dg, dbeta, dx, 3, c.relu ? c.y : NULL);
+    printf("batch norm (training statistics)%s\n", relu ? " + fused ReLU" : "");
     check_grad("bn dx", c.x, dx, n, bn_obj, &c, 1e-2f);
     check_grad("bn dgamma", c.g, dg, 3, bn_obj, &c, 1e-2f);
     check_grad("bn dbeta", c.b, dbeta, 3, bn_obj, &c, 1e-2f);
     nn_free(c.x), nn_free(c.g), nn_free(c.b), nn_free(c.y), nn_free(c.r), nn_free(c.sm);
     nn_free(c.si), nn_free(dg), nn_free(dbeta), nn_free(dx);
     nn_model_free(m);
+}
+
+static void test_bn(void **state)
+{
+    check_bn(0);
+    check_bn(1);
 }
 
 /* ---- parameter-free layers: relu, pools, gap, dropout, softmax ---- */
