@@ -499,22 +499,29 @@ struct dw_job {
     const float *dq, *xp;
     size_t ds, chs, q, tb[9];
     float *dw;
-    int cin, oc;
+    int cin, oc, ngroups;
 };
 
-/* Task: output channels 3 * task .. 3 * task + 2 over every position. */
+/* Task: one group of output-channel triples (as many groups as threads), over every position.
+ * The positions are the outer loop, so one block of the input planes stays in L2 while every
+ * triple of the group uses it; with the triples outside, the whole input (13 MB for compact's
+ * 56 x 56 layer at batch 32) would stream from memory once per triple. */
 __attribute__((target("avx512f,fma"))) static void dw_task(void *arg, int task, int worker)
 {
     const struct dw_job *j = arg;
-    const int o = 3 * task, mr = j->oc - o < 3 ? j->oc - o : 3;
+    const int ntri = (j->oc + 2) / 3, per = (ntri + j->ngroups - 1) / j->ngroups;
+    const int t0 = task * per, t1 = t0 + per < ntri ? t0 + per : ntri;
     for (size_t qb = 0; qb < j->q; qb += DW_QB) {
         const size_t qe = qb + DW_QB < j->q ? qb + DW_QB : j->q;
-        if (mr == 3)
-            dw_tile(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, 3);
-        else if (mr == 2)
-            dw_tile(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, 2);
-        else
-            dw_tile(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, 1);
+        for (int tri = t0; tri < t1; tri++) {
+            const int o = 3 * tri, mr = j->oc - o < 3 ? j->oc - o : 3;
+            if (mr == 3)
+                dw_tile(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, 3);
+            else if (mr == 2)
+                dw_tile(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, 2);
+            else
+                dw_tile(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, 1);
+        }
     }
 }
 
@@ -524,11 +531,13 @@ __attribute__((target("avx512f,fma"))) static void dw_task(void *arg, int task, 
 static void weight_grad(const struct nn_layer *l, const struct dgeo *g, const float *xp,
                         const float *dq, size_t ds, float *dw)
 {
-    struct dw_job j = {dq, xp, ds, g->nph * g->cs, g->q, {0}, dw, l->ic, l->oc};
+    const int ntri = (l->oc + 2) / 3, threads = nn_get_threads();
+    struct dw_job j = {dq, xp, ds, g->nph * g->cs, g->q, {0}, dw, l->ic, l->oc,
+                       threads < ntri ? threads : ntri};
     for (int ph = 0; ph < g->nph; ph++)
         for (int t = 0; t < g->ntap[ph]; t++)
             j.tb[g->kidx[ph][t]] = (size_t)ph * g->cs + (size_t)g->toff[ph][t];
-    nn_parallel(dw_task, &j, (l->oc + 2) / 3);
+    nn_parallel(dw_task, &j, j.ngroups);
 }
 
 static float *align_up(float *p)
