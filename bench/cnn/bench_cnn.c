@@ -3,8 +3,10 @@
  *   bench_cnn ARCH THREADS SECONDS
  * Prints key=value lines: batch-1 latency (median), batch-16 and training (batch 32:
  * forward, loss, backward, Adam) throughput, and, for the conv layers' shapes (M = out
- * channels, N = output pixels, K = in channels x k x k), plain cblas_sgemm GFLOP/s next to our
- * conv forward (im2col + sgemm + fused bias/ReLU) GFLOP/s on the same shapes.
+ * channels, N = output pixels, K = in channels x k x k), plain cblas_sgemm GFLOP/s (OpenBLAS
+ * with THREADS threads) next to our conv forward GFLOP/s on the same shapes (the direct AVX-512
+ * path for 3x3 layers, weights packed once as inference does, bias and ReLU fused; im2col +
+ * sgemm elsewhere).
  * Weights are the deterministic hash fill that the PyTorch side uses too.
  * THREADS is the engine's thread count (nn_set_threads: the layers split their work across
  * the engine's threads, OpenBLAS runs one thread). With THREADS > 1, batch-16 throughput is
@@ -207,6 +209,8 @@ int main(int argc, char **argv)
             M = l->oc, N = l->oh * l->ow, K = l->ic * l->k * l->k;
             f = 2.0 * M * N * K;
             reps = (int)(2e8 / f) + 1;
+            /* the reference: OpenBLAS with as many threads as our engine has */
+            openblas_set_num_threads(threads);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f,
                         m->params + l->w, K, col, N, 0.0f, y, N);
             t = now();
@@ -214,6 +218,7 @@ int main(int argc, char **argv)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f,
                             m->params + l->w, K, col, N, 0.0f, y, N);
             double tg = (now() - t) / reps;
+            openblas_set_num_threads(1);
             /* as inference runs it: direct-path weights packed once, when the context is made */
             float *wpk = nn_conv_is_direct(l) ? nn_alloc(sizeof(float) * nn_conv_pack_len(l))
                                               : NULL;
