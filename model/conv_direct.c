@@ -98,10 +98,23 @@ int nn_conv_is_direct(const struct nn_layer *l)
 struct dgeo {
     int hp, wp, nph, off, ktot; /* ktot: taps per channel over all phases (9) */
     size_t img, qv, q, cs;      /* qv: one past the last valid output position */
+    size_t chs, tb[9];          /* per channel: nph * cs floats; each tap's plane + offset, in
+                                 * the order the packed weights follow (phase, then tap) */
     int ntap[4];
     int toff[4][9];
     int kidx[4][9];
 };
+
+/* The flat tap list of g's phases (after cs, ntap and toff are set). */
+static void set_taps(struct dgeo *g)
+{
+    int k = 0;
+    g->chs = (size_t)g->nph * g->cs;
+    for (int ph = 0; ph < g->nph; ph++)
+        for (int t = 0; t < g->ntap[ph]; t++)
+            g->tb[k++] = (size_t)ph * g->cs + (size_t)g->toff[ph][t];
+    g->ktot = k;
+}
 
 static struct dgeo geo(int h, int w, int pad, int stride, int batch, int oh, int ow)
 {
@@ -130,7 +143,6 @@ static struct dgeo geo(int h, int w, int pad, int stride, int batch, int oh, int
                 g.kidx[ph][t] = ky * 3 + kx;
             }
     }
-    g.ktot = 9;
     g.img = (size_t)g.hp * g.wp;
     g.qv = g.img * (batch - 1) + (size_t)(oh - 1) * g.wp + ow;
     g.q = round_up(g.qv, DC_NR);
@@ -138,6 +150,7 @@ static struct dgeo geo(int h, int w, int pad, int stride, int batch, int oh, int
     g.cs = round_up(g.q + 2 * (size_t)(g.wp + 1) + 16, DC_ALIGN);
     if (g.cs < g.img * batch + g.wp + 16)
         g.cs = round_up(g.img * batch + g.wp + 16, DC_ALIGN);
+    set_taps(&g);
     return g;
 }
 
@@ -177,9 +190,13 @@ size_t nn_direct_ws_len(const struct nn_layer *l, int batch)
 
 /* ---- copies in and out of the flat layout, one task per channel ---- */
 
-#define DC_MAX_ROW 4096 /* stride 2: longer rows are split into phases one float at a time */
 
-/* ev[m] = s[2m], od[m] = s[2m + 1]: a row split into its even and odd samples. */
+static __mmask16 first_n(int n) /* the mask of the first n (0..16) lanes */
+{
+    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n > 0 ? n : 0)) - 1u);
+}
+
+/* ev[m] = s[2m], od[m] = s[2m + 1]: a row of w floats split into its even and odd samples. */
 __attribute__((target("avx512f"))) static void deinterleave(const float *s, int w, float *ev,
                                                             float *od)
 {
@@ -191,10 +208,12 @@ __attribute__((target("avx512f"))) static void deinterleave(const float *s, int 
         _mm512_storeu_ps(ev + m, _mm512_permutex2var_ps(a, ie, b));
         _mm512_storeu_ps(od + m, _mm512_permutex2var_ps(a, io, b));
     }
-    for (; 2 * m < w; m++) {
-        ev[m] = s[2 * m];
-        if (2 * m + 1 < w)
-            od[m] = s[2 * m + 1];
+    if (2 * m < w) { /* the last r < 32 floats, masked */
+        const int r = w - 2 * m;
+        const __m512 a = _mm512_maskz_loadu_ps(first_n(r), s + 2 * m);
+        const __m512 b = _mm512_maskz_loadu_ps(first_n(r - 16), s + 2 * m + 16);
+        _mm512_mask_storeu_ps(ev + m, first_n((r + 1) / 2), _mm512_permutex2var_ps(a, ie, b));
+        _mm512_mask_storeu_ps(od + m, first_n(r / 2), _mm512_permutex2var_ps(a, io, b));
     }
 }
 
@@ -240,24 +259,11 @@ static void pack_task(void *arg, int c, int worker)
             const int py = y + j->off, a = py % 2;
             const float *sr = s + (size_t)y * j->w;
             float *row = d + (size_t)n * g->img + (size_t)(py / 2) * g->wp;
-            if (j->w > DC_MAX_ROW) {
-                for (int x = 0; x < j->w; x++) {
-                    const int px = x + j->off;
-                    row[(size_t)(a * 2 + px % 2) * g->cs + px / 2] = sr[x];
-                }
-                continue;
-            }
-            /* phase b holds x = 2 jj + b - off: the even or the odd samples, shifted */
-            float ev[DC_MAX_ROW / 2 + 1], od[DC_MAX_ROW / 2 + 1];
-            const int nev = (j->w + 1) / 2, nod = j->w / 2;
-            deinterleave(sr, j->w, ev, od);
-            for (int b = 0; b < 2; b++) {
-                float *dst = row + (size_t)(a * 2 + b) * g->cs;
-                if ((b - j->off) % 2 == 0)
-                    memcpy(dst + (j->off - b) / 2, ev, sizeof(float) * nev);
-                else
-                    memcpy(dst + (j->off + 1 - b) / 2, od, sizeof(float) * nod);
-            }
+            /* phase b holds x = 2 jj + b - off: the even samples go to phase off % 2 at
+             * (off - b) / 2, the odd ones to phase (off + 1) % 2 at (off + 1 - b) / 2 */
+            const int be = j->off % 2, bo = (j->off + 1) % 2;
+            deinterleave(sr, j->w, row + (size_t)(a * 2 + be) * g->cs + (j->off - be) / 2,
+                         row + (size_t)(a * 2 + bo) * g->cs + (j->off + 1 - bo) / 2);
         }
     }
 }
@@ -336,9 +342,8 @@ static void pack_flipped(const struct nn_layer *l, const float *w, float *wf)
  */
 __attribute__((target("avx512f,fma"))) static inline __attribute__((always_inline)) void
 dtile(const float *xp, const struct dgeo *g, int cin, const float *wb, const float *bias,
-      float *out, size_t os, size_t q, int ob, int mr, int relu, const int nv)
+      float *out, size_t os, size_t q, int ob, int mr, int relu, const int nv, const int kt)
 {
-    const int nph = g->nph;
     __m512 acc[DC_MR][DC_NV];
 #pragma GCC unroll 8
     for (int o = 0; o < DC_MR; o++) {
@@ -348,22 +353,20 @@ dtile(const float *xp, const struct dgeo *g, int cin, const float *wb, const flo
             acc[o][v] = b;
     }
     for (int c = 0; c < cin; c++) {
-        for (int ph = 0; ph < nph; ph++) {
-            const float *xc = xp + ((size_t)c * nph + ph) * g->cs + q;
-            const int nt = g->ntap[ph];
-            for (int t = 0; t < nt; t++, wb += DC_MR) {
-                const float *xx = xc + g->toff[ph][t];
-                __m512 x[DC_NV];
+        const float *xc = xp + (size_t)c * g->chs + q;
+#pragma GCC unroll 9
+        for (int t = 0; t < kt; t++, wb += DC_MR) {
+            const float *xx = xc + g->tb[t];
+            __m512 x[DC_NV];
+#pragma GCC unroll 8
+            for (int v = 0; v < nv; v++)
+                x[v] = _mm512_loadu_ps(xx + 16 * v);
+#pragma GCC unroll 8
+            for (int o = 0; o < DC_MR; o++) {
+                const __m512 wv = _mm512_set1_ps(wb[o]);
 #pragma GCC unroll 8
                 for (int v = 0; v < nv; v++)
-                    x[v] = _mm512_loadu_ps(xx + 16 * v);
-#pragma GCC unroll 8
-                for (int o = 0; o < DC_MR; o++) {
-                    const __m512 wv = _mm512_set1_ps(wb[o]);
-#pragma GCC unroll 8
-                    for (int v = 0; v < nv; v++)
-                        acc[o][v] = _mm512_fmadd_ps(wv, x[v], acc[o][v]);
-                }
+                    acc[o][v] = _mm512_fmadd_ps(wv, x[v], acc[o][v]);
             }
         }
     }
@@ -399,8 +402,10 @@ dconv_rows(const float *xp, const struct dgeo *g, int cin, const float *wpk, con
                 switch (nv) {
 #define DC_CASE(n)                                                                           \
     case n:                                                                                  \
-        if (n <= DC_NV)                                                                      \
-            dtile(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, n <= DC_NV ? n : 1);       \
+        if (g->ktot == 9) /* the taps of a whole 3x3 kernel: unrolled */                    \
+            dtile(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, n, 9);                     \
+        else                                                                                 \
+            dtile(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, n, g->ktot);               \
         break;
                     DC_CASE(1)
                     DC_CASE(2)
@@ -575,10 +580,13 @@ __attribute__((target("avx512f"))) static void interleave(const float *ev, const
         _mm512_storeu_ps(dst + 2 * m, _mm512_permutex2var_ps(e, lo, o));
         _mm512_storeu_ps(dst + 2 * m + 16, _mm512_permutex2var_ps(e, hi, o));
     }
-    for (; 2 * m < w; m++) {
-        dst[2 * m] = ev[m];
-        if (2 * m + 1 < w)
-            dst[2 * m + 1] = od[m];
+    if (2 * m < w) { /* the last r < 32 floats, masked */
+        const int r = w - 2 * m;
+        const __m512 e = _mm512_maskz_loadu_ps(first_n((r + 1) / 2), ev + m);
+        const __m512 o = _mm512_maskz_loadu_ps(first_n(r / 2), od + m);
+        _mm512_mask_storeu_ps(dst + 2 * m, first_n(r), _mm512_permutex2var_ps(e, lo, o));
+        _mm512_mask_storeu_ps(dst + 2 * m + 16, first_n(r - 16),
+                              _mm512_permutex2var_ps(e, hi, o));
     }
 }
 
@@ -630,7 +638,7 @@ static void input_grad_s2(const struct nn_layer *l, const float *w, const float 
             for (int ky = a; ky < 3; ky += 2)
                 for (int kx = b; kx < 3; kx += 2)
                     gp.toff[0][gp.ntap[0]++] = (1 - ky / 2) * gd.wp + (1 - kx / 2);
-            gp.ktot = gp.ntap[0];
+            set_taps(&gp);
             /* wf[cb][o][t][8] = w[o][cb + j][tap t of this phase] */
             for (int cb = 0; cb < l->ic; cb += DC_MR)
                 for (int o = 0; o < l->oc; o++)
