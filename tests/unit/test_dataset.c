@@ -235,6 +235,19 @@ static void test_augment(void **state)
             break;
     }
     assert_true(fabsf(out[0] - 1.0f) < 1e-5f && fabsf(out[S - 1]) < 1e-5f);
+    /* Gamma only: out = in^g for one g per image (the table's interpolation within 2e-3). */
+    {
+        struct aug_params g = {0};
+        g.gamma = 0.2f;
+        aug_apply(&g, &rng, in, out, S);
+        {
+            const int mid = S / 2; /* in = 32/63 */
+            const double ge = log(out[mid]) / log(in[mid]);
+            assert_true(ge > exp(-0.21) && ge < exp(0.21));
+            for (int i = 1; i < S; i++)
+                assert_true(fabs(out[i] - pow(in[i], ge)) < 2e-3);
+        }
+    }
     /* Defaults: values stay in [0,1], the picture stays close, and the seed repeats it. */
     aug_defaults(&p);
     rng = rng2 = 99;
