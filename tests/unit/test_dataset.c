@@ -242,7 +242,7 @@ static void test_augment(void **state)
         aug_apply(&g, &rng, in, out, S);
         {
             const int mid = S / 2; /* in = 32/63 */
-            const double ge = log(out[mid]) / log(in[mid]);
+            const double ge = log((double)out[mid]) / log((double)in[mid]);
             assert_true(ge > exp(-0.21) && ge < exp(0.21));
             for (int i = 1; i < S; i++)
                 assert_true(fabs(out[i] - pow(in[i], ge)) < 2e-3);
