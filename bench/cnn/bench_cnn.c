@@ -1,6 +1,6 @@
 /*
  * bench_cnn.c - our CNN engine's speed on one architecture, for bench/cnn/run.
- *   bench_cnn ARCH THREADS SECONDS
+ *   bench_cnn ARCH THREADS SECONDS [--layers]
  * Prints key=value lines: batch-1 latency (median), batch-16 and training (batch 32:
  * forward, loss, backward, Adam) throughput, and, for the conv layers' shapes (M = out
  * channels, N = output pixels, K = in channels x k x k), plain cblas_sgemm GFLOP/s (OpenBLAS
@@ -90,6 +90,52 @@ static double workers_b16(const nn_model *m, const float *x, int threads, double
     return (double)images / (now() - t0);
 }
 
+/* --layers: each conv layer alone at batch 32, forward, input gradient and weight gradient,
+ * in GFLOP/s of the nominal 2 * (weights) * (output pixels) * batch flops: where a training
+ * step's time goes. */
+static int layer_table(const nn_model *m, double budget)
+{
+    const int batch = 32;
+    printf("| layer | in -> out | input | stride | forward ms | GF/s | input grad ms | GF/s | "
+           "weight grad ms | GF/s |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < m->n_layers; i++) {
+        const struct nn_layer *l = &m->layers[i];
+        if (l->type != NN_L_CONV)
+            continue;
+        size_t in = nn_layer_in_len(l) * batch, out = nn_layer_out_len(l) * batch;
+        size_t ws = nn_conv_ws_len(l, batch);
+        float *x = nn_alloc(sizeof(float) * in), *y = nn_alloc(sizeof(float) * out);
+        float *dy = nn_alloc(sizeof(float) * out), *dx = nn_alloc(sizeof(float) * in);
+        float *dw = nn_alloc(sizeof(float) * (size_t)l->nw), *col = nn_alloc(sizeof(float) * ws);
+        double f = 2.0 * (double)l->nw * l->oh * l->ow * batch, t[3];
+        if (!x || !y || !dy || !dx || !dw || !col) {
+            nn_free(x), nn_free(y), nn_free(dy), nn_free(dx), nn_free(dw), nn_free(col);
+            return 1;
+        }
+        nn_fill_hashed_input(x, in, 1);
+        nn_fill_hashed_input(dy, out, 2);
+        for (int k = 0; k < 3; k++) {
+            int reps = 0;
+            double t0 = now();
+            do {
+                if (k == 0)
+                    nn_conv_forward(l, m->params + l->w, m->params + l->b, x, y, batch, col, 0);
+                else if (k == 1)
+                    nn_conv_backward(l, m->params + l->w, x, dy, NULL, NULL, dx, batch, col);
+                else
+                    nn_conv_backward(l, m->params + l->w, x, dy, dw, NULL, NULL, batch, col);
+                reps++;
+            } while (now() - t0 < budget / 8 || reps < 2);
+            t[k] = (now() - t0) / reps;
+        }
+        printf("| %d | %d -> %d | %dx%d | %d | %.1f | %.0f | %.1f | %.0f | %.1f | %.0f |\n", i,
+               l->ic, l->oc, l->ih, l->iw, l->stride, t[0] * 1e3, f / t[0] / 1e9, t[1] * 1e3,
+               f / t[1] / 1e9, t[2] * 1e3, f / t[2] / 1e9);
+        nn_free(x), nn_free(y), nn_free(dy), nn_free(dx), nn_free(dw), nn_free(col);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const char *const classes[] = {"COVID-19", "Lung Opacity", "Normal",
@@ -102,8 +148,8 @@ int main(int argc, char **argv)
     int threads, n;
     float *x, probs[16 * 4];
     int labels[32];
-    if (argc != 4) {
-        fprintf(stderr, "usage: bench_cnn ARCH THREADS SECONDS\n");
+    if (argc != 4 && !(argc == 5 && !strcmp(argv[4], "--layers"))) {
+        fprintf(stderr, "usage: bench_cnn ARCH THREADS SECONDS [--layers]\n");
         return 2;
     }
     threads = (int)strtol(argv[2], NULL, 10);
@@ -117,6 +163,11 @@ int main(int argc, char **argv)
         return 1;
     }
     nn_model_fill_hashed(m);
+    if (argc == 5) {
+        int rc = layer_table(m, budget);
+        nn_model_free(m);
+        return rc;
+    }
     size_t in_len = nn_model_input_len(m);
     x = malloc(sizeof(float) * in_len * 32);
     if (!x || nn_ctx_new(m, 16, &ctx)) {
