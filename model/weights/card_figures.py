@@ -1,12 +1,19 @@
 #!/usr/bin/python3
-"""card_figures.py REPORT.json [REPORT.json ...] - the model card's tables from `eval` output.
+"""card_figures.py REPORT.json [REPORT.json ...] [--budget PREDICTIONS.csv] - the model card's
+tables from `eval` output.
 
 Each REPORT.json comes from `cxrtriage-train eval ... --subgroup-regex '^([a-zA-Z0-9]+)__'`
 (subgroups = the source repository of each image, from its file-name prefix). Prints Markdown:
 the headline with 95 % intervals, per class figures, per source, and adults only (every source
 but Kermany, which is paediatric) with the rate at which adult Normal images are called
 COVID-19. Only figures computed by `eval` (or sums of its confusion matrices) are printed.
+
+--budget PREDICTIONS.csv (eval's per-image file) prints the error budget by source: the
+macro-F1 the same predictions would have if only the errors on some sources were kept (every
+other image counted as right). It shows how much of the shortfall each source's errors cost.
 """
+import csv
+import os
 import json
 import sys
 
@@ -90,5 +97,40 @@ def one(path):
     print()
 
 
-for p in sys.argv[1:]:
+def macro_f1(truth, pred, names):
+    f1 = []
+    for c in names:
+        tp = sum(1 for t, p in zip(truth, pred) if t == c and p == c)
+        fp = sum(1 for t, p in zip(truth, pred) if t != c and p == c)
+        fn = sum(1 for t, p in zip(truth, pred) if t == c and p != c)
+        f1.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return sum(f1) / len(f1)
+
+
+def budget(path):
+    rows = list(csv.DictReader(open(path)))
+    names = sorted({r["truth"] for r in rows})
+    src = [os.path.basename(r["path"]).split("__")[0] for r in rows]
+    truth = [r["truth"] for r in rows]
+    groups = {"NIH (adult Normal vs Pneumonia)": {"nih"},
+              "Kermany (children: normal, bacterial, viral)": {"kermanyA"},
+              "ieee8023 + Actualmed + Figure1 (COVID-19 and other adult cases)":
+                  {"ieee", "actualmed", "figure1"}}
+    print("| errors kept only on | macro-F1 |\n|---|---|")
+    print(f"| every source (as measured) | {macro_f1(truth, [r['predicted'] for r in rows], names):.3f} |")
+    keys = list(groups)
+    for k in keys + [None]:
+        keep = groups[k] if k else groups[keys[0]] | groups[keys[1]]
+        label = k if k else f"{keys[0].split(' (')[0]} and {keys[1].split(' (')[0]}"
+        pred = [r["predicted"] if s in keep else r["truth"] for r, s in zip(rows, src)]
+        print(f"| {label} | {macro_f1(truth, pred, names):.3f} |")
+    print()
+
+
+args = sys.argv[1:]
+if "--budget" in args:
+    i = args.index("--budget")
+    budget(args[i + 1])
+    del args[i:i + 2]
+for p in args:
     one(p)
