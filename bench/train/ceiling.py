@@ -10,23 +10,19 @@ bacterial (Lung Opacity) vs viral pneumonia vs Normal children, COVID-19 confusi
 ieee8023 non-COVID images (the source shortcut). Also the best COVID-19 precision at a score
 threshold giving recall >= 0.92. Decision-support research figures, not a clinical validation.
 """
+import os
 import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_train import class_stats  # noqa: E402
 
 NAMES = ["COVID-19", "Lung Opacity", "Normal", "Viral Pneumonia"]
 
 
 def stats(pred, y, k=4):
-    out = []
-    for c in range(k):
-        tp = int(((pred == c) & (y == c)).sum())
-        fp = int(((pred == c) & (y != c)).sum())
-        fn = int(((pred != c) & (y == c)).sum())
-        p = tp / (tp + fp) if tp + fp else 0.0
-        r = tp / (tp + fn) if tp + fn else 0.0
-        out.append((p, r, 2 * p * r / (p + r) if p + r else 0.0))
-    return out
+    return class_stats(pred, y, k)
 
 
 def mf1(pred, y):

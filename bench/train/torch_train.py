@@ -49,18 +49,6 @@ def load_dump(path):
     return raw[:, 2:].reshape(n, 1, size, size), meta[:, 0].astype(np.int64), meta[:, 1], size
 
 
-def macro_f1(pred, y, k):
-    f1 = []
-    for c in range(k):
-        tp = int(((pred == c) & (y == c)).sum())
-        fp = int(((pred == c) & (y != c)).sum())
-        fn = int(((pred != c) & (y == c)).sum())
-        p = tp / (tp + fp) if tp + fp else 0.0
-        r = tp / (tp + fn) if tp + fn else 0.0
-        f1.append(2 * p * r / (p + r) if p + r else 0.0)
-    return sum(f1) / k
-
-
 def class_stats(pred, y, k):
     """Per class (precision, recall, F1)."""
     out = []
@@ -72,6 +60,10 @@ def class_stats(pred, y, k):
         r = tp / (tp + fn) if tp + fn else 0.0
         out.append((p, r, 2 * p * r / (p + r) if p + r else 0.0))
     return out
+
+
+def macro_f1(pred, y, k):
+    return sum(f for _, _, f in class_stats(pred, y, k)) / k
 
 
 def augment(x, gen, scale=1.0):
