@@ -1,12 +1,14 @@
 /*
  * layers.c - the layer kernels, forward and backward, shared by training and inference.
  *
- * Convolution is im2col + cblas_sgemm per image (a 1x1 stride-1 convolution skips im2col and
- * multiplies the input directly); the bias and an optional ReLU are applied in one pass over
- * the output (the "epilogue"), which is how inference fuses BN-folded conv + ReLU. Dense is one
- * sgemm for the whole batch. Pooling and batch normalisation are direct loops. Gradients of
- * parameters are accumulated (callers zero them once per batch); gradients of inputs are
- * overwritten.
+ * 3x3 convolutions (stride 1 or 2) run on the direct AVX-512 path of conv_direct.c where the
+ * CPU has it; the others are im2col + cblas_sgemm per image, images shared out over the
+ * engine's threads (a 1x1 stride-1 convolution skips im2col and multiplies the input directly);
+ * the bias and an optional ReLU are applied in one pass over the output (the "epilogue"), which
+ * is how inference fuses BN-folded conv + ReLU. Dense is one sgemm for the whole batch. Pooling,
+ * batch normalisation and ReLU are loops split by plane, channel or chunk over the threads.
+ * Gradients of parameters are accumulated (callers zero them once per batch); gradients of
+ * inputs are overwritten.
  */
 #include <math.h>
 #include <string.h>
@@ -20,7 +22,7 @@ size_t nn_conv_col_len(const struct nn_layer *l)
     return (size_t)l->ic * l->k * l->k * l->oh * l->ow;
 }
 
-static int conv_is_direct(const struct nn_layer *l)
+static int conv_is_1x1(const struct nn_layer *l)
 {
     return l->k == 1 && l->stride == 1 && l->pad == 0;
 }
@@ -198,7 +200,7 @@ static void conv_fwd_image(void *arg, int n, int worker)
     const float *xn = j->x + n * nn_layer_in_len(l);
     float *yn = j->y + n * nn_layer_out_len(l);
     float *col = j->col + (size_t)worker * conv_tile_len(l);
-    if (conv_is_direct(l)) {
+    if (conv_is_1x1(l)) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, j->w, K, xn, N,
                     0.0f, yn, N);
         for (int m = 0; m < M; m++)
@@ -244,7 +246,7 @@ static void conv_bwd_image(void *arg, int n, int worker)
     float *col = j->col + (size_t)worker * conv_tile_len(l);
     float *dw = j->dw ? j->col + NN_MAX_THREADS * conv_tile_len(l) + (size_t)worker * l->nw
                       : NULL;
-    if (conv_is_direct(l)) {
+    if (conv_is_1x1(l)) {
         if (dw) /* dW[M,K] += dy[M,N] * x^T[N,K] */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, N, 1.0f, dyn, N, xn, N,
                         1.0f, dw, K);
@@ -678,16 +680,6 @@ void nn_dense_backward(const struct nn_layer *l, const float *w, const float *x,
                     in, 0.0f, dx, in);
 }
 
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *s = x;
-    return x;
-}
-
 void nn_dropout_forward(float p, const float *x, float *y, uint8_t *mask, size_t n,
                         uint64_t *rng)
 {
@@ -696,7 +688,7 @@ void nn_dropout_forward(float p, const float *x, float *y, uint8_t *mask, size_t
                                         ? 4294967295.0
                                         : (double)p * 4294967296.0);
     for (size_t i = 0; i < n; i++) {
-        uint32_t r = (uint32_t)(rng_next(rng) >> 32);
+        uint32_t r = (uint32_t)(nn_xorshift(rng) >> 32);
         mask[i] = r >= thr;
         y[i] = mask[i] ? x[i] * scale : 0.0f;
     }

@@ -85,16 +85,6 @@ void nn_model_fill_hashed(nn_model *m)
     }
 }
 
-static uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *s = x;
-    return x;
-}
-
 static void init_params(nn_model *m, uint32_t seed)
 {
     uint64_t rng = 0x9e3779b97f4a7c15ull ^ seed;
@@ -104,7 +94,7 @@ static void init_params(nn_model *m, uint32_t seed)
         if (l->type == NN_L_CONV || l->type == NN_L_DENSE) {
             float a = (float)sqrt(6.0 * l->oc / (double)l->nw);
             for (long j = 0; j < l->nw; j++)
-                P[l->w + j] = a * ((float)(xorshift(&rng) >> 40) / 8388608.0f - 1.0f);
+                P[l->w + j] = a * ((float)(nn_xorshift(&rng) >> 40) / 8388608.0f - 1.0f);
             memset(P + l->b, 0, sizeof(float) * l->oc);
         } else if (l->type == NN_L_BN) {
             for (int c = 0; c < l->ic; c++) {

@@ -65,6 +65,17 @@ struct nn_model {
 typedef void (*nn_task_fn)(void *arg, int task, int worker);
 void nn_parallel(nn_task_fn fn, void *arg, int ntasks);
 
+/* The engine's one pseudo-random generator (xorshift64): weight initialisation, dropout. */
+static inline uint64_t nn_xorshift(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *s = x;
+    return x;
+}
+
 /* tensor.c */
 void *nn_alloc(size_t bytes);            /* 64-byte aligned, zeroed; NULL on overflow/OOM */
 void nn_free(void *p);

@@ -36,6 +36,9 @@ trap _cleanup EXIT
 trap 'exit 130' INT TERM
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# skip REASON: exit 77 (ctest's "skipped") printing why. Used only when a prerequisite is
+# missing: the shared data set beside the checkout (need_data) or a tool or Python package that
+# scripts/deps.sh installs; CI runs deps.sh and has the data, so there nothing is skipped.
 skip() { echo "SKIPPED: $*"; exit 77; }
 ok() { echo "ok - $*"; }
 
