@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ini.h>
 #include <limits.h>
@@ -18,7 +19,7 @@
 #include <unistd.h>
 
 enum cfg_type { T_STR, T_PATH, T_DIR, T_INT, T_PORT, T_BOOL, T_DOUBLE, T_AET, T_AETLIST, T_ENUM,
-                T_ENUMLIST, T_URL };
+                T_ENUMLIST, T_URL, T_THRESHOLDS };
 
 #define F_SECRET 1u
 
@@ -40,23 +41,32 @@ static const struct cfg_key keys[] = {
     {"daemon", "state_dir", T_DIR, OFF(state_dir), 0, 0, "./var", NULL, 0},
     {"daemon", "workers", T_INT, OFF(workers), 1, 64, "1", NULL, 0},
     {"daemon", "threads_per_worker", T_INT, OFF(threads_per_worker), 0, 64, "0", NULL, 0},
+    {"daemon", "stop_timeout", T_INT, OFF(stop_timeout), 1, 3600, "30", NULL, 0},
+    {"daemon", "max_queue", T_INT, OFF(max_queue), 1, 1000000, "2000", NULL, 0},
+    {"daemon", "min_free_mb", T_INT, OFF(min_free_mb), 0, 1048576, "64", NULL, 0},
     {"dicom", "bind", T_STR, OFF(dicom_bind), 0, 0, "127.0.0.1", NULL, 0},
     {"dicom", "port", T_PORT, OFF(dicom_port), 1, 65535, "11112", NULL, 0},
     {"dicom", "ae_title", T_AET, OFF(ae_title), 0, 0, "CXRTRIAGE", NULL, 0},
     {"dicom", "allowed_calling_aets", T_AETLIST, OFF(allowed_calling_aets), 0, 0, "", NULL, 0},
     {"dicom", "max_associations", T_INT, OFF(max_associations), 1, 256, "8", NULL, 0},
+    {"dicom", "max_pdu", T_INT, OFF(max_pdu), 4096, 131072, "65536", NULL, 0},
+    {"dicom", "acse_timeout", T_INT, OFF(acse_timeout), 1, 3600, "30", NULL, 0},
     {"dicom", "dimse_timeout", T_INT, OFF(dimse_timeout), 1, 3600, "30", NULL, 0},
-    {"dicom", "max_object_mb", T_INT, OFF(max_object_mb), 1, 4096, "256", NULL, 0},
+    {"dicom", "idle_timeout", T_INT, OFF(idle_timeout), 1, 86400, "60", NULL, 0},
+    {"dicom", "max_object_mb", T_INT, OFF(max_object_mb), 1, 1024, "256", NULL, 0},
+    {"dicom", "other_sop_classes", T_ENUM, OFF(other_sop_classes), 0, 0, "skip", "skip|refuse", 0},
+    {"dicom", "duplicates", T_ENUM, OFF(duplicates), 0, 0, "acknowledge", "acknowledge|rescore", 0},
     {"dicom", "tls", T_BOOL, OFF(tls), 0, 0, "false", NULL, 0},
     {"dicom", "tls_cert", T_PATH, OFF(tls_cert), 0, 0, "", NULL, 0},
     {"dicom", "tls_key", T_PATH, OFF(tls_key), 0, 0, "", NULL, F_SECRET},
     {"dicom", "tls_ca", T_PATH, OFF(tls_ca), 0, 0, "", NULL, 0},
     {"model", "path", T_PATH, OFF(model_path), 0, 0, "", NULL, 0},
-    {"triage", "flag_threshold", T_DOUBLE, OFF(flag_threshold), 0, 1, "0.5", NULL, 0},
+    {"triage", "thresholds", T_THRESHOLDS, OFF(thresholds), 0, 0, "", NULL, 0},
     {"triage", "study_quiet_seconds", T_INT, OFF(study_quiet_seconds), 0, 86400, "10", NULL, 0},
     {"audit", "db", T_STR, OFF(audit_db), 0, 0, "", NULL, 0},
     {"audit", "spool_dir", T_STR, OFF(spool_dir), 0, 0, "", NULL, 0},
     {"audit", "spool_retention_days", T_INT, OFF(spool_retention_days), 0, 3650, "30", NULL, 0},
+    {"report", "mode", T_ENUM, OFF(report_mode), 0, 0, "send", "send|shadow", 0},
     {"report", "formats", T_ENUMLIST, OFF(report_formats), 0, 0, "hl7,fhir", "hl7|fhir", 0},
     {"report", "outbox_dir", T_STR, OFF(outbox_dir), 0, 0, "", NULL, 0},
     {"report", "sending_application", T_STR, OFF(sending_application), 0, 0, "CXRTRIAGE", NULL, 0},
@@ -96,6 +106,119 @@ bool cfg_is_valid_ae_title(const char *s)
             non_space = true;
     }
     return non_space;
+}
+
+/* One allow-list entry: AET or AET@address (numeric IPv4 or IPv6). */
+static bool aet_entry_ok(const char *one)
+{
+    const char *at = strrchr(one, '@');
+    char aet[17];
+    unsigned char addr[sizeof(struct in6_addr)];
+    size_t n = at ? (size_t)(at - one) : strlen(one);
+
+    if (n == 0 || n >= sizeof(aet))
+        return false;
+    memcpy(aet, one, n);
+    aet[n] = '\0';
+    if (!cfg_is_valid_ae_title(aet))
+        return false;
+    if (!at)
+        return true;
+    return inet_pton(AF_INET, at + 1, addr) == 1 || inet_pton(AF_INET6, at + 1, addr) == 1;
+}
+
+static void span_trim(const char **p, size_t *n)
+{
+    while (*n && (**p == ' ' || **p == '\t')) {
+        (*p)++;
+        (*n)--;
+    }
+    while (*n && ((*p)[*n - 1] == ' ' || (*p)[*n - 1] == '\t'))
+        (*n)--;
+}
+
+bool cfg_parse_thresholds(const char *list, void (*fn)(void *user, const char *name, double value),
+                          void *user, char *ret_bad, size_t badlen)
+{
+    const char *p = list;
+
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        const char *item = p, *eq;
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        char name[64], num[64], *end;
+        size_t nl, vl;
+        double d;
+
+        span_trim(&item, &n);
+        eq = memchr(item, '=', n);
+        if (!eq)
+            goto bad;
+        nl = (size_t)(eq - item);
+        vl = n - nl - 1;
+        {
+            const char *nm = item, *vv = eq + 1;
+            span_trim(&nm, &nl);
+            span_trim(&vv, &vl);
+            if (nl == 0 || nl >= sizeof(name) || vl == 0 || vl >= sizeof(num))
+                goto bad;
+            memcpy(name, nm, nl);
+            name[nl] = '\0';
+            memcpy(num, vv, vl);
+            num[vl] = '\0';
+        }
+        errno = 0;
+        d = strtod(num, &end);
+        if (errno || end == num || *end || !isfinite(d) || d < 0 || d > 1)
+            goto bad;
+        if (fn)
+            fn(user, name, d);
+        if (!comma)
+            break;
+        p = comma + 1;
+        continue;
+bad:
+        if (ret_bad && badlen) {
+            if (n >= badlen)
+                n = badlen - 1;
+            memcpy(ret_bad, item, n);
+            ret_bad[n] = '\0';
+        }
+        return false;
+    }
+    return true;
+}
+
+bool cfg_aet_allowed(const char *list, const char *calling_aet, const char *peer_address)
+{
+    const char *p = list, *a = calling_aet;
+    size_t alen = strlen(calling_aet);
+    bool any = false;
+
+    span_trim(&a, &alen);
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        const char *item = p, *at;
+        size_t n = comma ? (size_t)(comma - p) : strlen(p), tn;
+
+        span_trim(&item, &n);
+        if (n) {
+            any = true;
+            at = memchr(item, '@', n);
+            tn = at ? (size_t)(at - item) : n;
+            if (tn == alen && !memcmp(item, a, alen)) {
+                if (!at)
+                    return true;
+                if (peer_address && strlen(peer_address) == n - tn - 1 &&
+                    !memcmp(at + 1, peer_address, n - tn - 1))
+                    return true;
+            }
+        }
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    return !any;
 }
 
 static bool choice_ok(const char *choices, const char *v, size_t vlen)
@@ -180,7 +303,7 @@ static bool key_apply(struct cfg_config *c, const struct cfg_key *k, const char 
         while (*p) {
             const char *comma = strchr(p, ',');
             size_t n = comma ? (size_t)(comma - p) : strlen(p);
-            char one[32];
+            char one[80];
             while (n && *p == ' ') {
                 p++;
                 n--;
@@ -188,13 +311,16 @@ static bool key_apply(struct cfg_config *c, const struct cfg_key *k, const char 
             while (n && p[n - 1] == ' ')
                 n--;
             if (n >= sizeof(one)) {
-                snprintf(expected, explen, "a comma-separated list of AE titles (16 characters at most each)");
+                snprintf(expected, explen, "a comma-separated list of AE titles (16 characters at most each, "
+                                           "optionally @address)");
                 return false;
             }
             memcpy(one, p, n);
             one[n] = '\0';
-            if (!cfg_is_valid_ae_title(one)) {
-                snprintf(expected, explen, "a comma-separated list of valid AE titles ('%s' is not one)", one);
+            if (!aet_entry_ok(one)) {
+                snprintf(expected, explen,
+                         "a comma-separated list of AE titles, each optionally AET@address "
+                         "('%s' is not one)", one);
                 return false;
             }
             if (!comma)
@@ -231,6 +357,16 @@ static bool key_apply(struct cfg_config *c, const struct cfg_key *k, const char 
             if (!comma)
                 break;
             p = comma + 1;
+        }
+        break;
+    }
+    case T_THRESHOLDS: {
+        char bad[128];
+        if (!cfg_parse_thresholds(v, NULL, NULL, bad, sizeof(bad))) {
+            snprintf(expected, explen,
+                     "a comma-separated list of CLASS=NUMBER with numbers from 0 to 1 ('%s' is not one)",
+                     bad);
+            return false;
         }
         break;
     }

@@ -25,14 +25,22 @@ struct cfg_config {
     char state_dir[CFG_PATH_MAX];
     int workers;
     int threads_per_worker;
+    int stop_timeout;     /* seconds SIGTERM waits for running associations and inference */
+    int max_queue;        /* instances waiting to be scored before new associations are refused */
+    int min_free_mb;      /* free space under the spool before new associations are refused */
     /* [dicom] */
     char dicom_bind[CFG_STR_MAX];
     int dicom_port;
     char ae_title[17];
     char allowed_calling_aets[CFG_LIST_MAX];
     int max_associations;
+    int max_pdu;
+    int acse_timeout;
     int dimse_timeout;
+    int idle_timeout;
     int max_object_mb;
+    char other_sop_classes[8]; /* skip | refuse */
+    char duplicates[12];       /* acknowledge | rescore */
     bool tls;
     char tls_cert[CFG_PATH_MAX];
     char tls_key[CFG_PATH_MAX];
@@ -40,13 +48,14 @@ struct cfg_config {
     /* [model] */
     char model_path[CFG_PATH_MAX];
     /* [triage] */
-    double flag_threshold;
+    char thresholds[CFG_LIST_MAX]; /* "Class=0.5, Other=0.3"; empty = the model's operating points */
     int study_quiet_seconds;
     /* [audit] */
     char audit_db[CFG_PATH_MAX];
     char spool_dir[CFG_PATH_MAX];
     int spool_retention_days;
     /* [report] */
+    char report_mode[8]; /* send | shadow */
     char report_formats[CFG_STR_MAX];
     char outbox_dir[CFG_PATH_MAX];
     char sending_application[CFG_STR_MAX];
@@ -93,6 +102,17 @@ cxr_err cfg_resolve(struct cfg_config *c);
 
 /* Appends the effective configuration as INI text; secrets print as "********". */
 cxr_err cfg_dump(const struct cfg_config *c, struct cxr_buf *out);
+
+/* Parses a triage threshold list "Class=0.5, Other Class=0.25" (names as the model spells
+ * them, values 0..1). Calls fn for each pair in order; returns false (with *ret_bad pointing at
+ * the offending item) on a syntax error. fn may be NULL to validate only. */
+bool cfg_parse_thresholds(const char *list, void (*fn)(void *user, const char *name, double value),
+                          void *user, char *ret_bad, size_t badlen);
+
+/* True when the calling AE title (with the peer's numeric address) is allowed by the list
+ * "AET, AET@address, ..." (empty list: everyone). Titles compare exactly after trimming
+ * DICOM's trailing spaces. */
+bool cfg_aet_allowed(const char *list, const char *calling_aet, const char *peer_address);
 
 /* DICOM AE title rule: 1-16 characters of the default repertoire, no backslash or control
  * characters, not only spaces. */

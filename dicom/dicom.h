@@ -175,6 +175,94 @@ cxr_err px_load_unit_mem_ex(const void *data, size_t len, const char *name, int 
 cxr_err px_read_file(const char *path, char **ret_data, size_t *ret_len, char *errbuf,
                      size_t errlen);
 
+/* ---- the C-STORE listener (DCMTK's SCP pool, dicom/adapter/dcm_scp.cpp) ------------------
+ *
+ * DESIGN. The caller creates the listening socket itself (bound to the configured address:
+ * DCMTK 3.6.7 cannot bind to one) and hands it over; the listener runs DCMTK's SCP pool on it in
+ * its own thread, one thread per association up to max_associations. It turns Nagle off on every
+ * accepted connection itself. Each C-STORE is written bit-preserving, as it arrives, to
+ * spool_dir/tmp/; then the file is fsynced, its header (up to the pixel data, never the pixels)
+ * read for the UIDs, renamed to spool_dir/in/<SOP Instance UID>.<unique>.dcm and spool_dir/in
+ * fsynced; only then is ops->stored called, and its status is the C-STORE response. Any failure
+ * on the way removes the temporary file and answers a failure status: 0xA700 (out of resources)
+ * when the disk is full or the object is over max_object_bytes, 0xC000 (cannot understand) when
+ * the data set cannot be read, 0xA900 when the SOP class does not match the presentation
+ * context. Callbacks run on association threads, concurrently: they must be thread-safe and
+ * must not block for long. No PHI is passed to ops->event. */
+
+typedef struct dcm_listener dcm_listener;
+
+struct dcm_assoc { /* an association request as the admission callback sees it */
+    uint64_t id;                       /* association number since start, for logs */
+    char calling_aet[17], called_aet[17]; /* trimmed of DICOM padding */
+    char peer[64];                     /* numeric address of the peer */
+};
+
+enum dcm_admit {
+    DCM_ADMIT_OK = 0,
+    DCM_ADMIT_REJECT_CALLING_AET, /* permanent, service user: calling AE title not recognised */
+    DCM_ADMIT_REJECT_CALLED_AET,  /* permanent, service user: called AE title not recognised */
+    DCM_ADMIT_REJECT_BUSY,        /* transient, service provider: local limit exceeded (disk
+                                     under the watermark, queue too deep, stopping) */
+};
+
+struct dcm_stored { /* an instance that is durably in spool_dir/in */
+    const struct dcm_assoc *assoc;
+    char sop_class_uid[65], sop_instance_uid[65], study_uid[65], series_uid[65];
+    char patient_id[65], accession[65];
+    char transfer_syntax[65];
+    char path[1024];       /* its final path under spool_dir/in */
+    int64_t size_bytes;
+    int64_t received_at_ms; /* Unix epoch ms when the file became durable */
+    double receive_ms;      /* from the C-STORE request to the durable file */
+    bool scored_class;      /* CR, DX (presentation or processing) or Secondary Capture */
+};
+
+struct dcm_listener_ops {
+    void *user;
+    /* Before the association is acknowledged: accept it or give the rejection and a reason (for
+     * the log and the audit). DCM_ADMIT_OK accepts. */
+    enum dcm_admit (*admit)(void *user, const struct dcm_assoc *a, char *reason, size_t len);
+    /* After the file is durable, before the response: returns the DIMSE status to send (0x0000
+     * Success). On a failure status the listener deletes the file. */
+    uint16_t (*stored)(void *user, const struct dcm_stored *s);
+    /* Association-level events for the audit: kind "association.refused",
+     * "association.aborted", "association.timeout", "store.failed", "association.released";
+     * detail is key=value text without PHI. */
+    void (*event)(void *user, const struct dcm_assoc *a, const char *kind, const char *detail);
+};
+
+struct dcm_listener_config {
+    int listen_fd;           /* bound and listening (the listener does not close it) */
+    char ae_title[17];       /* called AE title we answer to */
+    int max_associations;
+    int max_pdu;             /* bytes, 4096..131072 */
+    int acse_timeout, dimse_timeout, idle_timeout; /* seconds */
+    size_t max_object_bytes;
+    bool refuse_other_classes; /* other storage SOP classes: reject their contexts, else accept
+                                  them (scored_class false) */
+    char spool_dir[1024];    /* tmp/ and in/ are created 0700 under it */
+};
+
+/* Starts the listener thread. Errors: CXR_EINVAL (config), CXR_EIO (spool directories),
+ * CXR_EDICOM (DCMTK's network could not start), with the reason in errbuf. */
+cxr_err dcm_listener_start(const struct dcm_listener_config *cfg,
+                           const struct dcm_listener_ops *ops, dcm_listener **ret,
+                           char *errbuf, size_t errlen);
+/* Running associations. */
+int dcm_listener_active(const dcm_listener *l);
+/* Stops accepting new associations, lets the running ones finish for up to timeout_ms, aborts
+ * the rest, joins every thread and frees l. Safe with NULL. */
+void dcm_listener_stop(dcm_listener *l, int timeout_ms);
+
+/* Makes a TCP socket bound to address:port and listening (backlog 64, SO_REUSEADDR, close on
+ * exec): the socket handed to dcm_listener_start. address is numeric IPv4 or IPv6. */
+cxr_err dcm_listen_socket(const char *address, int port, int *ret_fd, char *errbuf,
+                          size_t errlen);
+
+/* The spool name rule: true when name (a file in spool_dir/in) was written by the listener. */
+bool dcm_spool_name_ok(const char *name);
+
 #ifdef __cplusplus
 }
 #endif

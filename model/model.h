@@ -143,6 +143,50 @@ void nn_ctx_free(nn_ctx *ctx);
  * out of range. */
 cxr_err nn_predict(nn_ctx *ctx, const float *input, int batch, float *probs);
 
+/* ---- the triage rule (model/triage.c) ----
+ * Maps a model's class probabilities to a priority. Rule NN_TRIAGE_RULE_NAME: when the score of
+ * any class other than the normal class is at or above that class's threshold the image is
+ * urgent (the triggering class with the highest score is named); else, when the normal class's
+ * score is at or above its threshold, normal; else routine. The thresholds are the operating
+ * points the trainer chose on validation data and stored in the model's metadata
+ * (NN_META_TRIAGE_THRESHOLDS: "COVID-19=0.412;Lung Opacity=0.5;..." with every class, and
+ * NN_META_TRIAGE_NORMAL: the normal class's name); the daemon's configuration may override any
+ * of them with nn_triage_rule_set. */
+#define NN_TRIAGE_RULE_NAME "cxr-triage-v1"
+#define NN_META_TRIAGE_THRESHOLDS "triage_thresholds"
+#define NN_META_TRIAGE_NORMAL "triage_normal_class"
+#define NN_META_TRIAGE_METHOD "triage_method" /* how the operating points were chosen, as text */
+
+enum nn_priority { NN_PRIO_NONE = 0, NN_PRIO_URGENT, NN_PRIO_ROUTINE, NN_PRIO_NORMAL };
+const char *nn_priority_name(enum nn_priority p); /* "urgent", "routine", "normal"; NULL for NONE */
+
+struct nn_triage_rule {
+    int n_classes;
+    int normal_class;                 /* index of the normal class, -1 when the model has none */
+    float threshold[NN_MAX_CLASSES];  /* per class, in [0,1] */
+    bool overridden[NN_MAX_CLASSES];  /* set by configuration rather than the model */
+};
+
+/* Reads the model's stored operating points. A model without them (older files) gets 0.5 for
+ * every class and normal_class from a class named "Normal" (or -1): that is stated by
+ * nn_triage_rule_text. Errors: CXR_EMODEL when the metadata is malformed or names a class the
+ * model does not have (errbuf says which). */
+cxr_err nn_triage_rule_init(const nn_model *model, struct nn_triage_rule *ret, char *errbuf,
+                            size_t errlen);
+/* Overrides one class's threshold; CXR_ENOTFOUND (errbuf names the class and lists the model's
+ * classes) when the model has no such class, CXR_EINVAL outside [0,1]. */
+cxr_err nn_triage_rule_set(struct nn_triage_rule *rule, const nn_model *model,
+                           const char *class_name, float threshold, char *errbuf, size_t errlen);
+/* Applies the rule to one image's probabilities; reason (may be NULL) gets e.g.
+ * "COVID-19 0.912 >= 0.412" or "no class at its threshold; Normal 0.31 < 0.60". */
+enum nn_priority nn_triage_apply(const struct nn_triage_rule *rule, const nn_model *model,
+                                 const float *probs, char *reason, size_t len);
+/* The rule as one line, recorded on every audit row:
+ * "cxr-triage-v1 urgent: COVID-19>=0.412 Lung Opacity>=0.5 Viral Pneumonia>=0.3; normal:
+ * Normal>=0.6 (source: model|config|default)". snprintf-like return. */
+size_t nn_triage_rule_text(const struct nn_triage_rule *rule, const nn_model *model, char *buf,
+                           size_t len);
+
 /* ---- training ---- */
 
 enum nn_optim { NN_OPT_ADAM = 0, NN_OPT_SGD = 1 };

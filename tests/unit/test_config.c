@@ -83,7 +83,7 @@ static void test_valid_file(void **state)
                           "allowed_calling_aets = ORTHANC, PACS1\n"
                           "[webhook]\nurl = https://ehr.example/cxr ; inline comment\n"
                           "bearer_token = s3cret\n"
-                          "[triage]\nflag_threshold = 0.75\n[log]\nlevel = debug\nphi = yes\n"
+                          "[triage]\nthresholds = COVID-19=0.75, Lung Opacity = 0.5\n[log]\nlevel = debug\nphi = yes\n"
                           "  [http]  \n  port = 9090\n",
                           &c, &errors),
                      CXR_OK);
@@ -95,7 +95,7 @@ static void test_valid_file(void **state)
     assert_string_equal(c.webhook_url, "https://ehr.example/cxr");
     assert_true(c.log_phi);
     assert_int_equal(c.http_port, 9090);
-    assert_true(c.flag_threshold > 0.749 && c.flag_threshold < 0.751);
+    assert_string_equal(c.thresholds, "COVID-19=0.75, Lung Opacity = 0.5");
 }
 
 static void test_empty_file(void **state)
@@ -142,11 +142,13 @@ static void test_each_error_kind(void **state)
         {"[dicom]\nae_title = WAY_TOO_LONG_AE_TITLE\n", ":2: [dicom] ae_title: found 'WAY_TOO_LONG_AE_TITLE', expected an AE title"},
         {"[dicom]\nae_title = BAD\\AE\n", "[dicom] ae_title: found 'BAD\\AE'"},
         {"[dicom]\nallowed_calling_aets = OK, BAD\\ONE\n", "('BAD\\ONE' is not one)"},
+        {"[dicom]\nallowed_calling_aets = PACS@not-an-ip\n", "('PACS@not-an-ip' is not one)"},
+        {"[dicom]\nother_sop_classes = maybe\n", "expected one of skip|refuse"},
         {"[dicom]\ntls = maybe\n", ":2: [dicom] tls: found 'maybe', expected true or false"},
         {"[dicom]\ntls_cert = /nonexistent/cert.pem\n", ":2: [dicom] tls_cert: found '/nonexistent/cert.pem', expected a readable file"},
         {"[dicom]\ntls_key = /nonexistent/key.pem\n", "[dicom] tls_key: found '********'"},
-        {"[triage]\nflag_threshold = 1.5\n", "expected a number from 0 to 1"},
-        {"[triage]\nflag_threshold = nan\n", "expected a number from 0 to 1"},
+        {"[triage]\nthresholds = COVID-19=1.5\n", "('COVID-19=1.5' is not one)"},
+        {"[triage]\nthresholds = Normal 0.5\n", "('Normal 0.5' is not one)"},
         {"[report]\nformats = hl7,pdf\n", "expected a comma-separated list of hl7|fhir"},
         {"[report]\nprocessing_id = X\n", "expected one of P|T|D"},
         {"[webhook]\nurl = ftp://x\n", "expected an http:// or https:// URL"},
@@ -268,6 +270,33 @@ static void test_ae_title_rule(void **state)
     assert_false(cfg_is_valid_ae_title("\xc3\xa9t\xc3\xa9"));
 }
 
+static void collect(void *user, const char *name, double value)
+{
+    char *out = user;
+    size_t n = strlen(out);
+    snprintf(out + n, 256 - n, "[%s]=%.2f;", name, value);
+}
+
+static void test_thresholds_and_allow_list(void **state)
+{
+    char got[256] = "", bad[64];
+    (void)state;
+
+    assert_true(cfg_parse_thresholds(" COVID-19 = 0.25 ,Lung Opacity=1", collect, got, bad, sizeof(bad)));
+    assert_string_equal(got, "[COVID-19]=0.25;[Lung Opacity]=1.00;");
+    assert_true(cfg_parse_thresholds("", NULL, NULL, bad, sizeof(bad)));
+    assert_false(cfg_parse_thresholds("A=0.5,=0.2", NULL, NULL, bad, sizeof(bad)));
+    assert_string_equal(bad, "=0.2");
+    assert_false(cfg_parse_thresholds("A=-0.1", NULL, NULL, bad, sizeof(bad)));
+
+    assert_true(cfg_aet_allowed("", "ANY", "10.0.0.1"));
+    assert_true(cfg_aet_allowed("ORTHANC, PACS1@127.0.0.1", "ORTHANC", "10.9.9.9"));
+    assert_true(cfg_aet_allowed("ORTHANC, PACS1@127.0.0.1", "PACS1 ", "127.0.0.1"));
+    assert_false(cfg_aet_allowed("ORTHANC, PACS1@127.0.0.1", "PACS1", "127.0.0.2"));
+    assert_false(cfg_aet_allowed("ORTHANC, PACS1@127.0.0.1", "ORTHANC2", "127.0.0.1"));
+    assert_false(cfg_aet_allowed("ORTHANC", "orthanc", "127.0.0.1"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -276,7 +305,7 @@ int main(void)
         cmocka_unit_test(test_each_error_kind),   cmocka_unit_test(test_all_errors_reported),
         cmocka_unit_test(test_huge_line),         cmocka_unit_test(test_binary_garbage),
         cmocka_unit_test(test_override_and_dump), cmocka_unit_test(test_example_file_is_valid),
-        cmocka_unit_test(test_ae_title_rule),
+        cmocka_unit_test(test_ae_title_rule),     cmocka_unit_test(test_thresholds_and_allow_list),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,231 @@
+/*
+ * store.h - the audit ledger of cxrtriage: one SQLite file (WAL, foreign keys on) that is both
+ * the daemon's work queue and the auditors' record of every instance received, every
+ * association refused and every state change.
+ *
+ * DESIGN
+ * - One writer: the daemon's loop thread opens the database read-write (st_open with
+ *   ST_OPEN_WRITE) and is the only thread that writes. Readers (the CLI, later the HTTP endpoint)
+ *   open their own read-only connections (ST_OPEN_READ) and may read while the daemon writes.
+ * - Schema changes are versioned migrations applied in order inside one transaction each
+ *   (PRAGMA user_version holds the version); a file newer than this build is refused.
+ * - Tables: instances (one row per received instance: what came in, from whom, what the model
+ *   said), events (append-only: every state change and every refusal, hash-chained), studies
+ *   (one row per Study Instance UID: open or complete, and the combined result).
+ * - Tamper evidence: every event row carries the SHA-256 of the previous event row and its own
+ *   hash over its content; each event of an instance also records the hash of the instance row's
+ *   content after the change. `st_verify` recomputes all of it, so an edited, deleted or inserted
+ *   row (instance or event) is found and named.
+ * - The library never logs; errors are cxr_err plus a message in errbuf naming the database file
+ *   and the statement's purpose ("audit.db: insert instance: database or disk is full").
+ * - Files are created 0600 (the -wal and -shm files too).
+ */
+#ifndef CXR_STORE_H
+#define CXR_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct st_db st_db;
+
+#define ST_MAX_CLASSES 8
+#define ST_UID_MAX 65
+#define ST_TEXT_MAX 256
+
+/* An instance's state. received: in the queue; classified/skipped/failed are final. */
+enum st_state { ST_RECEIVED = 0, ST_CLASSIFIED, ST_SKIPPED, ST_FAILED };
+const char *st_state_name(enum st_state s);              /* "received", ... */
+bool st_state_from_name(const char *name, enum st_state *ret);
+
+/* Triage priority from the triage rule; ST_TRIAGE_NONE when not scored. */
+enum st_triage { ST_TRIAGE_NONE = 0, ST_TRIAGE_URGENT, ST_TRIAGE_ROUTINE, ST_TRIAGE_NORMAL };
+const char *st_triage_name(enum st_triage t);            /* NULL for NONE, "urgent", ... */
+bool st_triage_from_name(const char *name, enum st_triage *ret);
+
+/* Per-stage timings in milliseconds (-1 = not measured). */
+enum st_stage { ST_T_RECEIVE = 0, ST_T_QUEUE, ST_T_DECODE, ST_T_PREPROCESS, ST_T_INFER,
+                ST_T_COMMIT, ST_T__COUNT };
+const char *st_stage_name(enum st_stage s);              /* "receive", "queue", ... */
+
+/* What the listener knows when an instance has been stored durably. */
+struct st_receipt {
+    char sop_instance_uid[ST_UID_MAX], sop_class_uid[ST_UID_MAX];
+    char study_uid[ST_UID_MAX], series_uid[ST_UID_MAX];
+    char patient_id[ST_UID_MAX], accession[ST_UID_MAX];
+    char calling_aet[17], called_aet[17];
+    char peer[64];                 /* numeric address of the peer, "" for an upload */
+    char transfer_syntax[ST_UID_MAX];
+    char source[16];               /* "dicom" (C-STORE), "recovered" (spool file found at start) */
+    char spool_path[1024];
+    int64_t size_bytes;
+    int64_t received_at_ms;        /* Unix epoch milliseconds, when C-STORE completed */
+    double receive_ms;             /* time from the C-STORE request to the durable file */
+};
+
+/* What the pipeline found for an instance. */
+struct st_result {
+    enum st_state state;           /* ST_CLASSIFIED, ST_SKIPPED or ST_FAILED */
+    char pixel_sha256[65];         /* of the decoded pixel matrix; "" when not decoded */
+    bool gate_applicable;
+    char gate_reason[ST_TEXT_MAX]; /* why not scored; "" when applicable */
+    char model_digest[65];
+    int n_classes;                 /* 0 when not scored */
+    char class_names[ST_MAX_CLASSES][64];
+    double scores[ST_MAX_CLASSES];
+    char rule[ST_TEXT_MAX];        /* the triage rule and thresholds used, as text */
+    enum st_triage triage;
+    char triage_reason[ST_TEXT_MAX]; /* e.g. "COVID-19 0.91 >= 0.42" */
+    double timings_ms[ST_T__COUNT];
+    char error[ST_TEXT_MAX];       /* for ST_FAILED: what went wrong, naming the part */
+};
+
+/* One instance row as read back. */
+struct st_instance {
+    int64_t id;
+    struct st_receipt r;
+    struct st_result res;          /* state ST_RECEIVED: only state is meaningful */
+    int64_t updated_at_ms;
+    int64_t duplicate_of;          /* id of the earlier row for a re-scored duplicate, else 0 */
+};
+
+/* One event as read back. */
+struct st_event {
+    int64_t id;
+    int64_t instance_id;           /* 0 for association-level events */
+    int64_t at_ms;
+    char kind[32];                 /* "received", "classified", "skipped", "failed", "duplicate",
+                                      "association.refused", "store.failed", "recovered", ... */
+    char detail[1024];             /* key=value text, no PHI */
+};
+
+/* Filters for listing; zero / empty fields do not filter. */
+struct st_filter {
+    int64_t since_ms, until_ms;    /* received_at in [since, until) */
+    char patient_id[ST_UID_MAX], accession[ST_UID_MAX], study_uid[ST_UID_MAX];
+    char class_name[64];           /* the top-scoring class */
+    bool has_state;
+    enum st_state state;
+    bool has_triage;
+    enum st_triage triage;
+    int64_t after_id;              /* paging: rows with id < after_id when > 0 (newest first) */
+    int limit;                     /* 0 = no limit */
+};
+
+enum { ST_OPEN_READ = 0, ST_OPEN_WRITE = 1 };
+
+/* Opens (ST_OPEN_WRITE: creates 0600 and migrates) the ledger at path. */
+cxr_err st_open(const char *path, int mode, st_db **ret_db, char *errbuf, size_t errlen);
+void st_close(st_db *db);
+/* Schema version of the open file. */
+int st_schema_version(const st_db *db);
+
+/* Inserts a received instance (state received) and its "received" event in one transaction.
+ * Returns its id. */
+cxr_err st_insert_received(st_db *db, const struct st_receipt *r, int64_t duplicate_of,
+                           int64_t *ret_id, char *errbuf, size_t errlen);
+/* Records the pipeline's result for id (state, scores, ...) and its event in one transaction.
+ * Refuses (CXR_EINVAL) when the row is already in a final state. */
+cxr_err st_finish(st_db *db, int64_t id, const struct st_result *res, char *errbuf,
+                  size_t errlen);
+/* Appends an event (instance_id 0 for association-level events such as a refusal). */
+cxr_err st_add_event(st_db *db, int64_t instance_id, const char *kind, const char *detail,
+                     char *errbuf, size_t errlen);
+
+/* The newest row with this SOP Instance UID: CXR_OK with *ret_id, or CXR_ENOTFOUND. */
+cxr_err st_find_sop(st_db *db, const char *sop_instance_uid, int64_t *ret_id,
+                    enum st_state *ret_state, char *errbuf, size_t errlen);
+/* Whether a row refers to this spool file (restart: spool files without a row). */
+cxr_err st_has_spool_path(st_db *db, const char *spool_path, bool *ret, char *errbuf,
+                          size_t errlen);
+
+/* Rows in state received, oldest first (restart: resume them). fn returns false to stop. */
+cxr_err st_each_pending(st_db *db, bool (*fn)(void *user, const struct st_instance *in),
+                        void *user, char *errbuf, size_t errlen);
+/* Rows matching f, newest first. */
+cxr_err st_list(st_db *db, const struct st_filter *f,
+                bool (*fn)(void *user, const struct st_instance *in), void *user, char *errbuf,
+                size_t errlen);
+/* One row by id, or by SOP Instance UID when id is 0 (the newest). */
+cxr_err st_get(st_db *db, int64_t id, const char *sop_instance_uid, struct st_instance *ret,
+               char *errbuf, size_t errlen);
+/* Events of one instance (or of all, instance_id < 0), oldest first. */
+cxr_err st_events(st_db *db, int64_t instance_id, bool (*fn)(void *user, const struct st_event *e),
+                  void *user, char *errbuf, size_t errlen);
+
+/* ---- studies ---- */
+
+/* A study's state: open while instances arrive; complete once quiet for study_quiet_seconds. */
+struct st_study {
+    char study_uid[ST_UID_MAX];
+    char patient_id[ST_UID_MAX], accession[ST_UID_MAX];
+    int64_t first_received_ms, last_received_ms, completed_ms; /* completed 0 while open */
+    int n_instances, n_scored, n_skipped, n_failed;
+    /* Combined result: highest score per class over the scored frontal images. */
+    int n_classes;
+    char class_names[ST_MAX_CLASSES][64];
+    double scores[ST_MAX_CLASSES];
+    enum st_triage triage;
+    char model_digest[65];
+    char skipped[1024];            /* "SOPUID: reason; ..." of the skipped/failed ones */
+};
+/* Notes an instance's arrival in its study (creates the study row, re-opens a complete one). */
+cxr_err st_study_touch(st_db *db, const char *study_uid, const char *patient_id,
+                       const char *accession, int64_t received_ms, char *errbuf, size_t errlen);
+/* Whether every instance of the study is in a final state. */
+cxr_err st_study_settled(st_db *db, const char *study_uid, bool *ret, char *errbuf,
+                         size_t errlen);
+/* Computes the combined result from the study's final rows and marks it complete at now_ms,
+ * with its event, in one transaction. */
+cxr_err st_study_complete(st_db *db, const char *study_uid, int64_t now_ms,
+                          struct st_study *ret_study, char *errbuf, size_t errlen);
+/* Open studies (restart: re-arm their quiet timers). */
+cxr_err st_each_open_study(st_db *db, bool (*fn)(void *user, const struct st_study *s),
+                           void *user, char *errbuf, size_t errlen);
+cxr_err st_get_study(st_db *db, const char *study_uid, struct st_study *ret, char *errbuf,
+                     size_t errlen);
+
+/* ---- retention ---- */
+
+/* Spool files of rows in a final state older than cutoff_ms: fn gets each path (it deletes the
+ * file); st_spool_forget then records that the file is gone (the row stays). */
+cxr_err st_each_expired_spool(st_db *db, int64_t cutoff_ms,
+                              bool (*fn)(void *user, int64_t id, const char *path), void *user,
+                              char *errbuf, size_t errlen);
+cxr_err st_spool_forget(st_db *db, int64_t id, char *errbuf, size_t errlen);
+
+/* ---- statistics and verification ---- */
+
+/* Counts by state (n[state]) and by triage (t[triage]), for STATUS= lines and metrics. */
+cxr_err st_counts(st_db *db, int64_t n_by_state[4], int64_t n_by_triage[4], char *errbuf,
+                  size_t errlen);
+
+/* Recomputes the hash chain and every instance's content hash. *ret_problems gets the number
+ * of problems; each is appended to report as one line naming the row ("event 17: hash does not
+ * match its content", "instance 5: content changed after event 12", "event 9: missing (chain
+ * jumps from 8 to 10)"). Also runs PRAGMA integrity_check. */
+cxr_err st_verify(st_db *db, struct cxr_buf *report, int64_t *ret_problems, char *errbuf,
+                  size_t errlen);
+
+/* JSON object (one line, no newline) of an instance as `cxrtriage audit list --format json`
+ * prints it: sop_instance_uid, study_instance_uid, accession, state, gate_reason, scores (object
+ * keyed by class name, or null), triage (or null), model_digest, received_at (RFC 3339),
+ * timings_ms (object), and the rest of the row. */
+cxr_err st_instance_json(const struct st_instance *in, struct cxr_buf *out);
+
+/* Current time as Unix epoch milliseconds; RFC 3339 UTC text of ms ("2026-12-02T09:37:53.123Z"). */
+int64_t st_now_ms(void);
+void st_format_time(int64_t ms, char *out, size_t len);
+/* Parses "2026-12-02", "2026-12-02T09:37:53Z" or a relative "24h" / "7d" (before now). */
+bool st_parse_time(const char *s, int64_t now_ms, int64_t *ret_ms);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
