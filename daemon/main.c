@@ -2,11 +2,10 @@
  * main.c - cxrtriaged, the triage daemon.
  *
  * Startup order: log to stderr, parse the config (file, then command-line overrides), create the
- * state directory (0700), log the effective configuration, tell systemd READY=1, then run until
- * SIGTERM or SIGINT. Signal handlers only write the signal's number to a pipe that the main
- * thread reads, so no other code runs in signal context.
- * The DICOM listener, the pipeline and the report sender arrive with later issues; until then
- * the daemon says plainly at start-up what it does not do yet.
+ * state directory (0700), log the effective configuration, load and check the model and the
+ * triage rule, then hand over to the loop (loop.c): it opens the audit ledger, starts the
+ * workers, resumes unfinished work, starts the DICOM listener, tells systemd READY=1 and runs
+ * until SIGTERM or SIGINT. The report sender and the HTTP endpoint arrive with later issues.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +20,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "daemon.h"
 #include "dicom.h"
 #include "model.h"
 
@@ -45,19 +45,6 @@ static void usage(FILE *out)
 }
 
 enum { OPT_HTTP_PORT = 256 };
-
-static int sig_pipe[2] = {-1, -1};
-
-static void on_signal(int signo)
-{
-    int saved = errno;
-    unsigned char b = (unsigned char)signo;
-
-    if (write(sig_pipe[1], &b, 1) < 0) {
-        /* the pipe is full: a stop is already pending */
-    }
-    errno = saved;
-}
 
 static int override(struct cfg_config *cfg, const char *section, const char *key,
                     const char *value, const char *origin, struct cxr_buf *errors)
@@ -93,6 +80,54 @@ static void log_config(const struct cfg_config *cfg)
         cxr_log(CXR_LOG_INFO, "config", "%s %s", section ? section : "", line);
     }
     cxr_buf_done(&dump);
+}
+
+/* Loads and checks the model: a daemon with a broken or incompatible model must not start. */
+static cxr_err load_model(struct daemon *d)
+{
+    char err[1024];
+    const struct nn_input_spec *in;
+
+    if (!d->cfg.model_path[0])
+        return cxr_log_err(CXR_EMODEL, "model.missing",
+                           "msg='no model file configured ([model] path) and no bundled model found'");
+    if (nn_model_load(d->cfg.model_path, &d->model, err, sizeof(err)) != CXR_OK)
+        return cxr_log_err(CXR_EMODEL, "model.invalid", "msg='%s'", err);
+    in = nn_model_input_spec(d->model);
+    if (strcmp(in->preprocessing, PX_PREPROC_NAME) != 0) {
+        cxr_log_err(CXR_EMODEL, "model.unsupported",
+                    "path='%s' preprocessing='%s' msg='this build implements only %s'",
+                    d->cfg.model_path, in->preprocessing, PX_PREPROC_NAME);
+        nn_model_free(d->model);
+        d->model = NULL;
+        return CXR_EMODEL;
+    }
+    if (nn_model_num_classes(d->model) > ST_MAX_CLASSES) {
+        cxr_log_err(CXR_EMODEL, "model.unsupported", "path='%s' classes=%d msg='at most %d are audited'",
+                    d->cfg.model_path, nn_model_num_classes(d->model), ST_MAX_CLASSES);
+        nn_model_free(d->model);
+        d->model = NULL;
+        return CXR_EMODEL;
+    }
+    cxr_log(CXR_LOG_INFO, "model.loaded", "path='%s' digest=%s classes=%d input=%dx%dx%d",
+            d->cfg.model_path, nn_model_digest(d->model), nn_model_num_classes(d->model),
+            in->channels, in->size, in->size);
+    return CXR_OK;
+}
+
+/* One worker: the engine's threads on every core, for the lowest latency; several workers: one
+ * core each unless [daemon] threads_per_worker says otherwise. */
+static void set_threads(const struct cfg_config *cfg)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int t = cfg->threads_per_worker;
+
+    if (t == 0)
+        t = cfg->workers == 1 ? (int)(cores > 0 ? cores : 1) : 1;
+    if (t > NN_MAX_THREADS)
+        t = NN_MAX_THREADS;
+    (void)nn_set_threads(t);
+    cxr_log(CXR_LOG_INFO, "pipeline.threads", "workers=%d engine_threads=%d", cfg->workers, t);
 }
 
 int main(int argc, char **argv)
@@ -184,79 +219,28 @@ int main(int argc, char **argv)
     log_config(&cfg);
     if (prepare_state(&cfg) != CXR_OK)
         return 1;
-    if (cfg.model_path[0]) {
-        /* Load and check the model now: a daemon with a broken model must not start. */
-        char err[1024];
-        nn_model *model = NULL;
-        const struct nn_input_spec *in;
-
-        if (nn_model_load(cfg.model_path, &model, err, sizeof(err)) != CXR_OK) {
-            cxr_log_err(CXR_EMODEL, "model.invalid", "msg='%s'", err);
-            return 1;
-        }
-        in = nn_model_input_spec(model);
-        if (strcmp(in->preprocessing, PX_PREPROC_NAME) != 0) {
-            cxr_log_err(CXR_EMODEL, "model.unsupported",
-                        "path='%s' preprocessing='%s' msg='this build implements only %s'",
-                        cfg.model_path, in->preprocessing, PX_PREPROC_NAME);
-            nn_model_free(model);
-            return 1;
-        }
-        cxr_log(CXR_LOG_INFO, "model.loaded", "path='%s' digest=%s classes=%d input=%dx%dx%d",
-                cfg.model_path, nn_model_digest(model), nn_model_num_classes(model), in->channels,
-                in->size, in->size);
-        nn_model_free(model);
-    } else {
-        cxr_log(CXR_LOG_WARNING, "model.missing",
-                "msg='no model file configured and no bundled model found'");
-    }
-    cxr_log(CXR_LOG_WARNING, "daemon.incomplete",
-            "msg='this build does not yet listen for DICOM, score images, write the audit "
-            "database, send reports or serve HTTP; it only validates its configuration and "
-            "prepares its state directory'");
-
-    /* A self-pipe, not a signalfd: libraries (OpenBLAS) start threads before main() runs,
-     * and a signal may be delivered to any of them; the handler only writes one byte. */
-    if (pipe2(sig_pipe, O_CLOEXEC) != 0 || fcntl(sig_pipe[1], F_SETFL, O_NONBLOCK) != 0) {
-        cxr_log_err(CXR_EIO, "daemon.signals", "error='%s'", strerror(errno));
+    if (dcm_global_init() != CXR_OK) {
+        cxr_log_err(CXR_EDICOM, "dicom.init", "msg='the DICOM data dictionary cannot be loaded'");
         return 1;
     }
     {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = on_signal;
-        sa.sa_flags = SA_RESTART;
-        sigemptyset(&sa.sa_mask);
-        if (sigaction(SIGTERM, &sa, NULL) || sigaction(SIGINT, &sa, NULL) ||
-            sigaction(SIGHUP, &sa, NULL)) {
-            cxr_log_err(CXR_EIO, "daemon.signals", "error='%s'", strerror(errno));
+        static struct daemon d;
+        int rc;
+
+        d.cfg = cfg;
+        d.config_path = config_path;
+        if (load_model(&d) != CXR_OK)
+            return 1;
+        if (daemon_build_rule(&d, cfg.thresholds, &d.rule) != CXR_OK) {
+            nn_model_free(d.model);
             return 1;
         }
+        (void)nn_triage_rule_text(&d.rule, d.model, d.rule_text, sizeof(d.rule_text));
+        d.shadow = !strcmp(cfg.report_mode, "shadow");
+        set_threads(&cfg);
+        rc = daemon_run(&d);
+        nn_model_free(d.model);
+        cxr_log(CXR_LOG_NOTICE, "daemon.exit", "status=%d", rc);
+        return rc;
     }
-    (void)sd_notify(0, "READY=1\nSTATUS=Running (configuration only)");
-    cxr_log(CXR_LOG_NOTICE, "daemon.ready", "dicom=%s:%d http=%s:%d state_dir='%s'",
-            cfg.dicom_bind, cfg.dicom_port, cfg.http_bind, cfg.http_port, cfg.state_dir);
-
-    for (;;) {
-        unsigned char signo;
-        ssize_t n = read(sig_pipe[0], &signo, 1);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n != 1) {
-            cxr_log_err(CXR_EIO, "daemon.signals", "error='%s'", strerror(errno));
-            break;
-        }
-        if (signo == SIGHUP) {
-            cxr_log(CXR_LOG_NOTICE, "daemon.reload", "msg='nothing to reload yet, ignoring'");
-            continue;
-        }
-        cxr_log(CXR_LOG_NOTICE, "daemon.stop", "signal=%s", strsignal((int)signo));
-        break;
-    }
-    (void)sd_notify(0, "STOPPING=1");
-    (void)close(sig_pipe[0]);
-    (void)close(sig_pipe[1]);
-    cxr_log(CXR_LOG_NOTICE, "daemon.exit", "status=0");
-    return 0;
 }

@@ -171,6 +171,19 @@ cxr_err px_resize_area(const float *in, int w, int h, int size, float *out, int 
 cxr_err px_load_unit_mem_ex(const void *data, size_t len, const char *name, int size, float *out,
                             struct px_verdict *ret_verdict, struct px_info *ret_pinfo,
                             char *errbuf, size_t errlen);
+/* What px_load_unit_mem_trace saw: on_decoded (may be NULL) is called with the decoded samples
+ * before preprocessing (the daemon hashes them for the audit); the times are filled in. */
+struct px_trace {
+    void (*on_decoded)(void *user, const struct px_image *img);
+    void *user;
+    double decode_ms;     /* parse + decode (+ the gate for DICOM) */
+    double preprocess_ms; /* VOI, MONOCHROME1, resize */
+};
+/* px_load_unit_mem_ex() observed by trace (may be NULL): the one path, with its timings. */
+cxr_err px_load_unit_mem_trace(const void *data, size_t len, const char *name, int size,
+                               float *out, struct px_verdict *ret_verdict,
+                               struct px_info *ret_pinfo, struct px_trace *trace, char *errbuf,
+                               size_t errlen);
 /* Reads a whole input file (at most DCM_MAX_FILE_BYTES) into a malloc'ed buffer. */
 cxr_err px_read_file(const char *path, char **ret_data, size_t *ret_len, char *errbuf,
                      size_t errlen);

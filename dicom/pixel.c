@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dicom.h"
 #include "dicom_int.h"
@@ -521,10 +522,28 @@ static void px_verdict_set(struct px_verdict *v, bool ok, const char *reason)
     (void)snprintf(v->reason, sizeof(v->reason), "%s", ok ? "" : reason);
 }
 
+static double px_mono_ms(void)
+{
+    struct timespec ts;
+
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 cxr_err px_load_unit_mem_ex(const void *data, size_t len, const char *name, int size, float *out,
                             struct px_verdict *ret_verdict, struct px_info *ret_pinfo,
                             char *errbuf, size_t errlen)
 {
+    return px_load_unit_mem_trace(data, len, name, size, out, ret_verdict, ret_pinfo, NULL,
+                                  errbuf, errlen);
+}
+
+cxr_err px_load_unit_mem_trace(const void *data, size_t len, const char *name, int size,
+                               float *out, struct px_verdict *ret_verdict,
+                               struct px_info *ret_pinfo, struct px_trace *trace, char *errbuf,
+                               size_t errlen)
+{
+    double t0 = px_mono_ms(), t1;
     struct px_image img = {0};
     struct px_verdict verdict = {.applicable = true, .reason = ""};
     struct px_info pinfo;
@@ -564,6 +583,12 @@ cxr_err px_load_unit_mem_ex(const void *data, size_t len, const char *name, int 
     }
     if (err)
         goto out_free;
+    t1 = px_mono_ms();
+    if (trace) {
+        trace->decode_ms = t1 - t0;
+        if (trace->on_decoded)
+            trace->on_decoded(trace->user, &img);
+    }
     if (fmt != PX_FMT_DICOM && (img.width < PX_MIN_SIDE || img.height < PX_MIN_SIDE)) {
         char why[160];
         (void)snprintf(why, sizeof(why), "too small: %dx%d, under %d pixels a side", img.width,
@@ -580,6 +605,8 @@ cxr_err px_load_unit_mem_ex(const void *data, size_t len, const char *name, int 
         err = px_err(errbuf, errlen, err, "%s: out of memory", name);
         goto out_free;
     }
+    if (trace)
+        trace->preprocess_ms = px_mono_ms() - t1;
     if (ret_verdict)
         *ret_verdict = verdict;
     if (ret_pinfo)

@@ -1,0 +1,138 @@
+/*
+ * daemon.h - the parts of cxrtriaged and how they talk (internal to daemon/).
+ *
+ * DESIGN (see DESIGN.md, "Data flow" and "Threads")
+ * - The listener (dicom/, DCMTK's SCP pool) runs one thread per association. Its callbacks only
+ *   check admission against values the loop publishes (atomics and a mutex-guarded allow-list)
+ *   and post durable receipts and association events to the loop's inbox (a mutex-guarded list
+ *   and an eventfd). They never touch SQLite and never wait for the loop.
+ * - The loop thread (loop.c) owns the SQLite writer: it inserts the row of each receipt, hands
+ *   jobs to the workers, commits their results, completes quiet studies, refuses new
+ *   associations while the disk is under its watermark or the queue too deep, reloads on
+ *   SIGHUP and stops on SIGTERM within [daemon] stop_timeout.
+ * - Workers (pipeline.c) read the spool file and run the one scoring path (dicom/pixel.c and the
+ *   engine), pure functions of the file, the model and the triage rule; results go back to the
+ *   loop through its second eventfd.
+ * No lock is held across I/O.
+ */
+#ifndef CXR_DAEMON_H
+#define CXR_DAEMON_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common.h"
+#include "config.h"
+#include "dicom.h"
+#include "model.h"
+#include "store.h"
+
+/* ---- jobs and results (pipeline.c) ---- */
+
+struct job {
+    struct job *next;
+    int64_t id;                  /* the instance's row */
+    char path[1024];             /* its spool file */
+    char sop_instance_uid[65];
+    char study_uid[65];
+    double receive_ms;           /* from the receipt, recorded with the result */
+    double queued_at;            /* monotonic ms when the loop queued it */
+    double done_at;              /* monotonic ms when the worker finished */
+    struct nn_triage_rule rule;  /* the rule in force when queued */
+    struct st_result res;        /* filled by the worker */
+};
+
+struct pipeline;
+
+/* Starts n workers over model (borrowed), each with its own context; done(user) is called from
+ * a worker after it appended a finished job to the done list. */
+cxr_err pipeline_start(const nn_model *model, int n_workers, void (*done)(void *user),
+                       void *user, struct pipeline **ret, char *errbuf, size_t errlen);
+/* Queues a job (ownership passes to the pipeline until it comes back from pipeline_take_done). */
+void pipeline_submit(struct pipeline *p, struct job *j);
+/* Takes every finished job (a list linked by next, in completion order). */
+struct job *pipeline_take_done(struct pipeline *p);
+/* Jobs queued or running. */
+int pipeline_busy(struct pipeline *p);
+/* Stops the workers after their current job, joins them and frees p with every job it still
+ * holds: their rows stay `received` and the next start resumes them. */
+void pipeline_stop(struct pipeline *p);
+
+/* The one scoring path for a file's bytes, shared with the tests: decode, gate, preprocess,
+ * score, triage. ctx and input (nn_model_input_len floats) belong to the caller. Fills res
+ * (state, gate, hash, scores, triage, decode/preprocess/infer timings). */
+void pipeline_score(const nn_model *model, nn_ctx *ctx, float *input, float *unit,
+                    const struct nn_triage_rule *rule, const void *data, size_t len,
+                    const char *name, struct st_result *res);
+
+/* ---- the loop (loop.c) ---- */
+
+struct inbox_item {
+    struct inbox_item *next;
+    bool is_event;
+    struct st_receipt r;         /* a durable receipt */
+    bool scored_class;
+    char kind[32];               /* an association event */
+    char detail[512];
+};
+
+struct daemon {
+    struct cfg_config cfg;
+    const char *config_path;     /* for SIGHUP; NULL = built-in defaults */
+    nn_model *model;
+    struct nn_triage_rule rule;
+    char rule_text[ST_TEXT_MAX];
+    bool shadow;                 /* [report] mode = shadow */
+
+    st_db *db;
+    dcm_listener *listener;
+    int listen_fd;
+    struct pipeline *pipe;
+
+    /* inbox: listener threads -> loop */
+    pthread_mutex_t inbox_lock;
+    struct inbox_item *inbox_head, *inbox_tail;
+    int inbox_fd;                /* eventfd */
+    int done_fd;                 /* eventfd: workers -> loop */
+    int sig_fd;                  /* read end of the signal self-pipe */
+
+    /* admission: published by the loop, read by association threads */
+    pthread_mutex_t allow_lock;
+    char allowed_aets[CFG_LIST_MAX];
+    atomic_int refusing;         /* 0 = accepting; else an enum refuse_reason */
+    atomic_int_fast64_t n_assoc_refused;
+
+    /* loop-only state */
+    int queued;                  /* rows received and not yet final */
+    int64_t n_received, n_final;
+    struct open_study *studies;  /* studies waiting for quiet */
+    bool stopping;
+    double stop_deadline;
+};
+
+enum refuse_reason { REFUSE_NONE = 0, REFUSE_DISK, REFUSE_QUEUE, REFUSE_STOPPING };
+
+/* Runs the daemon until SIGTERM/SIGINT; returns the exit status. */
+int daemon_run(struct daemon *d);
+
+/* The triage rule: the model's operating points overridden by thresholds ("Class=0.3, ...").
+ * Logs and returns an error naming the bad class or item. */
+cxr_err daemon_build_rule(struct daemon *d, const char *thresholds, struct nn_triage_rule *ret);
+
+/* Listener callbacks (ingest.c). */
+extern const struct dcm_listener_ops daemon_listener_ops;
+/* Posts an item to the loop's inbox (any thread). */
+void daemon_post(struct daemon *d, struct inbox_item *it);
+
+/* Spool files in spool_dir/in without a row, as receipts ("recovered"). fn returns false to
+ * stop. Reads each file's header. */
+cxr_err ingest_scan_spool(struct daemon *d, bool (*fn)(void *user, struct st_receipt *r,
+                                                       bool scored_class),
+                          void *user);
+
+/* Monotonic milliseconds. */
+double mono_ms(void);
+
+#endif

@@ -1,0 +1,691 @@
+/*
+ * loop.c - the daemon's loop thread: the one SQLite writer, the queue, the studies, admission
+ * control, reload and stop.
+ *
+ * DESIGN. epoll over four descriptors: the signal self-pipe, the inbox eventfd (receipts and
+ * association events from the listener), the done eventfd (results from the workers) and a
+ * timerfd ticking every 250 ms (quiet studies, disk watermark, systemd status and watchdog,
+ * spool retention). Every state change is one committed transaction by this thread:
+ *   receipt  -> INSERT instance (received) + its study touched   -> job to the workers
+ *   result   -> UPDATE instance (classified|skipped|failed)       -> study may complete
+ *   quiet    -> study complete (combined result)                  -> the report issue sends it
+ * Start-up resumes every row not in a final state and inserts a row for every spool file that
+ * has none (a crash between the durable file and its row), before the listener accepts.
+ * SIGTERM: stop accepting, let running associations finish, let queued instances be scored,
+ * all within [daemon] stop_timeout; what is left stays `received` and resumes at the next start.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/statvfs.h>
+#include <sys/timerfd.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "daemon.h"
+
+struct open_study {
+    struct open_study *next;
+    char uid[ST_UID_MAX];
+    double quiet_at; /* monotonic ms after which it may complete */
+};
+
+static int sig_wr = -1;
+
+static void on_signal(int signo)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)signo;
+
+    if (write(sig_wr, &b, 1) < 0) {
+        /* pipe full: a signal is pending already */
+    }
+    errno = saved;
+}
+
+static void wake(void *user)
+{
+    struct daemon *d = user;
+    uint64_t one = 1;
+
+    if (write(d->done_fd, &one, sizeof(one)) < 0) {
+        /* saturated: the loop is awake anyway */
+    }
+}
+
+static void drain_fd(int fd)
+{
+    uint64_t v;
+
+    if (read(fd, &v, sizeof(v)) < 0) {
+        /* EAGAIN: nothing pending */
+    }
+}
+
+/* ---- studies ---- */
+
+static void study_arm(struct daemon *d, const char *uid, double quiet_at)
+{
+    struct open_study *s;
+
+    if (!uid[0])
+        return;
+    for (s = d->studies; s; s = s->next)
+        if (!strcmp(s->uid, uid))
+            break;
+    if (!s) {
+        s = calloc(1, sizeof(*s));
+        if (!s) {
+            cxr_log_err(CXR_ENOMEM, "study.arm", "msg='out of memory; the study completes at the next start'");
+            return;
+        }
+        (void)snprintf(s->uid, sizeof(s->uid), "%s", uid);
+        s->next = d->studies;
+        d->studies = s;
+    }
+    s->quiet_at = quiet_at;
+}
+
+static bool study_try_complete(struct daemon *d, struct open_study *s, double now)
+{
+    char err[512];
+    bool settled = false;
+    struct st_study st;
+
+    if (now < s->quiet_at)
+        return false;
+    if (st_study_settled(d->db, s->uid, &settled, err, sizeof(err)) != CXR_OK) {
+        cxr_log_err(CXR_EDB, "study.check", "msg='%s'", err);
+        return false;
+    }
+    if (!settled)
+        return false;
+    if (st_study_complete(d->db, s->uid, st_now_ms(), &st, err, sizeof(err)) != CXR_OK) {
+        cxr_log_err(CXR_EDB, "study.complete", "msg='%s'", err);
+        return false;
+    }
+    cxr_log(CXR_LOG_INFO, "study.complete",
+            "study=%s instances=%d scored=%d skipped=%d failed=%d triage=%s report=%s",
+            cxr_log_phi(s->uid), st.n_instances, st.n_scored, st.n_skipped, st.n_failed,
+            st_triage_name(st.triage) ? st_triage_name(st.triage) : "none",
+            d->shadow ? "shadow(not sent)" : "pending");
+    return true;
+}
+
+static void studies_tick(struct daemon *d)
+{
+    double now = mono_ms();
+    struct open_study **pp = &d->studies;
+
+    while (*pp) {
+        struct open_study *s = *pp;
+        if (study_try_complete(d, s, now)) {
+            *pp = s->next;
+            free(s);
+        } else {
+            pp = &s->next;
+        }
+    }
+}
+
+/* ---- receipts and results ---- */
+
+static void submit(struct daemon *d, int64_t id, const char *path, const char *uid,
+                   const char *study_uid, double receive_ms)
+{
+    struct job *j = calloc(1, sizeof(*j));
+
+    if (!j) {
+        cxr_log_err(CXR_ENOMEM, "pipeline.submit", "id=%lld msg='out of memory; resumes at the next start'",
+                    (long long)id);
+        return;
+    }
+    j->id = id;
+    (void)snprintf(j->path, sizeof(j->path), "%s", path);
+    (void)snprintf(j->sop_instance_uid, sizeof(j->sop_instance_uid), "%s", uid);
+    (void)snprintf(j->study_uid, sizeof(j->study_uid), "%s", study_uid);
+    j->receive_ms = receive_ms;
+    j->queued_at = mono_ms();
+    j->rule = d->rule;
+    for (int i = 0; i < ST_T__COUNT; i++)
+        j->res.timings_ms[i] = -1;
+    d->queued++;
+    pipeline_submit(d->pipe, j);
+}
+
+/* A receipt that is not scored (other SOP class): its row is final at once. */
+static void finish_unscored(struct daemon *d, int64_t id, const struct st_receipt *r)
+{
+    struct st_result res;
+    char err[512];
+
+    memset(&res, 0, sizeof(res));
+    for (int i = 0; i < ST_T__COUNT; i++)
+        res.timings_ms[i] = -1;
+    res.timings_ms[ST_T_RECEIVE] = r->receive_ms;
+    res.state = ST_SKIPPED;
+    (void)snprintf(res.gate_reason, sizeof(res.gate_reason),
+                   "SOP class %s is not a radiograph class we score (CR, DX, Secondary Capture)",
+                   r->sop_class_uid[0] ? r->sop_class_uid : "(none)");
+    (void)snprintf(res.model_digest, sizeof(res.model_digest), "%s", nn_model_digest(d->model));
+    if (st_finish(d->db, id, &res, err, sizeof(err)) != CXR_OK)
+        cxr_log_err(CXR_EDB, "audit.finish", "id=%lld msg='%s'", (long long)id, err);
+    else
+        d->n_final++;
+}
+
+static void handle_receipt(struct daemon *d, struct st_receipt *r, bool scored)
+{
+    char err[512];
+    int64_t id = 0, prev = 0;
+    enum st_state prev_state;
+    cxr_err e;
+
+    if (r->sop_instance_uid[0] &&
+        st_find_sop(d->db, r->sop_instance_uid, &prev, &prev_state, err, sizeof(err)) == CXR_OK &&
+        !strcmp(d->cfg.duplicates, "acknowledge")) {
+        char detail[1200];
+        (void)snprintf(detail, sizeof(detail),
+                       "policy=acknowledge calling_aet=%s peer=%s size=%lld source=%s", r->calling_aet,
+                       r->peer, (long long)r->size_bytes, r->source);
+        if (st_add_event(d->db, prev, "duplicate", detail, err, sizeof(err)) != CXR_OK) {
+            cxr_log_err(CXR_EDB, "audit.duplicate", "msg='%s' (the spool file is kept)", err);
+            return;
+        }
+        cxr_log(CXR_LOG_NOTICE, "instance.duplicate", "id=%lld policy=acknowledge sop=%s",
+                (long long)prev, cxr_log_phi(r->sop_instance_uid));
+        if (unlink(r->spool_path) != 0 && errno != ENOENT)
+            cxr_log(CXR_LOG_WARNING, "spool.unlink", "path='%s' error='%s'", r->spool_path,
+                    strerror(errno));
+        return;
+    }
+    e = st_insert_received(d->db, r, prev, &id, err, sizeof(err));
+    if (e != CXR_OK) {
+        /* The file is durable; the row will be made from it at the next start. */
+        cxr_log_err(CXR_EDB, "audit.insert", "msg='%s' spool='%s'", err, r->spool_path);
+        return;
+    }
+    d->n_received++;
+    cxr_log(CXR_LOG_INFO, "instance.received",
+            "id=%lld source=%s calling_aet=%s peer=%s size=%lld receive_ms=%.1f%s", (long long)id,
+            r->source, r->calling_aet, r->peer, (long long)r->size_bytes, r->receive_ms,
+            prev ? " duplicate=rescore" : "");
+    if (r->study_uid[0]) {
+        if (st_study_touch(d->db, r->study_uid, r->patient_id, r->accession, r->received_at_ms,
+                           err, sizeof(err)) != CXR_OK)
+            cxr_log_err(CXR_EDB, "study.touch", "msg='%s'", err);
+        study_arm(d, r->study_uid, mono_ms() + 1000.0 * d->cfg.study_quiet_seconds);
+    }
+    if (!scored) {
+        finish_unscored(d, id, r);
+        return;
+    }
+    submit(d, id, r->spool_path, r->sop_instance_uid, r->study_uid, r->receive_ms);
+}
+
+static void handle_inbox(struct daemon *d)
+{
+    struct inbox_item *l, *it;
+
+    drain_fd(d->inbox_fd);
+    pthread_mutex_lock(&d->inbox_lock);
+    l = d->inbox_head;
+    d->inbox_head = d->inbox_tail = NULL;
+    pthread_mutex_unlock(&d->inbox_lock);
+    while ((it = l)) {
+        l = it->next;
+        if (it->is_event) {
+            char err[512];
+            int lvl = strstr(it->kind, "refused") || strstr(it->kind, "failed") ||
+                              strstr(it->kind, "aborted") || strstr(it->kind, "timeout")
+                          ? CXR_LOG_WARNING
+                          : CXR_LOG_INFO;
+            cxr_log(lvl, it->kind, "%s", it->detail);
+            if (strcmp(it->kind, "association.released") != 0 &&
+                st_add_event(d->db, 0, it->kind, it->detail, err, sizeof(err)) != CXR_OK)
+                cxr_log_err(CXR_EDB, "audit.event", "kind=%s msg='%s'", it->kind, err);
+        } else {
+            handle_receipt(d, &it->r, it->scored_class);
+        }
+        free(it);
+    }
+}
+
+static void handle_done(struct daemon *d)
+{
+    struct job *l, *j;
+
+    drain_fd(d->done_fd);
+    l = pipeline_take_done(d->pipe);
+    while ((j = l)) {
+        char err[512];
+
+        l = j->next;
+        d->queued--;
+        if (j->study_uid[0])
+            study_arm(d, j->study_uid, mono_ms() + 1000.0 * d->cfg.study_quiet_seconds);
+        j->res.timings_ms[ST_T_RECEIVE] = j->receive_ms;
+        j->res.timings_ms[ST_T_COMMIT] = mono_ms() - j->done_at; /* waiting for the writer */
+        if (st_finish(d->db, j->id, &j->res, err, sizeof(err)) != CXR_OK) {
+            cxr_log_err(CXR_EDB, "audit.finish", "id=%lld msg='%s' (resumes at the next start)",
+                        (long long)j->id, err);
+        } else {
+            d->n_final++;
+            cxr_log(CXR_LOG_INFO, "instance.done", "id=%lld state=%s triage=%s ms=%.1f%s%s",
+                    (long long)j->id, st_state_name(j->res.state),
+                    st_triage_name(j->res.triage) ? st_triage_name(j->res.triage) : "-",
+                    mono_ms() - j->queued_at, j->res.error[0] ? " error=" : "",
+                    j->res.error[0] ? j->res.error : "");
+        }
+        free(j);
+    }
+    if (d->cfg.study_quiet_seconds == 0)
+        studies_tick(d);
+}
+
+/* ---- start-up recovery ---- */
+
+static bool resume_one(void *user, const struct st_instance *in)
+{
+    struct daemon *d = user;
+
+    if (in->r.study_uid[0])
+        study_arm(d, in->r.study_uid, mono_ms() + 1000.0 * d->cfg.study_quiet_seconds);
+    submit(d, in->id, in->r.spool_path, in->r.sop_instance_uid, in->r.study_uid,
+           in->r.receive_ms);
+    return true;
+}
+
+static bool recover_one(void *user, struct st_receipt *r, bool scored)
+{
+    struct daemon *d = user;
+
+    cxr_log(CXR_LOG_NOTICE, "spool.recovered", "path='%s' msg='durable file without a row'",
+            r->spool_path);
+    handle_receipt(d, r, scored);
+    return true;
+}
+
+static bool rearm_study(void *user, const struct st_study *s)
+{
+    struct daemon *d = user;
+
+    study_arm(d, s->study_uid, mono_ms() + 1000.0 * d->cfg.study_quiet_seconds);
+    return true;
+}
+
+static cxr_err recover(struct daemon *d)
+{
+    char err[512];
+    int before = d->queued;
+
+    if (st_each_pending(d->db, resume_one, d, err, sizeof(err)) != CXR_OK)
+        return cxr_log_err(CXR_EDB, "recover.pending", "msg='%s'", err);
+    if (d->queued > before)
+        cxr_log(CXR_LOG_NOTICE, "recover.resumed", "rows=%d", d->queued - before);
+    if (ingest_scan_spool(d, recover_one, d) != CXR_OK)
+        return CXR_EIO;
+    if (st_each_open_study(d->db, rearm_study, d, err, sizeof(err)) != CXR_OK)
+        return cxr_log_err(CXR_EDB, "recover.studies", "msg='%s'", err);
+    return CXR_OK;
+}
+
+/* ---- admission, status, retention ---- */
+
+static void check_admission(struct daemon *d)
+{
+    int want = REFUSE_NONE, had = atomic_load(&d->refusing);
+    struct statvfs sv;
+    char detail[256] = "";
+
+    if (d->stopping) {
+        want = REFUSE_STOPPING;
+    } else if (d->cfg.min_free_mb > 0 && statvfs(d->cfg.spool_dir, &sv) == 0 &&
+               (double)sv.f_bavail * (double)sv.f_frsize < (double)d->cfg.min_free_mb * 1048576.0) {
+        want = REFUSE_DISK;
+        (void)snprintf(detail, sizeof(detail), "reason=disk free_mb=%.0f min_free_mb=%d",
+                       (double)sv.f_bavail * (double)sv.f_frsize / 1048576.0, d->cfg.min_free_mb);
+    } else if (d->queued >= d->cfg.max_queue) {
+        want = REFUSE_QUEUE;
+        (void)snprintf(detail, sizeof(detail), "reason=queue queued=%d max_queue=%d", d->queued,
+                       d->cfg.max_queue);
+    }
+    if (want == had)
+        return;
+    atomic_store(&d->refusing, want);
+    if (want == REFUSE_STOPPING)
+        return;
+    {
+        char err[512];
+        const char *kind = want ? "admission.refusing" : "admission.accepting";
+        if (!want)
+            (void)snprintf(detail, sizeof(detail), "msg='the condition cleared'");
+        cxr_log(want ? CXR_LOG_WARNING : CXR_LOG_NOTICE, kind, "%s", detail);
+        if (st_add_event(d->db, 0, kind, detail, err, sizeof(err)) != CXR_OK)
+            cxr_log_err(CXR_EDB, "audit.event", "kind=%s msg='%s'", kind, err);
+    }
+}
+
+static void notify_status(struct daemon *d)
+{
+    (void)sd_notifyf(0,
+                     "STATUS=received %lld, final %lld, queued %d, associations %d, refused %lld%s",
+                     (long long)d->n_received, (long long)d->n_final, d->queued,
+                     dcm_listener_active(d->listener),
+                     (long long)atomic_load(&d->n_assoc_refused),
+                     atomic_load(&d->refusing) == REFUSE_DISK    ? " (refusing: disk)"
+                     : atomic_load(&d->refusing) == REFUSE_QUEUE ? " (refusing: queue)"
+                                                                  : "");
+}
+
+static bool expire_one(void *user, int64_t id, const char *path)
+{
+    struct daemon *d = user;
+    char err[512];
+
+    if (unlink(path) != 0 && errno != ENOENT) {
+        cxr_log(CXR_LOG_WARNING, "spool.retention", "id=%lld error='%s'", (long long)id,
+                strerror(errno));
+        return true;
+    }
+    if (st_spool_forget(d->db, id, err, sizeof(err)) != CXR_OK)
+        cxr_log_err(CXR_EDB, "spool.retention", "id=%lld msg='%s'", (long long)id, err);
+    return true;
+}
+
+static void retention(struct daemon *d)
+{
+    char err[512];
+    int64_t cutoff;
+
+    if (d->cfg.spool_retention_days <= 0)
+        return;
+    cutoff = st_now_ms() - (int64_t)d->cfg.spool_retention_days * 86400000LL;
+    if (st_each_expired_spool(d->db, cutoff, expire_one, d, err, sizeof(err)) != CXR_OK)
+        cxr_log_err(CXR_EDB, "spool.retention", "msg='%s'", err);
+}
+
+/* ---- configuration reload (SIGHUP) ---- */
+
+struct rule_apply {
+    struct daemon *d;
+    struct nn_triage_rule *rule;
+    bool ok;
+    char err[512];
+};
+
+static void apply_threshold(void *user, const char *name, double value)
+{
+    struct rule_apply *a = user;
+
+    if (a->ok && nn_triage_rule_set(a->rule, a->d->model, name, (float)value, a->err,
+                                    sizeof(a->err)) != CXR_OK)
+        a->ok = false;
+}
+
+cxr_err daemon_build_rule(struct daemon *d, const char *thresholds, struct nn_triage_rule *ret)
+{
+    struct rule_apply a = {d, ret, true, ""};
+    char bad[128];
+
+    if (nn_triage_rule_init(d->model, ret, a.err, sizeof(a.err)) != CXR_OK)
+        return cxr_log_err(CXR_EMODEL, "triage.rule", "msg='%s'", a.err);
+    if (!cfg_parse_thresholds(thresholds, apply_threshold, &a, bad, sizeof(bad)) || !a.ok)
+        return cxr_log_err(CXR_EINVAL, "triage.rule", "key='[triage] thresholds' msg='%s'",
+                           a.ok ? bad : a.err);
+    return CXR_OK;
+}
+
+static void reload(struct daemon *d)
+{
+    struct cfg_config c;
+    struct cxr_buf errors;
+    struct nn_triage_rule rule;
+
+    if (!d->config_path) {
+        cxr_log(CXR_LOG_NOTICE, "daemon.reload", "msg='running on built-in defaults; nothing to re-read'");
+        return;
+    }
+    cfg_defaults(&c);
+    cxr_buf_init(&errors, 1 << 16);
+    if (cfg_load(&c, d->config_path, &errors) != CXR_OK) {
+        cxr_log(CXR_LOG_ERR, "daemon.reload", "msg='configuration has errors, keeping the old one' errors='%s'",
+                cxr_buf_str(&errors));
+        cxr_buf_done(&errors);
+        return;
+    }
+    cxr_buf_done(&errors);
+    if (daemon_build_rule(d, c.thresholds, &rule) != CXR_OK) {
+        cxr_log(CXR_LOG_ERR, "daemon.reload", "msg='bad triage thresholds, keeping the old configuration'");
+        return;
+    }
+    pthread_mutex_lock(&d->allow_lock);
+    (void)snprintf(d->allowed_aets, sizeof(d->allowed_aets), "%s", c.allowed_calling_aets);
+    pthread_mutex_unlock(&d->allow_lock);
+    memcpy(d->cfg.allowed_calling_aets, c.allowed_calling_aets, sizeof(c.allowed_calling_aets));
+    memcpy(d->cfg.thresholds, c.thresholds, sizeof(c.thresholds));
+    memcpy(d->cfg.report_mode, c.report_mode, sizeof(c.report_mode));
+    memcpy(d->cfg.report_formats, c.report_formats, sizeof(c.report_formats));
+    memcpy(d->cfg.webhook_url, c.webhook_url, sizeof(c.webhook_url));
+    memcpy(d->cfg.webhook_token, c.webhook_token, sizeof(c.webhook_token));
+    memcpy(d->cfg.webhook_hmac_key, c.webhook_hmac_key, sizeof(c.webhook_hmac_key));
+    d->cfg.webhook_timeout = c.webhook_timeout;
+    d->cfg.retry_initial = c.retry_initial;
+    d->cfg.retry_max = c.retry_max;
+    d->rule = rule;
+    (void)nn_triage_rule_text(&d->rule, d->model, d->rule_text, sizeof(d->rule_text));
+    d->shadow = !strcmp(d->cfg.report_mode, "shadow");
+    cxr_log(CXR_LOG_NOTICE, "daemon.reload",
+            "allowed_calling_aets='%s' rule='%s' report_mode=%s", d->cfg.allowed_calling_aets,
+            d->rule_text, d->cfg.report_mode);
+    {
+        char err[512];
+        if (st_add_event(d->db, 0, "config.reloaded", d->rule_text, err, sizeof(err)) != CXR_OK)
+            cxr_log_err(CXR_EDB, "audit.event", "kind=config.reloaded msg='%s'", err);
+    }
+}
+
+/* ---- the loop ---- */
+
+static cxr_err setup_fds(struct daemon *d, int *ret_ep, int *ret_tfd)
+{
+    int p[2], ep, tfd;
+    struct epoll_event ev;
+    struct itimerspec its = {{0, 250000000}, {0, 250000000}};
+    struct sigaction sa;
+
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0)
+        return cxr_log_err(CXR_EIO, "daemon.signals", "error='%s'", strerror(errno));
+    d->sig_fd = p[0];
+    sig_wr = p[1];
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) || sigaction(SIGINT, &sa, NULL) ||
+        sigaction(SIGHUP, &sa, NULL))
+        return cxr_log_err(CXR_EIO, "daemon.signals", "error='%s'", strerror(errno));
+    signal(SIGPIPE, SIG_IGN);
+    d->inbox_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    d->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    if (d->inbox_fd < 0 || d->done_fd < 0 || tfd < 0 || ep < 0 ||
+        timerfd_settime(tfd, 0, &its, NULL) != 0)
+        return cxr_log_err(CXR_EIO, "daemon.loop", "error='%s'", strerror(errno));
+    memset(&ev, 0, sizeof(ev));
+    ev.events = EPOLLIN;
+    ev.data.fd = d->sig_fd;
+    (void)epoll_ctl(ep, EPOLL_CTL_ADD, d->sig_fd, &ev);
+    ev.data.fd = d->inbox_fd;
+    (void)epoll_ctl(ep, EPOLL_CTL_ADD, d->inbox_fd, &ev);
+    ev.data.fd = d->done_fd;
+    (void)epoll_ctl(ep, EPOLL_CTL_ADD, d->done_fd, &ev);
+    ev.data.fd = tfd;
+    (void)epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev);
+    *ret_ep = ep;
+    *ret_tfd = tfd;
+    return CXR_OK;
+}
+
+static cxr_err start_listener(struct daemon *d)
+{
+    static struct dcm_listener_ops ops;
+    struct dcm_listener_config lc;
+    char err[512];
+
+    memset(&lc, 0, sizeof(lc));
+    if (dcm_listen_socket(d->cfg.dicom_bind, d->cfg.dicom_port, &d->listen_fd, err,
+                          sizeof(err)) != CXR_OK)
+        return cxr_log_err(CXR_EDICOM, "dicom.listen", "bind=%s port=%d msg='%s'",
+                           d->cfg.dicom_bind, d->cfg.dicom_port, err);
+    lc.listen_fd = d->listen_fd;
+    (void)snprintf(lc.ae_title, sizeof(lc.ae_title), "%s", d->cfg.ae_title);
+    lc.max_associations = d->cfg.max_associations;
+    lc.max_pdu = d->cfg.max_pdu;
+    lc.acse_timeout = d->cfg.acse_timeout;
+    lc.dimse_timeout = d->cfg.dimse_timeout;
+    lc.idle_timeout = d->cfg.idle_timeout;
+    lc.max_object_bytes = (size_t)d->cfg.max_object_mb << 20;
+    lc.refuse_other_classes = !strcmp(d->cfg.other_sop_classes, "refuse");
+    (void)snprintf(lc.spool_dir, sizeof(lc.spool_dir), "%s", d->cfg.spool_dir);
+    ops = daemon_listener_ops;
+    ops.user = d;
+    if (dcm_listener_start(&lc, &ops, &d->listener, err, sizeof(err)) != CXR_OK)
+        return cxr_log_err(CXR_EDICOM, "dicom.listen", "msg='%s'", err);
+    cxr_log(CXR_LOG_NOTICE, "dicom.listen",
+            "bind=%s port=%d ae_title=%s max_associations=%d max_pdu=%d other_sop_classes=%s",
+            d->cfg.dicom_bind, d->cfg.dicom_port, d->cfg.ae_title, d->cfg.max_associations,
+            d->cfg.max_pdu, d->cfg.other_sop_classes);
+    return CXR_OK;
+}
+
+static void begin_stop(struct daemon *d, int signo)
+{
+    double t0 = mono_ms();
+
+    cxr_log(CXR_LOG_NOTICE, "daemon.stop", "signal=%s", strsignal(signo));
+    (void)sd_notify(0, "STOPPING=1");
+    d->stopping = true;
+    d->stop_deadline = t0 + 1000.0 * d->cfg.stop_timeout;
+    atomic_store(&d->refusing, REFUSE_STOPPING);
+    /* Running associations finish (their receipts wait in the inbox); half the budget. */
+    dcm_listener_stop(d->listener, d->cfg.stop_timeout * 500);
+    d->listener = NULL;
+    cxr_log(CXR_LOG_INFO, "dicom.stopped", "ms=%.0f", mono_ms() - t0);
+}
+
+int daemon_run(struct daemon *d)
+{
+    char err[512];
+    int ep = -1, tfd = -1, rc = 1, ticks = 0;
+    double last_retention = 0;
+    uint64_t wd_usec = 0;
+    bool watchdog = sd_watchdog_enabled(0, &wd_usec) > 0;
+
+    pthread_mutex_init(&d->inbox_lock, NULL);
+    pthread_mutex_init(&d->allow_lock, NULL);
+    (void)snprintf(d->allowed_aets, sizeof(d->allowed_aets), "%s", d->cfg.allowed_calling_aets);
+    d->listen_fd = -1;
+    if (setup_fds(d, &ep, &tfd) != CXR_OK)
+        goto out;
+    if (st_open(d->cfg.audit_db, ST_OPEN_WRITE, &d->db, err, sizeof(err)) != CXR_OK) {
+        cxr_log_err(CXR_EDB, "audit.open", "msg='%s'", err);
+        goto out;
+    }
+    cxr_log(CXR_LOG_INFO, "audit.open", "db='%s' schema=%d", d->cfg.audit_db,
+            st_schema_version(d->db));
+    if (pipeline_start(d->model, d->cfg.workers, wake, d, &d->pipe, err, sizeof(err)) != CXR_OK) {
+        cxr_log_err(CXR_ENOMEM, "pipeline.start", "msg='%s'", err);
+        goto out;
+    }
+    if (recover(d) != CXR_OK)
+        goto out;
+    check_admission(d);
+    if (start_listener(d) != CXR_OK)
+        goto out;
+    (void)sd_notifyf(0, "READY=1\nSTATUS=Listening on %s:%d", d->cfg.dicom_bind,
+                     d->cfg.dicom_port);
+    cxr_log(CXR_LOG_NOTICE, "daemon.ready",
+            "dicom=%s:%d ae_title=%s workers=%d model=%s rule='%s' report_mode=%s state_dir='%s'",
+            d->cfg.dicom_bind, d->cfg.dicom_port, d->cfg.ae_title, d->cfg.workers,
+            nn_model_digest(d->model), d->rule_text, d->cfg.report_mode, d->cfg.state_dir);
+
+    for (;;) {
+        struct epoll_event evs[8];
+        int n = epoll_wait(ep, evs, 8, 1000);
+
+        if (n < 0 && errno != EINTR) {
+            cxr_log_err(CXR_EIO, "daemon.loop", "error='%s'", strerror(errno));
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == d->sig_fd) {
+                unsigned char signo;
+                while (read(d->sig_fd, &signo, 1) == 1) {
+                    if (signo == SIGHUP)
+                        reload(d);
+                    else if (!d->stopping)
+                        begin_stop(d, signo);
+                }
+            } else if (fd == d->inbox_fd) {
+                handle_inbox(d);
+            } else if (fd == d->done_fd) {
+                handle_done(d);
+            } else if (fd == tfd) {
+                drain_fd(tfd);
+                ticks++;
+                studies_tick(d);
+                check_admission(d);
+                if (ticks % 20 == 0)
+                    notify_status(d);
+                if (watchdog)
+                    (void)sd_notify(0, "WATCHDOG=1");
+                if (mono_ms() - last_retention > 3600e3) {
+                    last_retention = mono_ms();
+                    retention(d);
+                }
+            }
+        }
+        if (d->stopping) {
+            handle_inbox(d); /* receipts of the associations that just finished */
+            handle_done(d);
+            if (pipeline_busy(d->pipe) == 0 || mono_ms() >= d->stop_deadline)
+                break;
+        }
+    }
+    if (d->stopping) {
+        int left = pipeline_busy(d->pipe);
+        studies_tick(d);
+        if (left)
+            cxr_log(CXR_LOG_WARNING, "daemon.stop",
+                    "queued=%d msg='stop_timeout reached; they stay received and resume at the next start'",
+                    left);
+        rc = 0;
+    }
+out:
+    dcm_listener_stop(d->listener, 1000);
+    d->listener = NULL;
+    pipeline_stop(d->pipe);
+    d->pipe = NULL;
+    if (d->listen_fd >= 0)
+        (void)close(d->listen_fd);
+    st_close(d->db);
+    d->db = NULL;
+    while (d->studies) {
+        struct open_study *s = d->studies;
+        d->studies = s->next;
+        free(s);
+    }
+    if (ep >= 0)
+        (void)close(ep);
+    if (tfd >= 0)
+        (void)close(tfd);
+    return rc;
+}

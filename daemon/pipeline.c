@@ -1,0 +1,298 @@
+/*
+ * pipeline.c - the workers: each takes a job (a received instance's spool file), runs the one
+ * scoring path and hands the result back to the loop.
+ *
+ * DESIGN. A job queue and a done list under one mutex; workers sleep on a condition variable.
+ * Each worker owns its model context, input buffers and nothing else, so scoring is a pure
+ * function of (file bytes, model, triage rule): the score of a file here is the score
+ * `cxrtriage classify` gives it, because both run px_load_unit_mem_ex's path (dicom/pixel.c),
+ * px_normalize and nn_predict. The lock is never held while a file is read or scored.
+ */
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "daemon.h"
+
+struct pipeline {
+    const nn_model *model;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct job *q_head, *q_tail;   /* waiting */
+    struct job *d_head, *d_tail;   /* finished */
+    int running;                   /* jobs being scored */
+    bool stop;
+    void (*done)(void *user);
+    void *user;
+    int n;
+    pthread_t threads[64];
+};
+
+double mono_ms(void)
+{
+    struct timespec ts;
+
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* SHA-256 over the decoded samples as the pixel path saw them: "WxHxC" then the int32 samples
+ * in host (little-endian) order. Same pixels, same hash, whatever the transfer syntax. */
+struct pixel_hash {
+    char hex[65];
+};
+
+static void on_decoded(void *user, const struct px_image *img)
+{
+    struct pixel_hash *h = user;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned int dl = 0;
+    char dims[64];
+    size_t n = (size_t)img->width * (size_t)img->height * (size_t)img->channels;
+
+    h->hex[0] = '\0';
+    if (!md)
+        return;
+    (void)snprintf(dims, sizeof(dims), "%dx%dx%d", img->width, img->height, img->channels);
+    if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+        EVP_DigestUpdate(md, dims, strlen(dims)) == 1 &&
+        EVP_DigestUpdate(md, img->samples, n * sizeof(*img->samples)) == 1 &&
+        EVP_DigestFinal_ex(md, d, &dl) == 1 && dl == 32) {
+        for (unsigned i = 0; i < 32; i++)
+            (void)snprintf(h->hex + 2 * i, 3, "%02x", d[i]);
+    }
+    EVP_MD_CTX_free(md);
+}
+
+static void set_text(char *dst, size_t len, const char *src)
+{
+    (void)snprintf(dst, len, "%s", src);
+}
+
+void pipeline_score(const nn_model *model, nn_ctx *ctx, float *input, float *unit,
+                    const struct nn_triage_rule *rule, const void *data, size_t len,
+                    const char *name, struct st_result *res)
+{
+    const struct nn_input_spec *in = nn_model_input_spec(model);
+    struct px_spec spec = {in->size, in->channels, in->mean, in->std};
+    struct px_verdict v = {0};
+    struct pixel_hash h = {{0}};
+    struct px_trace tr = {on_decoded, &h, -1, -1};
+    char err[512] = "";
+    float probs[NN_MAX_CLASSES];
+    double t0;
+    cxr_err e;
+    int nc = nn_model_num_classes(model);
+
+    set_text(res->model_digest, sizeof(res->model_digest), nn_model_digest(model));
+    e = px_load_unit_mem_trace(data, len, name, in->size, unit, &v, NULL, &tr, err, sizeof(err));
+    res->timings_ms[ST_T_DECODE] = tr.decode_ms;
+    res->timings_ms[ST_T_PREPROCESS] = tr.preprocess_ms;
+    set_text(res->pixel_sha256, sizeof(res->pixel_sha256), h.hex);
+    if (e != CXR_OK) {
+        res->state = ST_FAILED;
+        set_text(res->error, sizeof(res->error), err[0] ? err : cxr_strerror(e));
+        return;
+    }
+    res->gate_applicable = v.applicable;
+    if (!v.applicable) {
+        res->state = ST_SKIPPED;
+        set_text(res->gate_reason, sizeof(res->gate_reason), v.reason);
+        return;
+    }
+    px_normalize(&spec, unit, input);
+    t0 = mono_ms();
+    e = nn_predict(ctx, input, 1, probs);
+    res->timings_ms[ST_T_INFER] = mono_ms() - t0;
+    if (e != CXR_OK) {
+        res->state = ST_FAILED;
+        (void)snprintf(res->error, sizeof(res->error), "model: prediction failed: %s",
+                       cxr_strerror(e));
+        return;
+    }
+    res->state = ST_CLASSIFIED;
+    res->n_classes = nc < ST_MAX_CLASSES ? nc : ST_MAX_CLASSES;
+    for (int c = 0; c < res->n_classes; c++) {
+        set_text(res->class_names[c], sizeof(res->class_names[c]), nn_model_class_name(model, c));
+        res->scores[c] = (double)probs[c];
+    }
+    (void)nn_triage_rule_text(rule, model, res->rule, sizeof(res->rule));
+    switch (nn_triage_apply(rule, model, probs, res->triage_reason, sizeof(res->triage_reason))) {
+    case NN_PRIO_URGENT: res->triage = ST_TRIAGE_URGENT; break;
+    case NN_PRIO_ROUTINE: res->triage = ST_TRIAGE_ROUTINE; break;
+    case NN_PRIO_NORMAL: res->triage = ST_TRIAGE_NORMAL; break;
+    default: res->triage = ST_TRIAGE_NONE; break;
+    }
+}
+
+static void run_job(struct pipeline *p, nn_ctx *ctx, float *input, float *unit, struct job *j)
+{
+    char *data = NULL, err[512] = "";
+    size_t len = 0;
+    cxr_err e;
+
+    j->res.timings_ms[ST_T_QUEUE] = mono_ms() - j->queued_at;
+    e = px_read_file(j->path, &data, &len, err, sizeof(err));
+    if (e != CXR_OK) {
+        j->res.state = ST_FAILED;
+        (void)snprintf(j->res.error, sizeof(j->res.error), "spool: %s",
+                       err[0] ? err : cxr_strerror(e));
+        return;
+    }
+    pipeline_score(p->model, ctx, input, unit, &j->rule, data, len, j->sop_instance_uid,
+                   &j->res);
+    free(data);
+}
+
+struct worker_arg {
+    struct pipeline *p;
+};
+
+static void *worker(void *arg)
+{
+    struct pipeline *p = arg;
+    nn_ctx *ctx = NULL;
+    size_t in_len = nn_model_input_len(p->model);
+    int size = nn_model_input_spec(p->model)->size;
+    float *input = malloc(in_len * sizeof(float));
+    float *unit = malloc((size_t)size * (size_t)size * sizeof(float));
+    bool ok = input && unit && nn_ctx_new(p->model, 1, &ctx) == CXR_OK;
+
+    for (;;) {
+        struct job *j;
+
+        pthread_mutex_lock(&p->lock);
+        while (!p->stop && !p->q_head)
+            pthread_cond_wait(&p->cond, &p->lock);
+        if (p->stop) {
+            pthread_mutex_unlock(&p->lock);
+            break;
+        }
+        j = p->q_head;
+        p->q_head = j->next;
+        if (!p->q_head)
+            p->q_tail = NULL;
+        j->next = NULL;
+        p->running++;
+        pthread_mutex_unlock(&p->lock);
+
+        if (ok) {
+            run_job(p, ctx, input, unit, j);
+        } else {
+            j->res.state = ST_FAILED;
+            set_text(j->res.error, sizeof(j->res.error),
+                     "worker: out of memory for the model context");
+        }
+
+        j->done_at = mono_ms();
+        pthread_mutex_lock(&p->lock);
+        p->running--;
+        if (p->d_tail)
+            p->d_tail->next = j;
+        else
+            p->d_head = j;
+        p->d_tail = j;
+        pthread_mutex_unlock(&p->lock);
+        p->done(p->user);
+    }
+    nn_ctx_free(ctx);
+    free(input);
+    free(unit);
+    return NULL;
+}
+
+cxr_err pipeline_start(const nn_model *model, int n_workers, void (*done)(void *user),
+                       void *user, struct pipeline **ret, char *errbuf, size_t errlen)
+{
+    struct pipeline *p = calloc(1, sizeof(*p));
+
+    if (!p) {
+        (void)snprintf(errbuf, errlen, "pipeline: out of memory");
+        return CXR_ENOMEM;
+    }
+    if (n_workers < 1 || n_workers > (int)CXR_ARRAY_SIZE(p->threads))
+        n_workers = 1;
+    p->model = model;
+    p->done = done;
+    p->user = user;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    for (int i = 0; i < n_workers; i++) {
+        int r = pthread_create(&p->threads[i], NULL, worker, p);
+        if (r != 0) {
+            (void)snprintf(errbuf, errlen, "pipeline: cannot start worker %d: %s", i,
+                           strerror(r));
+            pipeline_stop(p);
+            return CXR_ENOMEM;
+        }
+        p->n++;
+    }
+    *ret = p;
+    return CXR_OK;
+}
+
+void pipeline_submit(struct pipeline *p, struct job *j)
+{
+    j->next = NULL;
+    pthread_mutex_lock(&p->lock);
+    if (p->q_tail)
+        p->q_tail->next = j;
+    else
+        p->q_head = j;
+    p->q_tail = j;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+struct job *pipeline_take_done(struct pipeline *p)
+{
+    struct job *l;
+
+    pthread_mutex_lock(&p->lock);
+    l = p->d_head;
+    p->d_head = p->d_tail = NULL;
+    pthread_mutex_unlock(&p->lock);
+    return l;
+}
+
+int pipeline_busy(struct pipeline *p)
+{
+    int n = 0;
+
+    pthread_mutex_lock(&p->lock);
+    for (struct job *j = p->q_head; j; j = j->next)
+        n++;
+    n += p->running;
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+void pipeline_stop(struct pipeline *p)
+{
+    struct job *j;
+
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->stop = true;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < p->n; i++)
+        (void)pthread_join(p->threads[i], NULL);
+    /* Jobs never run stay in state received: the next start resumes them. */
+    while ((j = p->q_head)) {
+        p->q_head = j->next;
+        free(j);
+    }
+    while ((j = p->d_head)) {
+        p->d_head = j->next;
+        free(j);
+    }
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
