@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The daemon starts on its defaults (overridden to free ports and a temp state dir), logs its
-# effective configuration, creates its state 0700, says what it does not do yet, and exits 0
-# on SIGTERM and on SIGINT (Ctrl-C). No PHI and no secrets in its log.
+# effective configuration, creates its state 0700 and its audit database 0600, listens on
+# 127.0.0.1 only, and exits 0 on SIGTERM and on SIGINT (Ctrl-C). No PHI and no secrets in its
+# log.
 . "$(dirname "$0")/lib.sh"
 
 port=$(free_port); http=$(free_port)
@@ -12,7 +13,10 @@ pid=$LAST_PID
 wait_log "$T/daemon.log" "daemon.ready"
 grep -q "config \[dicom\] port = $port" "$T/daemon.log" || fail "effective port not logged"
 grep -q "config \[dicom\] ae_title = TESTAE" "$T/daemon.log" || fail "AE title override not logged"
-grep -q "daemon.incomplete" "$T/daemon.log" || fail "does not say what it does not do yet"
+grep -q "model.loaded.*digest=" "$T/daemon.log" || fail "model digest not logged"
+[ "$(stat -c %a "$T/var/audit.db")" = 600 ] || fail "audit.db is not 0600"
+ss -ltnH "sport = :$port" | grep -q "127.0.0.1:$port" || fail "not listening on 127.0.0.1:$port"
+ss -ltnH "sport = :$port" | grep -vq "127.0.0.1:$port" && fail "listening beyond loopback"
 grep -q "tok-SECRET-123" "$T/daemon.log" && fail "secret in the log"
 for d in "$T/var" "$T/var/spool" "$T/var/outbox"; do
   [ "$(stat -c %a "$d")" = 700 ] || fail "$d is not 0700"
