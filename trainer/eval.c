@@ -289,7 +289,7 @@ cxr_err ev_score(const nn_model *m, const char *data, const char *split_file, in
                  int threads, struct ev_scores *ret, struct cxr_buf *errors)
 {
     int nc = nn_model_num_classes(m);
-    size_t len = strlen(data);
+    size_t len = strlen(data), n = 0;
     cxr_err e;
 
     memset(ret, 0, sizeof(*ret));
@@ -312,9 +312,7 @@ cxr_err ev_score(const nn_model *m, const char *data, const char *split_file, in
     tu_dataset_fingerprint(&ret->d, ret->fingerprint, sizeof(ret->fingerprint));
     /* The chosen split is scored as DS_TEST (the only split the cache is asked for). */
     for (size_t i = 0; i < ret->d.n; i++)
-        if (split < 0)
-            ret->d.items[i].split = DS_TEST;
-        else if (ret->d.items[i].split == split)
+        if (split < 0 || ret->d.items[i].split == split)
             ret->d.items[i].split = DS_TEST;
         else if (ret->d.items[i].split == DS_TEST)
             ret->d.items[i].split = DS_NONE;
@@ -325,21 +323,22 @@ cxr_err ev_score(const nn_model *m, const char *data, const char *split_file, in
         return e;
     }
     ret->items = malloc((ret->d.n ? ret->d.n : 1) * sizeof(*ret->items));
-    if (!ret->items)
+    ret->truth = malloc((ret->d.n ? ret->d.n : 1) * sizeof(*ret->truth));
+    if (!ret->items || !ret->truth)
         return CXR_ENOMEM;
     for (size_t i = 0; i < ret->d.n; i++)
-        if (ret->d.items[i].split == DS_TEST && ret->cache.slot[i] != TU_NO_SLOT)
-            ret->items[ret->n++] = i;
-    if (!ret->n) {
+        if (ret->d.items[i].split == DS_TEST && ret->cache.slot[i] != TU_NO_SLOT) {
+            ret->items[n] = i;
+            ret->truth[n++] = ret->d.items[i].label;
+        }
+    ret->n = n;
+    if (!n) {
         (void)cxr_buf_printf(errors, "cxrtriage-train: no images to evaluate\n");
         return CXR_ENOTFOUND;
     }
     ret->probs = malloc(ret->n * (size_t)nc * sizeof(float));
-    ret->truth = malloc(ret->n * sizeof(int));
-    if (!ret->probs || !ret->truth)
+    if (!ret->probs)
         return CXR_ENOMEM;
-    for (size_t i = 0; i < ret->n; i++)
-        ret->truth[i] = ret->d.items[ret->items[i]].label;
     e = tu_predict(m, &ret->cache, ret->items, ret->n, ret->probs);
     if (e)
         (void)cxr_buf_printf(errors, "cxrtriage-train: scoring failed: %s\n", cxr_strerror(e));
