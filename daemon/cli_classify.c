@@ -2,8 +2,10 @@
  * cli_classify.c - `cxrtriage classify [--model FILE] [--json] [--threads N] FILE...`.
  *
  * Loads the model once, then for each file (DICOM, PNG or JPEG) runs the one preprocessing
- * path (dicom/pixel.c), the applicability gate and the CNN, and prints the class scores as a
- * table, or with --json one JSON object per file per line. A file that cannot be read gets its
+ * path (dicom/pixel.c), the applicability gate and the CNN, and prints the class scores and
+ * the triage priority with its reason (the model's rule, model/triage.c, as the daemon applies
+ * it without configuration overrides) as a table, or with --json one JSON object per file per
+ * line. A file that cannot be read gets its
  * error on its own line; the others are still scored and the exit status is 1 at the end.
  * A file the gate refuses (not a frontal chest radiograph) is reported with the reason and no
  * scores, as the daemon would audit it.
