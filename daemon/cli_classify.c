@@ -2,8 +2,10 @@
  * cli_classify.c - `cxrtriage classify [--model FILE] [--json] [--threads N] FILE...`.
  *
  * Loads the model once, then for each file (DICOM, PNG or JPEG) runs the one preprocessing
- * path (dicom/pixel.c), the applicability gate and the CNN, and prints the class scores as a
- * table, or with --json one JSON object per file per line. A file that cannot be read gets its
+ * path (dicom/pixel.c), the applicability gate and the CNN, and prints the class scores and
+ * the triage priority with its reason (the model's rule, model/triage.c, as the daemon applies
+ * it without configuration overrides) as a table, or with --json one JSON object per file per
+ * line. A file that cannot be read gets its
  * error on its own line; the others are still scored and the exit status is 1 at the end.
  * A file the gate refuses (not a frontal chest radiograph) is reported with the reason and no
  * scores, as the daemon would audit it.
@@ -25,8 +27,10 @@ static void usage(FILE *out)
     fprintf(out,
             "Usage: cxrtriage classify [--model FILE] [--json] [--threads N] FILE...\n"
             "Scores DICOM, PNG or JPEG chest radiographs with the model (default: the bundled\n"
-            "%s). Prints the class probabilities per file as a table, or with --json one\n"
-            "object per line: file, verdict, reason, scores, top, model_digest, ms.\n"
+            "%s). Prints the class probabilities and the triage priority (urgent, routine or\n"
+            "normal, by the model's triage rule) per file as a table, or with --json one\n"
+            "object per line: file, verdict, reason, scores, top, triage, triage_reason,\n"
+            "model_digest, ms.\n"
             "Exit status: 0 all files read, 1 a file or the model could not be read, 2 usage.\n"
             "%s\n",
             CXR_DEFAULT_MODEL_NAME, CXR_DISCLAIMER);
@@ -87,6 +91,8 @@ int cli_classify(int argc, char **argv)
     float *input = NULL, probs[NN_MAX_CLASSES];
     const struct nn_input_spec *spec;
     struct px_spec px;
+    struct nn_triage_rule rule;
+    char rule_text[2048], why[512];
 
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -143,6 +149,12 @@ int cli_classify(int argc, char **argv)
         nn_model_free(m);
         return 1;
     }
+    if (nn_triage_rule_init(m, &rule, err, sizeof(err)) != CXR_OK) {
+        fprintf(stderr, "cxrtriage classify: %s: %s\n", model_path, err);
+        nn_model_free(m);
+        return 1;
+    }
+    (void)nn_triage_rule_text(&rule, m, rule_text, sizeof(rule_text));
     (void)nn_set_threads(threads > NN_MAX_THREADS ? NN_MAX_THREADS : threads);
     px.size = spec->size;
     px.channels = spec->channels;
@@ -158,7 +170,7 @@ int cli_classify(int argc, char **argv)
         printf("%-10s", "verdict");
         for (int c = 0; c < nn_model_num_classes(m); c++)
             printf(" %15.15s", nn_model_class_name(m, c));
-        printf("  %-15s %7s  %s\n", "top", "ms", "file");
+        printf("  %-15s %-7s %7s  %s\n", "top", "triage", "ms", "file");
     }
     for (int i = first; i < argc; i++) {
         struct px_verdict v = {0};
@@ -185,9 +197,12 @@ int cli_classify(int argc, char **argv)
             continue;
         }
         double ms = now_ms() - t0;
+        const char *prio = NULL;
         for (int c = 1; v.applicable && c < nc; c++)
             if (probs[c] > probs[top])
                 top = c;
+        if (v.applicable)
+            prio = nn_priority_name(nn_triage_apply(&rule, m, probs, why, sizeof(why)));
         if (json) {
             printf("{\"file\":");
             json_str(stdout, argv[i]);
@@ -202,8 +217,15 @@ int cli_classify(int argc, char **argv)
                 }
                 printf("},\"top\":");
                 json_str(stdout, nn_model_class_name(m, top));
+                printf(",\"triage\":");
+                if (prio)
+                    json_str(stdout, prio);
+                else
+                    printf("null");
+                printf(",\"triage_reason\":");
+                json_str(stdout, why);
             } else {
-                printf(",\"scores\":null,\"top\":null");
+                printf(",\"scores\":null,\"top\":null,\"triage\":null,\"triage_reason\":null");
             }
             printf(",\"model_digest\":\"%s\",\"ms\":%.2f}\n", nn_model_digest(m), ms);
         } else {
@@ -214,15 +236,18 @@ int cli_classify(int argc, char **argv)
                 else
                     printf(" %15s", "-");
             }
-            printf("  %-15.15s %7.1f  %s\n", v.applicable ? nn_model_class_name(m, top) : "-", ms,
-                   argv[i]);
+            printf("  %-15.15s %-7s %7.1f  %s\n", v.applicable ? nn_model_class_name(m, top) : "-",
+                   prio ? prio : "-", ms, argv[i]);
             if (!v.applicable)
                 printf("  skipped: %s\n", v.reason);
+            else
+                printf("  triage: %s\n", why);
         }
         (void)fflush(stdout);
     }
     if (!json)
-        printf("model %s (sha256:%s)\n%s\n", model_path, nn_model_digest(m), CXR_DISCLAIMER);
+        printf("model %s (sha256:%s)\ntriage rule: %s\n%s\n", model_path, nn_model_digest(m),
+               rule_text, CXR_DISCLAIMER);
 out:
     free(input);
     nn_ctx_free(ctx);

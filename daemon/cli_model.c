@@ -11,8 +11,10 @@ static void usage(FILE *out)
 {
     fprintf(out, "Usage: cxrtriage model info FILE\n"
                  "Validates the model file FILE (.cxrm) and prints its architecture, parameter\n"
-                 "count, FLOPs per image, input spec, classes, training metadata and digest.\n"
-                 "Exit status: 0 valid, 1 invalid or unreadable, 2 usage.\n");
+                 "count, FLOPs per image, input spec, classes, triage rule, training metadata\n"
+                 "and digest.\n"
+                 "Exit status: 0 valid, 1 invalid or unreadable (also: malformed triage\n"
+                 "operating points), 2 usage.\n");
 }
 
 static int model_info(const char *path)
@@ -20,7 +22,10 @@ static int model_info(const char *path)
     nn_model *m = NULL;
     char err[512] = "", *desc = NULL;
     const struct nn_input_spec *s;
+    struct nn_triage_rule rule;
+    char rule_text[2048];
     size_t need;
+    int rc = 0;
     cxr_err e = nn_model_load(path, &m, err, sizeof(err));
     if (e) {
         fprintf(stderr, "cxrtriage: %s\n", err);
@@ -35,6 +40,14 @@ static int model_info(const char *path)
     printf("classes:       %d:", nn_model_num_classes(m));
     for (int i = 0; i < nn_model_num_classes(m); i++)
         printf("%s '%s'", i ? "," : "", nn_model_class_name(m, i));
+    /* The rule the daemon would apply (before any configuration override). */
+    if (nn_triage_rule_init(m, &rule, err, sizeof(err)) == CXR_OK) {
+        (void)nn_triage_rule_text(&rule, m, rule_text, sizeof(rule_text));
+        printf("\ntriage rule:   %s", rule_text);
+    } else {
+        printf("\ntriage rule:   invalid: %s", err);
+        rc = 1;
+    }
     printf("\nparameters:    %zu\n", nn_model_param_count(m));
     printf("FLOPs/image:   %.1f M (forward; a multiply-add counts 2)\n", nn_model_flops(m) / 1e6);
     need = nn_model_describe(m, NULL, 0) + 1;
@@ -52,7 +65,7 @@ static int model_info(const char *path)
             printf("  %s = %s\n", k, v);
     }
     nn_model_free(m);
-    return 0;
+    return rc;
 }
 
 int cli_model(int argc, char **argv)

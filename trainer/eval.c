@@ -25,6 +25,7 @@
 #include "dicom.h"
 #include "metrics.h"
 #include "model.h"
+#include "operating.h"
 #include "report.h"
 #include "trainutil.h"
 
@@ -264,18 +265,110 @@ out:
     return err;
 }
 
+/* Sets the data set's classes from the model: its class_folders, else its class names. */
+static cxr_err classes_from_model(struct ds *d, const nn_model *m)
+{
+    const char *folders = nn_model_meta(m, "class_folders");
+    const char *cls[DS_MAX_CLASSES];
+    char copy[1024], *save = NULL;
+    int k = 0, nc = nn_model_num_classes(m);
+
+    if (folders) {
+        snprintf(copy, sizeof(copy), "%s", folders);
+        for (char *tk = strtok_r(copy, ",", &save); tk && k < DS_MAX_CLASSES;
+             tk = strtok_r(NULL, ",", &save))
+            cls[k++] = tk;
+    }
+    if (k != nc)
+        for (k = 0; k < nc && k < DS_MAX_CLASSES; k++)
+            cls[k] = nn_model_class_name(m, k);
+    return ds_set_classes(d, cls, k);
+}
+
+cxr_err ev_score(const nn_model *m, const char *data, const char *split_file, int split,
+                 int threads, struct ev_scores *ret, struct cxr_buf *errors)
+{
+    int nc = nn_model_num_classes(m);
+    size_t len = strlen(data), n = 0;
+    cxr_err e;
+
+    memset(ret, 0, sizeof(*ret));
+    ds_init(&ret->d);
+    if (nc < 2 || nc > DS_MAX_CLASSES) {
+        (void)cxr_buf_printf(errors, "cxrtriage-train: the model has %d classes; 2 to %d are "
+                             "supported\n", nc, DS_MAX_CLASSES);
+        return CXR_EMODEL;
+    }
+    if (classes_from_model(&ret->d, m) != CXR_OK) {
+        (void)cxr_buf_printf(errors, "cxrtriage-train: the model's classes cannot be used\n");
+        return CXR_EMODEL;
+    }
+    e = len > 4 && !strcmp(data + len - 4, ".csv") ? ds_read_csv(&ret->d, data, errors)
+                                                   : ds_scan_dir(&ret->d, data, errors);
+    if (!e && split_file)
+        e = ds_split_read(&ret->d, split_file, false, errors);
+    if (e)
+        return e;
+    tu_dataset_fingerprint(&ret->d, ret->fingerprint, sizeof(ret->fingerprint));
+    /* The chosen split is scored as DS_TEST (the only split the cache is asked for). */
+    for (size_t i = 0; i < ret->d.n; i++)
+        if (split < 0 || ret->d.items[i].split == split)
+            ret->d.items[i].split = DS_TEST;
+        else if (ret->d.items[i].split == DS_TEST)
+            ret->d.items[i].split = DS_NONE;
+    e = tu_cache_load(&ret->cache, &ret->d, 1u << DS_TEST, nn_model_input_spec(m)->size,
+                      threads, errors);
+    if (e) {
+        (void)cxr_buf_printf(errors, "cxrtriage-train: out of memory decoding images\n");
+        return e;
+    }
+    ret->items = malloc((ret->d.n ? ret->d.n : 1) * sizeof(*ret->items));
+    ret->truth = malloc((ret->d.n ? ret->d.n : 1) * sizeof(*ret->truth));
+    if (!ret->items || !ret->truth)
+        return CXR_ENOMEM;
+    for (size_t i = 0; i < ret->d.n; i++)
+        if (ret->d.items[i].split == DS_TEST && ret->cache.slot[i] != TU_NO_SLOT) {
+            ret->items[n] = i;
+            ret->truth[n++] = ret->d.items[i].label;
+        }
+    ret->n = n;
+    if (!n) {
+        (void)cxr_buf_printf(errors, "cxrtriage-train: no images to evaluate\n");
+        return CXR_ENOTFOUND;
+    }
+    ret->probs = malloc(ret->n * (size_t)nc * sizeof(float));
+    if (!ret->probs)
+        return CXR_ENOMEM;
+    e = tu_predict(m, &ret->cache, ret->items, ret->n, ret->probs);
+    if (e)
+        (void)cxr_buf_printf(errors, "cxrtriage-train: scoring failed: %s\n", cxr_strerror(e));
+    return e;
+}
+
+void ev_scores_done(struct ev_scores *s)
+{
+    free(s->items);
+    free(s->probs);
+    free(s->truth);
+    tu_cache_done(&s->cache);
+    ds_done(&s->d);
+    memset(s, 0, sizeof(*s));
+}
+
 int eval_main(int argc, char **argv)
 {
     struct eval_opts o;
-    struct ds d;
-    struct tu_cache cache;
+    struct ev_scores sc;
     nn_model *m = NULL;
     struct cxr_buf errors;
     char err[1024], path[4096], hist_path[4096];
-    size_t *items = NULL, n = 0;
-    float *probs = NULL;
+    const size_t *items = NULL;
+    size_t n = 0;
+    const float *probs = NULL;
     double *dprob = NULL;
-    int *truth = NULL, rc, nc;
+    const int *truth = NULL;
+    int rc, nc;
+    cxr_err serr;
     struct met_report *mr = NULL;
     struct met_oppoint ops[EVAL_MAX_OPS];
     struct rpt_mistake mist[RPT_MAX_MISTAKES];
@@ -289,9 +382,9 @@ int eval_main(int argc, char **argv)
     if (rc)
         return rc == 1 ? 0 : rc;
     rc = 1;
-    memset(&cache, 0, sizeof(cache));
+    memset(&sc, 0, sizeof(sc));
+    ds_init(&sc.d);
     cxr_buf_init(&errors, 1 << 20);
-    ds_init(&d);
     (void)nn_set_threads(o.threads > NN_MAX_THREADS ? NN_MAX_THREADS : o.threads);
     if (dcm_global_init() != CXR_OK) {
         fprintf(stderr, "cxrtriage-train: cannot initialise the DICOM codecs\n");
@@ -302,78 +395,25 @@ int eval_main(int argc, char **argv)
         goto out;
     }
     nc = nn_model_num_classes(m);
-    if (nc < 2 || nc > DS_MAX_CLASSES) {
-        fprintf(stderr, "cxrtriage-train: the model has %d classes; 2 to %d are supported\n", nc,
-                DS_MAX_CLASSES);
+    serr = ev_score(m, o.data, o.split_file, o.split, o.threads, &sc, &errors);
+    if (serr == CXR_OK && sc.cache.unreadable)
+        fprintf(stderr, "%scxrtriage-train: %zu unreadable image(s) left out of the evaluation\n",
+                cxr_buf_str(&errors), sc.cache.unreadable);
+    if (serr != CXR_OK) {
+        fprintf(stderr, "%s", cxr_buf_str(&errors));
         goto out;
-    }
-    {
-        const char *folders = nn_model_meta(m, "class_folders");
-        const char *cls[DS_MAX_CLASSES];
-        char copy[1024], *save = NULL;
-        int k = 0;
-        if (folders) {
-            snprintf(copy, sizeof(copy), "%s", folders);
-            for (char *tk = strtok_r(copy, ",", &save); tk && k < DS_MAX_CLASSES;
-                 tk = strtok_r(NULL, ",", &save))
-                cls[k++] = tk;
-        }
-        if (k != nc)
-            for (k = 0; k < nc && k < DS_MAX_CLASSES; k++)
-                cls[k] = nn_model_class_name(m, k);
-        if (ds_set_classes(&d, cls, k) != CXR_OK) {
-            fprintf(stderr, "cxrtriage-train: the model's classes cannot be used\n");
-            goto out;
-        }
-    }
-    {
-        size_t len = strlen(o.data);
-        cxr_err e = len > 4 && !strcmp(o.data + len - 4, ".csv") ? ds_read_csv(&d, o.data, &errors)
-                                                                  : ds_scan_dir(&d, o.data, &errors);
-        if (!e && o.split_file)
-            e = ds_split_read(&d, o.split_file, false, &errors);
-        if (e) {
-            fprintf(stderr, "%s", cxr_buf_str(&errors));
-            goto out;
-        }
     }
     for (int c = 0; c < nc; c++)
         names[c] = nn_model_class_name(m, c);
-    for (size_t i = 0; i < d.n; i++)
-        if (o.split < 0)
-            d.items[i].split = DS_TEST; /* evaluate everything */
-    if (tu_cache_load(&cache, &d, 1u << DS_TEST, nn_model_input_spec(m)->size, o.threads,
-                      &errors) != CXR_OK) {
-        fprintf(stderr, "cxrtriage-train: out of memory decoding images\n");
-        goto out;
-    }
-    if (cache.unreadable)
-        fprintf(stderr, "%scxrtriage-train: %zu unreadable image(s) left out of the evaluation\n",
-                cxr_buf_str(&errors), cache.unreadable);
-    items = malloc((d.n ? d.n : 1) * sizeof(*items));
-    if (!items)
-        goto out;
-    for (size_t i = 0; i < d.n; i++)
-        if (d.items[i].split == DS_TEST && cache.slot[i] != TU_NO_SLOT)
-            items[n++] = i;
-    if (!n) {
-        fprintf(stderr, "cxrtriage-train: no images to evaluate\n");
-        goto out;
-    }
-    probs = malloc(n * (size_t)nc * sizeof(float));
+    items = sc.items;
+    n = sc.n;
+    probs = sc.probs;
+    truth = sc.truth;
     dprob = malloc(n * (size_t)nc * sizeof(double));
-    truth = malloc(n * sizeof(int));
-    if (!probs || !dprob || !truth)
+    if (!dprob)
         goto out;
-    if (tu_predict(m, &cache, items, n, probs) != CXR_OK) {
-        fprintf(stderr, "cxrtriage-train: scoring failed\n");
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        truth[i] = d.items[items[i]].label;
-        for (int c = 0; c < nc; c++)
-            dprob[i * (size_t)nc + (size_t)c] = probs[i * (size_t)nc + (size_t)c];
-    }
+    for (size_t i = 0; i < n * (size_t)nc; i++)
+        dprob[i] = probs[i];
     {
         struct met_options mo = {.boot_resamples = (size_t)o.bootstrap, .seed = o.seed};
         if (met_compute(n, (size_t)nc, truth, dprob, &mo, &mr, &errors) != CXR_OK) {
@@ -407,7 +447,7 @@ int eval_main(int argc, char **argv)
         for (size_t j = 0; j < n_mist; j++) {
             size_t best = idx[j];
             int pred = tu_argmax(probs + best * (size_t)nc, nc);
-            mist[j].path = d.items[items[best]].path;
+            mist[j].path = sc.d.items[items[best]].path;
             mist[j].truth = (size_t)truth[best];
             mist[j].pred = (size_t)pred;
             mist[j].confidence = probs[best * (size_t)nc + (size_t)pred];
@@ -421,7 +461,7 @@ int eval_main(int argc, char **argv)
                 for (char *q = path + strlen(o.errors_dir) + 1; *q; q++)
                     if (*q == ' ' || *q == '/')
                         *q = '_';
-                if (px_write_png(path, cache.pix + cache.slot[items[best]] * plane, in->size, err,
+                if (px_write_png(path, sc.cache.pix + sc.cache.slot[items[best]] * plane, in->size, err,
                                  sizeof(err)) == CXR_OK &&
                     cxr_file_read(path, RPT_MAX_PNG, &data, &len) == CXR_OK) {
                     pngs[j] = (unsigned char *)data;
@@ -450,9 +490,21 @@ int eval_main(int argc, char **argv)
         printf("operating point %s recall >= %.3f: threshold %.4f, recall %.4f, specificity "
                "%.4f, precision %.4f\n", names[ops[k].cls], ops[k].target_recall,
                ops[k].threshold, ops[k].recall, ops[k].specificity, ops[k].precision);
+    {
+        /* The model's triage rule on these images: what the model card reports. */
+        struct nn_triage_rule rule;
+        struct op_figures f;
+        if (nn_triage_rule_init(m, &rule, err, sizeof(err)) == CXR_OK) {
+            op_measure(&rule, m, n, truth, probs, &f);
+            printf("\n");
+            op_print(stdout, o.split < 0 ? "all" : ds_split_name(o.split), &rule, m, &f);
+        } else {
+            fprintf(stderr, "cxrtriage-train: triage rule: %s, ignoring\n", err);
+        }
+    }
     if (o.subgroup_regex) {
         sub = json_object();
-        if (!sub || subgroups(&o, &d, m, names, items, n, truth, dprob, sub) != CXR_OK)
+        if (!sub || subgroups(&o, &sc.d, m, names, items, n, truth, dprob, sub) != CXR_OK)
             goto out;
     }
     {
@@ -507,7 +559,7 @@ int eval_main(int argc, char **argv)
             e = cxr_buf_printf(&csv, ",p_%s", names[c]);
         e = e ? e : cxr_buf_puts(&csv, "\n");
         for (size_t i = 0; i < n && !e; i++) {
-            e = cxr_buf_printf(&csv, "%s,%s,%s", d.items[items[i]].path, names[truth[i]],
+            e = cxr_buf_printf(&csv, "%s,%s,%s", sc.d.items[items[i]].path, names[truth[i]],
                                names[tu_argmax(probs + i * (size_t)nc, nc)]);
             for (int c = 0; c < nc && !e; c++)
                 e = cxr_buf_printf(&csv, ",%.6f", (double)probs[i * (size_t)nc + (size_t)c]);
@@ -530,13 +582,9 @@ out:
         free(pngs[i]);
     free(epochs);
     met_report_free(mr);
-    free(items);
-    free(probs);
     free(dprob);
-    free(truth);
-    tu_cache_done(&cache);
+    ev_scores_done(&sc);
     nn_model_free(m);
-    ds_done(&d);
     cxr_buf_done(&errors);
     return rc;
 }

@@ -38,6 +38,7 @@
 #include "dataset.h"
 #include "dicom.h"
 #include "model.h"
+#include "operating.h"
 #include "trainutil.h"
 
 struct opts {
@@ -454,24 +455,6 @@ static void meta_int(nn_model *m, const char *key, long v)
     (void)nn_model_set_meta(m, key, buf);
 }
 
-/* FNV-1a over the sorted (path, label, split) list: names the data a model was trained on. */
-static void dataset_fingerprint(const struct ds *d, char *out, size_t outlen)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-
-    for (size_t i = 0; i < d->n; i++) {
-        const char *name = strrchr(d->items[i].path, '/');
-        char tail[16];
-        name = name ? name + 1 : d->items[i].path;
-        for (const char *p = name; *p; p++)
-            h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
-        snprintf(tail, sizeof(tail), "|%d|%d;", d->items[i].label, d->items[i].split);
-        for (const char *p = tail; *p; p++)
-            h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
-    }
-    snprintf(out, outlen, "fnv1a64:%016llx", (unsigned long long)h);
-}
-
 /* The loop's state beside the checkpoint (OUT.ckpt.json), so the model's own metadata stays
  * free of it. */
 static cxr_err save_checkpoint(struct run *r, int epoch, char *err, size_t errlen)
@@ -714,6 +697,49 @@ static void run_done(struct run *r)
     cxr_buf_done(&r->hist);
 }
 
+/* The triage rule's operating points, chosen on the validation split (operating.h). */
+static cxr_err choose_operating_points(const struct run *r, nn_model *best, const char *fp,
+                                       char *err, size_t errlen)
+{
+    size_t *items = malloc((r->d.n ? r->d.n : 1) * sizeof(*items));
+    size_t n = items ? split_items(r, DS_VAL, items) : 0;
+    float *probs = NULL;
+    int *labels = NULL;
+    char source[128];
+    struct op_figures f;
+    struct nn_triage_rule rule;
+    cxr_err e = CXR_ENOMEM;
+
+    if (!items)
+        return CXR_ENOMEM;
+    if (!n) {
+        free(items);
+        (void)snprintf(err, errlen, "no validation images to choose them on");
+        return CXR_ENOTFOUND;
+    }
+    probs = malloc(n * (size_t)r->nc * sizeof(float));
+    labels = malloc(n * sizeof(int));
+    if (probs && labels) {
+        for (size_t i = 0; i < n; i++)
+            labels[i] = r->d.items[items[i]].label;
+        e = tu_predict(best, &r->cache, items, n, probs);
+        (void)snprintf(source, sizeof(source), "validation split of data set %s", fp);
+        if (!e)
+            e = op_set_model(best, n, labels, probs, source, &f, err, errlen);
+        if (!e && nn_triage_rule_init(best, &rule, err, errlen) == CXR_OK)
+            op_print(stdout, "validation", &rule, best, &f);
+    }
+    if (e) { /* no stale operating points from a model this one was fine-tuned from */
+        (void)nn_model_del_meta(best, NN_META_TRIAGE_THRESHOLDS);
+        (void)nn_model_del_meta(best, NN_META_TRIAGE_NORMAL);
+        (void)nn_model_del_meta(best, NN_META_TRIAGE_METHOD);
+    }
+    free(items);
+    free(probs);
+    free(labels);
+    return e;
+}
+
 int train_main(int argc, char **argv)
 {
     struct run r;
@@ -909,7 +935,7 @@ int train_main(int argc, char **argv)
         e = evaluate(&r, best, DS_TEST, &ts);
         gmtime_r(&now, &tm);
         strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-        dataset_fingerprint(&r.d, fp, sizeof(fp));
+        tu_dataset_fingerprint(&r.d, fp, sizeof(fp));
         for (int c = 0; c < r.d.nclasses; c++)
             fl += (size_t)snprintf(folders + fl, sizeof(folders) - fl, "%s%s", c ? "," : "",
                                    r.d.classes[c]);
@@ -944,6 +970,9 @@ int train_main(int argc, char **argv)
             }
         }
         (void)nn_model_set_meta(best, "intended_use", "triage decision support only, not a diagnosis");
+        if (choose_operating_points(&r, best, fp, err, sizeof(err)) != CXR_OK)
+            fprintf(stderr, "cxrtriage-train: triage operating points: %s; the model keeps "
+                            "the default rule\n", err);
         if (nn_model_save(best, r.o.out, err, sizeof(err)) != CXR_OK) {
             fprintf(stderr, "cxrtriage-train: %s\n", err);
             nn_model_free(best);

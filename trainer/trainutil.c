@@ -249,3 +249,21 @@ void tu_score(const float *probs, const int *labels, size_t n, int nc, struct tu
     ret->macro_f1 = nc ? f1sum / nc : 0;
     ret->loss = n ? loss / (double)n : 0;
 }
+
+/* FNV-1a over the sorted (path, label, split) list: names the data a model was trained on. */
+void tu_dataset_fingerprint(const struct ds *d, char *out, size_t outlen)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+
+    for (size_t i = 0; i < d->n; i++) {
+        const char *name = strrchr(d->items[i].path, '/');
+        char tail[16];
+        name = name ? name + 1 : d->items[i].path;
+        for (const char *p = name; *p; p++)
+            h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
+        snprintf(tail, sizeof(tail), "|%d|%d;", d->items[i].label, d->items[i].split);
+        for (const char *p = tail; *p; p++)
+            h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
+    }
+    snprintf(out, outlen, "fnv1a64:%016llx", (unsigned long long)h);
+}

@@ -53,6 +53,10 @@ void tu_score(const float *probs, const int *labels, size_t n, int nc, struct tu
  * ...): loop state, not a property of the model; export and train drop them. */
 bool is_loop_state_key(const char *key);
 
+/* "fnv1a64:..." over the sorted (file name, label, split) list: names the data (and split) a
+ * model was trained on; stored as its dataset_fingerprint. */
+void tu_dataset_fingerprint(const struct ds *d, char *out, size_t outlen);
+
 int tu_argmax(const float *v, int n);
 float *tu_alloc_floats(size_t n); /* 64-byte aligned, zeroed; free() it */
 double tu_elapsed(const struct timespec *t0);

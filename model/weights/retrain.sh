@@ -22,6 +22,8 @@ split=model/weights/split.csv
 $T train --data "$data" --arch compact --out "$out/trained.cxrm" --split-file "$split" \
   --group-regex '^(nih__[0-9]+|kermanyA__person[0-9]+|kermanyA__IM-[0-9]+|ieee__1-s2\.0-S[0-9X]+)' \
   --epochs 36 --patience 12 --batch 32 --lr 0.003 --warmup 2 --seed 1 --threads 2
+# train chose the triage operating points on the validation split; export keeps them (add
+# --data "$data" --split-file "$split" to recompute them, see triage_figures.sh).
 $T export --model "$out/trained.cxrm" --out "$out/cxr4-default.cxrm"
 cp "$out/trained.cxrm.history.json" "$out/cxr4-default.cxrm.history.json"
 $T eval --model "$out/cxr4-default.cxrm" --data "$data" --split-file "$split" --split test \

@@ -41,9 +41,19 @@ for l in lines:
         assert abs(sum(l["scores"].values()) - 1.0) < 1e-4, l
         assert l["top"] == max(l["scores"], key=l["scores"].get), l
         assert l["model_digest"] == digest and l["ms"] > 0, l
+        # The test model has no operating points: the default rule (0.5 each, "Normal").
+        s = l["scores"]
+        trig = [c for c in classes if c != "Normal" and s[c] >= 0.5]
+        want = "urgent" if trig else "normal" if s["Normal"] >= 0.5 else "routine"
+        assert l["triage"] == want, l
+        if trig:
+            assert l["triage_reason"].startswith(max(trig, key=s.get) + " "), l
+        else:
+            assert l["triage_reason"].startswith("Normal ") or l["triage_reason"].startswith("no class"), l
         scored.discard(l["file"])
     elif l["file"] == skipped:
         assert l["verdict"] == "skipped" and "Modality" in l["reason"] and l["scores"] is None, l
+        assert l["triage"] is None and l["triage_reason"] is None, l
 assert not scored, scored
 PY
 ok "--json: scored, skipped and failed files each on their own line, exit 1 at the end"
@@ -52,7 +62,27 @@ expect_rc 0 "$CXRTRIAGE" classify --model "$T/m.cxrm" "$png1" "$dcm"
 grep -q "not a diagnosis" "$T/out" || fail "table lacks the decision-support notice"
 grep -q "sha256:$digest" "$T/out" || fail "table lacks the model digest"
 [ "$(grep -c '^applicable ' "$T/out")" -eq 2 ] || fail "table rows: $(cat "$T/out")"
+[ "$(grep -cE '^applicable .* (urgent|routine|normal) +[0-9.]+  ' "$T/out")" -eq 2 ] ||
+  fail "table rows lack the triage priority: $(cat "$T/out")"
+[ "$(grep -c '^  triage: ' "$T/out")" -eq 2 ] || fail "table lacks the triage reasons"
+grep -q "^triage rule: cxr-triage-v1 urgent: COVID-19>=0.5 Lung Opacity>=0.5 Viral Pneumonia>=0.5; normal: Normal>=0.5 (source: default)$" "$T/out" ||
+  fail "table lacks the triage rule"
 ok "table output"
+
+# Operating points stored in the model drive the priority; malformed ones are refused.
+"$CXRTRAIN" export --model "$T/m.cxrm" --out "$T/t.cxrm" \
+  --thresholds "COVID-19=0,Lung Opacity=1,Normal=1,Viral Pneumonia=1" >/dev/null
+expect_rc 0 "$CXRTRIAGE" classify --json --model "$T/t.cxrm" "$png1"
+/usr/bin/python3 - "$T/out" <<'PY' || fail "thresholds from the model"
+import json, sys
+l = json.loads(open(sys.argv[1]).readline())
+assert l["triage"] == "urgent" and l["triage_reason"].startswith("COVID-19 ") and l["triage_reason"].endswith(">= 0"), l
+PY
+"$CXRTRAIN" export --model "$T/m.cxrm" --out "$T/bad-rule.cxrm" --set "triage_thresholds=COVID-19=0.4" >/dev/null
+expect_rc 1 "$CXRTRIAGE" classify --model "$T/bad-rule.cxrm" "$png1"
+grep -q "bad-rule.cxrm: metadata triage_thresholds: class 'Lung Opacity' has no threshold" "$T/out" ||
+  fail "malformed operating points not named: $(cat "$T/out")"
+ok "triage operating points from the model; malformed ones refused"
 
 printf 'CXRMODEL-but-broken' >"$T/broken.cxrm"
 expect_rc 1 "$CXRTRIAGE" classify --model "$T/broken.cxrm" "$png1"

@@ -15,7 +15,19 @@ params=$(awk '/^parameters:/ {print $2}' "$T/out")
 grep -qE '^FLOPs/image: +[0-9.]+ M' "$T/out" || fail "FLOPs"
 grep -qE '^  [0-9]+ +conv ' "$T/out" || fail "architecture table"
 grep -q "note = test model" "$T/out" || fail "metadata"
-ok "model info shows architecture, input, classes, metadata and digest"
+grep -q "^triage rule:   cxr-triage-v1 urgent: COVID-19>=0.5 Lung Opacity>=0.5 Viral Pneumonia>=0.5; normal: Normal>=0.5 (source: default)$" "$T/out" ||
+  fail "triage rule not shown: $(cat "$T/out")"
+ok "model info shows architecture, input, classes, triage rule, metadata and digest"
+
+"$CXRTRAIN" export --model "$T/m.cxrm" --out "$T/t.cxrm" --thresholds "COVID-19=0.412,Normal=0.6" >/dev/null
+expect_rc 0 "$CXRTRIAGE" model info "$T/t.cxrm"
+grep -q "^triage rule:   cxr-triage-v1 urgent: COVID-19>=0.412 Lung Opacity>=0.5 Viral Pneumonia>=0.5; normal: Normal>=0.6 (source: model)$" "$T/out" ||
+  fail "stored triage rule not shown: $(cat "$T/out")"
+"$CXRTRAIN" export --model "$T/m.cxrm" --out "$T/bad-rule.cxrm" --set "triage_normal_class=Healthy" >/dev/null
+expect_rc 1 "$CXRTRIAGE" model info "$T/bad-rule.cxrm"
+grep -q "^triage rule:   invalid: metadata triage_normal_class: class 'Healthy' is not one of" "$T/out" ||
+  fail "malformed triage metadata not reported: $(cat "$T/out")"
+ok "model info shows the stored triage rule and refuses a malformed one"
 
 printf 'NOTAMODEL-----------------------------------------------------------' >"$T/bad.cxrm"
 expect_rc 1 "$CXRTRIAGE" model info "$T/bad.cxrm"

@@ -36,6 +36,37 @@ got=$(grep -o '^accuracy [0-9.]*' "$T/out" | grep -o '[0-9.]*$')
   fail "eval outputs missing"
 ok "model round-trips (test accuracy $got)"
 
+# Training chose the triage operating points on its validation split; export recomputes the
+# same ones from the split file, sets them by hand, or keeps them, and never touches weights.
+grep -q "^triage on validation (n=" "$T/train.out" || { cat "$T/train.out"; fail "train printed no triage figures"; }
+expect_rc 0 "$CXRTRIAGE" model info "$out"
+thr=$(sed -n 's/^  triage_thresholds = //p' "$T/out")
+[[ "$thr" =~ ^COVID-19=0\.[0-9]{4}\;Lung\ Opacity=[01]\.[0-9]{4}\;Normal=[01]\.[0-9]{4}\;Viral\ Pneumonia=[01]\.[0-9]{4}$ ]] ||
+  fail "triage_thresholds '$thr'"
+grep -q "^  triage_normal_class = Normal$" "$T/out" || fail "triage_normal_class"
+grep -q "^  triage_method = validation split of data set fnv1a64:[0-9a-f]*, n=" "$T/out" || fail "triage_method"
+grep -q "^triage rule:   cxr-triage-v1 urgent: COVID-19>=.*(source: model)$" "$T/out" || fail "triage rule line"
+expect_rc 0 "$CXRTRAIN" export --model "$out" --out "$T/re.cxrm" --data "$CXR_DATA_DIR/cxr4" \
+  --split-file "$T/split.csv" --threads 1
+grep -q "^triage on validation" "$T/out" || fail "export printed no triage figures"
+expect_rc 0 "$CXRTRIAGE" model info "$T/re.cxrm"
+[ "$(sed -n 's/^  triage_thresholds = //p' "$T/out")" = "$thr" ] || fail "export recomputed other thresholds"
+expect_rc 0 "$CXRTRAIN" export --model "$out" --out "$T/hand.cxrm" --thresholds "COVID-19=0.25, Normal=0.9"
+expect_rc 0 "$CXRTRIAGE" model info "$T/hand.cxrm"
+grep -q "^  triage_thresholds = COVID-19=0.2500;.*Normal=0.9000;" "$T/out" || fail "--thresholds not stored"
+grep -q "^  triage_method = set by hand" "$T/out" || fail "--thresholds method"
+expect_rc 1 "$CXRTRAIN" export --model "$out" --out "$T/hand.cxrm" --thresholds "Cats=0.2"
+grep -q "'Cats': the model has no such class ('COVID-19', 'Lung Opacity', 'Normal', 'Viral Pneumonia')" "$T/out" ||
+  fail "unknown class in --thresholds: $(cat "$T/out")"
+expect_rc 2 "$CXRTRAIN" export --model "$out" --out "$T/x.cxrm" --data "$CXR_DATA_DIR/cxr4"
+expect_rc 0 "$CXRTRAIN" export --model "$T/hand.cxrm" --out "$T/kept.cxrm"
+expect_rc 0 "$CXRTRIAGE" model info "$T/kept.cxrm"
+grep -q "^  triage_thresholds = COVID-19=0.2500;" "$T/out" || fail "plain export dropped the thresholds"
+cmp <("$CXRTRIAGE" model info "$out" | sed -n '/^architecture:/,/^metadata:/p') \
+    <("$CXRTRIAGE" model info "$T/kept.cxrm" | sed -n '/^architecture:/,/^metadata:/p') ||
+  fail "export changed the architecture"
+ok "triage operating points: chosen by train, recomputed, set by hand or kept by export"
+
 # --resume continues from the checkpoint to the new epoch count.
 "$CXRTRAIN" train --data "$CXR_DATA_DIR/cxr4" --arch "$arch" --out "$out" \
   --max-per-class 16 --epochs 5 --val 0.25 --test 0.25 --no-augment --lr 0.003 --batch 8 \
