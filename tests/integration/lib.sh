@@ -209,6 +209,7 @@ print(len(rows), fin)' "$T/audit.json")
 start_orthanc() {
   local dport=${1:-${DAEMON_PORT:-11112}} http secs=${ORTHANC_READY_SECONDS:-40} i
   [ -x /usr/sbin/Orthanc ] || skip "needs Orthanc: scripts/deps.sh test"
+  [ "$(id -u)" = 0 ] || skip "start_orthanc needs root (it runs Orthanc as the orthanc user)"
   id orthanc >/dev/null 2>&1 || skip "needs the orthanc user (Debian package orthanc)"
   http=$(free_port); ORTHANC_DICOM=$(free_port)
   while [ "$ORTHANC_DICOM" = "$http" ]; do ORTHANC_DICOM=$(free_port); done
