@@ -115,8 +115,9 @@ need_netns() {
   # exec skips the EXIT trap: remove this run's directory first; the re-run makes its own.
   rm -rf "$T"
   trap - EXIT
-  exec unshare -n -- env CXR_IN_NETNS=1 bash -c 'ip link set lo up && exec bash "$0" "$@"' \
-    "$0" "$@"
+  exec unshare -n -- env CXR_IN_NETNS=1 bash -c \
+    'ip link set lo up || { echo "FAIL: ip link set lo up in the new namespace" >&2; exit 1; }
+     exec bash "$0" "$@"' "$0" "$@"
 }
 
 # in_netns CMD...: runs CMD in a new private network namespace with loopback up, waits for it

@@ -94,6 +94,7 @@ for k in 1 2 3 4; do
   done
   scu "par$k" -- "${files[@]}" &
   pids+=($!)
+  _pids+=($!) # stopped by the cleanup trap if the test fails before they end
   logs+=("par$k")
 done
 for p in "${pids[@]}"; do wait "$p" || fail "a parallel storescu failed (see $T/par*.scu)"; done
