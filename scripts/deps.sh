@@ -11,7 +11,8 @@ build_pkgs=(build-essential cmake pkg-config
   libsystemd-dev zlib1g-dev libcmocka-dev libssl-dev libcharls-dev)
 # Real peers and checkers used by the test suite.
 test_pkgs=(dcmtk libopenjp2-tools sqlite3 systemd clang libclang-rt-14-dev clang-tidy cppcheck
-  imagemagick python3-numpy python3-sklearn python3-pydicom file libgdcm-tools)
+  imagemagick python3-numpy python3-sklearn python3-pydicom file libgdcm-tools
+  orthanc iproute2 util-linux curl)
 # Peers for the benchmarks (PyTorch CPU, the reference for the CNN engine).
 bench_pkgs=(python3-torch python3-numpy hyperfine)
 
