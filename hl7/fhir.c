@@ -141,15 +141,18 @@ static json_t *coding(struct fctx *c, const char *system, const char *code, cons
     return o;
 }
 
-/* CodeableConcept with one coding (and text when given). */
+/* CodeableConcept with one coding (none without a code) and text when given. */
 static json_t *concept(struct fctx *c, const char *system, const char *code, const char *display,
                        const char *text)
 {
     json_t *o = chk(c, json_object());
-    json_t *a = chk(c, json_array());
 
-    push(c, a, coding(c, system, code, display));
-    set(c, o, "coding", a);
+    if (!rpt_absent(code)) {
+        json_t *a = chk(c, json_array());
+
+        push(c, a, coding(c, system, code, display));
+        set(c, o, "coding", a);
+    }
     set_str(c, o, "text", text);
     return o;
 }
@@ -246,15 +249,47 @@ static void fhir_instant(int64_t ms, char *buf, size_t len)
 
 /* ---- entries ---- */
 
+/* Appends v as a FHIR token search value: ',', '|', '$' and '\\' escaped with a backslash
+ * (FHIR search escaping), then every byte outside the URI unreserved set and ':' percent-encoded. */
+static cxr_err put_query_value(struct cxr_buf *q, const char *v, bool token_escape)
+{
+    static const char hx[] = "0123456789ABCDEF";
+
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        unsigned char ch = *p;
+        char enc[3];
+
+        if (token_escape && (ch == ',' || ch == '|' || ch == '$' || ch == '\\')) {
+            if (cxr_buf_puts(q, "%5C") != CXR_OK)
+                return CXR_ENOMEM;
+        }
+        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '.' || ch == '_' || ch == '~' || ch == ':') {
+            if (cxr_buf_append(q, p, 1) != CXR_OK)
+                return CXR_ENOMEM;
+            continue;
+        }
+        enc[0] = '%';
+        enc[1] = hx[ch >> 4];
+        enc[2] = hx[ch & 15];
+        if (cxr_buf_append(q, enc, 3) != CXR_OK)
+            return CXR_ENOMEM;
+    }
+    return CXR_OK;
+}
+
+/* The request of an entry: conditional create (POST + ifNoneExist) or, for a correction,
+ * conditional update (PUT Type?identifier=...). */
 static json_t *request(struct fctx *c, const char *type, const char *ident_value, bool update)
 {
     json_t *o = chk(c, json_object());
     struct cxr_buf q;
     char *cond = NULL;
 
-    cxr_buf_init(&q, 4096);
-    if (cxr_buf_printf(&q, "identifier=%s|%s", c->id_system, ident_value) != CXR_OK ||
-        cxr_buf_take(&q, &cond) != CXR_OK) {
+    cxr_buf_init(&q, 8192);
+    if (cxr_buf_puts(&q, "identifier=") != CXR_OK ||
+        put_query_value(&q, c->id_system, true) != CXR_OK || cxr_buf_puts(&q, "|") != CXR_OK ||
+        put_query_value(&q, ident_value, true) != CXR_OK || cxr_buf_take(&q, &cond) != CXR_OK) {
         c->oom = true;
         cxr_buf_done(&q);
         return o;
