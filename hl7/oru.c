@@ -258,7 +258,7 @@ static const char *sex_code(const char *s)
     return "U";
 }
 
-/* DICOM coding scheme designator -> HL7 coding system (table 0396). */
+/* DICOM coding scheme designator -> HL7 coding-system name, table 0396. */
 static const char *hl7_scheme(const char *scheme)
 {
     if (rpt_absent(scheme))
