@@ -55,7 +55,8 @@
  * | DiagnosticReport.issued        | now_ms (UTC instant)                         |                  |
  * | DiagnosticReport.imagingStudy  | as Observation.derivedFrom                   |                  |
  * | DiagnosticReport.result        | the Observations' urn:uuids                  |                  |
- * | DiagnosticReport.conclusion    | triage, scores, skipped images, disclaimer   | CXR_DISCLAIMER   |
+ * | DiagnosticReport.conclusion    | triage, scores, images received (series and  | CXR_DISCLAIMER   |
+ * |                                | instance counts) and not scored, disclaimer  |                  |
  * | DiagnosticReport.conclusionCode| the triage class (as the triage value)       |                  |
  * Not used: DiagnosticReport.performer (R4 allows no Device there), a Patient resource (the EHR
  * owns it; we reference it by identifier).
@@ -450,7 +451,7 @@ static void triage_observation(struct fctx *c, json_t *entries, json_t *results)
     observation_end(c, entries, results, o, "TRIAGE_CLASS", ident);
 }
 
-/* The conclusion: triage, scores, skipped images, the disclaimer. */
+/* The conclusion: triage, scores, images received and not scored, the disclaimer. */
 static char *conclusion(struct fctx *c)
 {
     const struct rpt_result *r = c->r;
@@ -478,6 +479,9 @@ static char *conclusion(struct fctx *c)
         if (!err)
             err = cxr_buf_puts(&b, ".");
     }
+    if (!err && r->study.n_instances > 0)
+        err = cxr_buf_printf(&b, " Images received: %d in %d series.", r->study.n_instances,
+                             r->study.n_series);
     if (!err && r->n_skipped)
         err = cxr_buf_printf(&b, " Images not scored (%zu):", r->n_skipped);
     for (size_t i = 0; !err && i < r->n_skipped; i++)

@@ -52,6 +52,8 @@ extern "C" {
 #define RPT_DEFAULT_ID_SYSTEM "urn:cxrtriage:id"
 #define RPT_DEFAULT_SENDING_APP "CXR-AI-GW"
 
+#define RPT_MAX_CLASSES 64 /* model.h's NN_MAX_CLASSES */
+
 /* Triage priority; same values as model.h's enum nn_priority, so the daemon can cast. */
 enum rpt_priority { RPT_PRIO_NONE = 0, RPT_PRIO_URGENT, RPT_PRIO_ROUTINE, RPT_PRIO_NORMAL };
 
@@ -70,7 +72,8 @@ struct rpt_study {
     const char *tz_offset;  /* (0008,0201) "+HHMM"/"-HHMM": when absent the study time has no
                              * offset in HL7 and FHIR gets the date only (FHIR requires an
                              * offset on a dateTime with a time) */
-    int n_series;           /* series and instances received for the study (0 = unknown) */
+    int n_series;           /* series and instances received for the study (0 = unknown);
+                             * stated in the FHIR conclusion */
     int n_instances;
 };
 
@@ -131,12 +134,10 @@ struct rpt_result {
      * FHIR status "corrected" and conditional update instead of create. */
     bool is_correction;
     const char *previous_control_id; /* MSH-10 of the corrected ORU (named in an NTE) */
-    const char *previous_report_id;  /* Identifier.value of the corrected DiagnosticReport;
-                                      * absent: the one this result would get (same study and
-                                      * model) */
+    const char *previous_report_id;  /* Identifier.value of the corrected DiagnosticReport
+                                      * (at most 127 bytes); absent: the one this result
+                                      * would get (same study and model) */
 };
-
-#define RPT_MAX_CLASSES 64
 
 struct rpt_settings {
     const char *sending_application;   /* MSH-3; absent: RPT_DEFAULT_SENDING_APP */
@@ -173,6 +174,7 @@ cxr_err hl7_escape(struct cxr_buf *out, const char *s, size_t len, unsigned flag
 
 /*
  * Builds the ORU^R01 for r into out (appended; segments end with CR only, no MLLP framing).
+ * r->patient.id is required here (PID-3); the Bundle goes without a subject instead.
  * control_id is MSH-10 (1..20 printable ASCII characters, no encoding character): the caller
  * chooses it, persists it before the first send and reuses it on every retry. now_ms is MSH-7.
  * Errors: see the top of this file.

@@ -107,6 +107,8 @@ static json_t *sidecar(const char *name, const struct rpt_result *r, const struc
                   jstr(r->order.procedure_code), "procedure_scheme",
                   jstr(r->order.procedure_scheme), "procedure_meaning",
                   jstr(r->order.procedure_meaning)));
+    json_object_set_new(res, "n_series", json_integer(r->study.n_series));
+    json_object_set_new(res, "n_instances", json_integer(r->study.n_instances));
     json_object_set_new(res, "assessed", json_boolean(r->assessed));
     json_object_set_new(res, "class_names", cn);
     json_object_set_new(res, "scores", sc);

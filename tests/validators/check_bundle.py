@@ -197,6 +197,9 @@ def check(path):
     if r["assessed"] and r["priority"] and r["triage_reason"] and \
             "(" + r["triage_reason"] + ")" not in concl:
         err("DR.conclusion has the triage reason", r["triage_reason"], concl)
+    n_inst, n_ser = r.get("n_instances", 0), r.get("n_series", 0)
+    if n_inst and " Images received: %d in %d series." % (n_inst, n_ser) not in concl:
+        err("DR.conclusion counts the images", (n_inst, n_ser), concl)
     for sk in r["skipped"]:
         if sk["reason"] not in concl or sk["sop_uid"] not in concl:
             err("DR.conclusion lists skipped image", sk, concl)
