@@ -12,7 +12,7 @@ build_pkgs=(build-essential cmake pkg-config
 # Real peers and checkers used by the test suite.
 test_pkgs=(dcmtk libopenjp2-tools sqlite3 systemd clang libclang-rt-14-dev clang-tidy cppcheck
   imagemagick python3-numpy python3-sklearn python3-pydicom file libgdcm-tools
-  orthanc iproute2 util-linux curl)
+  orthanc iproute2 util-linux curl python3-hl7 jq nodejs)
 # Peers for the benchmarks (PyTorch CPU, the reference for the CNN engine).
 bench_pkgs=(python3-torch python3-numpy hyperfine)
 
@@ -26,6 +26,12 @@ for g in "${groups[@]}"; do
     bench) want+=("${build_pkgs[@]}" "${bench_pkgs[@]}") ;;
     *) echo "deps.sh: unknown group '$g' (build, test, bench)" >&2; exit 2 ;;
   esac
+done
+
+# The report validators (tests/validators) run on node with npm; a nodejs build that ships
+# npm itself satisfies that, otherwise Debian's npm package brings it.
+for g in "${groups[@]}"; do
+  if [ "$g" = test ] && ! command -v npm >/dev/null; then want+=(npm); fi
 done
 
 missing=()
