@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <ini.h>
 #include <limits.h>
@@ -19,7 +20,7 @@
 #include <unistd.h>
 
 enum cfg_type { T_STR, T_PATH, T_DIR, T_INT, T_PORT, T_BOOL, T_DOUBLE, T_AET, T_AETLIST, T_ENUM,
-                T_ENUMLIST, T_URL, T_THRESHOLDS };
+                T_ENUMLIST, T_URL, T_THRESHOLDS, T_ENUM0 /* an enum that may be empty */ };
 
 #define F_SECRET 1u
 
@@ -74,13 +75,6 @@ static const struct cfg_key keys[] = {
     {"report", "receiving_application", T_STR, OFF(receiving_application), 0, 0, "", NULL, 0},
     {"report", "receiving_facility", T_STR, OFF(receiving_facility), 0, 0, "", NULL, 0},
     {"report", "processing_id", T_ENUM, OFF(processing_id), 0, 0, "P", "P|T|D", 0},
-    {"webhook", "url", T_URL, OFF(webhook_url), 0, 0, "", NULL, 0},
-    {"webhook", "bearer_token", T_STR, OFF(webhook_token), 0, 0, "", NULL, F_SECRET},
-    {"webhook", "hmac_key", T_STR, OFF(webhook_hmac_key), 0, 0, "", NULL, F_SECRET},
-    {"webhook", "ca_file", T_PATH, OFF(webhook_ca_file), 0, 0, "", NULL, 0},
-    {"webhook", "timeout", T_INT, OFF(webhook_timeout), 1, 600, "10", NULL, 0},
-    {"webhook", "retry_initial", T_INT, OFF(retry_initial), 1, 3600, "5", NULL, 0},
-    {"webhook", "retry_max", T_INT, OFF(retry_max), 1, 86400, "600", NULL, 0},
     {"http", "enabled", T_BOOL, OFF(http_enabled), 0, 0, "true", NULL, 0},
     {"http", "bind", T_STR, OFF(http_bind), 0, 0, "127.0.0.1", NULL, 0},
     {"http", "port", T_PORT, OFF(http_port), 1, 65535, "8080", NULL, 0},
@@ -88,8 +82,29 @@ static const struct cfg_key keys[] = {
     {"log", "phi", T_BOOL, OFF(log_phi), 0, 0, "false", NULL, 0},
 };
 
+#define DOFF(f) offsetof(struct cfg_dest, f), sizeof(((struct cfg_dest *)0)->f)
+
+/* Keys of a destination section; `section` says which kind has the key ("webhook", "mllp" or
+ * "*" for both). Applied to a struct cfg_dest. */
+static const struct cfg_key dest_keys[] = {
+    {"webhook", "url", T_URL, DOFF(url), 0, 0, "", NULL, 0},
+    {"webhook", "format", T_ENUM0, DOFF(format), 0, 0, "", "hl7|fhir|both", 0},
+    {"webhook", "bearer_token", T_STR, DOFF(bearer_token), 0, 0, "", NULL, F_SECRET},
+    {"webhook", "hmac_key", T_STR, DOFF(hmac_key), 0, 0, "", NULL, F_SECRET},
+    {"webhook", "ca_file", T_PATH, DOFF(ca_file), 0, 0, "", NULL, 0},
+    {"webhook", "client_cert", T_PATH, DOFF(client_cert), 0, 0, "", NULL, 0},
+    {"webhook", "client_key", T_PATH, DOFF(client_key), 0, 0, "", NULL, F_SECRET},
+    {"mllp", "host", T_STR, DOFF(host), 0, 0, "", NULL, 0},
+    {"mllp", "port", T_PORT, DOFF(port), 1, 65535, "2575", NULL, 0},
+    {"*", "connect_timeout", T_INT, DOFF(connect_timeout), 1, 600, "5", NULL, 0},
+    {"*", "timeout", T_INT, DOFF(timeout), 1, 600, "10", NULL, 0},
+    {"*", "retry_initial", T_INT, DOFF(retry_initial), 1, 3600, "5", NULL, 0},
+    {"*", "retry_max", T_INT, DOFF(retry_max), 1, 86400, "600", NULL, 0},
+    {"*", "max_age", T_INT, DOFF(max_age), 60, 2592000, "86400", NULL, 0},
+};
+
 static const char *const sections[] = {"daemon", "dicom", "model", "triage", "audit",
-                                       "report", "webhook", "http", "log"};
+                                       "report", "webhook", "mllp", "http", "log"};
 
 bool cfg_is_valid_ae_title(const char *s)
 {
@@ -250,11 +265,12 @@ static bool parse_long(const char *v, long *ret)
     return true;
 }
 
-/* Validates v for key k; on success stores it in c. On error writes the "expected" text. */
-static bool key_apply(struct cfg_config *c, const struct cfg_key *k, const char *v,
-                      char *expected, size_t explen)
+/* Validates v for key k; on success stores it in the struct at base (a struct cfg_config, or a
+ * struct cfg_dest for dest_keys). On error writes the "expected" text. */
+static bool key_apply(void *base, const struct cfg_key *k, const char *v, char *expected,
+                      size_t explen)
 {
-    char *field = (char *)c + k->offset;
+    char *field = (char *)base + k->offset;
     long l;
 
     switch (k->type) {
@@ -329,6 +345,12 @@ static bool key_apply(struct cfg_config *c, const struct cfg_key *k, const char 
         }
         break;
     }
+    case T_ENUM0:
+        if (*v && !choice_ok(k->choices, v, strlen(v))) {
+            snprintf(expected, explen, "one of %s, or empty", k->choices);
+            return false;
+        }
+        break;
     case T_ENUM:
         if (!choice_ok(k->choices, v, strlen(v))) {
             snprintf(expected, explen, "one of %s", k->choices);
@@ -407,12 +429,120 @@ static const struct cfg_key *key_find(const char *section, const char *name)
     return NULL;
 }
 
+static int dest_section(const char *section, char *ret_name, size_t namelen);
+
 static bool section_known(const char *s)
 {
+    char name[32];
+
+    if (dest_section(s, name, sizeof(name)))
+        return true;
     for (size_t i = 0; i < CXR_ARRAY_SIZE(sections); i++)
         if (!strcmp(sections[i], s))
             return true;
     return false;
+}
+
+/* "webhook", "mllp", "webhook NAME" or "mllp NAME" (NAME: 1-31 of [A-Za-z0-9_-]): the kind, and
+ * the name into ret_name (may be NULL); 0 for any other section. */
+static int dest_section(const char *section, char *ret_name, size_t namelen)
+{
+    int kind = 0;
+    const char *rest = NULL;
+    size_t n;
+
+    if (!strncmp(section, "webhook", 7)) {
+        kind = CFG_DEST_WEBHOOK;
+        rest = section + 7;
+    } else if (!strncmp(section, "mllp", 4)) {
+        kind = CFG_DEST_MLLP;
+        rest = section + 4;
+    } else {
+        return 0;
+    }
+    if (!*rest) {
+        if (ret_name)
+            (void)snprintf(ret_name, namelen, "%s", kind == CFG_DEST_WEBHOOK ? "webhook" : "mllp");
+        return kind;
+    }
+    if (*rest != ' ')
+        return 0;
+    while (*rest == ' ')
+        rest++;
+    n = strlen(rest);
+    if (n == 0 || n > 31 || n >= namelen)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)rest[i]) && rest[i] != '_' && rest[i] != '-')
+            return 0;
+    if (!strcmp(rest, "webhook") || !strcmp(rest, "mllp"))
+        return 0;
+    if (ret_name)
+        memcpy(ret_name, rest, n + 1);
+    return kind;
+}
+
+static const struct cfg_key *dest_key_find(int kind, const char *name)
+{
+    const char *want = kind == CFG_DEST_WEBHOOK ? "webhook" : "mllp";
+
+    for (size_t i = 0; i < CXR_ARRAY_SIZE(dest_keys); i++)
+        if ((!strcmp(dest_keys[i].section, "*") || !strcmp(dest_keys[i].section, want)) &&
+            !strcmp(dest_keys[i].name, name))
+            return &dest_keys[i];
+    return NULL;
+}
+
+static void dest_defaults(struct cfg_dest *d, int kind, const char *name)
+{
+    char expected[256];
+
+    memset(d, 0, sizeof(*d));
+    d->kind = kind;
+    (void)snprintf(d->name, sizeof(d->name), "%s", name);
+    for (size_t i = 0; i < CXR_ARRAY_SIZE(dest_keys); i++) {
+        bool ok = key_apply(d, &dest_keys[i], dest_keys[i].def, expected, sizeof(expected));
+        (void)ok;
+    }
+    if (kind == CFG_DEST_MLLP)
+        (void)snprintf(d->format, sizeof(d->format), "hl7");
+}
+
+/* The destination of a section; named ones are created on first use. Returns its slot number
+ * (0 webhook, 1 mllp, 2.. named) or -1 when CFG_MAX_DESTS named ones exist already. */
+static int dest_slot(struct cfg_config *c, int kind, const char *name, struct cfg_dest **ret)
+{
+    if (!strcmp(name, "webhook") && kind == CFG_DEST_WEBHOOK) {
+        *ret = &c->webhook;
+        return 0;
+    }
+    if (!strcmp(name, "mllp") && kind == CFG_DEST_MLLP) {
+        *ret = &c->mllp;
+        return 1;
+    }
+    for (int i = 0; i < c->n_named; i++)
+        if (c->named[i].kind == kind && !strcmp(c->named[i].name, name)) {
+            *ret = &c->named[i];
+            return 2 + i;
+        }
+    if (c->n_named >= CFG_MAX_DESTS)
+        return -1;
+    dest_defaults(&c->named[c->n_named], kind, name);
+    *ret = &c->named[c->n_named];
+    return 2 + c->n_named++;
+}
+
+int cfg_destinations(const struct cfg_config *c, const struct cfg_dest **out, int max)
+{
+    int n = 0;
+
+    if (c->webhook.url[0] && n < max)
+        out[n++] = &c->webhook;
+    if (c->mllp.host[0] && n < max)
+        out[n++] = &c->mllp;
+    for (int i = 0; i < c->n_named && n < max; i++)
+        out[n++] = &c->named[i];
+    return n;
 }
 
 void cfg_defaults(struct cfg_config *c)
@@ -425,6 +555,8 @@ void cfg_defaults(struct cfg_config *c)
         bool ok = key_apply(c, &keys[i], keys[i].def, expected, sizeof(expected));
         (void)ok;
     }
+    dest_defaults(&c->webhook, CFG_DEST_WEBHOOK, "webhook");
+    dest_defaults(&c->mllp, CFG_DEST_MLLP, "mllp");
 }
 
 /* Parse state shared by the reader and the handler. */
@@ -437,6 +569,10 @@ struct parse_ctx {
     int nerrors;
     bool section_ok;           /* current section is known: keys in an unknown one are not re-reported */
     char seen[CXR_ARRAY_SIZE(keys)]; /* per key: set in this file */
+    char dseen[2 + CFG_MAX_DESTS][CXR_ARRAY_SIZE(dest_keys)]; /* per destination and key */
+    int dseen_line[2 + CFG_MAX_DESTS][CXR_ARRAY_SIZE(dest_keys)];
+    int dest_line[2 + CFG_MAX_DESTS]; /* where a named destination's header is */
+    int header_line;                  /* line of the last section header */
     int seen_line[CXR_ARRAY_SIZE(keys)];
     char *line;
     size_t linecap;
@@ -513,9 +649,11 @@ static char *reader(char *str, int num, void *stream)
         memcpy(name, t + 1, len);
         name[len] = '\0';
         p->section_ok = section_known(trim(name));
+        p->header_line = p->lineno;
         if (!p->section_ok)
             add_error(p, "unknown section [%s], expected one of [daemon] [dicom] [model] [triage] "
-                         "[audit] [report] [webhook] [http] [log]", trim(name));
+                         "[audit] [report] [webhook] [mllp] [http] [log], or [webhook NAME] / "
+                         "[mllp NAME] with NAME of letters, digits, '_' and '-'", trim(name));
     } else if (!strchr(t, '=')) {
         add_error(p, "'%s' is not a 'key = value' line", t);
         return str;
@@ -537,6 +675,38 @@ static int handler(void *user, const char *section, const char *name, const char
     if (!section[0]) {
         add_error(p, "key '%s' outside any section, expected a [section] header first", name);
         return 1;
+    }
+    {
+        char dname[32];
+        int kind = dest_section(section, dname, sizeof(dname));
+        if (kind) {
+            struct cfg_dest *d;
+            int slot = dest_slot(p->c, kind, dname, &d);
+            if (slot < 0) {
+                add_error(p, "[%s]: too many destinations, at most %d named ones", section,
+                          CFG_MAX_DESTS);
+                return 1;
+            }
+            if (!p->dest_line[slot])
+                p->dest_line[slot] = p->header_line;
+            k = dest_key_find(kind, name);
+            if (!k) {
+                add_error(p, "[%s] %s: unknown key", section, name);
+                return 1;
+            }
+            idx = (size_t)(k - dest_keys);
+            if (p->dseen[slot][idx]) {
+                add_error(p, "[%s] %s: duplicate key, first set on line %d", section, name,
+                          p->dseen_line[slot][idx]);
+                return 1;
+            }
+            p->dseen[slot][idx] = 1;
+            p->dseen_line[slot][idx] = p->lineno;
+            if (!key_apply(d, k, value, expected, sizeof(expected)))
+                add_error(p, "[%s] %s: found '%s', expected %s", section, name,
+                          (k->flags & F_SECRET) ? "********" : value, expected);
+            return 1;
+        }
     }
     k = key_find(section, name);
     if (!k) {
@@ -589,6 +759,15 @@ cxr_err cfg_load(struct cfg_config *c, const char *path, struct cxr_buf *errors)
         p.lineno = r;
         add_error(&p, "syntax error");
     }
+    for (int i = 0; i < c->n_named; i++) {
+        const struct cfg_dest *d = &c->named[i];
+        p.lineno = p.dest_line[2 + i];
+        if (d->kind == CFG_DEST_WEBHOOK && !d->url[0])
+            add_error(&p, "[webhook %s] url: missing, a named webhook needs its URL", d->name);
+        if (d->kind == CFG_DEST_MLLP && !d->host[0])
+            add_error(&p, "[mllp %s] host: missing, a named MLLP destination needs its host",
+                      d->name);
+    }
     return p.nerrors ? CXR_EPARSE : CXR_OK;
 }
 
@@ -596,13 +775,24 @@ cxr_err cfg_set(struct cfg_config *c, const char *section, const char *key, cons
                 const char *origin, struct cxr_buf *errors)
 {
     const struct cfg_key *k = key_find(section, key);
-    char expected[256];
+    char expected[256], dname[32];
+    int kind = dest_section(section, dname, sizeof(dname));
+    void *base = c;
 
+    if (kind) {
+        struct cfg_dest *d;
+        if (dest_slot(c, kind, dname, &d) < 0) {
+            (void)cxr_buf_printf(errors, "%s: too many destinations\n", origin);
+            return CXR_ELIMIT;
+        }
+        k = dest_key_find(kind, key);
+        base = d;
+    }
     if (!k) {
         (void)cxr_buf_printf(errors, "%s: unknown key [%s] %s\n", origin, section, key);
         return CXR_EINVAL;
     }
-    if (!key_apply(c, k, value, expected, sizeof(expected))) {
+    if (!key_apply(base, k, value, expected, sizeof(expected))) {
         (void)cxr_buf_printf(errors, "%s: found '%s', expected %s\n", origin,
                              (k->flags & F_SECRET) ? "********" : value, expected);
         return CXR_EINVAL;
@@ -643,6 +833,36 @@ cxr_err cfg_resolve(struct cfg_config *c)
     return err;
 }
 
+static cxr_err dump_key(const void *base, const struct cfg_key *k, struct cxr_buf *out)
+{
+    const char *field = (const char *)base + k->offset;
+
+    switch (k->type) {
+    case T_INT:
+    case T_PORT:
+        return cxr_buf_printf(out, "%s = %d\n", k->name, *(const int *)(const void *)field);
+    case T_DOUBLE:
+        return cxr_buf_printf(out, "%s = %g\n", k->name, *(const double *)(const void *)field);
+    case T_BOOL:
+        return cxr_buf_printf(out, "%s = %s\n", k->name, *(const bool *)field ? "true" : "false");
+    default:
+        return cxr_buf_printf(out, "%s = %s\n", k->name,
+                              (k->flags & F_SECRET) && field[0] ? "********" : field);
+    }
+}
+
+static cxr_err dump_dest(const struct cfg_dest *d, bool named, struct cxr_buf *out)
+{
+    const char *kind = d->kind == CFG_DEST_WEBHOOK ? "webhook" : "mllp";
+    cxr_err err = named ? cxr_buf_printf(out, "\n[%s %s]\n", kind, d->name)
+                        : cxr_buf_printf(out, "\n[%s]\n", kind);
+
+    for (size_t i = 0; i < CXR_ARRAY_SIZE(dest_keys) && !err; i++)
+        if (!strcmp(dest_keys[i].section, "*") || !strcmp(dest_keys[i].section, kind))
+            err = dump_key(d, &dest_keys[i], out);
+    return err;
+}
+
 cxr_err cfg_dump(const struct cfg_config *c, struct cxr_buf *out)
 {
     const char *cur = "";
@@ -650,7 +870,6 @@ cxr_err cfg_dump(const struct cfg_config *c, struct cxr_buf *out)
 
     for (size_t i = 0; i < CXR_ARRAY_SIZE(keys) && !err; i++) {
         const struct cfg_key *k = &keys[i];
-        const char *field = (const char *)c + k->offset;
 
         if (strcmp(cur, k->section) != 0) {
             err = cxr_buf_printf(out, "%s[%s]\n", i ? "\n" : "", k->section);
@@ -658,22 +877,13 @@ cxr_err cfg_dump(const struct cfg_config *c, struct cxr_buf *out)
             if (err)
                 break;
         }
-        switch (k->type) {
-        case T_INT:
-        case T_PORT:
-            err = cxr_buf_printf(out, "%s = %d\n", k->name, *(const int *)(const void *)field);
-            break;
-        case T_DOUBLE:
-            err = cxr_buf_printf(out, "%s = %g\n", k->name, *(const double *)(const void *)field);
-            break;
-        case T_BOOL:
-            err = cxr_buf_printf(out, "%s = %s\n", k->name, *(const bool *)field ? "true" : "false");
-            break;
-        default:
-            err = cxr_buf_printf(out, "%s = %s\n", k->name,
-                                 (k->flags & F_SECRET) && field[0] ? "********" : field);
-            break;
-        }
+        err = dump_key(c, k, out);
     }
+    if (!err)
+        err = dump_dest(&c->webhook, false, out);
+    if (!err)
+        err = dump_dest(&c->mllp, false, out);
+    for (int i = 0; i < c->n_named && !err; i++)
+        err = dump_dest(&c->named[i], true, out);
     return err;
 }

@@ -20,6 +20,27 @@
 #define CFG_LIST_MAX 1024
 #define CFG_LINE_MAX 190 /* libinih reads at most 199 bytes; we refuse longer lines outright */
 
+#define CFG_MAX_DESTS 8
+enum cfg_dest_kind { CFG_DEST_WEBHOOK = 1, CFG_DEST_MLLP = 2 };
+
+/* One report destination: the [webhook] or [mllp] section, or a named one ("[webhook ehr2]"). */
+struct cfg_dest {
+    char name[32];          /* "webhook", "mllp" or the section's NAME */
+    int kind;               /* enum cfg_dest_kind */
+    char url[CFG_LIST_MAX]; /* webhook: http:// or https:// */
+    char format[8];         /* hl7 | fhir | both; "" = [report] formats (webhook); mllp: hl7 */
+    char bearer_token[CFG_STR_MAX];
+    char hmac_key[CFG_STR_MAX];
+    char ca_file[CFG_PATH_MAX];
+    char client_cert[CFG_PATH_MAX];
+    char client_key[CFG_PATH_MAX];
+    char host[CFG_STR_MAX]; /* mllp */
+    int port;               /* mllp */
+    int connect_timeout, timeout;   /* seconds, per attempt */
+    int retry_initial, retry_max;   /* seconds: first delay, doubling up to this */
+    int max_age;                    /* seconds after which an undelivered report is dead */
+};
+
 struct cfg_config {
     /* [daemon] */
     char state_dir[CFG_PATH_MAX];
@@ -63,14 +84,11 @@ struct cfg_config {
     char receiving_application[CFG_STR_MAX];
     char receiving_facility[CFG_STR_MAX];
     char processing_id[2];
-    /* [webhook] */
-    char webhook_url[CFG_LIST_MAX];
-    char webhook_token[CFG_STR_MAX];
-    char webhook_hmac_key[CFG_STR_MAX];
-    char webhook_ca_file[CFG_PATH_MAX];
-    int webhook_timeout;
-    int retry_initial;
-    int retry_max;
+    /* [webhook], [mllp] and named destinations [webhook NAME] / [mllp NAME] */
+    struct cfg_dest webhook;
+    struct cfg_dest mllp;
+    struct cfg_dest named[CFG_MAX_DESTS];
+    int n_named;
     /* [http] */
     bool http_enabled;
     char http_bind[CFG_STR_MAX];
@@ -99,6 +117,10 @@ cxr_err cfg_set(struct cfg_config *c, const char *section, const char *key, cons
 
 /* Fills derived defaults: audit_db, spool_dir, outbox_dir under state_dir when empty. */
 cxr_err cfg_resolve(struct cfg_config *c);
+
+/* The destinations reports go to: [webhook] when its url is set, [mllp] when its host is set,
+ * then every named one, in file order. Returns how many were written to out (at most max). */
+int cfg_destinations(const struct cfg_config *c, const struct cfg_dest **out, int max);
 
 /* Appends the effective configuration as INI text; secrets print as "********". */
 cxr_err cfg_dump(const struct cfg_config *c, struct cxr_buf *out);

@@ -471,12 +471,10 @@ static void reload(struct daemon *d)
     memcpy(d->cfg.thresholds, c.thresholds, sizeof(c.thresholds));
     memcpy(d->cfg.report_mode, c.report_mode, sizeof(c.report_mode));
     memcpy(d->cfg.report_formats, c.report_formats, sizeof(c.report_formats));
-    memcpy(d->cfg.webhook_url, c.webhook_url, sizeof(c.webhook_url));
-    memcpy(d->cfg.webhook_token, c.webhook_token, sizeof(c.webhook_token));
-    memcpy(d->cfg.webhook_hmac_key, c.webhook_hmac_key, sizeof(c.webhook_hmac_key));
-    d->cfg.webhook_timeout = c.webhook_timeout;
-    d->cfg.retry_initial = c.retry_initial;
-    d->cfg.retry_max = c.retry_max;
+    memcpy(&d->cfg.webhook, &c.webhook, sizeof(c.webhook));
+    memcpy(&d->cfg.mllp, &c.mllp, sizeof(c.mllp));
+    memcpy(d->cfg.named, c.named, sizeof(c.named));
+    d->cfg.n_named = c.n_named;
     d->rule = rule;
     (void)nn_triage_rule_text(&d->rule, d->model, d->rule_text, sizeof(d->rule_text));
     d->shadow = !strcmp(d->cfg.report_mode, "shadow");

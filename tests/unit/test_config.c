@@ -92,7 +92,7 @@ static void test_valid_file(void **state)
     assert_int_equal(c.dicom_port, 4242);
     assert_string_equal(c.ae_title, "MY AE");
     assert_string_equal(c.allowed_calling_aets, "ORTHANC, PACS1");
-    assert_string_equal(c.webhook_url, "https://ehr.example/cxr");
+    assert_string_equal(c.webhook.url, "https://ehr.example/cxr");
     assert_true(c.log_phi);
     assert_int_equal(c.http_port, 9090);
     assert_string_equal(c.thresholds, "COVID-19=0.75, Lung Opacity = 0.5");
@@ -204,7 +204,7 @@ static void test_huge_line(void **state)
     assert_non_null(strstr(errors, "at most 190 are allowed"));
     assert_null(strstr(errors, ":3:")); /* parsing went on */
     assert_int_equal(c.dicom_port, 5);
-    assert_string_equal(c.webhook_url, "");
+    assert_string_equal(c.webhook.url, "");
     free(errors);
     free(text);
 }
@@ -297,6 +297,60 @@ static void test_thresholds_and_allow_list(void **state)
     assert_false(cfg_aet_allowed("ORTHANC", "orthanc", "127.0.0.1"));
 }
 
+static void test_destinations(void **state)
+{
+    static struct cfg_config c; /* large: keep it off the stack */
+    const struct cfg_dest *d[16];
+    struct cxr_buf dump;
+    char *errors;
+    (void)state;
+
+    assert_int_equal(load("[webhook]\nurl = https://a.example/r\nformat = fhir\n"
+                          "[mllp]\nhost = 127.0.0.1\nport = 2600\n"
+                          "[webhook second]\nurl = http://b.example/x\nbearer_token = tok\n"
+                          "max_age = 3600\n[mllp lab-1]\nhost = ::1\n",
+                          &c, &errors),
+                     CXR_OK);
+    free(errors);
+    assert_int_equal(cfg_destinations(&c, d, 16), 4);
+    assert_string_equal(d[0]->name, "webhook");
+    assert_string_equal(d[0]->format, "fhir");
+    assert_int_equal(d[1]->kind, CFG_DEST_MLLP);
+    assert_int_equal(d[1]->port, 2600);
+    assert_string_equal(d[1]->format, "hl7");
+    assert_string_equal(d[2]->name, "second");
+    assert_int_equal(d[2]->max_age, 3600);
+    assert_int_equal(d[2]->timeout, 10);
+    assert_string_equal(d[3]->name, "lab-1");
+    assert_int_equal(d[3]->port, 2575);
+    cxr_buf_init(&dump, 1 << 20);
+    assert_int_equal(cfg_dump(&c, &dump), CXR_OK);
+    assert_non_null(strstr(cxr_buf_str(&dump), "[webhook second]\nurl = http://b.example/x\n"));
+    assert_non_null(strstr(cxr_buf_str(&dump), "bearer_token = ********"));
+    assert_null(strstr(cxr_buf_str(&dump), "= tok\n"));
+    cxr_buf_done(&dump);
+
+    /* No destination configured: reports stay in the local outbox. */
+    cfg_defaults(&c);
+    assert_int_equal(cfg_destinations(&c, d, 16), 0);
+
+    assert_int_equal(load("[webhook x]\nformat = hl7\n", &c, &errors), CXR_EPARSE);
+    assert_non_null(strstr(errors, ":1: [webhook x] url: missing"));
+    free(errors);
+    assert_int_equal(load("[mllp]\nurl = http://x\n", &c, &errors), CXR_EPARSE);
+    assert_non_null(strstr(errors, "[mllp] url: unknown key"));
+    free(errors);
+    assert_int_equal(load("[webhook a]\nurl = http://x\nurl = http://y\n", &c, &errors), CXR_EPARSE);
+    assert_non_null(strstr(errors, ":3: [webhook a] url: duplicate key, first set on line 2"));
+    free(errors);
+    assert_int_equal(load("[webhook bad name!]\nurl = http://x\n", &c, &errors), CXR_EPARSE);
+    assert_non_null(strstr(errors, "unknown section [webhook bad name!]"));
+    free(errors);
+    assert_int_equal(load("[webhook]\nformat = pdf\n", &c, &errors), CXR_EPARSE);
+    assert_non_null(strstr(errors, "expected one of hl7|fhir|both, or empty"));
+    free(errors);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -306,6 +360,7 @@ int main(void)
         cmocka_unit_test(test_huge_line),         cmocka_unit_test(test_binary_garbage),
         cmocka_unit_test(test_override_and_dump), cmocka_unit_test(test_example_file_is_valid),
         cmocka_unit_test(test_ae_title_rule),     cmocka_unit_test(test_thresholds_and_allow_list),
+        cmocka_unit_test(test_destinations),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
