@@ -438,7 +438,12 @@ void ListenerSCP::handleAssociation()
         }
     }
     const struct dcm_assoc *a = &c_->a;
-    if (cond == DUL_PEERREQUESTEDRELEASE) {
+    if (c_->aborted_by_stop.load()) {
+        /* our shutdown(2) shows up as any kind of read failure, even as a peer abort */
+        (void)ASC_abortAssociation(assoc_);
+        l_->event(a, "association.aborted", "calling_aet=%s peer=%s by=us reason=stopping",
+                  a->calling_aet, a->peer);
+    } else if (cond == DUL_PEERREQUESTEDRELEASE) {
         (void)ASC_acknowledgeRelease(assoc_);
         l_->event(a, "association.released", "calling_aet=%s peer=%s", a->calling_aet, a->peer);
     } else if (cond == DUL_PEERABORTEDASSOCIATION) {
@@ -450,12 +455,8 @@ void ListenerSCP::handleAssociation()
                   a->calling_aet, a->peer, cfg.idle_timeout);
     } else {
         (void)ASC_abortAssociation(assoc_);
-        if (c_->aborted_by_stop.load())
-            l_->event(a, "association.aborted", "calling_aet=%s peer=%s by=us reason=stopping",
-                      a->calling_aet, a->peer);
-        else
-            l_->event(a, "association.aborted", "calling_aet=%s peer=%s by=us reason=%s",
-                      a->calling_aet, a->peer, cond.text());
+        l_->event(a, "association.aborted", "calling_aet=%s peer=%s by=us reason=%s",
+                  a->calling_aet, a->peer, cond.text());
     }
 }
 
@@ -843,7 +844,9 @@ void accept_loop(dcm_listener *l)
             c->th = std::thread(connection_main, c);
         } catch (...) {
             std::lock_guard<std::mutex> g(l->mu);
-            if (c && !c->th.joinable()) {
+            if (!c) {
+                (void)::close(fd);
+            } else if (!c->th.joinable()) {
                 l->conns.remove(c);
                 delete c;
                 (void)::close(fd);

@@ -121,9 +121,9 @@ static void lsn_start(struct lsn *s, const char *name, size_t max_object, bool r
     memset(&cfg, 0, sizeof(cfg));
     cfg.listen_fd = s->fd;
     (void)snprintf(cfg.ae_title, sizeof(cfg.ae_title), "%s", AET);
-    cfg.max_associations = 6;
+    cfg.max_associations = strcmp(name, "stop") == 0 ? 1 : 6;
     cfg.max_pdu = 65536;
-    cfg.acse_timeout = 5;
+    cfg.acse_timeout = strcmp(name, "acse") == 0 ? 1 : 5;
     cfg.dimse_timeout = 10;
     cfg.idle_timeout = 10;
     cfg.max_object_bytes = max_object;
@@ -331,16 +331,28 @@ static void check_received(const char *name, bool scored)
     assert_true(dcm_spool_name_ok(base + 1));
     assert_true(strncmp(base + 1, uid, strlen(uid)) == 0);
     assert_same_dataset(name, s->path);
+    {
+        /* the spool file is a DICOM file with a File Meta header naming the same syntax */
+        char err[256];
+        dcm_file *f = NULL;
+        if (dcm_file_open(s->path, &f, err, sizeof(err)) != CXR_OK)
+            fail_msg("%s", err);
+        assert_true(dcm_file_info(f)->has_meta);
+        assert_string_equal(dcm_file_info(f)->transfer_syntax, xfer);
+        assert_string_equal(dcm_file_info(f)->sop_instance_uid, uid);
+        dcm_file_free(f);
+    }
 }
 
 /* ---- the tests ---------------------------------------------------------------------------- */
 
-static struct lsn g_main;
+static struct lsn g_main, g_acse;
 
 static int setup(void **state)
 {
     (void)state;
     lsn_start(&g_main, "main", 64u << 20, false);
+    lsn_start(&g_acse, "acse", 64u << 20, false);
     return 0;
 }
 
@@ -348,6 +360,7 @@ static int teardown(void **state)
 {
     (void)state;
     lsn_stop(&g_main);
+    lsn_stop(&g_acse);
     return 0;
 }
 
@@ -551,6 +564,30 @@ static void test_too_large(void **state)
     lsn_stop(&s);
 }
 
+/* A peer that connects and never sends its A-ASSOCIATE-RQ is dropped after acse_timeout. */
+static void test_acse_timeout(void **state)
+{
+    struct sockaddr_in sa;
+    int fd;
+    (void)state;
+    reset();
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)g_acse.port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    for (int i = 0; i < 60 && !saw_event("association.timeout", "phase=associate-rq"); i++)
+        usleep(50000);
+    assert_true(saw_event("association.timeout", "peer=127.0.0.1"));
+    {
+        char c;
+        assert_true(read(fd, &c, 1) <= 0); /* closed by the listener */
+    }
+    (void)close(fd);
+}
+
 static void test_stop_bounded(void **state)
 {
     struct lsn s;
@@ -564,6 +601,10 @@ static void test_stop_bounded(void **state)
     for (int i = 0; i < 100 && dcm_listener_active(s.l) == 0; i++)
         usleep(20000);
     assert_int_equal(dcm_listener_active(s.l), 1);
+    /* max_associations is 1 here: a second association is refused, transient */
+    assert_int_not_equal(storescu(&s, "SECOND", AET, "", "cxr_siim_8bit_rle.dcm"), 0);
+    assert_true(saw_event("association.refused", "reason=too-many-associations"));
+    assert_int_equal(sh("grep -q 'Rejected Transient' '%s/storescu.log'", g_tmp), 0);
     t = now_s();
     dcm_listener_stop(s.l, 300);
     t = now_s() - t;
@@ -583,7 +624,7 @@ int main(void)
         cmocka_unit_test(test_store_directory), cmocka_unit_test(test_parallel),
         cmocka_unit_test(test_refusals),        cmocka_unit_test(test_stored_refuses),
         cmocka_unit_test(test_other_classes),   cmocka_unit_test(test_too_large),
-        cmocka_unit_test(test_stop_bounded),
+        cmocka_unit_test(test_acse_timeout),    cmocka_unit_test(test_stop_bounded),
     };
     int rc;
 
