@@ -581,8 +581,7 @@ Uint16 ListenerSCP::store_file(T_DIMSE_C_StoreRQ &req, const DcmPresentationCont
                                double t0)
 {
     const struct dcm_assoc *a = &c_->a;
-    struct dcm_stored s;
-    std::memset(&s, 0, sizeof(s));
+    struct dcm_stored s = {};
     s.assoc = a;
     Uint16 status = STATUS_Success;
     const char *why = nullptr;

@@ -114,6 +114,7 @@ static void lsn_start(struct lsn *s, const char *name, size_t max_object, bool r
     socklen_t sl = sizeof(sa);
     char err[256];
 
+    memset(&sa, 0, sizeof(sa));
     assert_int_equal(dcm_listen_socket("127.0.0.1", 0, &s->fd, err, sizeof(err)), CXR_OK);
     assert_int_equal(getsockname(s->fd, (struct sockaddr *)&sa, &sl), 0);
     s->port = ntohs(sa.sin_port);
@@ -259,7 +260,7 @@ static int g_exact, g_dumped;
 static void assert_same_dataset(const char *sent, const char *got)
 {
     char p[4400];
-    size_t la, lb, oa, ob;
+    size_t la = 0, lb = 0, oa, ob;
     unsigned char *a, *b;
     (void)snprintf(p, sizeof(p), "%s/%s", g_data, sent);
     a = slurp(p, &la);
