@@ -488,6 +488,39 @@ static void test_parallel(void **state)
     assert_int_equal(count_dir(&g_main, "tmp"), 0);
 }
 
+/* Not a pass/fail bound (the machine is shared): prints what one and four associations
+ * sustain with write + fsync + rename + directory fsync per 2 MB image, on the test's disk. */
+static void test_throughput(void **state)
+{
+    const char *f = "cxr_siim_12bit_rescale_window.dcm";
+    char files[2048] = "";
+    double t1, t4;
+    (void)state;
+    reset();
+    for (int i = 0; i < 40; i++) {
+        (void)strncat(files, f, sizeof(files) - strlen(files) - 2);
+        (void)strncat(files, " ", sizeof(files) - strlen(files) - 1);
+    }
+    t1 = now_s();
+    assert_int_equal(storescu(&g_main, "SCU", AET, "", files), 0);
+    t1 = now_s() - t1;
+    assert_int_equal(g_nstored, 40);
+    reset();
+    files[strlen(f) * 10 + 10] = '\0';
+    t4 = now_s();
+    assert_int_equal(sh("cd '%s' && for i in 1 2 3 4; do (env TCP_NODELAY=1 storescu -aec %s "
+                        "127.0.0.1 %d %s >>'%s/storescu.log' 2>&1 || echo fail >>'%s/tp.fail') & "
+                        "done; wait; test ! -e '%s/tp.fail'",
+                        g_data, AET, g_main.port, files, g_tmp, g_tmp, g_tmp),
+                     0);
+    t4 = now_s() - t4;
+    assert_int_equal(g_nstored, 40);
+    printf("# 40 x 2 MB image: 1 association %.2f s (%.0f images/s), 4 x 10 in parallel %.2f s "
+           "(%.0f images/s)\n",
+           t1, 40 / t1, t4, 40 / t4);
+    assert_int_equal(count_dir(&g_main, "tmp"), 0);
+}
+
 static void test_refusals(void **state)
 {
     (void)state;
@@ -623,7 +656,7 @@ int main(void)
         cmocka_unit_test(test_spool_names),     cmocka_unit_test(test_echo),
         cmocka_unit_test(test_store_one),       cmocka_unit_test(test_transfer_syntaxes),
         cmocka_unit_test(test_store_directory), cmocka_unit_test(test_parallel),
-        cmocka_unit_test(test_refusals),        cmocka_unit_test(test_stored_refuses),
+        cmocka_unit_test(test_throughput),      cmocka_unit_test(test_refusals),        cmocka_unit_test(test_stored_refuses),
         cmocka_unit_test(test_other_classes),   cmocka_unit_test(test_too_large),
         cmocka_unit_test(test_acse_timeout),    cmocka_unit_test(test_stop_bounded),
     };
