@@ -2,7 +2,8 @@
  * net.c - the plain-C half of the C-STORE listener: the listening socket the daemon hands to
  * dcm_listener_start() and the spool file name rule.
  *
- * Design. The socket is made here, not by DCMTK: DCMTK 3.6.7 binds its acceptor to INADDR_ANY
+ * Design. The socket is made here (non-blocking: the listener polls it, and a connection reset
+ * between poll and accept must not block its accept thread), not by DCMTK: DCMTK 3.6.7 binds its acceptor to INADDR_ANY
  * (IPv4 only) and has no bind-address option, so the daemon binds to the configured numeric
  * address itself (and systemd socket activation can hand over the same kind of socket).
  * Spool names are "<SOP Instance UID>.<epoch-ms>-<counter>.dcm": the UID is checked to be a
@@ -48,7 +49,7 @@ cxr_err dcm_listen_socket(const char *address, int port, int *ret_fd, char *errb
         s4->sin_port = htons((uint16_t)port);
         sslen = sizeof(*s4);
     }
-    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return px_err(errbuf, errlen, CXR_ENET, "listen: socket: %s", strerror(errno));
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)

@@ -23,6 +23,10 @@
  * ASC_receiveAssociation() parses it without waiting on the network. The thread keeps its own
  * descriptor of the socket (DCMTK gets a dup): TCP_NODELAY is set on it before anything is
  * answered, and at stop shutdown(2) on it ends a running association without racing a close.
+ * The listening socket is switched to O_NONBLOCK (a reset between poll and accept would block
+ * accept(2) and with it dcm_listener_stop); it is never closed here.
+ * Side effects of DCMTK on the process: SIGPIPE is ignored (DUL does it at network start) and
+ * dcmExternalSocketHandle belongs to the listener: one listener per process.
  *
  * Storing. The data set is written by DIMSE_receiveDataSetInFile() into our own DcmOutputStream
  * whose consumer write(2)s to spool_dir/tmp/<unique>.part behind a File Meta Information header
@@ -451,8 +455,10 @@ void ListenerSCP::handleAssociation()
                   a->peer);
     } else if (cond == DIMSE_NODATAAVAILABLE) {
         (void)ASC_abortAssociation(assoc_);
-        l_->event(a, "association.timeout", "calling_aet=%s peer=%s idle_timeout=%d",
-                  a->calling_aet, a->peer, cfg.idle_timeout);
+        l_->event(a, "association.timeout",
+                  "calling_aet=%s peer=%s reason=no message within idle_timeout=%d s "
+                  "(or dimse_timeout=%d s inside one)",
+                  a->calling_aet, a->peer, cfg.idle_timeout, cfg.dimse_timeout);
     } else {
         (void)ASC_abortAssociation(assoc_);
         l_->event(a, "association.aborted", "calling_aet=%s peer=%s by=us reason=%s",
@@ -815,8 +821,14 @@ void accept_loop(dcm_listener *l)
         if (!(p[0].revents & POLLIN))
             continue;
         int fd = accept4(l->cfg.listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* the connection stays queued; do not spin on it */
+                struct timespec ts = {0, 100 * 1000 * 1000};
+                (void)nanosleep(&ts, nullptr);
+            }
             continue;
+        }
         size_t live;
         {
             std::lock_guard<std::mutex> g(l->mu);
@@ -963,6 +975,13 @@ extern "C" cxr_err dcm_listener_start(const struct dcm_listener_config *cfg,
             return px_err(errbuf, errlen, CXR_EIO, "listener: %s", std::strerror(e));
         }
         configure(l);
+        /* A connection reset between poll and accept must not block the acceptor (and stop). */
+        const int fl = fcntl(cfg->listen_fd, F_GETFL);
+        if (fl < 0 || fcntl(cfg->listen_fd, F_SETFL, fl | O_NONBLOCK) != 0) {
+            int e = errno;
+            destroy(l);
+            return px_err(errbuf, errlen, CXR_EINVAL, "listener: listen_fd: %s", std::strerror(e));
+        }
         OFCondition c;
         {
             /* With the global set, the acceptor network binds nothing (see DESIGN). */
