@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -125,8 +126,8 @@ static void lsn_start(struct lsn *s, const char *name, size_t max_object, bool r
     cfg.max_associations = strcmp(name, "stop") == 0 ? 1 : 6;
     cfg.max_pdu = 65536;
     cfg.acse_timeout = strcmp(name, "acse") == 0 ? 1 : 5;
-    cfg.dimse_timeout = 10;
-    cfg.idle_timeout = 10;
+    cfg.dimse_timeout = strcmp(name, "acse") == 0 ? 1 : 10;
+    cfg.idle_timeout = strcmp(name, "acse") == 0 ? 1 : 10;
     cfg.max_object_bytes = max_object;
     cfg.refuse_other_classes = refuse_other;
     (void)snprintf(cfg.spool_dir, sizeof(cfg.spool_dir), "%s", s->spool);
@@ -622,6 +623,38 @@ static void test_acse_timeout(void **state)
     (void)close(fd);
 }
 
+/* An association that goes quiet (the SCU is stopped with SIGSTOP) is aborted after
+ * idle_timeout (1 s on this listener). */
+static void test_idle_timeout(void **state)
+{
+    char pidf[400];
+    FILE *f;
+    int pid = 0;
+    (void)state;
+    reset();
+    (void)snprintf(pidf, sizeof(pidf), "%s/echoscu.pid", g_tmp);
+    assert_int_equal(sh("env TCP_NODELAY=1 echoscu -aec %s --repeat 1000000 127.0.0.1 %d "
+                        ">/dev/null 2>&1 & echo $! >'%s'",
+                        AET, g_acse.port, pidf),
+                     0);
+    f = fopen(pidf, "r");
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%d", &pid), 1);
+    (void)fclose(f);
+    for (int i = 0; i < 100 && dcm_listener_active(g_acse.l) == 0; i++)
+        usleep(20000);
+    assert_int_equal(dcm_listener_active(g_acse.l), 1);
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    for (int i = 0; i < 80 && !saw_event("association.timeout", "calling_aet=ECHOSCU"); i++)
+        usleep(50000);
+    (void)kill(pid, SIGKILL);
+    (void)kill(pid, SIGCONT);
+    assert_true(saw_event("association.timeout", "calling_aet=ECHOSCU"));
+    for (int i = 0; i < 50 && dcm_listener_active(g_acse.l) != 0; i++)
+        usleep(20000);
+    assert_int_equal(dcm_listener_active(g_acse.l), 0);
+}
+
 static void test_stop_bounded(void **state)
 {
     struct lsn s;
@@ -658,7 +691,7 @@ int main(void)
         cmocka_unit_test(test_store_directory), cmocka_unit_test(test_parallel),
         cmocka_unit_test(test_throughput),      cmocka_unit_test(test_refusals),        cmocka_unit_test(test_stored_refuses),
         cmocka_unit_test(test_other_classes),   cmocka_unit_test(test_too_large),
-        cmocka_unit_test(test_acse_timeout),    cmocka_unit_test(test_stop_bounded),
+        cmocka_unit_test(test_acse_timeout),    cmocka_unit_test(test_idle_timeout),    cmocka_unit_test(test_stop_bounded),
     };
     int rc;
 
