@@ -582,6 +582,24 @@ static void test_other_classes(void **state)
     lsn_stop(&s);
 }
 
+/* A SOP Instance UID that is not a UID never becomes a path: 0xC000, nothing kept. */
+static void test_bad_uid(void **state)
+{
+    (void)state;
+    reset();
+    assert_int_equal(sh("cp '%s/pydicom_CT_small.dcm' '%s/baduid.dcm' && chmod u+w '%s/baduid.dcm' && "
+                        "dcmodify -nb -m '(0008,0018)=1.2.3.abc/../x' '%s/baduid.dcm' >/dev/null 2>&1",
+                        g_data, g_tmp, g_tmp, g_tmp),
+                     0);
+    (void)sh("env TCP_NODELAY=1 storescu -v -aec %s 127.0.0.1 %d '%s/baduid.dcm' "
+             ">>'%s/storescu.log' 2>&1",
+             AET, g_main.port, g_tmp, g_tmp);
+    assert_int_equal(g_nstored, 0);
+    assert_true(saw_event("store.failed", "status=0xc000 reason=sop-instance-uid-invalid"));
+    assert_int_equal(sh("grep -q 'Error: CannotUnderstand' '%s/storescu.log'", g_tmp), 0);
+    assert_int_equal(count_dir(&g_main, "tmp"), 0);
+}
+
 static void test_too_large(void **state)
 {
     struct lsn s;
@@ -690,7 +708,7 @@ int main(void)
         cmocka_unit_test(test_store_one),       cmocka_unit_test(test_transfer_syntaxes),
         cmocka_unit_test(test_store_directory), cmocka_unit_test(test_parallel),
         cmocka_unit_test(test_throughput),      cmocka_unit_test(test_refusals),        cmocka_unit_test(test_stored_refuses),
-        cmocka_unit_test(test_other_classes),   cmocka_unit_test(test_too_large),
+        cmocka_unit_test(test_other_classes),   cmocka_unit_test(test_bad_uid),   cmocka_unit_test(test_too_large),
         cmocka_unit_test(test_acse_timeout),    cmocka_unit_test(test_idle_timeout),    cmocka_unit_test(test_stop_bounded),
     };
     int rc;
