@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -32,6 +34,7 @@
 
 static char g_data[4200];
 static char g_tmp[256];
+static bool g_have_small_fs; /* g_tmp/full is a 3 MiB tmpfs in our own mount namespace */
 
 /* ---- what the callbacks saw ------------------------------------------------------------ */
 
@@ -600,18 +603,44 @@ static void test_bad_uid(void **state)
     assert_int_equal(count_dir(&g_main, "tmp"), 0);
 }
 
+/* ENOSPC while a data set streams in: 0xA700, nothing half-written left, the association goes on. */
+static void test_disk_full(void **state)
+{
+    struct lsn s;
+    (void)state;
+    if (!g_have_small_fs) {
+        printf("# skipped: no private mount namespace for a small tmpfs (needs root)\n");
+        skip();
+    }
+    reset();
+    lsn_start(&s, "full", 64u << 20, false);
+    (void)sh(": >'%s/storescu.log'", g_tmp);
+    (void)storescu(&s, "SCU", AET, "-v",
+                   "cxr_siim_12bit_rescale_window.dcm cxr_siim_12bit_rescale_window.dcm");
+    assert_int_equal(g_nstored, 1); /* the first 2 MB image fits, the second does not */
+    assert_true(saw_event("store.failed", "status=0xa700 reason=disk-full"));
+    /* answered on the association (not aborted) */
+    assert_int_equal(sh("grep -q 'Refused: OutOfResources' '%s/storescu.log'", g_tmp), 0);
+    assert_int_equal(count_dir(&s, "tmp"), 0);
+    assert_int_equal(count_dir(&s, "in"), 1);
+    lsn_stop(&s);
+}
+
 static void test_too_large(void **state)
 {
     struct lsn s;
     (void)state;
     reset();
     lsn_start(&s, "small", 100000, false);
-    (void)storescu(&s, "SCU", AET, "", "cxr_siim_8bit_explicit_le.dcm");
+    (void)sh(": >'%s/storescu.log'", g_tmp);
+    (void)storescu(&s, "SCU", AET, "-v", "cxr_siim_8bit_explicit_le.dcm");
     assert_int_equal(g_nstored, 0);
     assert_true(saw_event("store.failed", "reason=too-large"));
+    /* the rest of the data set was drained, not written, and the refusal answered in time */
+    assert_int_equal(sh("grep -q 'Refused: OutOfResources' '%s/storescu.log'", g_tmp), 0);
     assert_int_equal(count_dir(&s, "in"), 0);
     assert_int_equal(count_dir(&s, "tmp"), 0);
-    /* the association survived the refusal: a small object after it still goes through */
+    /* objects under the cap still go through */
     assert_int_equal(storescu(&s, "SCU", AET, "", "pydicom_CT_small.dcm"), 0);
     assert_int_equal(g_nstored, 1);
     lsn_stop(&s);
@@ -708,7 +737,8 @@ int main(void)
         cmocka_unit_test(test_store_one),       cmocka_unit_test(test_transfer_syntaxes),
         cmocka_unit_test(test_store_directory), cmocka_unit_test(test_parallel),
         cmocka_unit_test(test_throughput),      cmocka_unit_test(test_refusals),        cmocka_unit_test(test_stored_refuses),
-        cmocka_unit_test(test_other_classes),   cmocka_unit_test(test_bad_uid),   cmocka_unit_test(test_too_large),
+        cmocka_unit_test(test_other_classes),   cmocka_unit_test(test_bad_uid),
+        cmocka_unit_test(test_disk_full),   cmocka_unit_test(test_too_large),
         cmocka_unit_test(test_acse_timeout),    cmocka_unit_test(test_idle_timeout),    cmocka_unit_test(test_stop_bounded),
     };
     int rc;
@@ -728,9 +758,22 @@ int main(void)
         return 1;
     if (dcm_global_init() != CXR_OK)
         return 1;
+    {
+        /* before any thread exists: a private mount namespace with a small tmpfs */
+        char full[300];
+        (void)snprintf(full, sizeof(full), "%s/full", g_tmp);
+        g_have_small_fs = mkdir(full, 0700) == 0 && unshare(CLONE_NEWNS) == 0 &&
+                          mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+                          mount("cxrfull", full, "tmpfs", 0, "size=3m,mode=0700") == 0;
+    }
     rc = cmocka_run_group_tests(tests, setup, teardown);
     printf("# data sets byte-identical to the sent file: %d, equal by dcmdump +L: %d\n", g_exact,
            g_dumped);
+    if (g_have_small_fs) {
+        char full[300];
+        (void)snprintf(full, sizeof(full), "%s/full", g_tmp);
+        (void)umount2(full, MNT_DETACH);
+    }
     if (rc == 0)
         (void)sh("rm -rf '%s'", g_tmp);
     else
