@@ -3,12 +3,12 @@
  * dcm_listener_start() and the spool file name rule.
  *
  * Design. The socket is made here (non-blocking: the listener polls it, and a connection reset
- * between poll and accept must not block its accept thread), not by DCMTK: DCMTK 3.6.7 binds its acceptor to INADDR_ANY
- * (IPv4 only) and has no bind-address option, so the daemon binds to the configured numeric
- * address itself (and systemd socket activation can hand over the same kind of socket).
- * Spool names are "<SOP Instance UID>.<epoch-ms>-<counter>.dcm": the UID is checked to be a
- * DICOM UID ([0-9.], at most 64 characters, no empty component) before it becomes part of a
- * path, and the unique part keeps a second copy of the same UID from overwriting the first.
+ * between poll and accept must not block its accept thread), not by DCMTK: DCMTK 3.6.7 binds its
+ * acceptor to INADDR_ANY (IPv4 only) and has no bind-address option, so the daemon binds to the
+ * configured numeric address itself (and systemd socket activation can hand over the same kind of
+ * socket). Spool names are "<SOP Instance UID>.<epoch-ms>-<counter>.dcm": the UID is checked to be
+ * a DICOM UID ([0-9.], at most 64 characters, no empty component) before it becomes part of a path,
+ * and the unique part keeps a second copy of the same UID from overwriting the first.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,8 +22,7 @@
 
 #define DCM_LISTEN_BACKLOG 64
 
-cxr_err dcm_listen_socket(const char *address, int port, int *ret_fd, char *errbuf,
-                          size_t errlen)
+cxr_err dcm_listen_socket(const char *address, int port, int *ret_fd, char *errbuf, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t sslen;
@@ -54,7 +53,8 @@ cxr_err dcm_listen_socket(const char *address, int port, int *ret_fd, char *errb
         return px_err(errbuf, errlen, CXR_ENET, "listen: socket: %s", strerror(errno));
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
         goto out_close;
-    if (ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0)
+    if (ss.ss_family == AF_INET6 &&
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0)
         goto out_close;
     if (bind(fd, (struct sockaddr *)&ss, sslen) != 0)
         goto out_close;

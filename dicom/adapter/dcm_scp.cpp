@@ -85,7 +85,8 @@ extern "C" {
 #include "dicom_int.h"
 }
 
-namespace {
+namespace
+{
 
 constexpr int DCM_SCP_SLACK = 4;            /* threads beyond max_associations, to refuse */
 constexpr size_t DCM_MAX_RQ_PDU = 1u << 20; /* an A-ASSOCIATE-RQ larger than this is dropped */
@@ -171,13 +172,28 @@ bool is_scored_class(const char *uid)
 
 /* The spool writer: DCMTK's DcmOutputStream over a consumer that write(2)s to our descriptor,
  * with the byte cap and the errno of the first failure. */
-class SpoolConsumer : public DcmConsumer {
+class SpoolConsumer : public DcmConsumer
+{
   public:
-    SpoolConsumer(int fd, size_t cap) : fd_(fd), cap_(cap) {}
-    OFBool good() const override { return err_ == 0; }
-    OFCondition status() const override { return err_ == 0 ? EC_Normal : EC_InvalidStream; }
-    OFBool isFlushed() const override { return OFTrue; }
-    offile_off_t avail() const override { return err_ == 0 ? OFstatic_cast(offile_off_t, 1 << 30) : 0; }
+    SpoolConsumer(int fd, size_t cap) : fd_(fd), cap_(cap)
+    {
+    }
+    OFBool good() const override
+    {
+        return err_ == 0;
+    }
+    OFCondition status() const override
+    {
+        return err_ == 0 ? EC_Normal : EC_InvalidStream;
+    }
+    OFBool isFlushed() const override
+    {
+        return OFTrue;
+    }
+    offile_off_t avail() const override
+    {
+        return err_ == 0 ? OFstatic_cast(offile_off_t, 1 << 30) : 0;
+    }
     offile_off_t write(const void *buf, offile_off_t buflen) override
     {
         if (err_ != 0 || buflen <= 0)
@@ -202,9 +218,17 @@ class SpoolConsumer : public DcmConsumer {
         written_ += done;
         return OFstatic_cast(offile_off_t, done);
     }
-    void flush() override {}
-    int err() const { return err_; }
-    size_t written() const { return written_; }
+    void flush() override
+    {
+    }
+    int err() const
+    {
+        return err_;
+    }
+    size_t written() const
+    {
+        return written_;
+    }
 
   private:
     int fd_;
@@ -213,9 +237,12 @@ class SpoolConsumer : public DcmConsumer {
     int err_ = 0;
 };
 
-class SpoolStream : public DcmOutputStream {
+class SpoolStream : public DcmOutputStream
+{
   public:
-    explicit SpoolStream(SpoolConsumer *c) : DcmOutputStream(c) {}
+    explicit SpoolStream(SpoolConsumer *c) : DcmOutputStream(c)
+    {
+    }
 };
 
 } // namespace
@@ -227,8 +254,8 @@ struct dcm_listener {
     struct dcm_listener_ops ops;
     T_ASC_Network *net = nullptr;
     DcmSharedSCPConfig shared;
-    int wakefd = -1;     /* eventfd: stop */
-    int indirfd = -1;    /* spool_dir/in, for fsync after each rename */
+    int wakefd = -1;  /* eventfd: stop */
+    int indirfd = -1; /* spool_dir/in, for fsync after each rename */
     std::string tmpdir, indir;
     std::set<std::string> classes; /* storage SOP classes whose contexts we accept */
     std::thread acceptor;
@@ -254,7 +281,8 @@ struct dcm_listener {
 struct dcm_conn {
     dcm_listener *l = nullptr;
     int fd = -1; /* ours; DCMTK owns a dup */
-    struct dcm_assoc a {};
+    struct dcm_assoc a {
+    };
     std::thread th;
     std::atomic<bool> done{false};
     std::atomic<bool> aborted_by_stop{false};
@@ -272,17 +300,22 @@ void dcm_listener::event(const struct dcm_assoc *a, const char *kind, const char
     ops.event(ops.user, a, kind, detail);
 }
 
-namespace {
+namespace
+{
 
 /* The per-association SCP: DCMTK's DcmThreadSCP with our admission, refusals, idle timeout and
  * C-STORE handling. */
-class ListenerSCP : public DcmThreadSCP {
+class ListenerSCP : public DcmThreadSCP
+{
   public:
     ListenerSCP(dcm_listener *l, dcm_conn *c, T_ASC_Association *assoc)
         : l_(l), c_(c), assoc_(assoc)
     {
     }
-    bool admitted() const { return admitted_; }
+    bool admitted() const
+    {
+        return admitted_;
+    }
 
   protected:
     void notifyAssociationRequest(const T_ASC_Parameters &params,
@@ -393,7 +426,7 @@ void ListenerSCP::refuseAssociation(const DcmRefuseReasonType reason)
     }
     refuse_event(reason == DCMSCP_NO_PRESENTATION_CONTEXTS ? "no-acceptable-presentation-context"
                  : reason == DCMSCP_BAD_APPLICATION_CONTEXT_NAME ? "bad-application-context"
-                                                                  : "negotiation");
+                                                                 : "negotiation");
     DcmThreadSCP::refuseAssociation(reason);
 }
 
@@ -433,8 +466,8 @@ void ListenerSCP::handleAssociation()
     while (cond.good()) {
         T_DIMSE_Message msg;
         T_ASC_PresentationContextID pres = 0;
-        cond = DIMSE_receiveCommand(assoc_, DIMSE_NONBLOCKING, cfg.idle_timeout, &pres, &msg,
-                                    nullptr);
+        cond =
+            DIMSE_receiveCommand(assoc_, DIMSE_NONBLOCKING, cfg.idle_timeout, &pres, &msg, nullptr);
         if (cond.good()) {
             DcmPresentationContextInfo info;
             (void)getPresentationContextInfo(assoc_, pres, info);
@@ -491,8 +524,8 @@ bool write_meta(SpoolStream &out, T_DIMSE_C_StoreRQ &req, const DcmPresentationC
     if (ff.validateMetaInfo(x.getXfer()).bad())
         return false;
     meta->transferInit();
-    OFCondition c = meta->write(out, META_HEADER_DEFAULT_TRANSFERSYNTAX, EET_ExplicitLength,
-                                nullptr);
+    OFCondition c =
+        meta->write(out, META_HEADER_DEFAULT_TRANSFERSYNTAX, EET_ExplicitLength, nullptr);
     meta->transferEnd();
     return c.good() && out.good();
 }
@@ -664,8 +697,9 @@ Uint16 ListenerSCP::store_file(T_DIMSE_C_StoreRQ &req, const DcmPresentationCont
     status = l_->ops.stored ? l_->ops.stored(l_->ops.user, &s) : STATUS_Success;
     if (status != STATUS_Success) {
         (void)::unlink(s.path);
-        l_->event(a, "store.failed", "calling_aet=%s peer=%s status=0x%04x reason=refused-by-daemon",
-                  a->calling_aet, a->peer, status);
+        l_->event(a, "store.failed",
+                  "calling_aet=%s peer=%s status=0x%04x reason=refused-by-daemon", a->calling_aet,
+                  a->peer, status);
     }
     return status;
 }
@@ -685,7 +719,8 @@ void peer_address(int fd, char *dst, size_t len)
                         OFstatic_cast(socklen_t, len));
 }
 
-/* Waits (outside g_ext_lock) until the whole A-ASSOCIATE-RQ is queued on fd. 0 ok, else a reason. */
+/* Waits (outside g_ext_lock) until the whole A-ASSOCIATE-RQ is queued on fd. 0 ok, else a reason.
+ */
 const char *wait_for_rq(dcm_listener *l, int fd)
 {
     const double deadline = mono_ms() + 1000.0 * l->cfg.acse_timeout;
@@ -698,8 +733,9 @@ const char *wait_for_rq(dcm_listener *l, int fd)
         if (n == 6) {
             if (h[0] != 0x01)
                 return "not-an-associate-rq";
-            size_t plen = (OFstatic_cast(size_t, h[2]) << 24) | (OFstatic_cast(size_t, h[3]) << 16) |
-                          (OFstatic_cast(size_t, h[4]) << 8) | h[5];
+            size_t plen = (OFstatic_cast(size_t, h[2]) << 24) |
+                          (OFstatic_cast(size_t, h[3]) << 16) | (OFstatic_cast(size_t, h[4]) << 8) |
+                          h[5];
             if (plen > DCM_MAX_RQ_PDU)
                 return "associate-rq-too-large";
             need = plen + 6;
@@ -733,8 +769,8 @@ void run_connection(dcm_conn *c)
 
     const char *why = wait_for_rq(l, c->fd);
     if (why) {
-        l->event(&c->a, std::strcmp(why, "timeout") == 0 ? "association.timeout"
-                                                         : "association.aborted",
+        l->event(&c->a,
+                 std::strcmp(why, "timeout") == 0 ? "association.timeout" : "association.aborted",
                  "peer=%s phase=associate-rq reason=%s", c->a.peer, why);
         return;
     }
@@ -844,8 +880,7 @@ void accept_loop(dcm_listener *l)
                 /* even the refusing threads are all busy: close without an A-ASSOCIATE-RJ */
                 peer_address(fd, c->a.peer, sizeof(c->a.peer));
                 l->event(&c->a, "association.refused",
-                         "calling_aet= called_aet= peer=%s reason=too-many-connections",
-                         c->a.peer);
+                         "calling_aet= called_aet= peer=%s reason=too-many-connections", c->a.peer);
                 (void)::close(fd);
                 delete c;
                 continue;
@@ -943,8 +978,8 @@ extern "C" cxr_err dcm_listener_start(const struct dcm_listener_config *cfg,
         if (!cfg || !ops || !ret || cfg->listen_fd < 0 || cfg->max_associations < 1 ||
             cfg->max_associations > 4096 || cfg->max_pdu < 4096 || cfg->max_pdu > 131072 ||
             cfg->acse_timeout < 1 || cfg->dimse_timeout < 1 || cfg->idle_timeout < 1 ||
-            cfg->max_object_bytes == 0 || !cfg->spool_dir[0] || !ops->stored ||
-            !cfg->ae_title[0] || std::strlen(cfg->ae_title) > 16)
+            cfg->max_object_bytes == 0 || !cfg->spool_dir[0] || !ops->stored || !cfg->ae_title[0] ||
+            std::strlen(cfg->ae_title) > 16)
             return px_err(errbuf, errlen, CXR_EINVAL, "listener: invalid configuration");
         if (dcm_global_init() != CXR_OK)
             return px_err(errbuf, errlen, CXR_EDICOM, "listener: DCMTK data dictionary missing");

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -17,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sched.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -427,16 +427,19 @@ static void test_transfer_syntaxes(void **state)
             fail_msg("storescu %s %s failed (see %s/storescu.log)", k_syntaxes[i][1],
                      k_syntaxes[i][0], g_tmp);
         check_received(k_syntaxes[i][0], strncmp(k_syntaxes[i][0], "cxr_", 4) == 0 ||
-                                            strncmp(k_syntaxes[i][0], "txrv_", 5) == 0 ||
-                                            strstr(k_syntaxes[i][0], "_SC_") != NULL);
+                                             strncmp(k_syntaxes[i][0], "txrv_", 5) == 0 ||
+                                             strstr(k_syntaxes[i][0], "_SC_") != NULL);
     }
     assert_int_equal(count_dir(&g_main, "tmp"), 0);
 }
 
 static const char *const k_dir_files[] = {
-    "cxr_siim_8bit_explicit_le.dcm", "cxr_siim_8bit_mono1_inverted.dcm",
-    "cxr_siim_12bit_rescale_window.dcm", "cxr_siim_16bit_signed_window.dcm",
-    "cxr_rg1_15bit_mono1_half_explicit_le.dcm", "cxr_siim_8bit_odd_513x777.dcm",
+    "cxr_siim_8bit_explicit_le.dcm",
+    "cxr_siim_8bit_mono1_inverted.dcm",
+    "cxr_siim_12bit_rescale_window.dcm",
+    "cxr_siim_16bit_signed_window.dcm",
+    "cxr_rg1_15bit_mono1_half_explicit_le.dcm",
+    "cxr_siim_8bit_odd_513x777.dcm",
 };
 
 static void test_store_directory(void **state)
@@ -590,10 +593,11 @@ static void test_bad_uid(void **state)
 {
     (void)state;
     reset();
-    assert_int_equal(sh("cp '%s/pydicom_CT_small.dcm' '%s/baduid.dcm' && chmod u+w '%s/baduid.dcm' && "
-                        "dcmodify -nb -m '(0008,0018)=1.2.3.abc/../x' '%s/baduid.dcm' >/dev/null 2>&1",
-                        g_data, g_tmp, g_tmp, g_tmp),
-                     0);
+    assert_int_equal(
+        sh("cp '%s/pydicom_CT_small.dcm' '%s/baduid.dcm' && chmod u+w '%s/baduid.dcm' && "
+           "dcmodify -nb -m '(0008,0018)=1.2.3.abc/../x' '%s/baduid.dcm' >/dev/null 2>&1",
+           g_data, g_tmp, g_tmp, g_tmp),
+        0);
     (void)sh("env TCP_NODELAY=1 storescu -v -aec %s 127.0.0.1 %d '%s/baduid.dcm' "
              ">>'%s/storescu.log' 2>&1",
              AET, g_main.port, g_tmp, g_tmp);
@@ -603,7 +607,8 @@ static void test_bad_uid(void **state)
     assert_int_equal(count_dir(&g_main, "tmp"), 0);
 }
 
-/* ENOSPC while a data set streams in: 0xA700, nothing half-written left, the association goes on. */
+/* ENOSPC while a data set streams in: 0xA700, nothing half-written left, the association goes on.
+ */
 static void test_disk_full(void **state)
 {
     struct lsn s;
@@ -710,8 +715,8 @@ static void test_stop_bounded(void **state)
     reset();
     lsn_start(&s, "stop", 64u << 20, false);
     /* an association kept busy with C-ECHOs */
-    (void)sh("(env TCP_NODELAY=1 echoscu -aec %s --repeat 1000000 127.0.0.1 %d >/dev/null 2>&1 &)", AET,
-             s.port);
+    (void)sh("(env TCP_NODELAY=1 echoscu -aec %s --repeat 1000000 127.0.0.1 %d >/dev/null 2>&1 &)",
+             AET, s.port);
     for (int i = 0; i < 100 && dcm_listener_active(s.l) == 0; i++)
         usleep(20000);
     assert_int_equal(dcm_listener_active(s.l), 1);
@@ -736,10 +741,11 @@ int main(void)
         cmocka_unit_test(test_spool_names),     cmocka_unit_test(test_echo),
         cmocka_unit_test(test_store_one),       cmocka_unit_test(test_transfer_syntaxes),
         cmocka_unit_test(test_store_directory), cmocka_unit_test(test_parallel),
-        cmocka_unit_test(test_throughput),      cmocka_unit_test(test_refusals),        cmocka_unit_test(test_stored_refuses),
-        cmocka_unit_test(test_other_classes),   cmocka_unit_test(test_bad_uid),
-        cmocka_unit_test(test_disk_full),   cmocka_unit_test(test_too_large),
-        cmocka_unit_test(test_acse_timeout),    cmocka_unit_test(test_idle_timeout),    cmocka_unit_test(test_stop_bounded),
+        cmocka_unit_test(test_throughput),      cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_stored_refuses),  cmocka_unit_test(test_other_classes),
+        cmocka_unit_test(test_bad_uid),         cmocka_unit_test(test_disk_full),
+        cmocka_unit_test(test_too_large),       cmocka_unit_test(test_acse_timeout),
+        cmocka_unit_test(test_idle_timeout),    cmocka_unit_test(test_stop_bounded),
     };
     int rc;
 
