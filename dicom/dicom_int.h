@@ -5,6 +5,7 @@
 #ifndef CXR_DICOM_INT_H
 #define CXR_DICOM_INT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "dicom.h"
@@ -25,6 +26,10 @@ cxr_err px_image_alloc(struct px_image *img, int w, int h, int ch, const char *n
  * before DCMTK allocates anything from them; see dcmscan.c. CXR_EPARSE + text on failure. */
 cxr_err dcm_scan_structure(const void *data, size_t len, const char *name, char *errbuf,
                            size_t errlen);
+
+/* A DICOM UID: 1..64 characters of [0-9.], no empty component (len chars of uid, which need
+ * not be NUL-terminated). */
+bool dcm_uid_ok(const char *uid, size_t len);
 
 #ifdef __cplusplus
 }
