@@ -188,11 +188,13 @@ cxr_err px_load_unit_mem_trace(const void *data, size_t len, const char *name, i
 cxr_err px_read_file(const char *path, char **ret_data, size_t *ret_len, char *errbuf,
                      size_t errlen);
 
-/* ---- the C-STORE listener (DCMTK's SCP pool, dicom/adapter/dcm_scp.cpp) ------------------
+/* ---- the C-STORE listener (DCMTK's dcmnet, dicom/adapter/dcm_scp.cpp) ---------------------
  *
  * DESIGN. The caller creates the listening socket itself (bound to the configured address:
- * DCMTK 3.6.7 cannot bind to one) and hands it over; the listener runs DCMTK's SCP pool on it in
- * its own thread, one thread per association up to max_associations. It turns Nagle off on every
+ * DCMTK 3.6.7 cannot bind to one) and hands it over; the listener accepts on it in its own thread
+ * and runs a DcmThreadSCP per connection, one thread per association up to max_associations
+ * (its own small pool: DCMTK 3.6.7's DcmSCPPool cannot use our socket, see dcm_scp.cpp). It
+ * turns Nagle off on every
  * accepted connection itself. Each C-STORE is written bit-preserving, as it arrives, to
  * spool_dir/tmp/; then the file is fsynced, its header (up to the pixel data, never the pixels)
  * read for the UIDs, renamed to spool_dir/in/<SOP Instance UID>.<unique>.dcm and spool_dir/in
