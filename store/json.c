@@ -209,7 +209,9 @@ cxr_err st_instance_json(const struct st_instance *in, struct cxr_buf *out)
         json_decref(o);
         return CXR_ENOMEM;
     }
-    text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    /* 15 significant digits: 0.91 prints as 0.91 and still reads back as the same double
+     * for every value a float32 model produces */
+    text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
     json_decref(o);
     if (!text)
         return CXR_ENOMEM;

@@ -10,7 +10,7 @@ set -euo pipefail
 : "${CXR_SOURCE_DIR:?run through ctest (CXR_SOURCE_DIR not set)}"
 CXR_DATA_DIR=${CXR_DATA_DIR:-}
 CXRTRIAGED="$CXR_BUILD_DIR/daemon/cxrtriaged"
-CXRTRIAGE="$CXR_BUILD_DIR/daemon/cxrtriage"
+CXRTRIAGE="$CXR_BUILD_DIR/cli/cxrtriage"
 CXRTRAIN="$CXR_BUILD_DIR/trainer/cxrtriage-train"
 export TCP_NODELAY=1 # DCMTK peers: no Nagle delay (see PEERS.md)
 
