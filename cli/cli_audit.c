@@ -81,8 +81,20 @@ static bool set_text(char *dst, size_t len, const char *value)
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
     enum {
-        O_CONFIG = 256, O_STATE_DIR, O_DB, O_SINCE, O_UNTIL, O_PATIENT, O_ACCESSION, O_STUDY,
-        O_CLASS, O_STATE, O_TRIAGE, O_LIMIT, O_FORMAT, O_UTC
+        O_CONFIG = 256,
+        O_STATE_DIR,
+        O_DB,
+        O_SINCE,
+        O_UNTIL,
+        O_PATIENT,
+        O_ACCESSION,
+        O_STUDY,
+        O_CLASS,
+        O_STATE,
+        O_TRIAGE,
+        O_LIMIT,
+        O_FORMAT,
+        O_UTC
     };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, O_CONFIG},
@@ -121,9 +133,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case O_ACCESSION: ok = set_text(o->f.accession, sizeof(o->f.accession), optarg); break;
         case O_STUDY: ok = set_text(o->f.study_uid, sizeof(o->f.study_uid), optarg); break;
         case O_CLASS: ok = set_text(o->f.class_name, sizeof(o->f.class_name), optarg); break;
-        case O_STATE:
-            o->f.has_state = ok = st_state_from_name(optarg, &o->f.state);
-            break;
+        case O_STATE: o->f.has_state = ok = st_state_from_name(optarg, &o->f.state); break;
         case O_TRIAGE:
             o->f.has_triage = true;
             if (!strcmp(optarg, "none"))
@@ -156,15 +166,16 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         }
         if (!ok) {
             char what[64];
-            (void)snprintf(what, sizeof(what), "invalid value for --%s:",
-                           li >= 0 ? longopts[li].name : "?");
+            (void)snprintf(what, sizeof(what),
+                           "invalid value for --%s:", li >= 0 ? longopts[li].name : "?");
             return bad_usage(what, optarg);
         }
         li = -1;
     }
     if (!strcmp(o->action, "show")) {
         if (optind != argc - 1)
-            return bad_usage("show needs exactly one ID or SOP Instance UID, got", argc > optind ? argv[optind] : "");
+            return bad_usage("show needs exactly one ID or SOP Instance UID, got",
+                             argc > optind ? argv[optind] : "");
         o->arg = argv[optind];
     } else if (optind < argc) {
         return bad_usage("unexpected argument", argv[optind]);
@@ -378,9 +389,11 @@ static void csv_field(const char *s, bool last)
 }
 
 static const char *const csv_header[] = {
-    "id", "received_at", "sop_instance_uid", "study_instance_uid", "patient_id", "accession",
-    "calling_aet", "peer", "state", "triage", "top_class", "top_score", "scores",
-    "triage_reason", "gate_reason", "error", "model_digest", "duplicate_of"};
+    "id",           "received_at",   "sop_instance_uid", "study_instance_uid",
+    "patient_id",   "accession",     "calling_aet",      "peer",
+    "state",        "triage",        "top_class",        "top_score",
+    "scores",       "triage_reason", "gate_reason",      "error",
+    "model_digest", "duplicate_of"};
 
 static void csv_row(const struct st_instance *in)
 {
@@ -440,8 +453,10 @@ static void table_row(struct list_ctx *c, const struct st_instance *in)
     clip(in->r.calling_aet[0] ? in->r.calling_aet : "-", 16, aet, sizeof(aet));
     if (in->duplicate_of > 0)
         (void)snprintf(dup, sizeof(dup), "duplicate of %" PRId64, in->duplicate_of);
-    clip(res->error[0] ? res->error : res->gate_reason[0] ? res->gate_reason : dup, 48, note,
-         sizeof(note));
+    clip(res->error[0]         ? res->error
+         : res->gate_reason[0] ? res->gate_reason
+                               : dup,
+         48, note, sizeof(note));
     row[0] = id;
     row[1] = when;
     row[2] = st_state_name(res->state);
@@ -459,9 +474,7 @@ static bool list_fn(void *user, const struct st_instance *in)
     struct list_ctx *c = user;
     c->n++;
     switch (c->o->fmt) {
-    case FMT_CSV:
-        csv_row(in);
-        break;
+    case FMT_CSV: csv_row(in); break;
     case FMT_JSON:
         cxr_buf_reset(&c->line);
         c->err = st_instance_json(in, &c->line);
@@ -469,9 +482,7 @@ static bool list_fn(void *user, const struct st_instance *in)
             return false;
         puts(cxr_buf_str(&c->line));
         break;
-    case FMT_TABLE:
-        table_row(c, in);
-        break;
+    case FMT_TABLE: table_row(c, in); break;
     }
     return true;
 }
@@ -488,8 +499,9 @@ static int do_list(st_db *db, const struct opts *o)
         for (size_t i = 0; i < CXR_ARRAY_SIZE(csv_header); i++)
             csv_field(csv_header[i], i + 1 == CXR_ARRAY_SIZE(csv_header));
     if (o->fmt == FMT_TABLE) {
-        const char *head[NCOLS] = {"ID", recv, "STATE", "TRIAGE", "TOP", "SCORES", "ACCESSION",
-                             "CALLING AE", "NOTE (gate reason, error)"};
+        const char *head[NCOLS] = {"ID",        recv,         "STATE",
+                                   "TRIAGE",    "TOP",        "SCORES",
+                                   "ACCESSION", "CALLING AE", "NOTE (gate reason, error)"};
         (void)snprintf(recv, sizeof(recv), "RECEIVED (%s)", o->utc ? "UTC" : "local");
         table_add(&c.table, head);
     }
@@ -535,9 +547,14 @@ static int do_show(st_db *db, const struct opts *o)
     const struct st_result *res;
     char errbuf[1200], when[40], local[40];
     int64_t id = 0;
-    bool numeric = o->arg[0] != '\0';
+    bool numeric;
     cxr_err err;
 
+    if (!o->arg) { /* parse_opts guarantees it for show */
+        free(in);
+        return 2;
+    }
+    numeric = o->arg[0] != '\0';
     if (!in) {
         fprintf(stderr, "cxrtriage audit: out of memory\n");
         return 1;
@@ -802,8 +819,7 @@ static int do_verify(st_db *db, const struct opts *o)
     fputs(cxr_buf_str(&report), stdout);
     cxr_buf_done(&report);
     if (problems) {
-        printf("audit FAILED: %" PRId64 " problem(s); %" PRId64 " instances, %" PRId64
-               " events\n",
+        printf("audit FAILED: %" PRId64 " problem(s); %" PRId64 " instances, %" PRId64 " events\n",
                problems, n_inst, n_ev);
         return 1;
     }
@@ -817,8 +833,11 @@ int cli_audit(int argc, char **argv)
     static const struct {
         const char *name;
         int (*run)(st_db *db, const struct opts *o);
-    } actions[] = {{"list", do_list},   {"show", do_show},     {"export", do_list},
-                   {"stats", do_stats}, {"verify", do_verify}};
+    } actions[] = {{"list", do_list},
+                   {"show", do_show},
+                   {"export", do_list},
+                   {"stats", do_stats},
+                   {"verify", do_verify}};
     struct opts o;
     st_db *db = NULL;
     int rc;

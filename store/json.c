@@ -65,23 +65,12 @@ static bool parse_relative(const char *s, int64_t now_ms, int64_t *ret_ms)
     if (end == s || end[0] == '\0' || end[1] != '\0' || n < 0 || n > 100000)
         return false;
     switch (end[0]) {
-    case 's':
-        unit = 1000;
-        break;
-    case 'm':
-        unit = 60 * 1000;
-        break;
-    case 'h':
-        unit = 3600 * 1000;
-        break;
-    case 'd':
-        unit = 86400 * 1000;
-        break;
-    case 'w':
-        unit = 7LL * 86400 * 1000;
-        break;
-    default:
-        return false;
+    case 's': unit = 1000; break;
+    case 'm': unit = 60 * 1000; break;
+    case 'h': unit = 3600 * 1000; break;
+    case 'd': unit = 86400 * 1000; break;
+    case 'w': unit = 7LL * 86400 * 1000; break;
+    default: return false;
     }
     *ret_ms = now_ms - (int64_t)n * unit;
     return true;
@@ -190,9 +179,9 @@ cxr_err st_instance_json(const struct st_instance *in, struct cxr_buf *out)
     } else {
         bad |= json_object_set_new(o, "scores", json_null());
     }
-    bad |= json_object_set_new(o, "triage",
-                               st_triage_name(res->triage) ? json_string(st_triage_name(res->triage))
-                                                           : json_null());
+    bad |= json_object_set_new(
+        o, "triage",
+        st_triage_name(res->triage) ? json_string(st_triage_name(res->triage)) : json_null());
     bad |= set_str(o, "triage_reason", res->triage_reason);
     bad |= set_str(o, "rule", res->rule);
     bad |= set_str(o, "model_digest", res->model_digest);

@@ -27,19 +27,19 @@ static const char *const migrations[] = {
     " source TEXT NOT NULL DEFAULT '',"
     " spool_path TEXT NOT NULL DEFAULT '',"
     " size_bytes INTEGER NOT NULL DEFAULT 0,"
-    " received_at INTEGER NOT NULL,"           /* Unix epoch ms */
+    " received_at INTEGER NOT NULL," /* Unix epoch ms */
     " state TEXT NOT NULL CHECK (state IN ('received','classified','skipped','failed')),"
     " pixel_sha256 TEXT NOT NULL DEFAULT '',"
     " gate_applicable INTEGER NOT NULL DEFAULT 0,"
     " gate_reason TEXT NOT NULL DEFAULT '',"
     " model_digest TEXT NOT NULL DEFAULT '',"
-    " scores TEXT,"                            /* JSON object {class: score} in model order */
+    " scores TEXT," /* JSON object {class: score} in model order */
     " top_class TEXT,"
     " top_score REAL,"
     " rule TEXT NOT NULL DEFAULT '',"
     " triage TEXT CHECK (triage IN ('urgent','routine','normal')),"
     " triage_reason TEXT NOT NULL DEFAULT '',"
-    " timings TEXT NOT NULL DEFAULT '{}',"     /* JSON object {stage: ms}, measured ones only */
+    " timings TEXT NOT NULL DEFAULT '{}'," /* JSON object {stage: ms}, measured ones only */
     " error TEXT NOT NULL DEFAULT '',"
     " duplicate_of INTEGER REFERENCES instances(id) ON DELETE RESTRICT,"
     " spool_gone INTEGER NOT NULL DEFAULT 0,"
@@ -70,7 +70,7 @@ static const char *const migrations[] = {
     " accession TEXT NOT NULL DEFAULT '',"
     " first_received INTEGER NOT NULL,"
     " last_received INTEGER NOT NULL,"
-    " completed INTEGER NOT NULL DEFAULT 0,"   /* 0 while open */
+    " completed INTEGER NOT NULL DEFAULT 0," /* 0 while open */
     " scores TEXT,"
     " triage TEXT CHECK (triage IN ('urgent','routine','normal')),"
     " model_digest TEXT NOT NULL DEFAULT '',"

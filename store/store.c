@@ -24,13 +24,12 @@
 #define BUSY_TIMEOUT_MS 5000
 #define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
 
-
 /* ---- names ---- */
 
 static const char *const state_names[] = {"received", "classified", "skipped", "failed"};
 static const char *const triage_names[] = {NULL, "urgent", "routine", "normal"};
-static const char *const stage_names[] = {"receive", "queue", "decode", "preprocess", "infer",
-                                          "commit"};
+static const char *const stage_names[] = {"receive",    "queue", "decode",
+                                          "preprocess", "infer", "commit"};
 
 const char *st_state_name(enum st_state s)
 {
@@ -88,17 +87,13 @@ cxr_err st__dberr(st_db *db, const char *what, char *errbuf, size_t errlen)
     int rc = sqlite3_errcode(db->h);
     put_err(errbuf, errlen, db->path, what, sqlite3_errmsg(db->h));
     switch (rc) {
-    case SQLITE_NOMEM:
-        return CXR_ENOMEM;
+    case SQLITE_NOMEM: return CXR_ENOMEM;
     case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return CXR_EBUSY;
+    case SQLITE_LOCKED: return CXR_EBUSY;
     case SQLITE_IOERR:
     case SQLITE_FULL:
-    case SQLITE_CANTOPEN:
-        return CXR_EIO;
-    default:
-        return CXR_EDB;
+    case SQLITE_CANTOPEN: return CXR_EIO;
+    default: return CXR_EDB;
     }
 }
 
@@ -109,8 +104,8 @@ cxr_err st__exec(st_db *db, const char *sql, const char *what, char *errbuf, siz
     return CXR_OK;
 }
 
-cxr_err st__prepare(st_db *db, const char *sql, sqlite3_stmt **ret, const char *what,
-                    char *errbuf, size_t errlen)
+cxr_err st__prepare(st_db *db, const char *sql, sqlite3_stmt **ret, const char *what, char *errbuf,
+                    size_t errlen)
 {
     if (sqlite3_prepare_v2(db->h, sql, -1, ret, NULL) != SQLITE_OK) {
         *ret = NULL;
@@ -189,8 +184,8 @@ static cxr_err migrate(st_db *db, char *errbuf, size_t errlen)
 static cxr_err read_version(st_db *db, char *errbuf, size_t errlen)
 {
     sqlite3_stmt *st;
-    cxr_err err = st__prepare(db, "PRAGMA user_version", &st, "read schema version", errbuf,
-                              errlen);
+    cxr_err err =
+        st__prepare(db, "PRAGMA user_version", &st, "read schema version", errbuf, errlen);
     if (err)
         return err;
     if (sqlite3_step(st) != SQLITE_ROW) {
@@ -213,6 +208,23 @@ static cxr_err create_file(const st_db *db, char *errbuf, size_t errlen)
                         errbuf, errlen);
     (void)close(fd);
     return CXR_OK;
+}
+
+/* journal_mode answers with the mode in effect: a file system without shared memory keeps the
+ * old one silently, and readers beside the writer would then block. */
+static cxr_err set_wal(st_db *db, char *errbuf, size_t errlen)
+{
+    sqlite3_stmt *st;
+    cxr_err err = st__prepare(db, "PRAGMA journal_mode = WAL", &st, "enable WAL", errbuf, errlen);
+    if (err)
+        return err;
+    if (sqlite3_step(st) != SQLITE_ROW)
+        err = st__dberr(db, "enable WAL", errbuf, errlen);
+    else if (sqlite3_stricmp(col_text(st, 0), "wal") != 0)
+        err =
+            st__fail(db, CXR_EDB, "enable WAL", "the file system refused WAL mode", errbuf, errlen);
+    sqlite3_finalize(st);
+    return err;
 }
 
 cxr_err st_open(const char *path, int mode, st_db **ret_db, char *errbuf, size_t errlen)
@@ -260,7 +272,7 @@ cxr_err st_open(const char *path, int mode, st_db **ret_db, char *errbuf, size_t
     if (err)
         goto out_close;
     if (db->mode == ST_OPEN_WRITE) {
-        err = st__exec(db, "PRAGMA journal_mode = WAL", "enable WAL", errbuf, errlen);
+        err = set_wal(db, errbuf, errlen);
         if (!err) /* a committed row is on disk: fsync at every commit */
             err = st__exec(db, "PRAGMA synchronous = FULL", "set synchronous", errbuf, errlen);
         if (err)
@@ -287,8 +299,8 @@ cxr_err st_open(const char *path, int mode, st_db **ret_db, char *errbuf, size_t
         if (err)
             goto out_close;
     } else if (db->version == 0) {
-        err = st__fail(db, CXR_EDB, "open", "not an audit ledger (schema version 0)", errbuf,
-                       errlen);
+        err =
+            st__fail(db, CXR_EDB, "open", "not an audit ledger (schema version 0)", errbuf, errlen);
         goto out_close;
     }
     *ret_db = db;
@@ -316,8 +328,7 @@ int st_schema_version(const st_db *db)
 
 /* ---- hash chain ---- */
 
-static cxr_err instance_row_hash(st_db *db, int64_t id, char out[65], char *errbuf,
-                                 size_t errlen)
+static cxr_err instance_row_hash(st_db *db, int64_t id, char out[65], char *errbuf, size_t errlen)
 {
     sqlite3_stmt *st;
     cxr_err err = st__prepare(db, "SELECT " INSTANCE_COLS " FROM instances WHERE id = ?", &st,
@@ -328,8 +339,7 @@ static cxr_err instance_row_hash(st_db *db, int64_t id, char out[65], char *errb
     if (sqlite3_step(st) == SQLITE_ROW)
         err = st__hash_columns(st, 0, INSTANCE_NCOLS, out);
     else
-        err = st__fail(db, CXR_ENOTFOUND, "hash instance row", "no such instance", errbuf,
-                       errlen);
+        err = st__fail(db, CXR_ENOTFOUND, "hash instance row", "no such instance", errbuf, errlen);
     sqlite3_finalize(st);
     return err;
 }
@@ -344,8 +354,8 @@ static cxr_err append_event(st_db *db, int64_t instance_id, int64_t at_ms, const
     int64_t eid;
     cxr_err err;
 
-    err = st__prepare(db, "SELECT hash FROM events ORDER BY id DESC LIMIT 1", &st,
-                      "append event", errbuf, errlen);
+    err = st__prepare(db, "SELECT hash FROM events ORDER BY id DESC LIMIT 1", &st, "append event",
+                      errbuf, errlen);
     if (err)
         return err;
     if (sqlite3_step(st) == SQLITE_ROW)
@@ -581,8 +591,7 @@ static cxr_err row_state(st_db *db, int64_t id, enum st_state *ret, double *ret_
     return err;
 }
 
-cxr_err st_finish(st_db *db, int64_t id, const struct st_result *res, char *errbuf,
-                  size_t errlen)
+cxr_err st_finish(st_db *db, int64_t id, const struct st_result *res, char *errbuf, size_t errlen)
 {
     static const char *what = "finish instance";
     sqlite3_stmt *st = NULL;
@@ -650,8 +659,7 @@ cxr_err st_finish(st_db *db, int64_t id, const struct st_result *res, char *errb
         goto out_rollback;
     }
     if (res->state == ST_CLASSIFIED)
-        (void)snprintf(detail, sizeof(detail), "model=%.16s triage=%s top=%s",
-                       res->model_digest,
+        (void)snprintf(detail, sizeof(detail), "model=%.16s triage=%s top=%s", res->model_digest,
                        st_triage_name(res->triage) ? st_triage_name(res->triage) : "none",
                        top >= 0 ? res->class_names[top] : "none");
     else if (res->state == ST_SKIPPED)
@@ -720,21 +728,19 @@ cxr_err st_find_sop(st_db *db, const char *sop_instance_uid, int64_t *ret_id,
     case SQLITE_DONE:
         err = st__fail(db, CXR_ENOTFOUND, what, "no such SOP Instance UID", errbuf, errlen);
         break;
-    default:
-        err = st__dberr(db, what, errbuf, errlen);
+    default: err = st__dberr(db, what, errbuf, errlen);
     }
     sqlite3_finalize(st);
     return err;
 }
 
-cxr_err st_has_spool_path(st_db *db, const char *spool_path, bool *ret, char *errbuf,
-                          size_t errlen)
+cxr_err st_has_spool_path(st_db *db, const char *spool_path, bool *ret, char *errbuf, size_t errlen)
 {
     static const char *what = "look up spool path";
     sqlite3_stmt *st;
     int rc;
-    cxr_err err = st__prepare(db, "SELECT 1 FROM instances WHERE spool_path = ? LIMIT 1", &st,
-                              what, errbuf, errlen);
+    cxr_err err = st__prepare(db, "SELECT 1 FROM instances WHERE spool_path = ? LIMIT 1", &st, what,
+                              errbuf, errlen);
     if (err)
         return err;
     bind_text(st, 1, spool_path);
@@ -809,8 +815,8 @@ static cxr_err each_instance(st_db *db, sqlite3_stmt *st,
     return err;
 }
 
-cxr_err st_each_pending(st_db *db, bool (*fn)(void *user, const struct st_instance *in),
-                        void *user, char *errbuf, size_t errlen)
+cxr_err st_each_pending(st_db *db, bool (*fn)(void *user, const struct st_instance *in), void *user,
+                        char *errbuf, size_t errlen)
 {
     static const char *what = "list pending instances";
     sqlite3_stmt *st;
@@ -1007,8 +1013,7 @@ out_rollback:
     return err;
 }
 
-cxr_err st_study_settled(st_db *db, const char *study_uid, bool *ret, char *errbuf,
-                         size_t errlen)
+cxr_err st_study_settled(st_db *db, const char *study_uid, bool *ret, char *errbuf, size_t errlen)
 {
     static const char *what = "check study settled";
     sqlite3_stmt *st;
@@ -1211,8 +1216,8 @@ out_free:
     return err;
 }
 
-cxr_err st_each_open_study(st_db *db, bool (*fn)(void *user, const struct st_study *s),
-                           void *user, char *errbuf, size_t errlen)
+cxr_err st_each_open_study(st_db *db, bool (*fn)(void *user, const struct st_study *s), void *user,
+                           char *errbuf, size_t errlen)
 {
     static const char *what = "list open studies";
     sqlite3_stmt *st;
@@ -1223,8 +1228,8 @@ cxr_err st_each_open_study(st_db *db, bool (*fn)(void *user, const struct st_stu
     s = malloc(sizeof(*s));
     if (!s)
         return st__fail(db, CXR_ENOMEM, what, "out of memory", errbuf, errlen);
-    err = st__prepare(db, "SELECT " STUDY_COLS " FROM studies WHERE completed = 0 ORDER BY id",
-                      &st, what, errbuf, errlen);
+    err = st__prepare(db, "SELECT " STUDY_COLS " FROM studies WHERE completed = 0 ORDER BY id", &st,
+                      what, errbuf, errlen);
     if (err) {
         free(s);
         return err;
@@ -1323,8 +1328,8 @@ cxr_err st_spool_forget(st_db *db, int64_t id, char *errbuf, size_t errlen)
     err = begin(db, what, errbuf, errlen);
     if (err)
         return err;
-    err = st__prepare(db, "UPDATE instances SET spool_gone = 1, updated_at = ? WHERE id = ?",
-                      &st, what, errbuf, errlen);
+    err = st__prepare(db, "UPDATE instances SET spool_gone = 1, updated_at = ? WHERE id = ?", &st,
+                      what, errbuf, errlen);
     if (err)
         goto out_rollback;
     (void)sqlite3_bind_int64(st, 1, now);

@@ -16,11 +16,11 @@ struct st_db {
 };
 
 /* The instance columns in the order st_get reads them and the row hash covers them. */
-#define INSTANCE_COLS                                                                            \
-    "id, sop_instance_uid, sop_class_uid, study_uid, series_uid, patient_id, accession,"        \
-    " calling_aet, called_aet, peer, transfer_syntax, source, spool_path, size_bytes,"           \
-    " received_at, state, pixel_sha256, gate_applicable, gate_reason, model_digest, scores,"     \
-    " top_class, top_score, rule, triage, triage_reason, timings, error, duplicate_of,"          \
+#define INSTANCE_COLS                                                                              \
+    "id, sop_instance_uid, sop_class_uid, study_uid, series_uid, patient_id, accession,"           \
+    " calling_aet, called_aet, peer, transfer_syntax, source, spool_path, size_bytes,"             \
+    " received_at, state, pixel_sha256, gate_applicable, gate_reason, model_digest, scores,"       \
+    " top_class, top_score, rule, triage, triage_reason, timings, error, duplicate_of,"            \
     " spool_gone, updated_at"
 #define INSTANCE_NCOLS 31
 
@@ -32,8 +32,8 @@ cxr_err st__fail(const st_db *db, cxr_err err, const char *what, const char *tex
 /* Runs sql (no rows expected); on failure fills errbuf naming what. */
 cxr_err st__exec(st_db *db, const char *sql, const char *what, char *errbuf, size_t errlen);
 /* Prepares sql; on failure fills errbuf naming what. */
-cxr_err st__prepare(st_db *db, const char *sql, sqlite3_stmt **ret, const char *what,
-                    char *errbuf, size_t errlen);
+cxr_err st__prepare(st_db *db, const char *sql, sqlite3_stmt **ret, const char *what, char *errbuf,
+                    size_t errlen);
 
 /* SHA-256 (hex, 64 chars + NUL) of the canonical form of columns [from, to) of the current row
  * of st: each value as its type, its length and its bytes, so NULL, '' and 0 differ. */

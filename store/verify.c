@@ -54,8 +54,7 @@ cxr_err st__hash_columns(sqlite3_stmt *st, int from, int to, char out[65])
             p = sqlite3_column_blob(st, i);
             n = (size_t)sqlite3_column_bytes(st, i);
             break;
-        default: /* NULL */
-            break;
+        default: /* NULL */ break;
         }
         (void)snprintf(head, sizeof(head), "%c%zu:", "?IFTBN"[type >= 1 && type <= 5 ? type : 0],
                        n);
@@ -148,8 +147,7 @@ static cxr_err check_chain(st_db *db, struct cxr_buf *report, int64_t *n, char *
                           " (chain broken)",
                           id, prev_id);
         else if (!err && prev_id == 0 && (!prev || strspn(prev, "0") != 64 || prev[64]))
-            err = problem(report, n, "event %" PRId64 ": first event does not start the chain",
-                          id);
+            err = problem(report, n, "event %" PRId64 ": first event does not start the chain", id);
         (void)snprintf(prev_hash, sizeof(prev_hash), "%s", stored ? stored : "");
         prev_id = id;
     }
@@ -215,7 +213,7 @@ static cxr_err check_rows(st_db *db, struct cxr_buf *report, int64_t *n, char *e
                       " FROM instances) i LEFT JOIN events e"
                       " ON e.id = (SELECT max(id) FROM events WHERE instance_id = i.id)"
                       " ORDER BY i.id",
-        &st, what, errbuf, errlen);
+                      &st, what, errbuf, errlen);
     if (err)
         return err;
     while (!err && (rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -232,8 +230,8 @@ static cxr_err check_rows(st_db *db, struct cxr_buf *report, int64_t *n, char *e
                           "the ledger)",
                           id);
         else if (!row_hash || strcmp(row_hash, hash) != 0)
-            err = problem(report, n, "instance %" PRId64 ": content changed after event %lld",
-                          id, sqlite3_column_int64(st, INSTANCE_NCOLS));
+            err = problem(report, n, "instance %" PRId64 ": content changed after event %lld", id,
+                          sqlite3_column_int64(st, INSTANCE_NCOLS));
     }
     if (!err && rc != SQLITE_DONE)
         err = st__dberr(db, what, errbuf, errlen);
@@ -261,8 +259,7 @@ cxr_err st_verify(st_db *db, struct cxr_buf *report, int64_t *ret_problems, char
         err = check_rows(db, report, &n, errbuf, errlen);
     (void)sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL);
     if (err == CXR_ENOMEM || err == CXR_ELIMIT)
-        return st__fail(db, err, "verify", "report buffer full or out of memory", errbuf,
-                        errlen);
+        return st__fail(db, err, "verify", "report buffer full or out of memory", errbuf, errlen);
     if (err)
         return err;
     *ret_problems = n;

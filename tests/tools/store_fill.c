@@ -98,12 +98,12 @@ int main(int argc, char **argv)
     bad |= bad || insert(db, 3, "PAT002", "ACC3", "1.9.2", DAY2, 0, &id[3], errbuf, sizeof(errbuf));
     result(&res, ST_SKIPPED, NULL, ST_TRIAGE_NONE, "ViewPosition LL is not PA or AP");
     bad |= bad || st_finish(db, id[3], &res, errbuf, sizeof(errbuf));
-    bad |= bad || insert(db, 4, "PAT002", "ACC4", "1.9.2", DAY2 + 1000, 0, &id[4], errbuf,
-                         sizeof(errbuf));
+    bad |= bad ||
+           insert(db, 4, "PAT002", "ACC4", "1.9.2", DAY2 + 1000, 0, &id[4], errbuf, sizeof(errbuf));
     result(&res, ST_FAILED, NULL, ST_TRIAGE_NONE, "dicom: pixel data truncated");
     bad |= bad || st_finish(db, id[4], &res, errbuf, sizeof(errbuf));
-    bad |= bad || insert(db, 5, "PAT003", "ACC5", "1.9.3", DAY2 + 2000, 0, &id[5], errbuf,
-                         sizeof(errbuf));
+    bad |= bad ||
+           insert(db, 5, "PAT003", "ACC5", "1.9.3", DAY2 + 2000, 0, &id[5], errbuf, sizeof(errbuf));
     bad |= bad || insert(db, 1, "PAT001", "ACC1", "1.9.1", DAY2 + 3000, id[1], &id[6], errbuf,
                          sizeof(errbuf));
     result(&res, ST_CLASSIFIED, routine, ST_TRIAGE_ROUTINE, "Lung Opacity 0.55 >= 0.5");

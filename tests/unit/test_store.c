@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+/* cmocka needs the four above first */
 #include <cmocka.h>
 
 #include <jansson.h>
@@ -350,9 +351,9 @@ static void test_events_and_finish_twice(void **state)
     res.state = ST_RECEIVED;
     assert_int_equal(st_finish(db, id, &res, errbuf, sizeof(errbuf)), CXR_EINVAL);
 
-    assert_int_equal(st_add_event(db, 0, "association.refused", "calling_aet=EVIL", errbuf,
-                                  sizeof(errbuf)),
-                     CXR_OK);
+    assert_int_equal(
+        st_add_event(db, 0, "association.refused", "calling_aet=EVIL", errbuf, sizeof(errbuf)),
+        CXR_OK);
     memset(&l, 0, sizeof(l));
     assert_int_equal(st_events(db, id, ev_fn, &l, errbuf, sizeof(errbuf)), CXR_OK);
     assert_int_equal(l.n, 2);
@@ -469,18 +470,20 @@ static void test_migrations(void **state)
     assert_int_equal(sqlite3_exec(raw, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(raw);
     db = NULL;
-    assert_int_equal(st_open(dbpath, ST_OPEN_WRITE, &db, errbuf, sizeof(errbuf)),
-                     CXR_EUNSUPPORTED);
+    assert_int_equal(st_open(dbpath, ST_OPEN_WRITE, &db, errbuf, sizeof(errbuf)), CXR_EUNSUPPORTED);
     assert_null(db);
     assert_non_null(strstr(errbuf, dbpath));
     assert_non_null(strstr(errbuf, "newer"));
     assert_non_null(strstr(errbuf, "99"));
-    assert_int_equal(st_open(dbpath, ST_OPEN_READ, &db, errbuf, sizeof(errbuf)),
-                     CXR_EUNSUPPORTED);
+    assert_int_equal(st_open(dbpath, ST_OPEN_READ, &db, errbuf, sizeof(errbuf)), CXR_EUNSUPPORTED);
 
     /* a reader on a file the daemon never initialised */
     snprintf(missing, sizeof(missing), "%s/empty.db", tmpdir);
-    fclose(fopen(missing, "w"));
+    {
+        FILE *f = fopen(missing, "w");
+        assert_non_null(f);
+        assert_int_equal(fclose(f), 0);
+    }
     assert_int_equal(st_open(missing, ST_OPEN_READ, &db, errbuf, sizeof(errbuf)), CXR_EDB);
     assert_non_null(strstr(errbuf, "schema version 0"));
 }
@@ -606,8 +609,7 @@ static void test_spool_expiry(void **state)
     int64_t problems = -1;
 
     fill(db);
-    assert_int_equal(st_each_expired_spool(db, T0 + 2 * HOUR, spool_fn, &l, errbuf,
-                                           sizeof(errbuf)),
+    assert_int_equal(st_each_expired_spool(db, T0 + 2 * HOUR, spool_fn, &l, errbuf, sizeof(errbuf)),
                      CXR_OK);
     assert_int_equal(l.n, 2);
     assert_int_equal(l.ids[0], 1);
@@ -615,8 +617,7 @@ static void test_spool_expiry(void **state)
     assert_int_equal(st_spool_forget(db, 1, errbuf, sizeof(errbuf)), CXR_OK);
     assert_int_equal(st_spool_forget(db, 99, errbuf, sizeof(errbuf)), CXR_ENOTFOUND);
     memset(&l, 0, sizeof(l));
-    assert_int_equal(st_each_expired_spool(db, T0 + 2 * HOUR, spool_fn, &l, errbuf,
-                                           sizeof(errbuf)),
+    assert_int_equal(st_each_expired_spool(db, T0 + 2 * HOUR, spool_fn, &l, errbuf, sizeof(errbuf)),
                      CXR_OK);
     assert_int_equal(l.n, 1);
     assert_int_equal(l.ids[0], 2);
@@ -673,8 +674,7 @@ static void test_study(void **state)
     assert_int_equal(st_study_settled(db, "1.7", &settled, errbuf, sizeof(errbuf)), CXR_OK);
     assert_true(settled);
 
-    assert_int_equal(st_study_complete(db, "1.7", T0 + 60000, &s, errbuf, sizeof(errbuf)),
-                     CXR_OK);
+    assert_int_equal(st_study_complete(db, "1.7", T0 + 60000, &s, errbuf, sizeof(errbuf)), CXR_OK);
     assert_int_equal(s.n_instances, 3);
     assert_int_equal(s.n_scored, 2);
     assert_int_equal(s.n_skipped, 1);
@@ -729,11 +729,29 @@ static void test_study(void **state)
 
 static void test_json(void **state)
 {
-    static const char *const keys[] = {
-        "id", "sop_instance_uid", "study_instance_uid", "series_instance_uid", "sop_class_uid",
-        "accession", "patient_id", "calling_aet", "peer", "transfer_syntax", "size_bytes",
-        "received_at", "state", "gate_reason", "scores", "triage", "triage_reason", "rule",
-        "model_digest", "pixel_sha256", "timings_ms", "error", "duplicate_of"};
+    static const char *const keys[] = {"id",
+                                       "sop_instance_uid",
+                                       "study_instance_uid",
+                                       "series_instance_uid",
+                                       "sop_class_uid",
+                                       "accession",
+                                       "patient_id",
+                                       "calling_aet",
+                                       "peer",
+                                       "transfer_syntax",
+                                       "size_bytes",
+                                       "received_at",
+                                       "state",
+                                       "gate_reason",
+                                       "scores",
+                                       "triage",
+                                       "triage_reason",
+                                       "rule",
+                                       "model_digest",
+                                       "pixel_sha256",
+                                       "timings_ms",
+                                       "error",
+                                       "duplicate_of"};
     st_db *db = open_db(ST_OPEN_WRITE);
     struct st_instance in;
     struct st_result res;
