@@ -337,7 +337,9 @@ static cxr_err instance_row_hash(st_db *db, int64_t id, char out[65], char *errb
         return err;
     (void)sqlite3_bind_int64(st, 1, id);
     if (sqlite3_step(st) == SQLITE_ROW)
-        err = st__hash_columns(st, 0, INSTANCE_NCOLS, out);
+        err = st__hash_columns(st, 0, INSTANCE_NCOLS, out)
+                  ? st__fail(db, CXR_ENOMEM, "hash instance row", "SHA-256 failed", errbuf, errlen)
+                  : CXR_OK;
     else
         err = st__fail(db, CXR_ENOTFOUND, "hash instance row", "no such instance", errbuf, errlen);
     sqlite3_finalize(st);
@@ -397,7 +399,9 @@ static cxr_err append_event(st_db *db, int64_t instance_id, int64_t at_ms, const
         return err;
     (void)sqlite3_bind_int64(st, 1, eid);
     if (sqlite3_step(st) == SQLITE_ROW)
-        err = st__hash_columns(st, 0, 7, hash);
+        err = st__hash_columns(st, 0, 7, hash)
+                  ? st__fail(db, CXR_ENOMEM, "hash event", "SHA-256 failed", errbuf, errlen)
+                  : CXR_OK;
     else
         err = st__dberr(db, "hash event", errbuf, errlen);
     sqlite3_finalize(st);

@@ -127,8 +127,10 @@ static cxr_err check_chain(st_db *db, struct cxr_buf *report, int64_t *n, char *
         const char *prev = (const char *)sqlite3_column_text(st, 6);
 
         err = st__hash_columns(st, 0, 7, hash);
-        if (err)
+        if (err) {
+            err = st__fail(db, err, what, "SHA-256 failed", errbuf, errlen);
             break;
+        }
         if (!stored || strcmp(stored, hash) != 0)
             err = problem(report, n, "event %" PRId64 ": hash does not match its content", id);
         if (!err && id != prev_id + 1)
@@ -222,8 +224,10 @@ static cxr_err check_rows(st_db *db, struct cxr_buf *report, int64_t *n, char *e
         const char *row_hash = (const char *)sqlite3_column_text(st, INSTANCE_NCOLS + 1);
 
         err = st__hash_columns(st, 0, INSTANCE_NCOLS, hash);
-        if (err)
+        if (err) {
+            err = st__fail(db, err, what, "SHA-256 failed", errbuf, errlen);
             break;
+        }
         if (sqlite3_column_type(st, INSTANCE_NCOLS) == SQLITE_NULL)
             err = problem(report, n,
                           "instance %" PRId64 ": no event records it (row inserted outside "
@@ -245,6 +249,8 @@ cxr_err st_verify(st_db *db, struct cxr_buf *report, int64_t *ret_problems, char
     int64_t n = 0;
     cxr_err err;
 
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
     /* One read transaction: the daemon may append while we read, and every check must see
      * the same snapshot. */
     err = st__exec(db, "BEGIN", "verify", errbuf, errlen);
@@ -258,6 +264,8 @@ cxr_err st_verify(st_db *db, struct cxr_buf *report, int64_t *ret_problems, char
     if (!err)
         err = check_rows(db, report, &n, errbuf, errlen);
     (void)sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL);
+    if (err && errbuf && errlen && !errbuf[0]) /* the report buffer failed, not SQLite */
+        (void)st__fail(db, err, "verify", "report buffer full or out of memory", errbuf, errlen);
     if (err == CXR_ENOMEM || err == CXR_ELIMIT)
         return st__fail(db, err, "verify", "report buffer full or out of memory", errbuf, errlen);
     if (err)
