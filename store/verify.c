@@ -14,7 +14,6 @@
  *   elsewhere) would close that gap.
  */
 #include <inttypes.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,16 +21,12 @@
 
 cxr_err st__hash_columns(sqlite3_stmt *st, int from, int to, char out[65])
 {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
+    struct cxr_sha256 sh;
+    uint8_t md[32];
     char head[64];
-    bool ok;
 
-    if (!ctx)
-        return CXR_ENOMEM;
-    ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
-    for (int i = from; ok && i < to; i++) {
+    cxr_sha256_init(&sh);
+    for (int i = from; i < to; i++) {
         int type = sqlite3_column_type(st, i);
         const void *p = NULL;
         size_t n = 0;
@@ -54,19 +49,20 @@ cxr_err st__hash_columns(sqlite3_stmt *st, int from, int to, char out[65])
             p = sqlite3_column_blob(st, i);
             n = (size_t)sqlite3_column_bytes(st, i);
             break;
-        default: /* NULL */ break;
+        default: /* NULL */
+            break;
         }
+        if (n > 0 && !p) /* text or blob that SQLite could not materialise */
+            return CXR_ENOMEM;
         (void)snprintf(head, sizeof(head), "%c%zu:", "?IFTBN"[type >= 1 && type <= 5 ? type : 0],
                        n);
-        ok = EVP_DigestUpdate(ctx, head, strlen(head)) == 1 &&
-             (n == 0 || EVP_DigestUpdate(ctx, p, n) == 1) && EVP_DigestUpdate(ctx, ";", 1) == 1;
+        cxr_sha256_update(&sh, head, strlen(head));
+        if (n > 0)
+            cxr_sha256_update(&sh, p, n);
+        cxr_sha256_update(&sh, ";", 1);
     }
-    ok = ok && EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == 32;
-    EVP_MD_CTX_free(ctx);
-    if (!ok)
-        return CXR_EIO;
-    for (unsigned i = 0; i < 32; i++)
-        (void)snprintf(out + 2 * i, 3, "%02x", md[i]);
+    cxr_sha256_final(&sh, md);
+    cxr_sha256_hex(md, out);
     return CXR_OK;
 }
 
