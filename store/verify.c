@@ -49,8 +49,7 @@ cxr_err st__hash_columns(sqlite3_stmt *st, int from, int to, char out[65])
             p = sqlite3_column_blob(st, i);
             n = (size_t)sqlite3_column_bytes(st, i);
             break;
-        default: /* NULL */
-            break;
+        default: /* NULL */ break;
         }
         if (n > 0 && !p) /* text or blob that SQLite could not materialise */
             return CXR_ENOMEM;
