@@ -531,11 +531,30 @@ static int do_list(st_db *db, const struct opts *o)
 
 /* ---- show ---- */
 
+/* Values from DICOM headers reach the auditor's terminal: control bytes (escape sequences)
+ * are shown as '?'. */
+static void put_safe(const char *s)
+{
+    for (const char *p = s; *p; p++)
+        putchar(iscntrl((unsigned char)*p) ? '?' : *p);
+}
+
+static void field(const char *label, const char *value)
+{
+    printf("  %-20s ", label);
+    put_safe(value);
+    putchar('\n');
+}
+
 static bool show_event(void *user, const struct st_event *e)
 {
     char when[40];
     st_format_time(e->at_ms, when, sizeof(when));
-    printf("  %6" PRId64 "  %s  %-16s %s\n", e->id, when, e->kind, e->detail);
+    printf("  %6" PRId64 "  %s  ", e->id, when);
+    put_safe(e->kind);
+    printf("%*s ", (int)(strlen(e->kind) < 16 ? 16 - strlen(e->kind) : 0), "");
+    put_safe(e->detail);
+    putchar('\n');
     (void)user;
     return true;
 }
@@ -585,41 +604,46 @@ static int do_show(st_db *db, const struct opts *o)
     st_format_time(r->received_at_ms, when, sizeof(when));
     table_time(r->received_at_ms, o->utc, local, sizeof(local));
     printf("instance %" PRId64 "\n", in->id);
-    printf("  %-20s %s\n", "sop_instance_uid", r->sop_instance_uid);
-    printf("  %-20s %s\n", "sop_class_uid", r->sop_class_uid);
-    printf("  %-20s %s\n", "study_instance_uid", r->study_uid);
-    printf("  %-20s %s\n", "series_instance_uid", r->series_uid);
-    printf("  %-20s %s\n", "patient_id", r->patient_id);
-    printf("  %-20s %s\n", "accession", r->accession);
-    printf("  %-20s %s -> %s\n", "calling/called AE", r->calling_aet, r->called_aet);
-    printf("  %-20s %s\n", "peer", r->peer);
-    printf("  %-20s %s\n", "transfer_syntax", r->transfer_syntax);
-    printf("  %-20s %s\n", "source", r->source);
-    printf("  %-20s %s\n", "spool_path", r->spool_path);
+    field("sop_instance_uid", r->sop_instance_uid);
+    field("sop_class_uid", r->sop_class_uid);
+    field("study_instance_uid", r->study_uid);
+    field("series_instance_uid", r->series_uid);
+    field("patient_id", r->patient_id);
+    field("accession", r->accession);
+    printf("  %-20s ", "calling/called AE");
+    put_safe(r->calling_aet);
+    printf(" -> ");
+    put_safe(r->called_aet);
+    putchar('\n');
+    field("peer", r->peer);
+    field("transfer_syntax", r->transfer_syntax);
+    field("source", r->source);
+    field("spool_path", r->spool_path);
     printf("  %-20s %" PRId64 "\n", "size_bytes", r->size_bytes);
     printf("  %-20s %s (%s %s)\n", "received_at", when, local, o->utc ? "UTC" : "local");
-    printf("  %-20s %s\n", "state", st_state_name(res->state));
-    printf("  %-20s %s\n", "gate", res->gate_applicable ? "applicable" : res->gate_reason);
+    field("state", st_state_name(res->state));
+    field("gate", res->gate_applicable ? "applicable" : res->gate_reason);
     printf("  %-20s", "scores");
     if (res->n_classes == 0)
         printf(" -");
     for (int i = 0; i < res->n_classes && i < ST_MAX_CLASSES; i++)
         printf("%s %s %.4f", i ? "," : "", res->class_names[i], res->scores[i]);
-    printf("\n  %-20s %s\n", "triage",
-           st_triage_name(res->triage) ? st_triage_name(res->triage) : "-");
-    printf("  %-20s %s\n", "triage_reason", res->triage_reason);
-    printf("  %-20s %s\n", "rule", res->rule);
-    printf("  %-20s %s\n", "model_digest", res->model_digest);
+    putchar('\n');
+    field("triage", st_triage_name(res->triage) ? st_triage_name(res->triage) : "-");
+    field("triage_reason", res->triage_reason);
+    field("rule", res->rule);
+    field("model_digest", res->model_digest);
     printf("  %-20s %s\n", "pixel_sha256", res->pixel_sha256);
     printf("  %-20s", "timings_ms");
     for (int i = 0; i < ST_T__COUNT; i++)
         if (res->timings_ms[i] >= 0)
             printf(" %s=%.1f", st_stage_name((enum st_stage)i), res->timings_ms[i]);
-    printf("\n  %-20s %s\n", "error", res->error);
+    putchar('\n');
+    field("error", res->error);
     if (in->duplicate_of > 0)
         printf("  %-20s %" PRId64 "\n", "duplicate_of", in->duplicate_of);
     st_format_time(in->updated_at_ms, when, sizeof(when));
-    printf("  %-20s %s\n", "updated_at", when);
+    field("updated_at", when);
     printf("events (UTC):\n");
     err = st_events(db, in->id, show_event, NULL, errbuf, sizeof(errbuf));
     free(in);
