@@ -8,6 +8,7 @@
 #include "buf.h"
 #include "err.h"
 #include "fsutil.h"
+#include "sha256.h"
 #include "log.h"
 #include "version.h"
 

@@ -9,7 +9,6 @@
  * px_normalize and nn_predict. The lock is never held while a file is read or scored.
  */
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,24 +47,17 @@ struct pixel_hash {
 static void on_decoded(void *user, const struct px_image *img)
 {
     struct pixel_hash *h = user;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    unsigned char d[EVP_MAX_MD_SIZE];
-    unsigned int dl = 0;
+    struct cxr_sha256 sh;
+    uint8_t d[32];
     char dims[64];
     size_t n = (size_t)img->width * (size_t)img->height * (size_t)img->channels;
 
-    h->hex[0] = '\0';
-    if (!md)
-        return;
     (void)snprintf(dims, sizeof(dims), "%dx%dx%d", img->width, img->height, img->channels);
-    if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
-        EVP_DigestUpdate(md, dims, strlen(dims)) == 1 &&
-        EVP_DigestUpdate(md, img->samples, n * sizeof(*img->samples)) == 1 &&
-        EVP_DigestFinal_ex(md, d, &dl) == 1 && dl == 32) {
-        for (unsigned i = 0; i < 32; i++)
-            (void)snprintf(h->hex + 2 * i, 3, "%02x", d[i]);
-    }
-    EVP_MD_CTX_free(md);
+    cxr_sha256_init(&sh);
+    cxr_sha256_update(&sh, dims, strlen(dims));
+    cxr_sha256_update(&sh, img->samples, n * sizeof(*img->samples));
+    cxr_sha256_final(&sh, d);
+    cxr_sha256_hex(d, h->hex);
 }
 
 static void set_text(char *dst, size_t len, const char *src)

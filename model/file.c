@@ -186,7 +186,7 @@ cxr_err nn_model_serialize(const nn_model *m, uint8_t **ret_data, size_t *ret_le
                            size_t errlen)
 {
     struct wr w = {0};
-    struct nn_sha256 sh;
+    struct cxr_sha256 sh;
     size_t body;
     if (!m || !ret_data || !ret_len)
         return CXR_EINVAL;
@@ -200,9 +200,9 @@ cxr_err nn_model_serialize(const nn_model *m, uint8_t **ret_data, size_t *ret_le
     }
     w.len = 0;
     write_all(m, &w);
-    nn_sha256_init(&sh);
-    nn_sha256_update(&sh, w.p, body);
-    nn_sha256_final(&sh, w.p + body);
+    cxr_sha256_init(&sh);
+    cxr_sha256_update(&sh, w.p, body);
+    cxr_sha256_final(&sh, w.p + body);
     *ret_data = w.p;
     *ret_len = w.cap;
     return CXR_OK;
@@ -212,7 +212,7 @@ cxr_err nn_model_save(nn_model *m, const char *path, char *errbuf, size_t errlen
 {
     uint8_t *data = NULL, d[32];
     size_t len = 0;
-    struct nn_sha256 sh;
+    struct cxr_sha256 sh;
     cxr_err err;
     if (!m || !path)
         return CXR_EINVAL;
@@ -223,10 +223,10 @@ cxr_err nn_model_save(nn_model *m, const char *path, char *errbuf, size_t errlen
     if (err) {
         nn_errf(errbuf, errlen, "%s: cannot write model file (%s)", path, cxr_strerror(err));
     } else {
-        nn_sha256_init(&sh);
-        nn_sha256_update(&sh, data, len);
-        nn_sha256_final(&sh, d);
-        nn_sha256_hex(d, m->digest);
+        cxr_sha256_init(&sh);
+        cxr_sha256_update(&sh, data, len);
+        cxr_sha256_final(&sh, d);
+        cxr_sha256_hex(d, m->digest);
     }
     free(data);
     return err;
@@ -411,7 +411,7 @@ cxr_err nn_model_load_mem_flags(const void *data, size_t len, unsigned flags,
 {
     struct rd r = {.p = data, .len = len}, s;
     nn_model *m = NULL;
-    struct nn_sha256 sh;
+    struct cxr_sha256 sh;
     uint8_t d[32];
     uint32_t version, n;
     uint64_t total;
@@ -452,9 +452,9 @@ cxr_err nn_model_load_mem_flags(const void *data, size_t len, unsigned flags,
         return CXR_EMODEL;
     }
     if (!(flags & NN_LOAD_SKIP_CHECKSUM)) {
-        nn_sha256_init(&sh);
-        nn_sha256_update(&sh, data, len - TRAILER_LEN);
-        nn_sha256_final(&sh, d);
+        cxr_sha256_init(&sh);
+        cxr_sha256_update(&sh, data, len - TRAILER_LEN);
+        cxr_sha256_final(&sh, d);
         if (memcmp(d, (const uint8_t *)data + len - TRAILER_LEN, 32) != 0) {
             nn_errf(errbuf, errlen, "checksum mismatch: the file is corrupt or was modified");
             return CXR_EMODEL;
@@ -600,10 +600,10 @@ cxr_err nn_model_load_mem_flags(const void *data, size_t len, unsigned flags,
         err = CXR_EMODEL;
         goto out;
     }
-    nn_sha256_init(&sh);
-    nn_sha256_update(&sh, data, len);
-    nn_sha256_final(&sh, d);
-    nn_sha256_hex(d, m->digest);
+    cxr_sha256_init(&sh);
+    cxr_sha256_update(&sh, data, len);
+    cxr_sha256_final(&sh, d);
+    cxr_sha256_hex(d, m->digest);
     *ret_model = m;
     m = NULL;
     err = CXR_OK;

@@ -146,17 +146,7 @@ void nn_dropout_backward(float p, const float *dy, const uint8_t *mask, float *d
 void nn_softmax_forward(const float *x, float *y, int batch, int n);
 void nn_softmax_backward(const float *y, const float *dy, float *dx, int batch, int n);
 
-/* sha256.c */
-struct nn_sha256 {
-    uint32_t h[8];
-    uint64_t len;
-    uint8_t buf[64];
-    size_t fill;
-};
-void nn_sha256_init(struct nn_sha256 *s);
-void nn_sha256_update(struct nn_sha256 *s, const void *data, size_t len);
-void nn_sha256_final(struct nn_sha256 *s, uint8_t out[32]);
-void nn_sha256_hex(const uint8_t d[32], char out[NN_DIGEST_HEX]);
+/* SHA-256 (checksum and digest) is common/sha256.h: cxr_sha256_*. */
 
 /* file.c: internal loader entry (flags: NN_LOAD_SKIP_CHECKSUM for the fuzzer). */
 #define NN_LOAD_SKIP_CHECKSUM 1u

@@ -87,7 +87,7 @@ for name, f, tool in cases:
     out = subprocess.run([f"{build}/bench/pixel/bench_pixel", p, "224", str(runs)], check=True,
                          capture_output=True, text=True).stdout
     ours = float(out.split()[0].split("=")[1])
-    cli = wall([f"{build}/daemon/cxrtriage", "preprocess", p, "-o", f"{T}/o.png"])
+    cli = wall([f"{build}/cli/cxrtriage", "preprocess", p, "-o", f"{T}/o.png"])
     if tool:
         peer = wall(tool + ["+Wi", "1", p, f"{T}/o.pgm"])
         pname = tool[0]

@@ -10,9 +10,7 @@ set -euo pipefail
 : "${CXR_SOURCE_DIR:?run through ctest (CXR_SOURCE_DIR not set)}"
 CXR_DATA_DIR=${CXR_DATA_DIR:-}
 CXRTRIAGED="$CXR_BUILD_DIR/daemon/cxrtriaged"
-# The CLI moves from daemon/ to cli/: take whichever this build has, cli/ first.
 CXRTRIAGE="$CXR_BUILD_DIR/cli/cxrtriage"
-[ -x "$CXRTRIAGE" ] || CXRTRIAGE="$CXR_BUILD_DIR/daemon/cxrtriage"
 CXRTRAIN="$CXR_BUILD_DIR/trainer/cxrtriage-train"
 export TCP_NODELAY=1 # DCMTK peers: no Nagle delay (see PEERS.md)
 

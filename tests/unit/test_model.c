@@ -316,10 +316,10 @@ static void test_train_save_load(void **state)
 
 static void reseal(uint8_t *d, size_t len)
 {
-    struct nn_sha256 s;
-    nn_sha256_init(&s);
-    nn_sha256_update(&s, d, len - 32);
-    nn_sha256_final(&s, d + len - 32);
+    struct cxr_sha256 s;
+    cxr_sha256_init(&s);
+    cxr_sha256_update(&s, d, len - 32);
+    cxr_sha256_final(&s, d + len - 32);
 }
 
 static void expect_load_error(const uint8_t *d, size_t len, const char *want)

@@ -4,11 +4,6 @@
  */
 #include "cli.h"
 
-int cli_audit(int argc, char **argv)
-{
-    return cli_not_built("audit", "the audit ledger (store/)");
-}
-
 int cli_outbox(int argc, char **argv)
 {
     return cli_not_built("outbox", "the report outbox (store/, hl7/)");

@@ -1,11 +1,11 @@
 /*
- * sha256.c - a small SHA-256 (FIPS 180-4) for the model file's checksum and digest; no
- * library in our link set provides one.
+ * sha256.c - a small SHA-256 (FIPS 180-4) for the model file's checksum and digest and the
+ * audit ledger's hash chain; it lives in common so neither module needs a crypto library.
  */
 #include <stdio.h>
 #include <string.h>
 
-#include "nn_int.h"
+#include "sha256.h"
 
 static const uint32_t K[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
@@ -21,7 +21,7 @@ static const uint32_t K[64] = {
 
 #define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
 
-static void block(struct nn_sha256 *s, const uint8_t *p)
+static void block(struct cxr_sha256 *s, const uint8_t *p)
 {
     uint32_t w[64], a, b, c, d, e, f, g, h;
     for (int i = 0; i < 16; i++)
@@ -44,7 +44,7 @@ static void block(struct nn_sha256 *s, const uint8_t *p)
     s->h[4] += e, s->h[5] += f, s->h[6] += g, s->h[7] += h;
 }
 
-void nn_sha256_init(struct nn_sha256 *s)
+void cxr_sha256_init(struct cxr_sha256 *s)
 {
     static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                    0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
@@ -53,7 +53,7 @@ void nn_sha256_init(struct nn_sha256 *s)
     s->fill = 0;
 }
 
-void nn_sha256_update(struct nn_sha256 *s, const void *data, size_t len)
+void cxr_sha256_update(struct cxr_sha256 *s, const void *data, size_t len)
 {
     const uint8_t *p = data;
     s->len += len;
@@ -72,16 +72,16 @@ void nn_sha256_update(struct nn_sha256 *s, const void *data, size_t len)
     }
 }
 
-void nn_sha256_final(struct nn_sha256 *s, uint8_t out[32])
+void cxr_sha256_final(struct cxr_sha256 *s, uint8_t out[32])
 {
     uint64_t bits = s->len * 8;
     uint8_t pad = 0x80, zero = 0, lenb[8];
-    nn_sha256_update(s, &pad, 1);
+    cxr_sha256_update(s, &pad, 1);
     while (s->fill != 56)
-        nn_sha256_update(s, &zero, 1);
+        cxr_sha256_update(s, &zero, 1);
     for (int i = 0; i < 8; i++)
         lenb[i] = (uint8_t)(bits >> (56 - 8 * i));
-    nn_sha256_update(s, lenb, 8);
+    cxr_sha256_update(s, lenb, 8);
     for (int i = 0; i < 8; i++) {
         out[4 * i] = (uint8_t)(s->h[i] >> 24);
         out[4 * i + 1] = (uint8_t)(s->h[i] >> 16);
@@ -90,7 +90,7 @@ void nn_sha256_final(struct nn_sha256 *s, uint8_t out[32])
     }
 }
 
-void nn_sha256_hex(const uint8_t d[32], char out[NN_DIGEST_HEX])
+void cxr_sha256_hex(const uint8_t d[32], char out[CXR_SHA256_HEX])
 {
     static const char hx[] = "0123456789abcdef";
     for (int i = 0; i < 32; i++) {

@@ -1,0 +1,893 @@
+/*
+ * cli_audit.c - `cxrtriage audit list|show|export|stats|verify`: the auditor's view of the
+ * ledger, read through store.h on a read-only connection (safe while the daemon writes).
+ *
+ * The database is found exactly as the daemon finds it (--config FILE and --state-dir DIR,
+ * then the derived audit_db), or given with --db FILE. Tables show received times in local
+ * time (the header says so; --utc switches); CSV and JSON always carry RFC 3339 UTC.
+ * Patient IDs are printed: this is the auditor's tool, not a log.
+ */
+#include <ctype.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "common.h"
+#include "config.h"
+#include "store.h"
+
+enum fmt { FMT_TABLE, FMT_CSV, FMT_JSON };
+
+struct opts {
+    const char *action;
+    const char *config, *state_dir, *db;
+    struct st_filter f;
+    bool limit_set;
+    enum fmt fmt;
+    bool utc;
+    const char *arg; /* show: ID or SOP Instance UID */
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: cxrtriage audit ACTION [OPTION]...\n"
+            "Reads the audit ledger (read-only; safe while the daemon runs).\n\n"
+            "Actions:\n"
+            "  list             instances, newest first (default --limit 50)\n"
+            "  show ID|SOP_UID  one instance: every field and its event history\n"
+            "  export           like list with no default limit (--format csv or json)\n"
+            "  stats            counts by state, triage, top class and day\n"
+            "  verify           recompute the hash chain and row hashes; exit 1 on any problem\n\n"
+            "Finding the database (as the daemon does):\n"
+            "  --config FILE    the daemon's configuration file\n"
+            "  --state-dir DIR  override [daemon] state_dir (the ledger is DIR/audit.db)\n"
+            "  --db FILE        the ledger file itself\n\n"
+            "Filters (list, export, stats):\n"
+            "  --since T --until T   received in [since, until): 2026-12-02, 2026-12-02T09:30Z,\n"
+            "                        or relative: 30m, 24h, 7d (before now)\n"
+            "  --patient ID  --accession A  --study UID  --class NAME (top class)\n"
+            "  --state received|classified|skipped|failed  --triage urgent|routine|normal|none\n"
+            "  --limit N             at most N rows (0: all)\n\n"
+            "Output:\n"
+            "  --format table|csv|json   table (default), RFC 4180 CSV with a header, or one\n"
+            "                            JSON object per line\n"
+            "  --utc                     table times in UTC instead of local time\n\n"
+            "Exit status: 0 success, 1 failure (no database, not found, verify problems), 2 "
+            "usage.\n");
+}
+
+static int bad_usage(const char *what, const char *arg)
+{
+    fprintf(stderr, "cxrtriage audit: %s '%s'\nRun 'cxrtriage audit --help' for the options.\n",
+            what, arg);
+    return 2;
+}
+
+static bool set_text(char *dst, size_t len, const char *value)
+{
+    size_t n = strlen(value);
+    if (n >= len)
+        return false;
+    memcpy(dst, value, n + 1);
+    return true;
+}
+
+/* Returns 0 on success, else the exit status. */
+static int parse_opts(int argc, char **argv, struct opts *o)
+{
+    enum {
+        O_CONFIG = 256,
+        O_STATE_DIR,
+        O_DB,
+        O_SINCE,
+        O_UNTIL,
+        O_PATIENT,
+        O_ACCESSION,
+        O_STUDY,
+        O_CLASS,
+        O_STATE,
+        O_TRIAGE,
+        O_LIMIT,
+        O_FORMAT,
+        O_UTC
+    };
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, O_CONFIG},
+        {"state-dir", required_argument, NULL, O_STATE_DIR},
+        {"db", required_argument, NULL, O_DB},
+        {"since", required_argument, NULL, O_SINCE},
+        {"until", required_argument, NULL, O_UNTIL},
+        {"patient", required_argument, NULL, O_PATIENT},
+        {"accession", required_argument, NULL, O_ACCESSION},
+        {"study", required_argument, NULL, O_STUDY},
+        {"class", required_argument, NULL, O_CLASS},
+        {"state", required_argument, NULL, O_STATE},
+        {"triage", required_argument, NULL, O_TRIAGE},
+        {"limit", required_argument, NULL, O_LIMIT},
+        {"format", required_argument, NULL, O_FORMAT},
+        {"utc", no_argument, NULL, O_UTC},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int64_t now = st_now_ms();
+    int opt, li = -1;
+
+    memset(o, 0, sizeof(*o));
+    o->action = argv[0];
+    optind = 1;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":h", longopts, &li)) != -1) {
+        bool ok = true;
+        switch (opt) {
+        case O_CONFIG: o->config = optarg; break;
+        case O_STATE_DIR: o->state_dir = optarg; break;
+        case O_DB: o->db = optarg; break;
+        case O_SINCE: ok = st_parse_time(optarg, now, &o->f.since_ms); break;
+        case O_UNTIL: ok = st_parse_time(optarg, now, &o->f.until_ms); break;
+        case O_PATIENT: ok = set_text(o->f.patient_id, sizeof(o->f.patient_id), optarg); break;
+        case O_ACCESSION: ok = set_text(o->f.accession, sizeof(o->f.accession), optarg); break;
+        case O_STUDY: ok = set_text(o->f.study_uid, sizeof(o->f.study_uid), optarg); break;
+        case O_CLASS: ok = set_text(o->f.class_name, sizeof(o->f.class_name), optarg); break;
+        case O_STATE: o->f.has_state = ok = st_state_from_name(optarg, &o->f.state); break;
+        case O_TRIAGE:
+            o->f.has_triage = true;
+            if (!strcmp(optarg, "none"))
+                o->f.triage = ST_TRIAGE_NONE;
+            else
+                ok = st_triage_from_name(optarg, &o->f.triage);
+            break;
+        case O_LIMIT: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            ok = end != optarg && !*end && v >= 0 && v <= 100000000;
+            o->f.limit = (int)v;
+            o->limit_set = true;
+            break;
+        }
+        case O_FORMAT:
+            if (!strcmp(optarg, "table"))
+                o->fmt = FMT_TABLE;
+            else if (!strcmp(optarg, "csv"))
+                o->fmt = FMT_CSV;
+            else if (!strcmp(optarg, "json"))
+                o->fmt = FMT_JSON;
+            else
+                ok = false;
+            break;
+        case O_UTC: o->utc = true; break;
+        case 'h': usage(stdout); return -1;
+        case ':': return bad_usage("option needs a value:", argv[optind - 1]);
+        default: return bad_usage("unknown option", argv[optind - 1]);
+        }
+        if (!ok) {
+            char what[64];
+            (void)snprintf(what, sizeof(what),
+                           "invalid value for --%s:", li >= 0 ? longopts[li].name : "?");
+            return bad_usage(what, optarg);
+        }
+        li = -1;
+    }
+    if (!strcmp(o->action, "show")) {
+        if (optind != argc - 1)
+            return bad_usage("show needs exactly one ID or SOP Instance UID, got",
+                             argc > optind ? argv[optind] : "");
+        o->arg = argv[optind];
+    } else if (optind < argc) {
+        return bad_usage("unexpected argument", argv[optind]);
+    }
+    if (!o->limit_set && !strcmp(o->action, "list"))
+        o->f.limit = 50;
+    if (!strcmp(o->action, "export") && o->fmt == FMT_TABLE)
+        o->fmt = FMT_CSV;
+    return 0;
+}
+
+/* Opens the ledger read-only: --db, else the daemon's audit_db from --config/--state-dir. */
+static int open_ledger(const struct opts *o, st_db **ret)
+{
+    char errbuf[1200], path[CFG_PATH_MAX];
+    cxr_err err;
+
+    if (o->db) {
+        if (!set_text(path, sizeof(path), o->db)) {
+            fprintf(stderr, "cxrtriage audit: --db path too long\n");
+            return 1;
+        }
+    } else {
+        struct cfg_config *cfg = malloc(sizeof(*cfg));
+        struct cxr_buf errors;
+        bool bad = false;
+
+        if (!cfg) {
+            fprintf(stderr, "cxrtriage audit: out of memory\n");
+            return 1;
+        }
+        cfg_defaults(cfg);
+        cxr_buf_init(&errors, 1 << 20);
+        if (o->config && cfg_load(cfg, o->config, &errors) != CXR_OK)
+            bad = true;
+        if (o->state_dir &&
+            cfg_set(cfg, "daemon", "state_dir", o->state_dir, "--state-dir", &errors) != CXR_OK)
+            bad = true;
+        if (!bad && cfg_resolve(cfg) != CXR_OK) {
+            (void)cxr_buf_puts(&errors, "a derived path is too long\n");
+            bad = true;
+        }
+        if (bad) {
+            fprintf(stderr, "cxrtriage audit: configuration errors:\n%s", cxr_buf_str(&errors));
+            cxr_buf_done(&errors);
+            free(cfg);
+            return 1;
+        }
+        cxr_buf_done(&errors);
+        memcpy(path, cfg->audit_db, sizeof(path));
+        free(cfg);
+    }
+    err = st_open(path, ST_OPEN_READ, ret, errbuf, sizeof(errbuf));
+    if (err) {
+        fprintf(stderr, "cxrtriage audit: %s\n", errbuf);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- formatting helpers ---- */
+
+static void table_time(int64_t ms, bool utc, char *out, size_t len)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if ((utc ? gmtime_r(&t, &tm) : localtime_r(&t, &tm)) == NULL ||
+        strftime(out, len, "%Y-%m-%d %H:%M:%S", &tm) == 0)
+        (void)snprintf(out, len, "?");
+}
+
+/* Initials of the words of a class name: "Viral Pneumonia" -> "VP", "COVID-19" -> "C". */
+static void initials(const char *name, char *out, size_t len)
+{
+    size_t n = 0;
+    bool start = true;
+    for (const char *p = name; *p && n + 1 < len; p++) {
+        if (isalpha((unsigned char)*p)) {
+            if (start)
+                out[n++] = (char)toupper((unsigned char)*p);
+            start = false;
+        } else if (*p == ' ') {
+            start = true;
+        }
+    }
+    out[n] = '\0';
+}
+
+static int top_class(const struct st_result *res)
+{
+    int top = -1;
+    for (int i = 0; i < res->n_classes && i < ST_MAX_CLASSES; i++)
+        if (top < 0 || res->scores[i] > res->scores[top])
+            top = i;
+    return top;
+}
+
+static void compact_scores(const struct st_result *res, char *out, size_t len)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (int i = 0; i < res->n_classes && i < ST_MAX_CLASSES && n < len; i++) {
+        char ini[16];
+        int w;
+        initials(res->class_names[i], ini, sizeof(ini));
+        w = snprintf(out + n, len - n, "%s%s=%.2f", i ? " " : "", ini, res->scores[i]);
+        if (w < 0)
+            break;
+        n += (size_t)w;
+    }
+}
+
+/* Copies s into out, cut to max characters with "..." when longer; control bytes as '?'. */
+static void clip(const char *s, size_t max, char *out, size_t len)
+{
+    size_t n = 0, sl = strlen(s);
+    bool cut = sl > max;
+    size_t keep = cut ? (max > 3 ? max - 3 : 0) : sl;
+    for (size_t i = 0; i < keep && n + 1 < len; i++)
+        out[n++] = iscntrl((unsigned char)s[i]) ? '?' : s[i];
+    for (int i = 0; cut && i < 3 && n + 1 < len; i++)
+        out[n++] = '.';
+    out[n] = '\0';
+}
+
+/* ---- the table: rows collected first so that every column is as wide as its widest cell ---- */
+
+#define NCOLS 9
+struct table {
+    char **cells; /* rows * NCOLS strings */
+    size_t rows, cap;
+    bool oom;
+};
+
+static void table_add(struct table *t, const char *const row[NCOLS])
+{
+    if (t->oom)
+        return;
+    if (t->rows == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        char **p = realloc(t->cells, cap * NCOLS * sizeof(*p));
+        if (!p) {
+            t->oom = true;
+            return;
+        }
+        t->cells = p;
+        t->cap = cap;
+    }
+    for (int c = 0; c < NCOLS; c++) {
+        t->cells[t->rows * NCOLS + c] = strdup(row[c]);
+        if (!t->cells[t->rows * NCOLS + c])
+            t->oom = true;
+    }
+    t->rows++;
+}
+
+static void table_print(const struct table *t)
+{
+    size_t w[NCOLS] = {0};
+    for (size_t r = 0; r < t->rows; r++)
+        for (int c = 0; c < NCOLS; c++) {
+            const char *s = t->cells[r * NCOLS + c];
+            size_t l = s ? strlen(s) : 0;
+            if (l > w[c])
+                w[c] = l;
+        }
+    for (size_t r = 0; r < t->rows; r++) {
+        for (int c = 0; c < NCOLS; c++) {
+            const char *s = t->cells[r * NCOLS + c] ? t->cells[r * NCOLS + c] : "";
+            if (c == NCOLS - 1)
+                printf("%s\n", s);
+            else if (c == 0) /* ids right-aligned */
+                printf("%*s  ", (int)w[c], s);
+            else
+                printf("%-*s  ", (int)w[c], s);
+        }
+    }
+}
+
+static void table_done(struct table *t)
+{
+    for (size_t i = 0; i < t->rows * NCOLS; i++)
+        free(t->cells[i]);
+    free(t->cells);
+}
+
+/* ---- list / export ---- */
+
+struct list_ctx {
+    const struct opts *o;
+    struct table table;
+    struct cxr_buf line;
+    cxr_err err;
+    int64_t n;
+};
+
+static void csv_field(const char *s, bool last)
+{
+    if (strpbrk(s, ",\"\r\n")) {
+        putchar('"');
+        for (const char *p = s; *p; p++) {
+            if (*p == '"')
+                putchar('"');
+            putchar(*p);
+        }
+        putchar('"');
+    } else {
+        fputs(s, stdout);
+    }
+    fputs(last ? "\r\n" : ",", stdout);
+}
+
+static const char *const csv_header[] = {
+    "id",           "received_at",   "sop_instance_uid", "study_instance_uid",
+    "patient_id",   "accession",     "calling_aet",      "peer",
+    "state",        "triage",        "top_class",        "top_score",
+    "scores",       "triage_reason", "gate_reason",      "error",
+    "model_digest", "duplicate_of"};
+
+static void csv_row(const struct st_instance *in)
+{
+    const struct st_result *res = &in->res;
+    char id[24], when[40], score[32] = "", dup[24] = "", scores[600] = "";
+    int top = top_class(res);
+    size_t n = 0;
+
+    (void)snprintf(id, sizeof(id), "%" PRId64, in->id);
+    st_format_time(in->r.received_at_ms, when, sizeof(when));
+    if (top >= 0)
+        (void)snprintf(score, sizeof(score), "%.6f", res->scores[top]);
+    if (in->duplicate_of > 0)
+        (void)snprintf(dup, sizeof(dup), "%" PRId64, in->duplicate_of);
+    for (int i = 0; i < res->n_classes && i < ST_MAX_CLASSES && n < sizeof(scores); i++) {
+        int w = snprintf(scores + n, sizeof(scores) - n, "%s%s=%.6f", i ? ";" : "",
+                         res->class_names[i], res->scores[i]);
+        if (w < 0)
+            break;
+        n += (size_t)w;
+    }
+    csv_field(id, false);
+    csv_field(when, false);
+    csv_field(in->r.sop_instance_uid, false);
+    csv_field(in->r.study_uid, false);
+    csv_field(in->r.patient_id, false);
+    csv_field(in->r.accession, false);
+    csv_field(in->r.calling_aet, false);
+    csv_field(in->r.peer, false);
+    csv_field(st_state_name(res->state), false);
+    csv_field(st_triage_name(res->triage) ? st_triage_name(res->triage) : "", false);
+    csv_field(top >= 0 ? res->class_names[top] : "", false);
+    csv_field(score, false);
+    csv_field(scores, false);
+    csv_field(res->triage_reason, false);
+    csv_field(res->gate_reason, false);
+    csv_field(res->error, false);
+    csv_field(res->model_digest, false);
+    csv_field(dup, true);
+}
+
+static void table_row(struct list_ctx *c, const struct st_instance *in)
+{
+    const struct st_result *res = &in->res;
+    char id[24], when[40], top[96] = "-", scores[200] = "-", acc[24], aet[24], note[64];
+    char dup[48] = "";
+    const char *row[NCOLS];
+    int t = top_class(res);
+
+    (void)snprintf(id, sizeof(id), "%" PRId64, in->id);
+    table_time(in->r.received_at_ms, c->o->utc, when, sizeof(when));
+    if (t >= 0) {
+        (void)snprintf(top, sizeof(top), "%s %.2f", res->class_names[t], res->scores[t]);
+        compact_scores(res, scores, sizeof(scores));
+    }
+    clip(in->r.accession[0] ? in->r.accession : "-", 16, acc, sizeof(acc));
+    clip(in->r.calling_aet[0] ? in->r.calling_aet : "-", 16, aet, sizeof(aet));
+    if (in->duplicate_of > 0)
+        (void)snprintf(dup, sizeof(dup), "duplicate of %" PRId64, in->duplicate_of);
+    clip(res->error[0]         ? res->error
+         : res->gate_reason[0] ? res->gate_reason
+                               : dup,
+         48, note, sizeof(note));
+    row[0] = id;
+    row[1] = when;
+    row[2] = st_state_name(res->state);
+    row[3] = st_triage_name(res->triage) ? st_triage_name(res->triage) : "-";
+    row[4] = top;
+    row[5] = scores;
+    row[6] = acc;
+    row[7] = aet;
+    row[8] = note;
+    table_add(&c->table, row);
+}
+
+static bool list_fn(void *user, const struct st_instance *in)
+{
+    struct list_ctx *c = user;
+    c->n++;
+    switch (c->o->fmt) {
+    case FMT_CSV: csv_row(in); break;
+    case FMT_JSON:
+        cxr_buf_reset(&c->line);
+        c->err = st_instance_json(in, &c->line);
+        if (c->err)
+            return false;
+        puts(cxr_buf_str(&c->line));
+        break;
+    case FMT_TABLE: table_row(c, in); break;
+    }
+    return true;
+}
+
+static int do_list(st_db *db, const struct opts *o)
+{
+    struct list_ctx c = {.o = o};
+    char errbuf[1200], recv[32];
+    int rc = 0;
+    cxr_err err;
+
+    cxr_buf_init(&c.line, 1 << 20);
+    if (o->fmt == FMT_CSV)
+        for (size_t i = 0; i < CXR_ARRAY_SIZE(csv_header); i++)
+            csv_field(csv_header[i], i + 1 == CXR_ARRAY_SIZE(csv_header));
+    if (o->fmt == FMT_TABLE) {
+        const char *head[NCOLS] = {"ID",        recv,         "STATE",
+                                   "TRIAGE",    "TOP",        "SCORES",
+                                   "ACCESSION", "CALLING AE", "NOTE (gate reason, error)"};
+        (void)snprintf(recv, sizeof(recv), "RECEIVED (%s)", o->utc ? "UTC" : "local");
+        table_add(&c.table, head);
+    }
+    err = st_list(db, &o->f, list_fn, &c, errbuf, sizeof(errbuf));
+    if (err) {
+        fprintf(stderr, "cxrtriage audit: %s\n", errbuf);
+        rc = 1;
+    } else if (c.err || c.table.oom) {
+        fprintf(stderr, "cxrtriage audit: %s: %s\n", o->action,
+                cxr_strerror(c.err ? c.err : CXR_ENOMEM));
+        rc = 1;
+    } else if (o->fmt == FMT_TABLE) {
+        table_print(&c.table);
+        if (o->f.limit > 0 && c.n == o->f.limit)
+            printf("(%" PRId64 " rows shown, the limit; --limit N or 0 for more)\n", c.n);
+        else
+            printf("(%" PRId64 " row%s)\n", c.n, c.n == 1 ? "" : "s");
+    }
+    table_done(&c.table);
+    cxr_buf_done(&c.line);
+    if (fflush(stdout) != 0) {
+        fprintf(stderr, "cxrtriage audit: writing the output failed\n");
+        rc = 1;
+    }
+    return rc;
+}
+
+/* ---- show ---- */
+
+/* Values from DICOM headers reach the auditor's terminal: control bytes (escape sequences)
+ * are shown as '?'. */
+static void put_safe(const char *s)
+{
+    for (const char *p = s; *p; p++)
+        putchar(iscntrl((unsigned char)*p) ? '?' : *p);
+}
+
+static void field(const char *label, const char *value)
+{
+    printf("  %-20s ", label);
+    put_safe(value);
+    putchar('\n');
+}
+
+static bool show_event(void *user, const struct st_event *e)
+{
+    char when[40];
+    st_format_time(e->at_ms, when, sizeof(when));
+    printf("  %6" PRId64 "  %s  ", e->id, when);
+    put_safe(e->kind);
+    printf("%*s ", (int)(strlen(e->kind) < 16 ? 16 - strlen(e->kind) : 0), "");
+    put_safe(e->detail);
+    putchar('\n');
+    (void)user;
+    return true;
+}
+
+static int do_show(st_db *db, const struct opts *o)
+{
+    struct st_instance *in = malloc(sizeof(*in));
+    const struct st_receipt *r;
+    const struct st_result *res;
+    char errbuf[1200], when[40], local[40];
+    int64_t id = 0;
+    bool numeric;
+    cxr_err err;
+
+    if (!o->arg) { /* parse_opts guarantees it for show */
+        free(in);
+        return 2;
+    }
+    numeric = o->arg[0] != '\0';
+    if (!in) {
+        fprintf(stderr, "cxrtriage audit: out of memory\n");
+        return 1;
+    }
+    for (const char *p = o->arg; *p; p++)
+        if (!isdigit((unsigned char)*p))
+            numeric = false;
+    if (numeric)
+        id = strtoll(o->arg, NULL, 10);
+    err = st_get(db, id, numeric ? NULL : o->arg, in, errbuf, sizeof(errbuf));
+    if (err) {
+        fprintf(stderr, "cxrtriage audit: %s '%s'\n", errbuf, o->arg);
+        free(in);
+        return 1;
+    }
+    r = &in->r;
+    res = &in->res;
+    if (o->fmt == FMT_JSON) {
+        struct cxr_buf b;
+        cxr_buf_init(&b, 1 << 20);
+        err = st_instance_json(in, &b);
+        if (!err)
+            puts(cxr_buf_str(&b));
+        cxr_buf_done(&b);
+        free(in);
+        return err ? 1 : 0;
+    }
+    st_format_time(r->received_at_ms, when, sizeof(when));
+    table_time(r->received_at_ms, o->utc, local, sizeof(local));
+    printf("instance %" PRId64 "\n", in->id);
+    field("sop_instance_uid", r->sop_instance_uid);
+    field("sop_class_uid", r->sop_class_uid);
+    field("study_instance_uid", r->study_uid);
+    field("series_instance_uid", r->series_uid);
+    field("patient_id", r->patient_id);
+    field("accession", r->accession);
+    printf("  %-20s ", "calling/called AE");
+    put_safe(r->calling_aet);
+    printf(" -> ");
+    put_safe(r->called_aet);
+    putchar('\n');
+    field("peer", r->peer);
+    field("transfer_syntax", r->transfer_syntax);
+    field("source", r->source);
+    field("spool_path", r->spool_path);
+    printf("  %-20s %" PRId64 "\n", "size_bytes", r->size_bytes);
+    printf("  %-20s %s (%s %s)\n", "received_at", when, local, o->utc ? "UTC" : "local");
+    field("state", st_state_name(res->state));
+    field("gate", res->gate_applicable ? "applicable" : res->gate_reason);
+    printf("  %-20s", "scores");
+    if (res->n_classes == 0)
+        printf(" -");
+    for (int i = 0; i < res->n_classes && i < ST_MAX_CLASSES; i++)
+        printf("%s %s %.4f", i ? "," : "", res->class_names[i], res->scores[i]);
+    putchar('\n');
+    field("triage", st_triage_name(res->triage) ? st_triage_name(res->triage) : "-");
+    field("triage_reason", res->triage_reason);
+    field("rule", res->rule);
+    field("model_digest", res->model_digest);
+    printf("  %-20s %s\n", "pixel_sha256", res->pixel_sha256);
+    printf("  %-20s", "timings_ms");
+    for (int i = 0; i < ST_T__COUNT; i++)
+        if (res->timings_ms[i] >= 0)
+            printf(" %s=%.1f", st_stage_name((enum st_stage)i), res->timings_ms[i]);
+    putchar('\n');
+    field("error", res->error);
+    if (in->duplicate_of > 0)
+        printf("  %-20s %" PRId64 "\n", "duplicate_of", in->duplicate_of);
+    st_format_time(in->updated_at_ms, when, sizeof(when));
+    field("updated_at", when);
+    printf("events (UTC):\n");
+    err = st_events(db, in->id, show_event, NULL, errbuf, sizeof(errbuf));
+    free(in);
+    if (err) {
+        fprintf(stderr, "cxrtriage audit: %s\n", errbuf);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- stats ---- */
+
+#define MAX_KEYS 512
+struct counter {
+    size_t n;
+    char keys[MAX_KEYS][64];
+    int64_t counts[MAX_KEYS];
+    int64_t other; /* keys beyond MAX_KEYS */
+};
+
+static void count(struct counter *c, const char *key)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (!strcmp(c->keys[i], key)) {
+            c->counts[i]++;
+            return;
+        }
+    if (c->n == MAX_KEYS) {
+        c->other++;
+        return;
+    }
+    (void)snprintf(c->keys[c->n], sizeof(c->keys[0]), "%s", key);
+    c->counts[c->n++] = 1;
+}
+
+struct stats {
+    bool utc;
+    int64_t total;
+    struct counter state, triage, top, day;
+};
+
+static bool stats_fn(void *user, const struct st_instance *in)
+{
+    struct stats *s = user;
+    char day[40];
+    int t = top_class(&in->res);
+
+    s->total++;
+    count(&s->state, st_state_name(in->res.state));
+    count(&s->triage, st_triage_name(in->res.triage) ? st_triage_name(in->res.triage) : "none");
+    count(&s->top, t >= 0 ? in->res.class_names[t] : "none");
+    table_time(in->r.received_at_ms, s->utc, day, sizeof(day));
+    day[10] = '\0';
+    count(&s->day, day);
+    return true;
+}
+
+static void print_counter_table(const char *title, const struct counter *c)
+{
+    printf("%s\n", title);
+    for (size_t i = 0; i < c->n; i++)
+        printf("  %-24s %8" PRId64 "\n", c->keys[i], c->counts[i]);
+    if (c->other)
+        printf("  %-24s %8" PRId64 "\n", "(other)", c->other);
+}
+
+static void print_counter_json(const char *name, const struct counter *c, bool last)
+{
+    printf("\"%s\":{", name);
+    for (size_t i = 0; i < c->n; i++) {
+        printf("%s\"", i ? "," : "");
+        for (const char *p = c->keys[i]; *p; p++) { /* keys are class names and dates */
+            if (*p == '"' || *p == '\\')
+                putchar('\\');
+            if (!iscntrl((unsigned char)*p))
+                putchar(*p);
+        }
+        printf("\":%" PRId64, c->counts[i]);
+    }
+    printf("}%s", last ? "" : ",");
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp((const char *)a, (const char *)b);
+}
+
+/* Days sorted ascending (counts follow their keys). */
+static void sort_days(struct counter *c)
+{
+    struct {
+        char key[64];
+        int64_t n;
+    } *tmp = malloc(sizeof(*tmp) * (c->n ? c->n : 1));
+    if (!tmp)
+        return;
+    for (size_t i = 0; i < c->n; i++) {
+        memcpy(tmp[i].key, c->keys[i], sizeof(tmp[i].key));
+        tmp[i].n = c->counts[i];
+    }
+    qsort(tmp, c->n, sizeof(*tmp), cmp_key);
+    for (size_t i = 0; i < c->n; i++) {
+        memcpy(c->keys[i], tmp[i].key, sizeof(tmp[i].key));
+        c->counts[i] = tmp[i].n;
+    }
+    free(tmp);
+}
+
+static int do_stats(st_db *db, const struct opts *o)
+{
+    struct stats *s = calloc(1, sizeof(*s));
+    char errbuf[1200];
+    cxr_err err;
+
+    if (!s) {
+        fprintf(stderr, "cxrtriage audit: out of memory\n");
+        return 1;
+    }
+    s->utc = o->utc;
+    /* fixed order for the closed sets, so that zero counts show too */
+    for (int i = 0; i < 4; i++)
+        (void)snprintf(s->state.keys[s->state.n++], 64, "%s", st_state_name((enum st_state)i));
+    for (int i = 1; i <= 4; i++)
+        (void)snprintf(s->triage.keys[s->triage.n++], 64, "%s",
+                       i < 4 ? st_triage_name((enum st_triage)i) : "none");
+    err = st_list(db, &o->f, stats_fn, s, errbuf, sizeof(errbuf));
+    if (err) {
+        fprintf(stderr, "cxrtriage audit: %s\n", errbuf);
+        free(s);
+        return 1;
+    }
+    sort_days(&s->day);
+    if (o->fmt == FMT_JSON) {
+        printf("{\"total\":%" PRId64 ",", s->total);
+        print_counter_json("by_state", &s->state, false);
+        print_counter_json("by_triage", &s->triage, false);
+        print_counter_json("by_top_class", &s->top, false);
+        print_counter_json(o->utc ? "by_day_utc" : "by_day_local", &s->day, true);
+        printf("}\n");
+    } else if (o->fmt == FMT_CSV) {
+        printf("group,key,count\r\n");
+        const struct {
+            const char *name;
+            const struct counter *c;
+        } groups[] = {{"state", &s->state},
+                      {"triage", &s->triage},
+                      {"top_class", &s->top},
+                      {o->utc ? "day_utc" : "day_local", &s->day}};
+        for (size_t g = 0; g < CXR_ARRAY_SIZE(groups); g++)
+            for (size_t i = 0; i < groups[g].c->n; i++) {
+                char n[24];
+                (void)snprintf(n, sizeof(n), "%" PRId64, groups[g].c->counts[i]);
+                csv_field(groups[g].name, false);
+                csv_field(groups[g].c->keys[i], false);
+                csv_field(n, true);
+            }
+    } else {
+        printf("instances: %" PRId64 "\n", s->total);
+        print_counter_table("by state:", &s->state);
+        print_counter_table("by triage:", &s->triage);
+        print_counter_table("by top class:", &s->top);
+        print_counter_table(o->utc ? "by day (UTC):" : "by day (local time):", &s->day);
+    }
+    free(s);
+    return 0;
+}
+
+/* ---- verify ---- */
+
+static bool count_event(void *user, const struct st_event *e)
+{
+    (*(int64_t *)user)++;
+    (void)e;
+    return true;
+}
+
+static int do_verify(st_db *db, const struct opts *o)
+{
+    struct cxr_buf report;
+    char errbuf[1200];
+    int64_t problems = 0, by_state[4], by_triage[4], n_inst = 0, n_ev = 0;
+    cxr_err err;
+
+    cxr_buf_init(&report, 64u << 20);
+    err = st_verify(db, &report, &problems, errbuf, sizeof(errbuf));
+    if (!err)
+        err = st_counts(db, by_state, by_triage, errbuf, sizeof(errbuf));
+    if (!err)
+        err = st_events(db, -1, count_event, &n_ev, errbuf, sizeof(errbuf));
+    if (err) {
+        fprintf(stderr, "cxrtriage audit: %s\n", errbuf);
+        cxr_buf_done(&report);
+        return 1;
+    }
+    for (int i = 0; i < 4; i++)
+        n_inst += by_state[i];
+    fputs(cxr_buf_str(&report), stdout);
+    cxr_buf_done(&report);
+    if (problems) {
+        printf("audit FAILED: %" PRId64 " problem(s); %" PRId64 " instances, %" PRId64 " events\n",
+               problems, n_inst, n_ev);
+        return 1;
+    }
+    printf("audit ok: %" PRId64 " instances, %" PRId64 " events, chain intact\n", n_inst, n_ev);
+    (void)o;
+    return 0;
+}
+
+int cli_audit(int argc, char **argv)
+{
+    static const struct {
+        const char *name;
+        int (*run)(st_db *db, const struct opts *o);
+    } actions[] = {{"list", do_list},
+                   {"show", do_show},
+                   {"export", do_list},
+                   {"stats", do_stats},
+                   {"verify", do_verify}};
+    struct opts o;
+    st_db *db = NULL;
+    int rc;
+
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < CXR_ARRAY_SIZE(actions); i++) {
+        if (strcmp(argv[1], actions[i].name) != 0)
+            continue;
+        rc = parse_opts(argc - 1, argv + 1, &o);
+        if (rc)
+            return rc < 0 ? 0 : rc;
+        rc = open_ledger(&o, &db);
+        if (rc)
+            return rc;
+        rc = actions[i].run(db, &o);
+        st_close(db);
+        return rc;
+    }
+    fprintf(stderr, "cxrtriage audit: unknown action '%s' (list, show, export, stats, verify)\n",
+            argv[1]);
+    return 2;
+}
