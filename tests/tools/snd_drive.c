@@ -29,7 +29,7 @@
 
 #include "hl7.h"
 
-#define MAX_STREAMS 8
+#define MAX_STREAMS 16
 
 struct stream {
     int dest, n, done, submitted;
