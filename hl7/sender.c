@@ -188,7 +188,7 @@ static void free_attempt(snd_sender *s, struct snd_attempt *a)
     curl_slist_free_all(a->hdrs);
     if (a->fd >= 0) {
         (void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, a->fd, NULL);
-        close(a->fd);
+        (void)close(a->fd);
     }
     free(a->body);
     free(a->resp);
@@ -970,9 +970,9 @@ void snd_free(snd_sender *s)
     if (s->multi)
         curl_multi_cleanup(s->multi);
     if (s->epfd >= 0)
-        close(s->epfd);
+        (void)close(s->epfd);
     if (s->tfd >= 0)
-        close(s->tfd);
+        (void)close(s->tfd);
     if (s->dests)
         explicit_bzero(s->dests, (size_t)s->n * sizeof(*s->dests));
     free(s->dests);

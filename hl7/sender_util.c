@@ -76,7 +76,7 @@ static bool valid_time(int year, int mon, int day, int h, int mi, int sec)
 static int64_t parse_http_date(const char *v)
 {
     char wd[16], mon[4], tz[4];
-    int day, year, h, mi, sec, n = 0;
+    int day, year, h, mi, sec, n = 0, form = 0;
     struct tm tm;
     int m;
 
@@ -84,21 +84,26 @@ static int64_t parse_http_date(const char *v)
     /* IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT */
     if (sscanf(v, "%3[A-Za-z], %2d %3[A-Za-z] %4d %2d:%2d:%2d %3s%n", wd, &day, mon, &year, &h, &mi,
                &sec, tz, &n) == 8 &&
+        v[n] == '\0' && !strcmp(tz, "GMT"))
+        form = 1;
+    /* RFC 850: Sunday, 06-Nov-94 08:49:37 GMT (two-digit year: 70..99 is 19xx, else 20xx) */
+    n = 0;
+    if (!form &&
+        sscanf(v, "%15[A-Za-z], %2d-%3[A-Za-z]-%2d %2d:%2d:%2d %3s%n", wd, &day, mon, &year, &h,
+               &mi, &sec, tz, &n) == 8 &&
         v[n] == '\0' && !strcmp(tz, "GMT")) {
-        /* parsed */
-    } else if (n = 0, sscanf(v, "%15[A-Za-z], %2d-%3[A-Za-z]-%2d %2d:%2d:%2d %3s%n", wd, &day, mon,
-                             &year, &h, &mi, &sec, tz, &n) == 8 &&
-                          v[n] == '\0' && !strcmp(tz, "GMT")) {
-        /* RFC 850: Sunday, 06-Nov-94 08:49:37 GMT; two-digit years: RFC 9110 says a year
-         * more than 50 years ahead is in the past century */
+        form = 2;
         year += year < 70 ? 2000 : 1900;
-    } else if (n = 0, sscanf(v, "%3[A-Za-z] %3[A-Za-z] %2d %2d:%2d:%2d %4d%n", wd, mon, &day, &h,
-                             &mi, &sec, &year, &n) == 7 &&
-                          v[n] == '\0') {
-        /* asctime: Sun Nov  6 08:49:37 1994 */
-    } else {
-        return -1;
     }
+    /* asctime: Sun Nov  6 08:49:37 1994 */
+    n = 0;
+    if (!form &&
+        sscanf(v, "%3[A-Za-z] %3[A-Za-z] %2d %2d:%2d:%2d %4d%n", wd, mon, &day, &h, &mi, &sec,
+               &year, &n) == 7 &&
+        v[n] == '\0')
+        form = 3;
+    if (!form)
+        return -1;
     m = month_index(mon);
     if (!valid_time(year, m, day, h, mi, sec))
         return -1;

@@ -147,7 +147,7 @@ static void on_result(void *user, const struct snd_result *r)
     printf(",\"response\":");
     json_str(r->response);
     printf(",\"ms\":%.1f}\n", r->ms);
-    fflush(stdout);
+    (void)fflush(stdout);
     dv->results++;
     if (si >= 0 && si < dv->nstream) {
         struct stream *st = &dv->streams[si];
@@ -230,7 +230,7 @@ static char *read_file(const char *path, size_t *ret_len)
         }
         *ret_len = (size_t)n;
     }
-    fclose(f);
+    (void)fclose(f);
     return b;
 }
 
@@ -341,8 +341,8 @@ int main(int argc, char **argv)
            "\"max_tick_gap_ms\":%.1f,\"max_process_ms\":%.1f}\n",
            dv.results, dv.expected, snd_in_flight(dv.s), now_ms() - dv.t0, max_gap, max_proc);
     snd_free(dv.s);
-    close(tfd);
-    close(ep);
+    (void)close(tfd);
+    (void)close(ep);
     free(dv.body_file);
     return rc;
 }
