@@ -313,8 +313,9 @@ struct snd_result {
     enum snd_outcome outcome;
     int http_status;        /* webhook: the final status, 0 when no response arrived */
     char ack_code[4];       /* mllp: MSA-1 (AA/AE/AR/CA/CE/CR), "" when no ACK was read */
-    int retry_after_s;      /* webhook: Retry-After (delta-seconds or HTTP-date, as seconds from
-                             * now, >= 0), -1 when absent or unreadable */
+    int retry_after_s;      /* webhook RETRY: Retry-After (delta-seconds or HTTP-date, as seconds
+                             * from now, >= 0, not capped: the outbox bounds it), -1 when absent
+                             * or unreadable */
     char detail[256];       /* what happened, one line: "HTTP 503", "timeout after 10 s",
                              * "connection refused", "MSA-2 'X' does not match MSH-10 'Y'",
                              * "TLS: SSL certificate problem: self-signed certificate" */

@@ -55,6 +55,7 @@ struct snd_attempt {
     int64_t report_id;
     int dest;
     int64_t t0_ms; /* CLOCK_MONOTONIC */
+    double t0_fms; /* the same, fractional, for snd_result.ms */
     char *body;    /* webhook: the body; mllp: the framed message */
     size_t len;
 
@@ -103,6 +104,15 @@ static int64_t now_ms(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The same clock in fractional milliseconds, for snd_result.ms. */
+static double now_fms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 static cxr_err fail(char *errbuf, size_t errlen, cxr_err err, const char *fmt, ...)
@@ -202,7 +212,7 @@ static void result_init(const struct snd_attempt *a, struct snd_result *r)
     r->report_id = a->report_id;
     r->dest = a->dest;
     r->retry_after_s = -1;
-    r->ms = (double)(now_ms() - a->t0_ms);
+    r->ms = now_fms() - a->t0_fms;
 }
 
 /* Unlinks and frees a, then reports r: on_result may submit again. */
@@ -861,6 +871,7 @@ cxr_err snd_submit(snd_sender *s, const struct snd_request *rq)
     a->report_id = rq->report_id;
     a->dest = rq->dest;
     a->t0_ms = now_ms();
+    a->t0_fms = now_fms();
     if (d->kind == SND_MLLP) {
         struct cxr_buf b;
 

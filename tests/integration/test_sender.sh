@@ -84,6 +84,9 @@ expect keep 'length == 20 and all(.outcome == "DELIVERED")' "20 sequential reque
 conns=$(grep '"kind": "request"' "$T/h_keep.jsonl" | jq -s '[.[].conn] | unique | length')
 [ "$conns" -le 2 ] || fail "20 requests used $conns connections (keep-alive broken)"
 ok "keep-alive: 20 requests over $conns connection(s)"
+# Nagle on either side costs ~40 ms per request (PEERS.md); without it a request takes ~1-3 ms.
+expect keep '[.[].ms] | sort | .[10] < 25' \
+  "no Nagle stall: median request $(jq -s '[.[] | select(.summary == null) | .ms] | sort | .[10]' "$T/keep.out") ms"
 
 # ---- 5xx, 429 + Retry-After, 4xx, 3xx ----
 hook h_500 --actions 500
@@ -148,6 +151,18 @@ expect tls_bad '.[0].outcome == "RETRY" and (.[0].detail | startswith("TLS: ")) 
 grep -q '"kind": "request"' "$T/h_tls.jsonl" && fail "a request reached the receiver over an untrusted TLS connection"
 run tls_ok -d "name=default,url=https://127.0.0.1:$PORT/fhir,ca=$T/tls.crt" -s 0:3 -t 20
 expect tls_ok 'length == 3 and all(.outcome == "DELIVERED")' "trusted with ca_file -> DELIVERED"
+
+# ---- mutual TLS: the client certificate and key are sent when configured ----
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=cxrtriage-client -keyout "$T/client.key" -out "$T/client.crt" >>"$T/openssl.log" 2>&1 ||
+  { cat "$T/openssl.log"; fail "openssl req (client)"; }
+hook h_mtls --tls-cert "$T/tls.crt" --tls-key "$T/tls.key" --tls-client-ca "$T/client.crt"
+run mtls_none -d "name=default,url=https://127.0.0.1:$PORT/,ca=$T/tls.crt" -s 0:1 -t 20
+expect mtls_none '.[0].outcome == "RETRY" and .[0].http_status == 0' \
+  "mutual TLS without a client certificate -> RETRY ($(jq -s -r '.[0].detail' "$T/mtls_none.out"))"
+run mtls_ok -d "name=default,url=https://127.0.0.1:$PORT/,ca=$T/tls.crt,cert=$T/client.crt,key=$T/client.key" -s 0:1 -t 20
+expect mtls_ok '.[0].outcome == "DELIVERED"' "mutual TLS with client_cert/client_key -> DELIVERED"
+[ "$(grep -c '"kind": "request"' "$T/h_mtls.jsonl")" = 1 ] || fail "mutual TLS: wrong number of requests reached the receiver"
 
 # ---- MLLP: every ACK case, side by side in one loop ----
 specs=()

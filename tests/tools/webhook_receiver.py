@@ -3,7 +3,7 @@
 fails on demand. Reused by the sender's and, later, the daemon's integration tests.
 
   /usr/bin/python3 webhook_receiver.py --port P --log FILE [--host 127.0.0.1]
-      [--actions LIST] [--control FILE] [--tls-cert PEM --tls-key PEM]
+      [--actions LIST] [--control FILE] [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
       [--hmac-key KEY] [--token TOKEN] [--lifetime SECONDS] [--ready FILE]
 
 Behaviour per request, from an action LIST (comma separated, one action consumed per request,
@@ -14,6 +14,7 @@ the last one repeats; default "200"):
   cut          send "200" with Content-Length 1000 and only 20 bytes of body, then close
   close        close the connection without an answer
   redirect     "301" with "Location: /elsewhere"
+--tls-client-ca PEM: mutual TLS, a client certificate signed by PEM is required.
 --control FILE: while FILE exists, its first line is one action for every request (read on
 each request, so a test can change the behaviour of a running receiver).
 
@@ -205,6 +206,7 @@ def main():
     p.add_argument("--control")
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
+    p.add_argument("--tls-client-ca")
     p.add_argument("--hmac-key")
     p.add_argument("--token")
     p.add_argument("--lifetime", type=float, default=60.0)
@@ -217,6 +219,9 @@ def main():
     if args.tls_cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.tls_client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(args.tls_client_ca)
         srv.ssl_ctx = ctx
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     threading.Timer(args.lifetime, lambda: os._exit(0)).start()
