@@ -257,7 +257,7 @@ cxr_err fhir_build_bundle(const struct rpt_result *r, const struct rpt_settings 
  *   MLLP unknown MSA-1, no MSA, broken frame, ACK over
  *     SND_ACK_MAX, no ACK in time, refused, reset        RETRY (resend with the same MSH-10)
  *
- * Webhook request: POST <url>, Content-Type as given, Idempotency-Key, User-Agent
+ * Webhook request (for receivers: hl7/RECEIVERS.md): POST <url>, Content-Type as given, Idempotency-Key, User-Agent
  * "cxrtriage/<version>", "Authorization: Bearer <token>" when the destination has one, and with
  * an HMAC key:
  *   X-Cxrtriage-Timestamp: <Unix seconds when the attempt started>
