@@ -257,9 +257,9 @@ cxr_err fhir_build_bundle(const struct rpt_result *r, const struct rpt_settings 
  *   MLLP unknown MSA-1, no MSA, broken frame, ACK over
  *     SND_ACK_MAX, no ACK in time, refused, reset        RETRY (resend with the same MSH-10)
  *
- * Webhook request (for receivers: hl7/RECEIVERS.md): POST <url>, Content-Type as given, Idempotency-Key, User-Agent
- * "cxrtriage/<version>", "Authorization: Bearer <token>" when the destination has one, and with
- * an HMAC key:
+ * Webhook request (for receivers: hl7/RECEIVERS.md): POST <url>, Content-Type as given,
+ * Idempotency-Key, User-Agent "cxrtriage/<version>", "Authorization: Bearer <token>" when the
+ * destination has one, and with an HMAC key:
  *   X-Cxrtriage-Timestamp: <Unix seconds when the attempt started>
  *   X-Cxrtriage-Signature: sha256=<64 lower-case hex digits of HMAC-SHA256(key,
  *                                   "<timestamp>.<body bytes>")>
@@ -392,7 +392,8 @@ cxr_err snd_parse_ack(const char *msg, size_t len, char code[4], char *control_i
                       size_t control_id_len, char *text, size_t text_len);
 
 /* HMAC-SHA256 of "<timestamp>.<body>" under key, as 64 lower-case hex digits and a NUL;
- * timestamp NULL: of the body alone (for test vectors). Errors: CXR_ENOMEM, CXR_EINVAL (OpenSSL failure). */
+ * timestamp NULL: of the body alone (for test vectors).
+ * Errors: CXR_ENOMEM, CXR_EINVAL (OpenSSL failure). */
 cxr_err snd_signature(const char *key, size_t keylen, const char *timestamp, const char *body,
                       size_t len, char hex[65]);
 
