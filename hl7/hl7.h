@@ -232,6 +232,8 @@ cxr_err fhir_build_bundle(const struct rpt_result *r, const struct rpt_settings 
  * - No logging: what happened is in struct snd_result (detail, response excerpt).
  * - MLLP host names are resolved once, in snd_new() (startup); submits never touch DNS for
  *   MLLP. Webhook names are resolved by libcurl without blocking the loop.
+ * - The process should ignore SIGPIPE (the daemon does): MLLP sends use MSG_NOSIGNAL and
+ *   libcurl runs with CURLOPT_NOSIGNAL, but a TLS write to a peer that closed may still raise it.
  *
  * Outcome policy (snd_http_outcome(), snd_ack_outcome(); the table is in hl7/sender.c):
  *   webhook 2xx                                         DELIVERED

@@ -56,6 +56,7 @@ struct snd_attempt {
     int dest;
     int64_t t0_ms; /* CLOCK_MONOTONIC */
     double t0_fms; /* the same, fractional, for snd_result.ms */
+    uint64_t seq;  /* submit order: a pass of snd_process() expires only older attempts */
     char *body;    /* webhook: the body; mllp: the framed message */
     size_t len;
 
@@ -96,6 +97,7 @@ struct snd_sender {
     struct snd_attempt *head;
     int in_flight;
     bool curl_init; /* curl_global_init() succeeded: snd_free() balances it */
+    uint64_t seq;   /* attempts submitted so far */
 };
 
 static int64_t now_ms(void)
@@ -872,6 +874,7 @@ cxr_err snd_submit(snd_sender *s, const struct snd_request *rq)
     a->dest = rq->dest;
     a->t0_ms = now_ms();
     a->t0_fms = now_fms();
+    a->seq = ++s->seq;
     if (d->kind == SND_MLLP) {
         struct cxr_buf b;
 
@@ -916,6 +919,7 @@ void snd_process(snd_sender *s)
 {
     struct epoll_event evs[32];
     int n, running = 0;
+    uint64_t seq_limit;
 
     for (int round = 0; round < 8; round++) {
         n = epoll_wait(s->epfd, evs, (int)CXR_ARRAY_SIZE(evs), 0);
@@ -950,7 +954,9 @@ void snd_process(snd_sender *s)
         (void)curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
         curl_drain(s);
     }
-    /* expired MLLP attempts, one per walk: finish() may change the list */
+    /* Expired MLLP attempts, one per walk: finish() may change the list. Only attempts older
+     * than this pass: a callback that resubmits at once to a refused port must not spin here. */
+    seq_limit = s->seq;
     for (;;) {
         int64_t now = now_ms();
         struct snd_attempt *a;
@@ -958,7 +964,7 @@ void snd_process(snd_sender *s)
         for (a = s->head; a; a = a->next) {
             int64_t d = attempt_deadline(a);
 
-            if (d >= 0 && d <= now)
+            if (d >= 0 && d <= now && a->seq <= seq_limit)
                 break;
         }
         if (!a)

@@ -18,6 +18,7 @@
  * loop and the longest snd_process() call, to show the loop never stalls on a slow peer.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -243,6 +244,8 @@ int main(int argc, char **argv)
     struct itimerspec its;
     char err[256];
 
+    /* as the daemon does: a peer that closes mid-write must not kill the process */
+    (void)signal(SIGPIPE, SIG_IGN);
     dv.content_type = "application/fhir+json";
     while ((opt = getopt(argc, argv, "d:s:t:b:c:")) != -1) {
         switch (opt) {
