@@ -89,9 +89,15 @@ expect keep '[.[].ms] | sort | .[10] < 25' \
   "no Nagle stall: median request $(jq -s '[.[] | select(.summary == null) | .ms] | sort | .[10]' "$T/keep.out") ms"
 
 # ---- 5xx, 429 + Retry-After, 4xx, 3xx ----
-hook h_500 --actions 500
-run r500 -d "name=default,url=http://127.0.0.1:$PORT/" -s 0:1 -t 20
-expect r500 '.[0].outcome == "RETRY" and .[0].http_status == 500 and .[0].retry_after_s == -1' "500 -> RETRY"
+hook h_500 --actions 500,500,200 --control "$T/h_500.control"
+run r500 -d "name=default,url=http://127.0.0.1:$PORT/" -s 0:3 -t 20
+expect r500 '.[0].outcome == "RETRY" and .[0].http_status == 500 and .[0].retry_after_s == -1
+  and .[1].outcome == "RETRY" and .[2].outcome == "DELIVERED"' "500, 500, 200 -> RETRY, RETRY, DELIVERED"
+# the receiver's control file overrides its action list while it exists
+echo 502 >"$T/h_500.control"
+run r502 -d "name=default,url=http://127.0.0.1:$PORT/" -s 0:1 -t 20
+expect r502 '.[0].outcome == "RETRY" and .[0].http_status == 502' "control file: 502 -> RETRY"
+rm "$T/h_500.control"
 
 hook h_429 --actions '429:ra=7,429:ra=date+40,503:ra=3'
 run r429 -d "name=default,url=http://127.0.0.1:$PORT/" -s 0:3 -t 20
