@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -98,7 +99,7 @@ bool jis_run(const std::string &esc, const char *p, size_t n, std::string &out)
         return false;
     std::string in = esc + std::string(p, n) + "\x1b(B";
     iconv_t cd = iconv_open("UTF-8", "ISO-2022-JP-2");
-    if (cd == reinterpret_cast<iconv_t>(-1))
+    if (reinterpret_cast<std::intptr_t>(cd) == -1) /* (iconv_t)-1 */
         return false;
     std::string buf(n * 2 + 16, '\0');
     char *ip = &in[0], *op = &buf[0];
@@ -386,6 +387,17 @@ class reader
             u.assign(out.c_str(), out.size());
             if (!utf8_valid(u)) {
                 done = false;
+            } else {
+                /* SH, LO and PN allow no control characters (ESC is gone after conversion); a
+                 * CR would end an HL7 segment. */
+                bool ctl = false;
+                for (char &ch : u)
+                    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7F) {
+                        ch = '?';
+                        ctl = true;
+                    }
+                if (ctl)
+                    warn(DCM_RF_LOSSY, field, "control characters, '?'", "");
             }
         }
         if (!done) {
