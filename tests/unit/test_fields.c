@@ -596,6 +596,27 @@ static void test_shared_data(void **state)
     (void)closedir(dp);
     print_message("shared data: %d files read\n", n);
     assert_true(n > 0);
+
+    /* The damaged ones: whatever the result, a clean one (an error names the file). */
+    (void)snprintf(dir, sizeof(dir), "%s/dicom/bad", d);
+    dp = opendir(dir);
+    while (dp && (de = readdir(dp)) != NULL) {
+        struct dcm_report_fields r;
+        if (de->d_name[0] == '.')
+            continue;
+        (void)snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        err[0] = '\0';
+        cxr_err e = dcm_read_report_fields(path, &r, err, sizeof(err));
+        print_message("bad/%s: %s\n", de->d_name, e == CXR_OK ? "read" : err + strlen(dir) + 1);
+        if (e != CXR_OK && !strstr(err, de->d_name))
+            fail_msg("%s: error %d without the file name: %s", de->d_name, (int)e, err);
+        if (!strcmp(de->d_name, "bad_truncated_siim_half.dcm"))
+            assert_int_equal(e, CXR_OK); /* cut in the pixel data: the header is whole */
+        if (!strcmp(de->d_name, "bad_not_dicom_png_renamed.dcm"))
+            assert_int_equal(e, CXR_EPARSE);
+    }
+    if (dp)
+        (void)closedir(dp);
 }
 
 static int setup(void **state)
