@@ -27,6 +27,7 @@ struct scan {
     const unsigned char *p;
     size_t len;
     bool explicit_vr, big_endian;
+    bool header_only; /* stop at the top-level Pixel Data (dcm_scan_header) */
     const char *name;
     char *errbuf;
     size_t errlen;
@@ -147,6 +148,8 @@ static cxr_err scan_elements(const struct scan *s, size_t *pos, size_t end, int 
             return scan_fail(s, *pos, 0, 0, "data ends inside an element header");
         g = rd16(s, *pos);
         e = rd16(s, *pos + 2);
+        if (s->header_only && depth == 0 && g == 0x7fe0 && e == 0x0010)
+            return CXR_OK; /* the header ends here; the pixel data is not walked */
         if (g == 0xfffe && e == 0xe00d) { /* item delimiter */
             *pos += 8;
             return until_item_end ? CXR_OK : scan_fail(s, at, g, e, "unexpected delimiter");
@@ -273,10 +276,15 @@ static cxr_err inflate_all(const unsigned char *in, size_t inlen, unsigned char 
     return CXR_OK;
 }
 
-cxr_err dcm_scan_structure(const void *data, size_t len, const char *name, char *errbuf,
-                           size_t errlen)
+static cxr_err scan_file(const void *data, size_t len, bool header_only, const char *name,
+                         char *errbuf, size_t errlen)
 {
-    struct scan s = {.p = data, .len = len, .name = name, .errbuf = errbuf, .errlen = errlen};
+    struct scan s = {.p = data,
+                     .len = len,
+                     .header_only = header_only,
+                     .name = name,
+                     .errbuf = errbuf,
+                     .errlen = errlen};
     size_t pos = 0;
     char ts[65] = "";
     cxr_err err;
@@ -343,4 +351,15 @@ cxr_err dcm_scan_structure(const void *data, size_t len, const char *name, char 
         return err;
     }
     return scan_elements(&s, &pos, len, 0, false);
+}
+
+cxr_err dcm_scan_structure(const void *data, size_t len, const char *name, char *errbuf,
+                           size_t errlen)
+{
+    return scan_file(data, len, false, name, errbuf, errlen);
+}
+
+cxr_err dcm_scan_header(const void *data, size_t len, const char *name, char *errbuf, size_t errlen)
+{
+    return scan_file(data, len, true, name, errbuf, errlen);
 }

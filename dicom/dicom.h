@@ -144,6 +144,82 @@ void dcm_file_free(dcm_file *f);
  * PX_MIN_SIDE pixels a side; grayscale. */
 void dcm_gate(const struct dcm_info *info, struct px_verdict *ret);
 
+/* ---- the report fields: a header read for the HL7 / FHIR reports (adapter/dcm_fields.cpp) --
+ *
+ * DESIGN. dcm_read_report_fields() reads a DICOM file's header only. The file (at most
+ * DCM_MAX_FILE_BYTES) is first walked, tags and lengths only, up to the top-level Pixel Data
+ * (dcm_scan_header(), over a read-only mapping), so no length runs past the file and sequences
+ * are not nested deeper than the walker allows; then DCMTK's loadFileUntilTag reads it and stops
+ * at the Pixel Data, which is never read or decoded. No value longer than DCM_RF_MAX_VALUE bytes
+ * is loaded. Every text (SH, LO, PN) is transcoded to UTF-8 from the Specific Character Set
+ * (0008,0005) of its own data set (a sequence item's own (0008,0005) when it has one) through
+ * DCMTK's DcmSpecificCharacterSet (glibc iconv in Debian's build): the single-byte sets
+ * (ISO_IR 100..203, ISO 2022 IR 100.. with code extensions), ISO_IR 192 (checked to be valid
+ * UTF-8), GB18030 / GBK, Korean ISO 2022 IR 149, Chinese ISO 2022 IR 58. glibc has no JIS X 0208
+ * / 0212 converter under the names DCMTK asks for, so Japanese (ISO 2022 IR 13 / 87 / 159, with
+ * IR 6) is decoded here by escape sequence, with glibc's ISO-2022-JP-2 for the two-byte runs.
+ * UI, DA, TM and CS values are the default repertoire (ASCII). A value that cannot be converted
+ * (unknown or unsupported character set, bytes illegal in it, non-ASCII bytes without a Specific
+ * Character Set) does not fail the call: that field keeps its ASCII characters, each other
+ * character becomes '?', and warnings / warning_text say so. A value longer than its field
+ * (non-conforming data) is cut at a UTF-8 character boundary (DCM_RF_TRUNCATED). Leading and
+ * trailing spaces are removed; multi-valued fields keep DICOM's backslash; a PN keeps its empty
+ * trailing components as encoded. Absent attributes are "". The sizes hold the longest
+ * conforming value in UTF-8 (up to 4 bytes a character) plus the NUL. The order fields that
+ * images usually carry in the Request Attributes Sequence (0040,0275) are taken from its first
+ * item when absent at the top level. No value (PHI) is ever written to errbuf or warning_text:
+ * field names and character set names only. */
+
+#define DCM_RF_MAX_VALUE 65536 /* longest value read, bytes (conforming values are far shorter) */
+
+/* Bits of dcm_report_fields.warnings. */
+enum dcm_rf_warning {
+    /* a value was not fully convertible: its other characters are '?' */
+    DCM_RF_LOSSY = 1u << 0,
+    /* (0008,0005) names a set neither DCMTK / iconv nor the Japanese decoder can convert */
+    DCM_RF_UNKNOWN_CHARSET = 1u << 1,
+    /* a value was longer than its field (cut) or than DCM_RF_MAX_VALUE (left out) */
+    DCM_RF_TRUNCATED = 1u << 2,
+};
+
+struct dcm_report_fields {
+    char sop_class_uid[65], study_uid[65], series_uid[65], sop_instance_uid[65]; /* UI */
+    char study_date[9];             /* (0008,0020) DA as in the file, "YYYYMMDD" */
+    char study_time[17];            /* (0008,0030) TM as in the file, "HHMMSS.FFFFFF" */
+    char timezone_offset[6];        /* (0008,0201) "+0100", or "" */
+    char patient_id[257];           /* (0010,0020) LO */
+    char issuer_of_patient_id[257]; /* (0010,0021) LO */
+    /* (0010,0010) PN in UTF-8, as in DICOM: components separated by '^', component groups
+     * (alphabetic=ideographic=phonetic) by '=' */
+    char patient_name[776];
+    char birth_date[9];              /* (0010,0030) DA */
+    char sex[17];                    /* (0010,0040) CS "M", "F", "O" */
+    char accession[65];              /* (0008,0050) SH; else the Request Attributes Sequence's */
+    char placer_order[257];          /* (0040,2016) LO; else the Request Attributes Sequence's */
+    char filler_order[257];          /* (0040,2017) LO; else the Request Attributes Sequence's */
+    char requested_procedure_id[65]; /* (0040,1001) SH; else the Request Attributes Sequence's */
+    char scheduled_step_id[65];      /* (0040,0009) SH; else the Request Attributes Sequence's */
+    /* The first item of Procedure Code Sequence (0008,1032), else of Requested Procedure Code
+     * Sequence (0032,1064) (top level, then in the Request Attributes Sequence): Code Value
+     * (0008,0100) (or Long Code Value (0008,0119) / URN Code Value (0008,0120)), Coding Scheme
+     * Designator (0008,0102), Code Meaning (0008,0104). All "" when there is none. */
+    char procedure_code[257], procedure_scheme[65], procedure_meaning[257];
+    char specific_character_set[129]; /* (0008,0005) as found (backslash-separated), or "" */
+    char modality[17], body_part[17], view_position[17]; /* CS */
+    unsigned warnings;      /* DCM_RF_* bits; 0 when every value was exact */
+    char warning_text[256]; /* "patient_name: ..." for the audit: field and set names, no PHI */
+};
+
+/* Reads path's header into ret (see above; ret is zeroed first, and again on failure). Fails
+ * with CXR_EINVAL (NULL path or ret), CXR_EIO (cannot open, stat or map; not a regular file),
+ * CXR_ELIMIT (over DCM_MAX_FILE_BYTES), CXR_EPARSE (not DICOM; truncated or malformed header;
+ * no SOP Class, SOP Instance, Study Instance UID or Modality), CXR_ENOMEM, CXR_EDICOM (data
+ * dictionary missing, other DCMTK failure), with "PATH: problem" in errbuf. Character set
+ * problems are not failures: see warnings. Thread-safe. The file must not be truncated by
+ * someone else during the call (it is mapped: that would be SIGBUS). */
+cxr_err dcm_read_report_fields(const char *path, struct dcm_report_fields *ret, char *errbuf,
+                               size_t errlen);
+
 /* ---- PNG and JPEG ------------------------------------------------------------------------ */
 
 enum px_format { PX_FMT_UNKNOWN, PX_FMT_DICOM, PX_FMT_PNG, PX_FMT_JPEG };

@@ -27,6 +27,11 @@ cxr_err px_image_alloc(struct px_image *img, int w, int h, int ch, const char *n
 cxr_err dcm_scan_structure(const void *data, size_t len, const char *name, char *errbuf,
                            size_t errlen);
 
+/* dcm_scan_structure() up to the top-level Pixel Data only: what is after it (the pixel data
+ * itself, trailing elements) is not walked, so a file cut inside its pixel data passes. */
+cxr_err dcm_scan_header(const void *data, size_t len, const char *name, char *errbuf,
+                        size_t errlen);
+
 /* A DICOM UID: 1..64 characters of [0-9.], no empty component (len chars of uid, which need
  * not be NUL-terminated). */
 bool dcm_uid_ok(const char *uid, size_t len);
