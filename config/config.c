@@ -818,7 +818,7 @@ cxr_err cfg_resolve(struct cfg_config *c)
     if (!err)
         err = derive(c->spool_dir, sizeof(c->spool_dir), c->state_dir, "spool");
     if (!err)
-        err = derive(c->outbox_dir, sizeof(c->outbox_dir), c->state_dir, "outbox");
+        err = derive(c->outbox_dir, sizeof(c->outbox_dir), c->state_dir, "reports");
     if (!err && !c->model_path[0]) {
         const char *dirs[] = {CXR_MODEL_SOURCE_DIR, CXR_MODEL_INSTALL_DIR};
         for (size_t i = 0; i < CXR_ARRAY_SIZE(dirs); i++) {

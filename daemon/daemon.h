@@ -90,6 +90,8 @@ struct daemon {
     dcm_listener *listener;
     int listen_fd;
     struct pipeline *pipe;
+    struct reporter *rep;        /* report.c */
+    bool snd_fd_changed;         /* the sender was re-created: register its fd again */
 
     /* inbox: listener threads -> loop */
     pthread_mutex_t inbox_lock;
@@ -120,6 +122,21 @@ int daemon_run(struct daemon *d);
 /* The triage rule: the model's operating points overridden by thresholds ("Class=0.3, ...").
  * Logs and returns an error naming the bad class or item. */
 cxr_err daemon_build_rule(struct daemon *d, const char *thresholds, struct nn_triage_rule *ret);
+
+/* Reports (report.c): the sender and the local report folder, started after the ledger. */
+cxr_err report_start(struct daemon *d);
+void report_stop(struct daemon *d);
+/* Re-creates the sender from the (reloaded) destinations; attempts in flight stay pending. */
+cxr_err report_reload(struct daemon *d);
+/* The sender's pollable descriptor (-1 when no destination), and its work when readable. */
+int report_fd(const struct daemon *d);
+void report_process(struct daemon *d);
+/* Submits due reports that are not in flight (every tick). */
+void report_pump(struct daemon *d);
+int report_in_flight(const struct daemon *d);
+/* Completes a study and, unless in shadow mode, queues its reports in the same transaction. */
+cxr_err report_complete_study(struct daemon *d, const char *study_uid, int64_t now_ms,
+                              struct st_study *ret, char *errbuf, size_t errlen);
 
 /* Listener callbacks (ingest.c). */
 extern const struct dcm_listener_ops daemon_listener_ops;

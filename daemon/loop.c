@@ -105,15 +105,16 @@ static bool study_try_complete(struct daemon *d, struct open_study *s, double no
     }
     if (!settled)
         return false;
-    if (st_study_complete(d->db, s->uid, st_now_ms(), &st, err, sizeof(err)) != CXR_OK) {
-        cxr_log_err(CXR_EDB, "study.complete", "msg='%s'", err);
+    if (report_complete_study(d, s->uid, st_now_ms(), &st, err, sizeof(err)) != CXR_OK) {
+        cxr_log_err(CXR_EDB, "study.complete", "msg='%s' (retried at the next tick)", err);
+        s->quiet_at = now + 1000.0;
         return false;
     }
     cxr_log(CXR_LOG_INFO, "study.complete",
             "study=%s instances=%d scored=%d skipped=%d failed=%d triage=%s report=%s",
             cxr_log_phi(s->uid), st.n_instances, st.n_scored, st.n_skipped, st.n_failed,
             st_triage_name(st.triage) ? st_triage_name(st.triage) : "none",
-            d->shadow ? "shadow(not sent)" : "pending");
+            d->shadow ? "shadow(not sent)" : "queued");
     return true;
 }
 
@@ -476,6 +477,12 @@ static void reload(struct daemon *d)
     memcpy(d->cfg.report_mode, c.report_mode, sizeof(c.report_mode));
     memcpy(d->cfg.duplicates, c.duplicates, sizeof(c.duplicates));
     memcpy(d->cfg.report_formats, c.report_formats, sizeof(c.report_formats));
+    memcpy(d->cfg.sending_application, c.sending_application, sizeof(c.sending_application));
+    memcpy(d->cfg.sending_facility, c.sending_facility, sizeof(c.sending_facility));
+    memcpy(d->cfg.receiving_application, c.receiving_application,
+           sizeof(c.receiving_application));
+    memcpy(d->cfg.receiving_facility, c.receiving_facility, sizeof(c.receiving_facility));
+    memcpy(d->cfg.processing_id, c.processing_id, sizeof(c.processing_id));
     memcpy(&d->cfg.webhook, &c.webhook, sizeof(c.webhook));
     memcpy(&d->cfg.mllp, &c.mllp, sizeof(c.mllp));
     memcpy(d->cfg.named, c.named, sizeof(c.named));
@@ -483,6 +490,8 @@ static void reload(struct daemon *d)
     d->rule = rule;
     (void)nn_triage_rule_text(&d->rule, d->model, d->rule_text, sizeof(d->rule_text));
     d->shadow = !strcmp(d->cfg.report_mode, "shadow");
+    (void)report_reload(d);
+    d->snd_fd_changed = true;
     cxr_log(CXR_LOG_NOTICE, "daemon.reload",
             "allowed_calling_aets='%s' duplicates=%s rule='%s' report_mode=%s",
             d->cfg.allowed_calling_aets, d->cfg.duplicates, d->rule_text, d->cfg.report_mode);
@@ -607,6 +616,9 @@ int daemon_run(struct daemon *d)
         cxr_log_err(CXR_ENOMEM, "pipeline.start", "msg='%s'", err);
         goto out;
     }
+    if (report_start(d) != CXR_OK)
+        goto out;
+    d->snd_fd_changed = true;
     if (recover(d) != CXR_OK)
         goto out;
     check_admission(d);
@@ -621,7 +633,16 @@ int daemon_run(struct daemon *d)
 
     for (;;) {
         struct epoll_event evs[8];
-        int n = epoll_wait(ep, evs, 8, 1000);
+        int n;
+
+        if (d->snd_fd_changed) {
+            struct epoll_event ev = {.events = EPOLLIN};
+            ev.data.fd = report_fd(d);
+            if (ev.data.fd >= 0)
+                (void)epoll_ctl(ep, EPOLL_CTL_ADD, ev.data.fd, &ev);
+            d->snd_fd_changed = false;
+        }
+        n = epoll_wait(ep, evs, 8, 1000);
 
         if (n < 0 && errno != EINTR) {
             cxr_log_err(CXR_EIO, "daemon.loop", "error='%s'", strerror(errno));
@@ -641,11 +662,15 @@ int daemon_run(struct daemon *d)
                 handle_inbox(d);
             } else if (fd == d->done_fd) {
                 handle_done(d);
+            } else if (fd == report_fd(d)) {
+                report_process(d);
             } else if (fd == tfd) {
                 drain_fd(tfd);
                 ticks++;
                 studies_tick(d);
                 check_admission(d);
+                report_process(d);
+                report_pump(d);
                 if (ticks % 20 == 0)
                     notify_status(d);
                 if (watchdog)
@@ -677,6 +702,7 @@ out:
     d->listener = NULL;
     pipeline_stop(d->pipe);
     d->pipe = NULL;
+    report_stop(d);
     if (d->listen_fd >= 0)
         (void)close(d->listen_fd);
     st_close(d->db);

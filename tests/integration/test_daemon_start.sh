@@ -18,7 +18,7 @@ grep -q "model.loaded.*digest=" "$T/daemon.log" || fail "model digest not logged
 ss -ltnH "sport = :$port" | grep -q "127.0.0.1:$port" || fail "not listening on 127.0.0.1:$port"
 ss -ltnH "sport = :$port" | grep -vq "127.0.0.1:$port" && fail "listening beyond loopback"
 grep -q "tok-SECRET-123" "$T/daemon.log" && fail "secret in the log"
-for d in "$T/var" "$T/var/spool" "$T/var/outbox"; do
+for d in "$T/var" "$T/var/spool" "$T/var/reports"; do
   [ "$(stat -c %a "$d")" = 700 ] || fail "$d is not 0700"
 done
 stop_pid "$pid"

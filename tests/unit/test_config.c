@@ -71,7 +71,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg_resolve(&c), CXR_OK);
     assert_string_equal(c.audit_db, "./var/audit.db");
     assert_string_equal(c.spool_dir, "./var/spool");
-    assert_string_equal(c.outbox_dir, "./var/outbox");
+    assert_string_equal(c.outbox_dir, "./var/reports");
 }
 
 static void test_valid_file(void **state)
