@@ -740,3 +740,33 @@ cxr_err st_report_json(const struct st_report *r, struct cxr_buf *out)
     free(text);
     return err;
 }
+
+cxr_err st_report_attempt_json(const struct st_report_attempt *a, struct cxr_buf *out)
+{
+    json_t *o = json_object();
+    char *text;
+    int bad = 0;
+    cxr_err err;
+
+    if (!o)
+        return CXR_ENOMEM;
+    bad |= json_object_set_new(o, "id", json_integer(a->id));
+    bad |= json_object_set_new(o, "report", json_integer(a->report_id));
+    bad |= set_time(o, "at", a->at_ms);
+    bad |= set_text(o, "outcome", st_attempt_outcome_name(a->outcome));
+    bad |= json_object_set_new(o, "status", json_integer(a->status));
+    bad |= set_text(o, "detail", a->detail);
+    bad |= set_text(o, "response", a->response);
+    bad |= json_object_set_new(o, "ms", json_real(a->ms));
+    if (bad) {
+        json_decref(o);
+        return CXR_ENOMEM;
+    }
+    text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+    json_decref(o);
+    if (!text)
+        return CXR_ENOMEM;
+    err = cxr_buf_puts(out, text);
+    free(text);
+    return err;
+}

@@ -393,6 +393,10 @@ cxr_err st_outbox_counts(st_db *db, int64_t *ret_pending, int64_t *ret_delivered
  * last_response, and body when r->body is set. */
 cxr_err st_report_json(const struct st_report *r, struct cxr_buf *out);
 
+/* JSON object (one line) of an attempt: id, report (the report's id), at (RFC 3339), outcome,
+ * status, detail, response, ms. */
+cxr_err st_report_attempt_json(const struct st_report_attempt *a, struct cxr_buf *out);
+
 /* st_open mode for a short-lived second writer beside the daemon (`cxrtriage outbox retry`): an
  * existing ledger of this build's schema, read-write, never created, never migrated. */
 enum { ST_OPEN_UPDATE = 2 };
