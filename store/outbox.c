@@ -302,7 +302,7 @@ cxr_err st_report_attempt(st_db *db, int64_t id, int64_t at_ms, enum st_attempt_
 
     if ((unsigned)outcome > ST_ATTEMPT_DEAD)
         return st__fail(db, CXR_EINVAL, what, "unknown outcome", errbuf, errlen);
-    r = malloc(sizeof(*r));
+    r = calloc(1, sizeof(*r));
     if (!r)
         return st__fail(db, CXR_ENOMEM, what, "out of memory", errbuf, errlen);
     err = st__begin(db, what, errbuf, errlen);
@@ -379,7 +379,7 @@ cxr_err st_report_requeue(st_db *db, int64_t id, int64_t now_ms, char *errbuf, s
 {
     static const char *what = "requeue report";
     sqlite3_stmt *st = NULL;
-    struct st_report *r = malloc(sizeof(*r));
+    struct st_report *r = calloc(1, sizeof(*r));
     char extra[64];
     cxr_err err;
 
@@ -437,7 +437,7 @@ static cxr_err each_report(st_db *db, sqlite3_stmt *st, bool with_body,
                            bool (*fn)(void *user, const struct st_report *r), void *user,
                            const char *what, char *errbuf, size_t errlen)
 {
-    struct st_report *r = malloc(sizeof(*r));
+    struct st_report *r = calloc(1, sizeof(*r));
     cxr_err err = CXR_OK;
     int rc;
 
@@ -504,7 +504,7 @@ cxr_err st_report_get(st_db *db, int64_t id, bool with_body, struct st_report *r
     (void)sqlite3_bind_int64(st, 1, id);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        r = malloc(sizeof(*r));
+        r = calloc(1, sizeof(*r));
         err = r ? read_report(st, with_body, r) : CXR_ENOMEM;
         if (err) {
             err = st__fail(db, err, what, "out of memory", errbuf, errlen);
@@ -531,7 +531,7 @@ cxr_err st_report_latest(st_db *db, const char *study_uid, const char *destinati
 {
     static const char *what = "find latest report";
     sqlite3_stmt *st;
-    struct st_report *r = malloc(sizeof(*r));
+    struct st_report *r = calloc(1, sizeof(*r));
     cxr_err err;
 
     if (!r)
