@@ -154,6 +154,8 @@ static cxr_err check_new(st_db *db, const struct st_report_new *n, const char *w
         bad = "a report has an unknown format";
     else if (!n->idempotency_key[0])
         bad = "a report has no idempotency key";
+    else if (n->format == ST_FORMAT_HL7 && !n->control_id[0])
+        bad = "an HL7 report has no control id (MSH-10)";
     else if (!n->body || !n->body_len)
         bad = "a report has no body";
     else if (n->body_len > (size_t)INT32_MAX)

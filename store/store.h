@@ -6,12 +6,14 @@
  * DESIGN
  * - One writer: the daemon's loop thread opens the database read-write (st_open with
  *   ST_OPEN_WRITE) and is the only thread that writes. Readers (the CLI, later the HTTP endpoint)
- *   open their own read-only connections (ST_OPEN_READ) and may read while the daemon writes.
+ *   open their own read-only connections (ST_OPEN_READ) and may read while the daemon writes;
+ *   the one exception, `cxrtriage outbox retry`, requeues a report with ST_OPEN_UPDATE.
  * - Schema changes are versioned migrations applied in order inside one transaction each
  *   (PRAGMA user_version holds the version); a file newer than this build is refused.
  * - Tables: instances (one row per received instance: what came in, from whom, what the model
  *   said), events (append-only: every state change and every refusal, hash-chained), studies
- *   (one row per Study Instance UID: open or complete, and the combined result).
+ *   (one row per Study Instance UID: open or complete, and the combined result); from schema 2,
+ *   reports and report_attempts (the outbox, see "the report outbox" below).
  * - Tamper evidence: every event row carries the SHA-256 of the previous event row and its own
  *   hash over its content; each event of an instance also records the hash of the instance row's
  *   content after the change. `st_verify` recomputes all of it, so an edited, deleted or inserted
@@ -264,7 +266,8 @@ struct st_report_new {
     enum st_report_format format;
     char content_type[128];
     char idempotency_key[ST_ID_MAX]; /* required */
-    char control_id[ST_ID_MAX];      /* HL7 MSH-10, persisted before the first send; "" for FHIR */
+    char control_id[ST_ID_MAX];      /* HL7 MSH-10 (required for HL7), persisted before the first
+                                        send; "" for FHIR */
     char report_id[ST_ID_MAX];       /* FHIR DiagnosticReport identifier value; "" for HL7 */
     char model_digest[65];
     bool is_correction;
@@ -340,8 +343,8 @@ cxr_err st_report_latest(st_db *db, const char *study_uid, const char *destinati
                          enum st_report_format format, struct st_report *ret, char *errbuf,
                          size_t errlen);
 
-/* Pending reports with next_attempt_at <= now_ms, oldest first, at most limit (0: all), with
- * their bodies (valid during fn only). fn returns false to stop. */
+/* Pending reports with next_attempt_at <= now_ms, oldest first (by next_attempt_at, then id), at
+ * most limit (0: all), with their bodies (valid during fn only). fn returns false to stop. */
 cxr_err st_outbox_due(st_db *db, int64_t now_ms, int limit,
                       bool (*fn)(void *user, const struct st_report *r), void *user, char *errbuf,
                       size_t errlen);
