@@ -823,9 +823,10 @@ static void test_json(void **state)
 /* ---- the report outbox ---- */
 
 struct build_ctx {
-    int n;        /* reports to give; -1 to refuse */
-    bool correct; /* link each to the latest report of its destination and format */
-    bool no_key;  /* give a report without an idempotency key */
+    int n;           /* reports to give; -1 to refuse */
+    bool correct;    /* link each to the latest report of its destination and format */
+    bool no_key;     /* give a report without an idempotency key */
+    bool no_control; /* give an HL7 report without its control id */
     int calls;
     int64_t completed_ms; /* the combined result seen by the builder */
     int n_scored;
@@ -854,7 +855,8 @@ static int build_reports(void *user, st_db *db, const struct st_study *s, struct
         if (!b->no_key)
             snprintf(r->idempotency_key, sizeof(r->idempotency_key), "cxr-%s-%d%s", s->study_uid, i,
                      b->correct ? "c" : "");
-        snprintf(r->control_id, sizeof(r->control_id), "CXR%017d", i + 1);
+        if (!b->no_control)
+            snprintf(r->control_id, sizeof(r->control_id), "CXR%017d", i + 1);
         snprintf(r->report_id, sizeof(r->report_id), "%s-%d", s->study_uid, i);
         snprintf(r->model_digest, sizeof(r->model_digest), "%s", s->model_digest);
         if (b->correct) {
@@ -1009,6 +1011,11 @@ static void test_outbox_complete(void **state)
                                                sizeof(errbuf)),
                      CXR_EINVAL);
     assert_non_null(strstr(errbuf, "idempotency key"));
+    b = (struct build_ctx){.n = 1, .no_control = true};
+    assert_int_equal(st_study_complete_reports(db, "1.8", T0 + 70000, build_reports, &b, &s, errbuf,
+                                               sizeof(errbuf)),
+                     CXR_EINVAL);
+    assert_non_null(strstr(errbuf, "control id"));
     assert_int_equal(st_get_study(db, "1.8", &s, errbuf, sizeof(errbuf)), CXR_OK);
     assert_int_equal(s.completed_ms, 0);
     assert_int_equal(report_count(db, &f, &rl), 0);
@@ -1218,6 +1225,17 @@ static void test_outbox_delivery(void **state)
     assert_int_equal(strlen(al.a[0].response), ST_RESPONSE_MAX - 2);
     assert_int_equal(al.a[1].outcome, ST_ATTEMPT_DELIVERED);
     assert_string_equal(al.a[1].response, "{\"ok\":true}");
+    cxr_buf_init(&out, 1 << 16);
+    assert_int_equal(st_report_attempt_json(&al.a[0], &out), CXR_OK);
+    o = json_loads(cxr_buf_str(&out), 0, &jerr);
+    assert_non_null(o);
+    assert_int_equal(json_object_size(o), 8);
+    assert_int_equal(json_integer_value(json_object_get(o, "report")), 1);
+    assert_string_equal(json_string_value(json_object_get(o, "outcome")), "retry");
+    assert_string_equal(json_string_value(json_object_get(o, "at")), "2026-12-02T00:01:00.100Z");
+    assert_true(json_real_value(json_object_get(o, "ms")) == 12.5);
+    json_decref(o);
+    cxr_buf_done(&out);
 
     /* JSON */
     assert_int_equal(st_report_get(db, 1, false, &r, errbuf, sizeof(errbuf)), CXR_OK);
