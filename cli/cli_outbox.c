@@ -392,7 +392,7 @@ static int show_json(st_db *db, const struct st_report *r)
     char errbuf[1200];
     cxr_err err;
 
-    cxr_buf_init(&b, 1 << 26);
+    cxr_buf_init(&b, (size_t)1 << 28); /* a body up to the sender's 64 MiB, escaped */
     err = st_report_json(r, &b);
     if (!err) { /* the report's object, with its attempts as a last key */
         b.data[--b.len] = '\0';
