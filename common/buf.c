@@ -117,3 +117,16 @@ cxr_err cxr_buf_take(struct cxr_buf *b, char **ret)
     b->cap = 0;
     return CXR_OK;
 }
+
+bool cxr_strlcpy(char *dst, size_t len, const char *src)
+{
+    size_t n = src ? strnlen(src, len) : 0;
+    bool whole = n < len;
+
+    if (!whole)
+        n = len - 1;
+    if (n)
+        memcpy(dst, src, n);
+    dst[n] = '\0';
+    return whole;
+}

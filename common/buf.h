@@ -9,6 +9,7 @@
 #define CXR_BUF_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "err.h"
@@ -38,6 +39,10 @@ static inline const char *cxr_buf_str(const struct cxr_buf *b)
 {
     return b->data ? b->data : "";
 }
+
+/* Copies src (NULL = "") into dst of size len >= 1, truncating, always terminated; returns
+ * true when nothing was cut. For fixed-size struct fields filled from bounded sources. */
+bool cxr_strlcpy(char *dst, size_t len, const char *src);
 
 #ifdef __cplusplus
 }

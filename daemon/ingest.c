@@ -20,14 +20,10 @@
 
 #include "daemon.h"
 
-/* Bounded copy that always terminates (and truncates silently: UIDs are at most 64). */
+/* UIDs and the other copied values are bounded by DICOM; truncation cannot happen here. */
 static void copy(char *dst, size_t len, const char *src)
 {
-    size_t n = src ? strnlen(src, len - 1) : 0;
-
-    if (n)
-        memcpy(dst, src, n);
-    dst[n] = '\0';
+    (void)cxr_strlcpy(dst, len, src);
 }
 
 void daemon_post(struct daemon *d, struct inbox_item *it)

@@ -169,9 +169,13 @@ static void finish_unscored(struct daemon *d, int64_t id, const struct st_receip
         res.timings_ms[i] = -1;
     res.timings_ms[ST_T_RECEIVE] = r->receive_ms;
     res.state = ST_SKIPPED;
-    (void)snprintf(res.gate_reason, sizeof(res.gate_reason),
-                   "SOP class %s is not a radiograph class we score (CR, DX, Secondary Capture)",
-                   r->sop_class_uid[0] ? r->sop_class_uid : "(none)");
+    {
+        const char *name = dcm_uid_name(r->sop_class_uid);
+        (void)snprintf(res.gate_reason, sizeof(res.gate_reason),
+                       "SOP class %s (%s) is not a radiograph class we score (CR, DX, Secondary "
+                       "Capture)",
+                       name ? name : "unknown", r->sop_class_uid[0] ? r->sop_class_uid : "none");
+    }
     (void)snprintf(res.model_digest, sizeof(res.model_digest), "%s", nn_model_digest(d->model));
     if (st_finish(d->db, id, &res, err, sizeof(err)) != CXR_OK)
         cxr_log_err(CXR_EDB, "audit.finish", "id=%lld msg='%s'", (long long)id, err);
@@ -470,6 +474,7 @@ static void reload(struct daemon *d)
     memcpy(d->cfg.allowed_calling_aets, c.allowed_calling_aets, sizeof(c.allowed_calling_aets));
     memcpy(d->cfg.thresholds, c.thresholds, sizeof(c.thresholds));
     memcpy(d->cfg.report_mode, c.report_mode, sizeof(c.report_mode));
+    memcpy(d->cfg.duplicates, c.duplicates, sizeof(c.duplicates));
     memcpy(d->cfg.report_formats, c.report_formats, sizeof(c.report_formats));
     memcpy(&d->cfg.webhook, &c.webhook, sizeof(c.webhook));
     memcpy(&d->cfg.mllp, &c.mllp, sizeof(c.mllp));
@@ -479,8 +484,8 @@ static void reload(struct daemon *d)
     (void)nn_triage_rule_text(&d->rule, d->model, d->rule_text, sizeof(d->rule_text));
     d->shadow = !strcmp(d->cfg.report_mode, "shadow");
     cxr_log(CXR_LOG_NOTICE, "daemon.reload",
-            "allowed_calling_aets='%s' rule='%s' report_mode=%s", d->cfg.allowed_calling_aets,
-            d->rule_text, d->cfg.report_mode);
+            "allowed_calling_aets='%s' duplicates=%s rule='%s' report_mode=%s",
+            d->cfg.allowed_calling_aets, d->cfg.duplicates, d->rule_text, d->cfg.report_mode);
     {
         char err[512];
         if (st_add_event(d->db, 0, "config.reloaded", d->rule_text, err, sizeof(err)) != CXR_OK)

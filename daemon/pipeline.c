@@ -60,11 +60,6 @@ static void on_decoded(void *user, const struct px_image *img)
     cxr_sha256_hex(d, h->hex);
 }
 
-static void set_text(char *dst, size_t len, const char *src)
-{
-    (void)snprintf(dst, len, "%s", src);
-}
-
 void pipeline_score(const nn_model *model, nn_ctx *ctx, float *input, float *unit,
                     const struct nn_triage_rule *rule, const void *data, size_t len,
                     const char *name, struct st_result *res)
@@ -80,20 +75,20 @@ void pipeline_score(const nn_model *model, nn_ctx *ctx, float *input, float *uni
     cxr_err e;
     int nc = nn_model_num_classes(model);
 
-    set_text(res->model_digest, sizeof(res->model_digest), nn_model_digest(model));
+    (void)cxr_strlcpy(res->model_digest, sizeof(res->model_digest), nn_model_digest(model));
     e = px_load_unit_mem_trace(data, len, name, in->size, unit, &v, NULL, &tr, err, sizeof(err));
     res->timings_ms[ST_T_DECODE] = tr.decode_ms;
     res->timings_ms[ST_T_PREPROCESS] = tr.preprocess_ms;
-    set_text(res->pixel_sha256, sizeof(res->pixel_sha256), h.hex);
+    (void)cxr_strlcpy(res->pixel_sha256, sizeof(res->pixel_sha256), h.hex);
     if (e != CXR_OK) {
         res->state = ST_FAILED;
-        set_text(res->error, sizeof(res->error), err[0] ? err : cxr_strerror(e));
+        (void)cxr_strlcpy(res->error, sizeof(res->error), err[0] ? err : cxr_strerror(e));
         return;
     }
     res->gate_applicable = v.applicable;
     if (!v.applicable) {
         res->state = ST_SKIPPED;
-        set_text(res->gate_reason, sizeof(res->gate_reason), v.reason);
+        (void)cxr_strlcpy(res->gate_reason, sizeof(res->gate_reason), v.reason);
         return;
     }
     px_normalize(&spec, unit, input);
@@ -109,7 +104,7 @@ void pipeline_score(const nn_model *model, nn_ctx *ctx, float *input, float *uni
     res->state = ST_CLASSIFIED;
     res->n_classes = nc < ST_MAX_CLASSES ? nc : ST_MAX_CLASSES;
     for (int c = 0; c < res->n_classes; c++) {
-        set_text(res->class_names[c], sizeof(res->class_names[c]), nn_model_class_name(model, c));
+        (void)cxr_strlcpy(res->class_names[c], sizeof(res->class_names[c]), nn_model_class_name(model, c));
         res->scores[c] = (double)probs[c];
     }
     (void)nn_triage_rule_text(rule, model, res->rule, sizeof(res->rule));
@@ -131,7 +126,7 @@ static void run_job(struct pipeline *p, nn_ctx *ctx, float *input, float *unit, 
     e = px_read_file(j->path, &data, &len, err, sizeof(err));
     if (e != CXR_OK) {
         j->res.state = ST_FAILED;
-        (void)snprintf(j->res.error, sizeof(j->res.error), "spool: %s",
+        (void)snprintf(j->res.error, sizeof(j->res.error), "spool: %.240s",
                        err[0] ? err : cxr_strerror(e));
         return;
     }
@@ -176,7 +171,7 @@ static void *worker(void *arg)
             run_job(p, ctx, input, unit, j);
         } else {
             j->res.state = ST_FAILED;
-            set_text(j->res.error, sizeof(j->res.error),
+            (void)cxr_strlcpy(j->res.error, sizeof(j->res.error),
                      "worker: out of memory for the model context");
         }
 

@@ -275,6 +275,10 @@ void dcm_listener_stop(dcm_listener *l, int timeout_ms);
 cxr_err dcm_listen_socket(const char *address, int port, int *ret_fd, char *errbuf,
                           size_t errlen);
 
+/* DCMTK's name of a UID ("CT Image Storage", "JPEG Baseline", ...), or NULL when unknown. The
+ * string is static. */
+const char *dcm_uid_name(const char *uid);
+
 /* The spool name rule: true when name (a file in spool_dir/in) was written by the listener. */
 bool dcm_spool_name_ok(const char *name);
 

@@ -216,6 +216,193 @@ cxr_err fhir_report_identifier(const struct rpt_result *r, const struct rpt_sett
 cxr_err fhir_build_bundle(const struct rpt_result *r, const struct rpt_settings *s, int64_t now_ms,
                           struct cxr_buf *out, char *errbuf, size_t errlen);
 
+/* ---- Report sender ----
+ *
+ * Delivers report bodies to the configured destinations: HTTP(S) webhooks (libcurl multi) and
+ * HL7 v2 over MLLP (TCP). One attempt per snd_submit(); the outbox (which report, its state,
+ * the backoff schedule, the attempts table) belongs to the caller, the daemon's loop thread.
+ *
+ * - Never blocks. snd_fd() is one pollable fd (an internal epoll set holding curl's sockets,
+ *   the MLLP sockets and a timerfd for every deadline); the loop adds it to its own epoll
+ *   set for EPOLLIN and calls snd_process() when it is readable (calling it more often is
+ *   harmless). Everything happens in snd_process(): I/O, timeouts, and on_result for each
+ *   finished attempt. Not thread-safe: one thread (the loop) makes every call.
+ * - Every attempt ends in exactly one on_result call (unless snd_free() aborts it), with the
+ *   outcome already classified (the policy below), so the policy lives here, in one place.
+ * - No logging: what happened is in struct snd_result (detail, response excerpt).
+ * - MLLP host names are resolved once, in snd_new() (startup); submits never touch DNS for
+ *   MLLP. Webhook names are resolved by libcurl without blocking the loop.
+ * - The process should ignore SIGPIPE (the daemon does): MLLP sends use MSG_NOSIGNAL and
+ *   libcurl runs with CURLOPT_NOSIGNAL, but a TLS write to a peer that closed may still raise it.
+ *
+ * Outcome policy (snd_http_outcome(), snd_ack_outcome(); the table is in hl7/sender.c):
+ *   webhook 2xx                                         DELIVERED
+ *   webhook 408, 425, 429, 5xx (Retry-After reported)    RETRY
+ *   webhook timeout, refused, reset, DNS failure, a
+ *     response cut mid-way, any other transport error   RETRY
+ *   webhook TLS failure (untrusted or wrong certificate,
+ *     handshake, unreadable CA/client cert)             RETRY: an operator fixes the CA or the
+ *                                                       certificate; the outbox's maximum age
+ *                                                       ends the retries (dead) meanwhile
+ *   webhook 3xx                                         DEAD: redirects are not followed (a POST
+ *                                                       with credentials must not move to another
+ *                                                       URL); the same request gets the same
+ *                                                       answer; the detail names the Location:
+ *                                                       fix the URL, then retry from the outbox
+ *   webhook other 4xx (400, 401, 403, 404, 413, ...)    DEAD, response excerpt kept
+ *   webhook other status (1xx final, >= 600)            RETRY
+ *   MLLP MSA-2 != MSH-10 (any MSA-1)                    RETRY (the ACK is not for this message)
+ *   MLLP AA or CA                                       DELIVERED
+ *   MLLP AR or CR                                       RETRY
+ *   MLLP AE or CE                                       DEAD: a content error, resending the same
+ *                                                       content fails again (STANDARDS 1.4)
+ *   MLLP unknown MSA-1, no MSA, broken frame, ACK over
+ *     SND_ACK_MAX, no ACK in time, refused, reset        RETRY (resend with the same MSH-10)
+ *
+ * Webhook request (for receivers: hl7/RECEIVERS.md): POST <url>, Content-Type as given,
+ * Idempotency-Key, User-Agent "cxrtriage/<version>", "Authorization: Bearer <token>" when the
+ * destination has one, and with an HMAC key:
+ *   X-Cxrtriage-Timestamp: <Unix seconds when the attempt started>
+ *   X-Cxrtriage-Signature: sha256=<64 lower-case hex digits of HMAC-SHA256(key,
+ *                                   "<timestamp>.<body bytes>")>
+ * A receiver recomputes the HMAC over the timestamp header's value, a '.', and the raw body as
+ * received, compares in constant time (Python: hmac.compare_digest) and rejects timestamps
+ * too far from its clock (say 5 minutes) to refuse replays. TLS verification (peer and host
+ * name) is always on; protocols are limited to http and https; redirects are not followed;
+ * connections are kept alive and reused across attempts to the same host (libcurl's
+ * connection cache lives as long as the sender); TCP_NODELAY is set on every socket.
+ */
+
+#define SND_MAX_DESTS 16
+#define SND_ACK_MAX (64 * 1024)      /* largest MLLP ACK frame read */
+#define SND_RESPONSE_MAX (16 * 1024) /* response body bytes kept per attempt */
+#define SND_BODY_MAX (64 * 1024 * 1024) /* largest report body accepted by snd_submit */
+
+enum snd_kind { SND_WEBHOOK = 1, SND_MLLP = 2 };
+
+/* One destination, from the configuration. Every string is NUL-terminated; "" = absent. */
+struct snd_dest {
+    char name[32];            /* "default", "ehr2", ...: for the caller's logs and audit */
+    int kind;                 /* enum snd_kind */
+    char url[1024];           /* webhook: http:// or https:// */
+    char host[256];           /* mllp: name or address, resolved in snd_new() */
+    int port;                 /* mllp: 1..65535 */
+    char bearer_token[256];   /* webhook, optional: Authorization: Bearer */
+    char hmac_key[256];       /* webhook, optional: the signature headers above */
+    char ca_file[1024];       /* webhook, optional: CA bundle (PEM) instead of the system's */
+    char client_cert[1024];   /* webhook, optional: client certificate (PEM) for mutual TLS */
+    char client_key[1024];    /* with client_cert: its private key (PEM); "" = in client_cert */
+    int connect_timeout_s;    /* per attempt: TCP (and TLS) connect; 0 = 10 */
+    int timeout_s;            /* per attempt, everything (connect, send, response/ACK); 0 = 30 */
+};
+
+/* One delivery attempt. Strings are borrowed for the call only; the body is copied. */
+struct snd_request {
+    int64_t report_id;           /* the caller's id, given back in the result */
+    int dest;                    /* index into the dests given to snd_new() */
+    const char *body;            /* the report (an ORU without MLLP framing, or JSON) */
+    size_t len;
+    const char *content_type;    /* webhook: "application/fhir+json", "x-application/hl7-v2+er7" */
+    const char *idempotency_key; /* webhook: Idempotency-Key (hl7_idempotency_key()); optional */
+    const char *control_id;      /* mllp: MSH-10 of body, checked against MSA-2 of the ACK */
+};
+
+enum snd_outcome { SND_DELIVERED = 0, SND_RETRY, SND_DEAD };
+
+struct snd_result {
+    int64_t report_id;
+    int dest;
+    enum snd_outcome outcome;
+    int http_status;        /* webhook: the final status, 0 when no response arrived */
+    char ack_code[4];       /* mllp: MSA-1 (AA/AE/AR/CA/CE/CR), "" when no ACK was read */
+    int retry_after_s;      /* webhook RETRY: Retry-After (delta-seconds or HTTP-date, as seconds
+                             * from now, >= 0, not capped: the outbox bounds it), -1 when absent
+                             * or unreadable */
+    char detail[256];       /* what happened, one line: "HTTP 503", "timeout after 10 s",
+                             * "connection refused", "MSA-2 'X' does not match MSH-10 'Y'",
+                             * "TLS: SSL certificate problem: self-signed certificate" */
+    char response[512];     /* the start of the response body or of the ACK, with control
+                             * characters, backslash and non-ASCII bytes escaped (\r \n \t \\
+                             * \xHH); "..." at the end when cut */
+    double ms;              /* from snd_submit() to the outcome */
+};
+
+typedef struct snd_sender snd_sender;
+typedef void (*snd_result_fn)(void *user, const struct snd_result *r);
+
+/*
+ * Creates a sender for n (1..SND_MAX_DESTS) destinations, copied. Checks each one (kind, URL
+ * scheme, MLLP host and port, readable CA/certificate files) and resolves MLLP host names.
+ * on_result is called from snd_process() for every finished attempt; it may call snd_submit()
+ * (e.g. the next report) but not snd_free().
+ * Errors: CXR_EINVAL (errbuf names the destination and the field), CXR_ENET (an MLLP host name
+ * does not resolve), CXR_ENOMEM, CXR_EIO (epoll/timerfd), CXR_EUNSUPPORTED (libcurl without
+ * HTTPS).
+ */
+cxr_err snd_new(const struct snd_dest *dests, int n, snd_result_fn on_result, void *user,
+                snd_sender **ret, char *errbuf, size_t errlen);
+
+/* The one fd the loop polls for EPOLLIN (level-triggered), valid until snd_free(). */
+int snd_fd(const snd_sender *s);
+
+/* Does all pending work without blocking: socket I/O, libcurl, deadlines; calls on_result for
+ * every attempt that finished. Call when snd_fd() is readable (or on every loop tick). */
+void snd_process(snd_sender *s);
+
+/*
+ * Starts one attempt now, without blocking (the connect is non-blocking; nothing is sent until
+ * snd_process()). The body is copied. Errors (no attempt started, no on_result): CXR_EINVAL
+ * (bad dest index, empty body, an MLLP body holding 0x0B or 0x1C, a control id or key with
+ * control characters), CXR_ELIMIT (body over SND_BODY_MAX), CXR_ENOMEM, CXR_ENET (no socket).
+ * A refused connection is not an error here: it is an attempt that ends in SND_RETRY.
+ */
+cxr_err snd_submit(snd_sender *s, const struct snd_request *rq);
+
+/* Attempts started and not yet reported. */
+int snd_in_flight(const snd_sender *s);
+
+/* Aborts the attempts in flight (no on_result for them), closes every connection, wipes the
+ * secrets. NULL is a no-op. */
+void snd_free(snd_sender *s);
+
+/* ---- the sender's pure parts (unit-tested) ---- */
+
+/* Outcome of a completed HTTP exchange by status (policy table above). */
+enum snd_outcome snd_http_outcome(int status);
+
+/* Outcome of an MLLP ACK: MSA-1 code and whether MSA-2 matched MSH-10 (policy above). */
+enum snd_outcome snd_ack_outcome(const char *code, bool control_id_matches);
+
+/* Retry-After value -> seconds from now (>= 0, capped at INT32_MAX), or -1 when malformed.
+ * Accepts delta-seconds and the three HTTP-date forms of RFC 9110 (IMF-fixdate, RFC 850,
+ * asctime); a date in the past gives 0. */
+int snd_parse_retry_after(const char *value, int64_t now_s);
+
+/* Finds the first complete MLLP frame in buf: 0x0B, message, 0x1C 0x0D. Returns 1 and the
+ * message's offset and length when complete, 0 when more bytes are needed, -1 when broken
+ * (not starting with 0x0B, a 0x1C not followed by 0x0D, a second 0x0B inside). */
+int snd_mllp_deframe(const char *buf, size_t len, size_t *ret_off, size_t *ret_len);
+
+/* Appends the MLLP frame of msg to out. Errors: CXR_EINVAL (msg holds 0x0B or 0x1C), and
+ * those of cxr_buf. */
+cxr_err snd_mllp_frame(struct cxr_buf *out, const char *msg, size_t len);
+
+/* Reads MSA-1 (into code, up to 3 characters), MSA-2 (into control_id) and MSA-3 (into text)
+ * from an ACK message (segments end with CR; LF and CRLF are tolerated; the field separator is
+ * the one MSH declares). Errors: CXR_EPARSE (no MSH or no MSA). */
+cxr_err snd_parse_ack(const char *msg, size_t len, char code[4], char *control_id,
+                      size_t control_id_len, char *text, size_t text_len);
+
+/* HMAC-SHA256 of "<timestamp>.<body>" under key, as 64 lower-case hex digits and a NUL;
+ * timestamp NULL: of the body alone (for test vectors).
+ * Errors: CXR_ENOMEM, CXR_EINVAL (OpenSSL failure). */
+cxr_err snd_signature(const char *key, size_t keylen, const char *timestamp, const char *body,
+                      size_t len, char hex[65]);
+
+/* Copies an excerpt of in into out (outlen >= 4) with \r \n \t \\ and \xHH escapes, ending
+ * with "..." when cut. */
+void snd_excerpt(const char *in, size_t len, char *out, size_t outlen);
+
 #ifdef __cplusplus
 }
 #endif

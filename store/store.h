@@ -250,7 +250,8 @@ enum st_report_format { ST_FORMAT_HL7 = 0, ST_FORMAT_FHIR };
 const char *st_report_format_name(enum st_report_format f); /* "hl7", "fhir" */
 bool st_report_format_from_name(const char *name, enum st_report_format *ret);
 
-/* An attempt's outcome as the sender saw it. */
+/* An attempt's outcome as the sender saw it; same values as hl7.h's enum snd_outcome, so the
+ * daemon can cast. */
 enum st_attempt_outcome { ST_ATTEMPT_DELIVERED = 0, ST_ATTEMPT_RETRY, ST_ATTEMPT_DEAD };
 const char *st_attempt_outcome_name(enum st_attempt_outcome o); /* "delivered", "retry", "dead" */
 

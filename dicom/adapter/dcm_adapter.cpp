@@ -1168,3 +1168,12 @@ extern "C" void dcm_file_free(dcm_file *f)
         /* a destructor that throws leaves nothing we could do */
     }
 }
+
+extern "C" const char *dcm_uid_name(const char *uid)
+{
+    try {
+        return uid ? dcmFindNameOfUID(uid, NULL) : NULL;
+    } catch (...) {
+        return NULL;
+    }
+}

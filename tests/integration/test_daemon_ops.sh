@@ -78,7 +78,7 @@ grep -q "daemon.exit status=0" "$T/daemon.log" || fail "no daemon.exit line"
 # A durable spool file with no row (a crash between the file and its row) is picked up.
 uid=1.2.826.0.1.3680043.10.9999.$RANDOM$RANDOM
 cp "$good" "$T/orphan.dcm"
-dcmodify -nb -m "SOPInstanceUID=$uid" -m "(0002,0003)=$uid" "$T/orphan.dcm" >/dev/null
+dcmodify -nb -m "SOPInstanceUID=$uid" "$T/orphan.dcm" >/dev/null
 cp "$T/orphan.dcm" "$state/spool/in/$uid.1700000000000-1.dcm"
 start_bg daemon2 "$CXRTRIAGED" --config "$T/d.conf" --port "$port" --state-dir "$state" --http-port "$(free_port)"
 pid=$LAST_PID
