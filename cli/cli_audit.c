@@ -16,8 +16,8 @@
 #include <time.h>
 
 #include "cli.h"
+#include "cli_util.h"
 #include "common.h"
-#include "config.h"
 #include "store.h"
 
 enum fmt { FMT_TABLE, FMT_CSV, FMT_JSON };
@@ -66,15 +66,6 @@ static int bad_usage(const char *what, const char *arg)
     fprintf(stderr, "cxrtriage audit: %s '%s'\nRun 'cxrtriage audit --help' for the options.\n",
             what, arg);
     return 2;
-}
-
-static bool set_text(char *dst, size_t len, const char *value)
-{
-    size_t n = strlen(value);
-    if (n >= len)
-        return false;
-    memcpy(dst, value, n + 1);
-    return true;
 }
 
 /* Returns 0 on success, else the exit status. */
@@ -129,10 +120,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case O_DB: o->db = optarg; break;
         case O_SINCE: ok = st_parse_time(optarg, now, &o->f.since_ms); break;
         case O_UNTIL: ok = st_parse_time(optarg, now, &o->f.until_ms); break;
-        case O_PATIENT: ok = set_text(o->f.patient_id, sizeof(o->f.patient_id), optarg); break;
-        case O_ACCESSION: ok = set_text(o->f.accession, sizeof(o->f.accession), optarg); break;
-        case O_STUDY: ok = set_text(o->f.study_uid, sizeof(o->f.study_uid), optarg); break;
-        case O_CLASS: ok = set_text(o->f.class_name, sizeof(o->f.class_name), optarg); break;
+        case O_PATIENT: ok = cli_set_text(o->f.patient_id, sizeof(o->f.patient_id), optarg); break;
+        case O_ACCESSION: ok = cli_set_text(o->f.accession, sizeof(o->f.accession), optarg); break;
+        case O_STUDY: ok = cli_set_text(o->f.study_uid, sizeof(o->f.study_uid), optarg); break;
+        case O_CLASS: ok = cli_set_text(o->f.class_name, sizeof(o->f.class_name), optarg); break;
         case O_STATE: o->f.has_state = ok = st_state_from_name(optarg, &o->f.state); break;
         case O_TRIAGE:
             o->f.has_triage = true;
@@ -187,65 +178,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     return 0;
 }
 
-/* Opens the ledger read-only: --db, else the daemon's audit_db from --config/--state-dir. */
-static int open_ledger(const struct opts *o, st_db **ret)
-{
-    char errbuf[1200], path[CFG_PATH_MAX];
-    cxr_err err;
-
-    if (o->db) {
-        if (!set_text(path, sizeof(path), o->db)) {
-            fprintf(stderr, "cxrtriage audit: --db path too long\n");
-            return 1;
-        }
-    } else {
-        struct cfg_config *cfg = malloc(sizeof(*cfg));
-        struct cxr_buf errors;
-        bool bad = false;
-
-        if (!cfg) {
-            fprintf(stderr, "cxrtriage audit: out of memory\n");
-            return 1;
-        }
-        cfg_defaults(cfg);
-        cxr_buf_init(&errors, 1 << 20);
-        if (o->config && cfg_load(cfg, o->config, &errors) != CXR_OK)
-            bad = true;
-        if (o->state_dir &&
-            cfg_set(cfg, "daemon", "state_dir", o->state_dir, "--state-dir", &errors) != CXR_OK)
-            bad = true;
-        if (!bad && cfg_resolve(cfg) != CXR_OK) {
-            (void)cxr_buf_puts(&errors, "a derived path is too long\n");
-            bad = true;
-        }
-        if (bad) {
-            fprintf(stderr, "cxrtriage audit: configuration errors:\n%s", cxr_buf_str(&errors));
-            cxr_buf_done(&errors);
-            free(cfg);
-            return 1;
-        }
-        cxr_buf_done(&errors);
-        memcpy(path, cfg->audit_db, sizeof(path));
-        free(cfg);
-    }
-    err = st_open(path, ST_OPEN_READ, ret, errbuf, sizeof(errbuf));
-    if (err) {
-        fprintf(stderr, "cxrtriage audit: %s\n", errbuf);
-        return 1;
-    }
-    return 0;
-}
-
 /* ---- formatting helpers ---- */
-
-static void table_time(int64_t ms, bool utc, char *out, size_t len)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    if ((utc ? gmtime_r(&t, &tm) : localtime_r(&t, &tm)) == NULL ||
-        strftime(out, len, "%Y-%m-%d %H:%M:%S", &tm) == 0)
-        (void)snprintf(out, len, "?");
-}
 
 /* Initials of the words of a class name: "Viral Pneumonia" -> "VP", "COVID-19" -> "C". */
 static void initials(const char *name, char *out, size_t len)
@@ -288,105 +221,17 @@ static void compact_scores(const struct st_result *res, char *out, size_t len)
     }
 }
 
-/* Copies s into out, cut to max characters with "..." when longer; control bytes as '?'. */
-static void clip(const char *s, size_t max, char *out, size_t len)
-{
-    size_t n = 0, sl = strlen(s);
-    bool cut = sl > max;
-    size_t keep = cut ? (max > 3 ? max - 3 : 0) : sl;
-    for (size_t i = 0; i < keep && n + 1 < len; i++)
-        out[n++] = iscntrl((unsigned char)s[i]) ? '?' : s[i];
-    for (int i = 0; cut && i < 3 && n + 1 < len; i++)
-        out[n++] = '.';
-    out[n] = '\0';
-}
-
-/* ---- the table: rows collected first so that every column is as wide as its widest cell ---- */
+/* ---- list / export ---- */
 
 #define NCOLS 9
-struct table {
-    char **cells; /* rows * NCOLS strings */
-    size_t rows, cap;
-    bool oom;
-};
-
-static void table_add(struct table *t, const char *const row[NCOLS])
-{
-    if (t->oom)
-        return;
-    if (t->rows == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 64;
-        char **p = realloc(t->cells, cap * NCOLS * sizeof(*p));
-        if (!p) {
-            t->oom = true;
-            return;
-        }
-        t->cells = p;
-        t->cap = cap;
-    }
-    for (int c = 0; c < NCOLS; c++) {
-        t->cells[t->rows * NCOLS + c] = strdup(row[c]);
-        if (!t->cells[t->rows * NCOLS + c])
-            t->oom = true;
-    }
-    t->rows++;
-}
-
-static void table_print(const struct table *t)
-{
-    size_t w[NCOLS] = {0};
-    for (size_t r = 0; r < t->rows; r++)
-        for (int c = 0; c < NCOLS; c++) {
-            const char *s = t->cells[r * NCOLS + c];
-            size_t l = s ? strlen(s) : 0;
-            if (l > w[c])
-                w[c] = l;
-        }
-    for (size_t r = 0; r < t->rows; r++) {
-        for (int c = 0; c < NCOLS; c++) {
-            const char *s = t->cells[r * NCOLS + c] ? t->cells[r * NCOLS + c] : "";
-            if (c == NCOLS - 1)
-                printf("%s\n", s);
-            else if (c == 0) /* ids right-aligned */
-                printf("%*s  ", (int)w[c], s);
-            else
-                printf("%-*s  ", (int)w[c], s);
-        }
-    }
-}
-
-static void table_done(struct table *t)
-{
-    for (size_t i = 0; i < t->rows * NCOLS; i++)
-        free(t->cells[i]);
-    free(t->cells);
-}
-
-/* ---- list / export ---- */
 
 struct list_ctx {
     const struct opts *o;
-    struct table table;
+    struct cli_table table;
     struct cxr_buf line;
     cxr_err err;
     int64_t n;
 };
-
-static void csv_field(const char *s, bool last)
-{
-    if (strpbrk(s, ",\"\r\n")) {
-        putchar('"');
-        for (const char *p = s; *p; p++) {
-            if (*p == '"')
-                putchar('"');
-            putchar(*p);
-        }
-        putchar('"');
-    } else {
-        fputs(s, stdout);
-    }
-    fputs(last ? "\r\n" : ",", stdout);
-}
 
 static const char *const csv_header[] = {
     "id",           "received_at",   "sop_instance_uid", "study_instance_uid",
@@ -415,24 +260,24 @@ static void csv_row(const struct st_instance *in)
             break;
         n += (size_t)w;
     }
-    csv_field(id, false);
-    csv_field(when, false);
-    csv_field(in->r.sop_instance_uid, false);
-    csv_field(in->r.study_uid, false);
-    csv_field(in->r.patient_id, false);
-    csv_field(in->r.accession, false);
-    csv_field(in->r.calling_aet, false);
-    csv_field(in->r.peer, false);
-    csv_field(st_state_name(res->state), false);
-    csv_field(st_triage_name(res->triage) ? st_triage_name(res->triage) : "", false);
-    csv_field(top >= 0 ? res->class_names[top] : "", false);
-    csv_field(score, false);
-    csv_field(scores, false);
-    csv_field(res->triage_reason, false);
-    csv_field(res->gate_reason, false);
-    csv_field(res->error, false);
-    csv_field(res->model_digest, false);
-    csv_field(dup, true);
+    cli_csv_field(id, false);
+    cli_csv_field(when, false);
+    cli_csv_field(in->r.sop_instance_uid, false);
+    cli_csv_field(in->r.study_uid, false);
+    cli_csv_field(in->r.patient_id, false);
+    cli_csv_field(in->r.accession, false);
+    cli_csv_field(in->r.calling_aet, false);
+    cli_csv_field(in->r.peer, false);
+    cli_csv_field(st_state_name(res->state), false);
+    cli_csv_field(st_triage_name(res->triage) ? st_triage_name(res->triage) : "", false);
+    cli_csv_field(top >= 0 ? res->class_names[top] : "", false);
+    cli_csv_field(score, false);
+    cli_csv_field(scores, false);
+    cli_csv_field(res->triage_reason, false);
+    cli_csv_field(res->gate_reason, false);
+    cli_csv_field(res->error, false);
+    cli_csv_field(res->model_digest, false);
+    cli_csv_field(dup, true);
 }
 
 static void table_row(struct list_ctx *c, const struct st_instance *in)
@@ -444,19 +289,19 @@ static void table_row(struct list_ctx *c, const struct st_instance *in)
     int t = top_class(res);
 
     (void)snprintf(id, sizeof(id), "%" PRId64, in->id);
-    table_time(in->r.received_at_ms, c->o->utc, when, sizeof(when));
+    cli_table_time(in->r.received_at_ms, c->o->utc, when, sizeof(when));
     if (t >= 0) {
         (void)snprintf(top, sizeof(top), "%s %.2f", res->class_names[t], res->scores[t]);
         compact_scores(res, scores, sizeof(scores));
     }
-    clip(in->r.accession[0] ? in->r.accession : "-", 16, acc, sizeof(acc));
-    clip(in->r.calling_aet[0] ? in->r.calling_aet : "-", 16, aet, sizeof(aet));
+    cli_clip(in->r.accession[0] ? in->r.accession : "-", 16, acc, sizeof(acc));
+    cli_clip(in->r.calling_aet[0] ? in->r.calling_aet : "-", 16, aet, sizeof(aet));
     if (in->duplicate_of > 0)
         (void)snprintf(dup, sizeof(dup), "duplicate of %" PRId64, in->duplicate_of);
-    clip(res->error[0]         ? res->error
-         : res->gate_reason[0] ? res->gate_reason
-                               : dup,
-         48, note, sizeof(note));
+    cli_clip(res->error[0]         ? res->error
+             : res->gate_reason[0] ? res->gate_reason
+                                   : dup,
+             48, note, sizeof(note));
     row[0] = id;
     row[1] = when;
     row[2] = st_state_name(res->state);
@@ -466,7 +311,7 @@ static void table_row(struct list_ctx *c, const struct st_instance *in)
     row[6] = acc;
     row[7] = aet;
     row[8] = note;
-    table_add(&c->table, row);
+    cli_table_add(&c->table, row);
 }
 
 static bool list_fn(void *user, const struct st_instance *in)
@@ -494,16 +339,17 @@ static int do_list(st_db *db, const struct opts *o)
     int rc = 0;
     cxr_err err;
 
+    cli_table_init(&c.table, NCOLS);
     cxr_buf_init(&c.line, 1 << 20);
     if (o->fmt == FMT_CSV)
         for (size_t i = 0; i < CXR_ARRAY_SIZE(csv_header); i++)
-            csv_field(csv_header[i], i + 1 == CXR_ARRAY_SIZE(csv_header));
+            cli_csv_field(csv_header[i], i + 1 == CXR_ARRAY_SIZE(csv_header));
     if (o->fmt == FMT_TABLE) {
         const char *head[NCOLS] = {"ID",        recv,         "STATE",
                                    "TRIAGE",    "TOP",        "SCORES",
                                    "ACCESSION", "CALLING AE", "NOTE (gate reason, error)"};
         (void)snprintf(recv, sizeof(recv), "RECEIVED (%s)", o->utc ? "UTC" : "local");
-        table_add(&c.table, head);
+        cli_table_add(&c.table, head);
     }
     err = st_list(db, &o->f, list_fn, &c, errbuf, sizeof(errbuf));
     if (err) {
@@ -514,13 +360,13 @@ static int do_list(st_db *db, const struct opts *o)
                 cxr_strerror(c.err ? c.err : CXR_ENOMEM));
         rc = 1;
     } else if (o->fmt == FMT_TABLE) {
-        table_print(&c.table);
+        cli_table_print(&c.table);
         if (o->f.limit > 0 && c.n == o->f.limit)
             printf("(%" PRId64 " rows shown, the limit; --limit N or 0 for more)\n", c.n);
         else
             printf("(%" PRId64 " row%s)\n", c.n, c.n == 1 ? "" : "s");
     }
-    table_done(&c.table);
+    cli_table_done(&c.table);
     cxr_buf_done(&c.line);
     if (fflush(stdout) != 0) {
         fprintf(stderr, "cxrtriage audit: writing the output failed\n");
@@ -531,29 +377,14 @@ static int do_list(st_db *db, const struct opts *o)
 
 /* ---- show ---- */
 
-/* Values from DICOM headers reach the auditor's terminal: control bytes (escape sequences)
- * are shown as '?'. */
-static void put_safe(const char *s)
-{
-    for (const char *p = s; *p; p++)
-        putchar(iscntrl((unsigned char)*p) ? '?' : *p);
-}
-
-static void field(const char *label, const char *value)
-{
-    printf("  %-20s ", label);
-    put_safe(value);
-    putchar('\n');
-}
-
 static bool show_event(void *user, const struct st_event *e)
 {
     char when[40];
     st_format_time(e->at_ms, when, sizeof(when));
     printf("  %6" PRId64 "  %s  ", e->id, when);
-    put_safe(e->kind);
+    cli_put_safe(e->kind);
     printf("%*s ", (int)(strlen(e->kind) < 16 ? 16 - strlen(e->kind) : 0), "");
-    put_safe(e->detail);
+    cli_put_safe(e->detail);
     putchar('\n');
     (void)user;
     return true;
@@ -602,48 +433,48 @@ static int do_show(st_db *db, const struct opts *o)
         return err ? 1 : 0;
     }
     st_format_time(r->received_at_ms, when, sizeof(when));
-    table_time(r->received_at_ms, o->utc, local, sizeof(local));
+    cli_table_time(r->received_at_ms, o->utc, local, sizeof(local));
     printf("instance %" PRId64 "\n", in->id);
-    field("sop_instance_uid", r->sop_instance_uid);
-    field("sop_class_uid", r->sop_class_uid);
-    field("study_instance_uid", r->study_uid);
-    field("series_instance_uid", r->series_uid);
-    field("patient_id", r->patient_id);
-    field("accession", r->accession);
+    cli_field("sop_instance_uid", r->sop_instance_uid);
+    cli_field("sop_class_uid", r->sop_class_uid);
+    cli_field("study_instance_uid", r->study_uid);
+    cli_field("series_instance_uid", r->series_uid);
+    cli_field("patient_id", r->patient_id);
+    cli_field("accession", r->accession);
     printf("  %-20s ", "calling/called AE");
-    put_safe(r->calling_aet);
+    cli_put_safe(r->calling_aet);
     printf(" -> ");
-    put_safe(r->called_aet);
+    cli_put_safe(r->called_aet);
     putchar('\n');
-    field("peer", r->peer);
-    field("transfer_syntax", r->transfer_syntax);
-    field("source", r->source);
-    field("spool_path", r->spool_path);
+    cli_field("peer", r->peer);
+    cli_field("transfer_syntax", r->transfer_syntax);
+    cli_field("source", r->source);
+    cli_field("spool_path", r->spool_path);
     printf("  %-20s %" PRId64 "\n", "size_bytes", r->size_bytes);
     printf("  %-20s %s (%s %s)\n", "received_at", when, local, o->utc ? "UTC" : "local");
-    field("state", st_state_name(res->state));
-    field("gate", res->gate_applicable ? "applicable" : res->gate_reason);
+    cli_field("state", st_state_name(res->state));
+    cli_field("gate", res->gate_applicable ? "applicable" : res->gate_reason);
     printf("  %-20s", "scores");
     if (res->n_classes == 0)
         printf(" -");
     for (int i = 0; i < res->n_classes && i < ST_MAX_CLASSES; i++)
         printf("%s %s %.4f", i ? "," : "", res->class_names[i], res->scores[i]);
     putchar('\n');
-    field("triage", st_triage_name(res->triage) ? st_triage_name(res->triage) : "-");
-    field("triage_reason", res->triage_reason);
-    field("rule", res->rule);
-    field("model_digest", res->model_digest);
+    cli_field("triage", st_triage_name(res->triage) ? st_triage_name(res->triage) : "-");
+    cli_field("triage_reason", res->triage_reason);
+    cli_field("rule", res->rule);
+    cli_field("model_digest", res->model_digest);
     printf("  %-20s %s\n", "pixel_sha256", res->pixel_sha256);
     printf("  %-20s", "timings_ms");
     for (int i = 0; i < ST_T__COUNT; i++)
         if (res->timings_ms[i] >= 0)
             printf(" %s=%.1f", st_stage_name((enum st_stage)i), res->timings_ms[i]);
     putchar('\n');
-    field("error", res->error);
+    cli_field("error", res->error);
     if (in->duplicate_of > 0)
         printf("  %-20s %" PRId64 "\n", "duplicate_of", in->duplicate_of);
     st_format_time(in->updated_at_ms, when, sizeof(when));
-    field("updated_at", when);
+    cli_field("updated_at", when);
     printf("events (UTC):\n");
     err = st_events(db, in->id, show_event, NULL, errbuf, sizeof(errbuf));
     free(in);
@@ -695,7 +526,7 @@ static bool stats_fn(void *user, const struct st_instance *in)
     count(&s->state, st_state_name(in->res.state));
     count(&s->triage, st_triage_name(in->res.triage) ? st_triage_name(in->res.triage) : "none");
     count(&s->top, t >= 0 ? in->res.class_names[t] : "none");
-    table_time(in->r.received_at_ms, s->utc, day, sizeof(day));
+    cli_table_time(in->r.received_at_ms, s->utc, day, sizeof(day));
     day[10] = '\0';
     count(&s->day, day);
     return true;
@@ -796,9 +627,9 @@ static int do_stats(st_db *db, const struct opts *o)
             for (size_t i = 0; i < groups[g].c->n; i++) {
                 char n[24];
                 (void)snprintf(n, sizeof(n), "%" PRId64, groups[g].c->counts[i]);
-                csv_field(groups[g].name, false);
-                csv_field(groups[g].c->keys[i], false);
-                csv_field(n, true);
+                cli_csv_field(groups[g].name, false);
+                cli_csv_field(groups[g].c->keys[i], false);
+                cli_csv_field(n, true);
             }
     } else {
         printf("instances: %" PRId64 "\n", s->total);
@@ -880,7 +711,7 @@ int cli_audit(int argc, char **argv)
         rc = parse_opts(argc - 1, argv + 1, &o);
         if (rc)
             return rc < 0 ? 0 : rc;
-        rc = open_ledger(&o, &db);
+        rc = cli_open_ledger("cxrtriage audit", o.config, o.state_dir, o.db, ST_OPEN_READ, &db);
         if (rc)
             return rc;
         rc = actions[i].run(db, &o);

@@ -4,11 +4,6 @@
  */
 #include "cli.h"
 
-int cli_outbox(int argc, char **argv)
-{
-    return cli_not_built("outbox", "the report outbox (store/, hl7/)");
-}
-
 int cli_echo(int argc, char **argv)
 {
     return cli_not_built("echo", "the DICOM network adapter (dicom/)");

@@ -77,6 +77,44 @@ static const char *const migrations[] = {
     " skipped TEXT NOT NULL DEFAULT ''"
     ");"
     "CREATE INDEX studies_completed ON studies(completed);",
+
+    /* 2: the report outbox: reports (the exact bytes to send and their delivery state) and
+     * report_attempts (one row per try). Identifiers persisted here are reused on every retry. */
+    "CREATE TABLE reports ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " study_uid TEXT NOT NULL,"
+    " destination TEXT NOT NULL," /* a configured destination's name, or "files" */
+    " format TEXT NOT NULL CHECK (format IN ('hl7','fhir')),"
+    " content_type TEXT NOT NULL DEFAULT '',"
+    " state TEXT NOT NULL CHECK (state IN ('pending','delivered','dead')),"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " idempotency_key TEXT NOT NULL,"
+    " control_id TEXT NOT NULL DEFAULT ''," /* HL7 MSH-10 */
+    " report_id TEXT NOT NULL DEFAULT '',"  /* FHIR DiagnosticReport identifier value */
+    " model_digest TEXT NOT NULL DEFAULT '',"
+    " is_correction INTEGER NOT NULL DEFAULT 0,"
+    " corrects INTEGER REFERENCES reports(id) ON DELETE RESTRICT,"
+    " body TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " next_attempt_at INTEGER NOT NULL,"
+    " delivered_at INTEGER,"
+    " last_status INTEGER NOT NULL DEFAULT 0," /* HTTP status, or 0 */
+    " last_detail TEXT NOT NULL DEFAULT '',"
+    " last_response TEXT NOT NULL DEFAULT ''"
+    ");"
+    "CREATE INDEX reports_state_next ON reports(state, next_attempt_at);"
+    "CREATE INDEX reports_study_uid ON reports(study_uid);"
+    "CREATE TABLE report_attempts ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " report_id INTEGER NOT NULL REFERENCES reports(id) ON DELETE RESTRICT,"
+    " at INTEGER NOT NULL,"
+    " outcome TEXT NOT NULL CHECK (outcome IN ('delivered','retry','dead')),"
+    " status INTEGER NOT NULL DEFAULT 0,"
+    " detail TEXT NOT NULL DEFAULT '',"
+    " response TEXT NOT NULL DEFAULT ''," /* excerpt */
+    " ms REAL NOT NULL DEFAULT 0"
+    ");"
+    "CREATE INDEX report_attempts_report_id ON report_attempts(report_id);",
 };
 
 int st__schema_count(void)

@@ -114,26 +114,26 @@ cxr_err st__prepare(st_db *db, const char *sql, sqlite3_stmt **ret, const char *
     return CXR_OK;
 }
 
-static cxr_err begin(st_db *db, const char *what, char *errbuf, size_t errlen)
+cxr_err st__begin(st_db *db, const char *what, char *errbuf, size_t errlen)
 {
-    if (db->mode != ST_OPEN_WRITE)
+    if (db->mode == ST_OPEN_READ)
         return st__fail(db, CXR_EINVAL, what, "database opened read-only", errbuf, errlen);
     return st__exec(db, "BEGIN IMMEDIATE", what, errbuf, errlen);
 }
 
-static cxr_err commit(st_db *db, const char *what, char *errbuf, size_t errlen)
+cxr_err st__commit(st_db *db, const char *what, char *errbuf, size_t errlen)
 {
     return st__exec(db, "COMMIT", what, errbuf, errlen);
 }
 
-static void rollback(st_db *db)
+void st__rollback(st_db *db)
 {
     if (!sqlite3_get_autocommit(db->h))
         (void)sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
 }
 
 /* Bounded copy that always terminates (truncates silently: columns have their own limits). */
-static void copy_str(char *dst, size_t len, const char *src)
+void st__copy_str(char *dst, size_t len, const char *src)
 {
     size_t n = src ? strnlen(src, len - 1) : 0;
     if (n)
@@ -141,13 +141,13 @@ static void copy_str(char *dst, size_t len, const char *src)
     dst[n] = '\0';
 }
 
-static const char *col_text(sqlite3_stmt *st, int i)
+const char *st__col_text(sqlite3_stmt *st, int i)
 {
     const unsigned char *t = sqlite3_column_text(st, i);
     return t ? (const char *)t : "";
 }
 
-static void bind_text(sqlite3_stmt *st, int i, const char *s)
+void st__bind_text(sqlite3_stmt *st, int i, const char *s)
 {
     (void)sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_TRANSIENT);
 }
@@ -171,9 +171,9 @@ static cxr_err migrate(st_db *db, char *errbuf, size_t errlen)
             err = st__exec(db, sql, what, errbuf, errlen);
         }
         if (!err)
-            err = commit(db, what, errbuf, errlen);
+            err = st__commit(db, what, errbuf, errlen);
         if (err) {
-            rollback(db);
+            st__rollback(db);
             return err;
         }
         db->version = v;
@@ -220,7 +220,7 @@ static cxr_err set_wal(st_db *db, char *errbuf, size_t errlen)
         return err;
     if (sqlite3_step(st) != SQLITE_ROW)
         err = st__dberr(db, "enable WAL", errbuf, errlen);
-    else if (sqlite3_stricmp(col_text(st, 0), "wal") != 0)
+    else if (sqlite3_stricmp(st__col_text(st, 0), "wal") != 0)
         err =
             st__fail(db, CXR_EDB, "enable WAL", "the file system refused WAL mode", errbuf, errlen);
     sqlite3_finalize(st);
@@ -243,8 +243,8 @@ cxr_err st_open(const char *path, int mode, st_db **ret_db, char *errbuf, size_t
         put_err(errbuf, errlen, path, "open", "out of memory");
         return CXR_ENOMEM;
     }
-    copy_str(db->path, sizeof(db->path), path);
-    db->mode = mode == ST_OPEN_WRITE ? ST_OPEN_WRITE : ST_OPEN_READ;
+    st__copy_str(db->path, sizeof(db->path), path);
+    db->mode = mode == ST_OPEN_WRITE || mode == ST_OPEN_UPDATE ? mode : ST_OPEN_READ;
 
     if (db->mode == ST_OPEN_WRITE) {
         err = create_file(db, errbuf, errlen);
@@ -259,7 +259,7 @@ cxr_err st_open(const char *path, int mode, st_db **ret_db, char *errbuf, size_t
                            errbuf, errlen);
             goto out_free;
         }
-        flags = SQLITE_OPEN_READONLY;
+        flags = db->mode == ST_OPEN_UPDATE ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY;
     }
     if (sqlite3_open_v2(path, &db->h, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         err = db->h ? st__dberr(db, "open", errbuf, errlen)
@@ -271,7 +271,7 @@ cxr_err st_open(const char *path, int mode, st_db **ret_db, char *errbuf, size_t
     err = st__exec(db, "PRAGMA foreign_keys = ON", "enable foreign keys", errbuf, errlen);
     if (err)
         goto out_close;
-    if (db->mode == ST_OPEN_WRITE) {
+    if (db->mode != ST_OPEN_READ) {
         err = set_wal(db, errbuf, errlen);
         if (!err) /* a committed row is on disk: fsync at every commit */
             err = st__exec(db, "PRAGMA synchronous = FULL", "set synchronous", errbuf, errlen);
@@ -301,6 +301,14 @@ cxr_err st_open(const char *path, int mode, st_db **ret_db, char *errbuf, size_t
     } else if (db->version == 0) {
         err =
             st__fail(db, CXR_EDB, "open", "not an audit ledger (schema version 0)", errbuf, errlen);
+        goto out_close;
+    } else if (db->mode == ST_OPEN_UPDATE && db->version < st__schema_count()) {
+        char text[160];
+        (void)snprintf(text, sizeof(text),
+                       "schema version %d is older than this build's (%d): start the daemon "
+                       "once to migrate it",
+                       db->version, st__schema_count());
+        err = st__fail(db, CXR_EUNSUPPORTED, "open", text, errbuf, errlen);
         goto out_close;
     }
     *ret_db = db;
@@ -346,13 +354,11 @@ static cxr_err instance_row_hash(st_db *db, int64_t id, char out[65], char *errb
     return err;
 }
 
-/* Appends an event inside the caller's transaction: inserted with an empty hash, then the hash
- * is computed over the stored row (the same columns st_verify reads) and written. */
-static cxr_err append_event(st_db *db, int64_t instance_id, int64_t at_ms, const char *kind,
-                            const char *detail, char *errbuf, size_t errlen)
+cxr_err st__append_event_row(st_db *db, int64_t instance_id, const char *row_hash, int64_t at_ms,
+                             const char *kind, const char *detail, char *errbuf, size_t errlen)
 {
     sqlite3_stmt *st = NULL;
-    char prev[65] = ZERO_HASH, row[65], hash[65];
+    char prev[65] = ZERO_HASH, hash[65];
     int64_t eid;
     cxr_err err;
 
@@ -361,28 +367,23 @@ static cxr_err append_event(st_db *db, int64_t instance_id, int64_t at_ms, const
     if (err)
         return err;
     if (sqlite3_step(st) == SQLITE_ROW)
-        copy_str(prev, sizeof(prev), col_text(st, 0));
+        st__copy_str(prev, sizeof(prev), st__col_text(st, 0));
     sqlite3_finalize(st);
 
-    if (instance_id > 0) {
-        err = instance_row_hash(db, instance_id, row, errbuf, errlen);
-        if (err)
-            return err;
-    }
     err = st__prepare(db,
                       "INSERT INTO events (instance_id, at, kind, detail, row_hash, prev_hash,"
                       " hash) VALUES (?, ?, ?, ?, ?, ?, '')",
                       &st, "append event", errbuf, errlen);
     if (err)
         return err;
-    if (instance_id > 0) {
+    if (instance_id > 0)
         (void)sqlite3_bind_int64(st, 1, instance_id);
-        bind_text(st, 5, row);
-    }
+    if (row_hash)
+        st__bind_text(st, 5, row_hash);
     (void)sqlite3_bind_int64(st, 2, at_ms);
-    bind_text(st, 3, kind);
-    bind_text(st, 4, detail);
-    bind_text(st, 6, prev);
+    st__bind_text(st, 3, kind);
+    st__bind_text(st, 4, detail);
+    st__bind_text(st, 6, prev);
     if (sqlite3_step(st) != SQLITE_DONE) {
         err = st__dberr(db, "append event", errbuf, errlen);
         sqlite3_finalize(st);
@@ -411,12 +412,27 @@ static cxr_err append_event(st_db *db, int64_t instance_id, int64_t at_ms, const
                       errlen);
     if (err)
         return err;
-    bind_text(st, 1, hash);
+    st__bind_text(st, 1, hash);
     (void)sqlite3_bind_int64(st, 2, eid);
     if (sqlite3_step(st) != SQLITE_DONE)
         err = st__dberr(db, "hash event", errbuf, errlen);
     sqlite3_finalize(st);
     return err;
+}
+
+/* Appends an event inside the caller's transaction; an instance's event also records the hash
+ * of the instance row as it is now. */
+static cxr_err append_event(st_db *db, int64_t instance_id, int64_t at_ms, const char *kind,
+                            const char *detail, char *errbuf, size_t errlen)
+{
+    char row[65];
+    if (instance_id > 0) {
+        cxr_err err = instance_row_hash(db, instance_id, row, errbuf, errlen);
+        if (err)
+            return err;
+    }
+    return st__append_event_row(db, instance_id, instance_id > 0 ? row : NULL, at_ms, kind, detail,
+                                errbuf, errlen);
 }
 
 /* ---- JSON columns ---- */
@@ -485,7 +501,7 @@ static int scores_parse(const char *text, char (*names)[64], double *scores)
     {
         if (n >= ST_MAX_CLASSES)
             break;
-        copy_str(names[n], 64, k);
+        st__copy_str(names[n], 64, k);
         scores[n] = json_number_value(v);
         n++;
     }
@@ -504,7 +520,7 @@ cxr_err st_insert_received(st_db *db, const struct st_receipt *r, int64_t duplic
     int64_t id, now = st_now_ms();
     cxr_err err;
 
-    err = begin(db, what, errbuf, errlen);
+    err = st__begin(db, what, errbuf, errlen);
     if (err)
         return err;
     timings = timings_json(NULL, r->receive_ms);
@@ -521,21 +537,21 @@ cxr_err st_insert_received(st_db *db, const struct st_receipt *r, int64_t duplic
                       &st, what, errbuf, errlen);
     if (err)
         goto out_rollback;
-    bind_text(st, 1, r->sop_instance_uid);
-    bind_text(st, 2, r->sop_class_uid);
-    bind_text(st, 3, r->study_uid);
-    bind_text(st, 4, r->series_uid);
-    bind_text(st, 5, r->patient_id);
-    bind_text(st, 6, r->accession);
-    bind_text(st, 7, r->calling_aet);
-    bind_text(st, 8, r->called_aet);
-    bind_text(st, 9, r->peer);
-    bind_text(st, 10, r->transfer_syntax);
-    bind_text(st, 11, r->source);
-    bind_text(st, 12, r->spool_path);
+    st__bind_text(st, 1, r->sop_instance_uid);
+    st__bind_text(st, 2, r->sop_class_uid);
+    st__bind_text(st, 3, r->study_uid);
+    st__bind_text(st, 4, r->series_uid);
+    st__bind_text(st, 5, r->patient_id);
+    st__bind_text(st, 6, r->accession);
+    st__bind_text(st, 7, r->calling_aet);
+    st__bind_text(st, 8, r->called_aet);
+    st__bind_text(st, 9, r->peer);
+    st__bind_text(st, 10, r->transfer_syntax);
+    st__bind_text(st, 11, r->source);
+    st__bind_text(st, 12, r->spool_path);
     (void)sqlite3_bind_int64(st, 13, r->size_bytes);
     (void)sqlite3_bind_int64(st, 14, r->received_at_ms);
-    bind_text(st, 15, timings);
+    st__bind_text(st, 15, timings);
     if (duplicate_of > 0)
         (void)sqlite3_bind_int64(st, 16, duplicate_of);
     (void)sqlite3_bind_int64(st, 17, now);
@@ -556,7 +572,7 @@ cxr_err st_insert_received(st_db *db, const struct st_receipt *r, int64_t duplic
         if (err)
             goto out_rollback;
     }
-    err = commit(db, what, errbuf, errlen);
+    err = st__commit(db, what, errbuf, errlen);
     if (err)
         goto out_rollback;
     sqlite3_finalize(st);
@@ -567,7 +583,7 @@ cxr_err st_insert_received(st_db *db, const struct st_receipt *r, int64_t duplic
 out_rollback:
     sqlite3_finalize(st);
     free(timings);
-    rollback(db);
+    st__rollback(db);
     return err;
 }
 
@@ -582,9 +598,9 @@ static cxr_err row_state(st_db *db, int64_t id, enum st_state *ret, double *ret_
     (void)sqlite3_bind_int64(st, 1, id);
     if (sqlite3_step(st) == SQLITE_ROW) {
         double t[ST_T__COUNT];
-        if (!st_state_from_name(col_text(st, 0), ret))
+        if (!st_state_from_name(st__col_text(st, 0), ret))
             err = st__fail(db, CXR_EDB, what, "row has an unknown state", errbuf, errlen);
-        timings_parse(col_text(st, 1), t);
+        timings_parse(st__col_text(st, 1), t);
         *ret_receive = t[ST_T_RECEIVE];
     } else {
         char text[64];
@@ -609,7 +625,7 @@ cxr_err st_finish(st_db *db, int64_t id, const struct st_result *res, char *errb
 
     if (res->state != ST_CLASSIFIED && res->state != ST_SKIPPED && res->state != ST_FAILED)
         return st__fail(db, CXR_EINVAL, what, "result state is not final", errbuf, errlen);
-    err = begin(db, what, errbuf, errlen);
+    err = st__begin(db, what, errbuf, errlen);
     if (err)
         return err;
     err = row_state(db, id, &cur, &receive_ms, what, errbuf, errlen);
@@ -639,23 +655,23 @@ cxr_err st_finish(st_db *db, int64_t id, const struct st_result *res, char *errb
                       &st, what, errbuf, errlen);
     if (err)
         goto out_rollback;
-    bind_text(st, 1, st_state_name(res->state));
-    bind_text(st, 2, res->pixel_sha256);
+    st__bind_text(st, 1, st_state_name(res->state));
+    st__bind_text(st, 2, res->pixel_sha256);
     (void)sqlite3_bind_int(st, 3, res->gate_applicable ? 1 : 0);
-    bind_text(st, 4, res->gate_reason);
-    bind_text(st, 5, res->model_digest);
+    st__bind_text(st, 4, res->gate_reason);
+    st__bind_text(st, 5, res->model_digest);
     if (scores)
-        bind_text(st, 6, scores);
+        st__bind_text(st, 6, scores);
     if (top >= 0) {
-        bind_text(st, 7, res->class_names[top]);
+        st__bind_text(st, 7, res->class_names[top]);
         (void)sqlite3_bind_double(st, 8, res->scores[top]);
     }
-    bind_text(st, 9, res->rule);
+    st__bind_text(st, 9, res->rule);
     if (st_triage_name(res->triage))
-        bind_text(st, 10, st_triage_name(res->triage));
-    bind_text(st, 11, res->triage_reason);
-    bind_text(st, 12, timings);
-    bind_text(st, 13, res->error);
+        st__bind_text(st, 10, st_triage_name(res->triage));
+    st__bind_text(st, 11, res->triage_reason);
+    st__bind_text(st, 12, timings);
+    st__bind_text(st, 13, res->error);
     (void)sqlite3_bind_int64(st, 14, now);
     (void)sqlite3_bind_int64(st, 15, id);
     if (sqlite3_step(st) != SQLITE_DONE) {
@@ -673,7 +689,7 @@ cxr_err st_finish(st_db *db, int64_t id, const struct st_result *res, char *errb
     err = append_event(db, id, now, st_state_name(res->state), detail, errbuf, errlen);
     if (err)
         goto out_rollback;
-    err = commit(db, what, errbuf, errlen);
+    err = st__commit(db, what, errbuf, errlen);
     if (err)
         goto out_rollback;
     sqlite3_finalize(st);
@@ -685,7 +701,7 @@ out_rollback:
     sqlite3_finalize(st);
     free(timings);
     free(scores);
-    rollback(db);
+    st__rollback(db);
     return err;
 }
 
@@ -697,14 +713,14 @@ cxr_err st_add_event(st_db *db, int64_t instance_id, const char *kind, const cha
 
     if (!kind || !*kind)
         return st__fail(db, CXR_EINVAL, what, "empty event kind", errbuf, errlen);
-    err = begin(db, what, errbuf, errlen);
+    err = st__begin(db, what, errbuf, errlen);
     if (err)
         return err;
     err = append_event(db, instance_id, st_now_ms(), kind, detail, errbuf, errlen);
     if (!err)
-        err = commit(db, what, errbuf, errlen);
+        err = st__commit(db, what, errbuf, errlen);
     if (err)
-        rollback(db);
+        st__rollback(db);
     return err;
 }
 
@@ -719,11 +735,11 @@ cxr_err st_find_sop(st_db *db, const char *sop_instance_uid, int64_t *ret_id,
                               &st, what, errbuf, errlen);
     if (err)
         return err;
-    bind_text(st, 1, sop_instance_uid);
+    st__bind_text(st, 1, sop_instance_uid);
     switch (sqlite3_step(st)) {
     case SQLITE_ROW: {
         enum st_state s = ST_RECEIVED;
-        (void)st_state_from_name(col_text(st, 1), &s);
+        (void)st_state_from_name(st__col_text(st, 1), &s);
         *ret_id = sqlite3_column_int64(st, 0);
         if (ret_state)
             *ret_state = s;
@@ -747,7 +763,7 @@ cxr_err st_has_spool_path(st_db *db, const char *spool_path, bool *ret, char *er
                               errbuf, errlen);
     if (err)
         return err;
-    bind_text(st, 1, spool_path);
+    st__bind_text(st, 1, spool_path);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW || rc == SQLITE_DONE)
         *ret = rc == SQLITE_ROW;
@@ -764,34 +780,34 @@ static void read_instance(sqlite3_stmt *st, struct st_instance *in)
 
     memset(in, 0, sizeof(*in));
     in->id = sqlite3_column_int64(st, 0);
-    copy_str(r->sop_instance_uid, sizeof(r->sop_instance_uid), col_text(st, 1));
-    copy_str(r->sop_class_uid, sizeof(r->sop_class_uid), col_text(st, 2));
-    copy_str(r->study_uid, sizeof(r->study_uid), col_text(st, 3));
-    copy_str(r->series_uid, sizeof(r->series_uid), col_text(st, 4));
-    copy_str(r->patient_id, sizeof(r->patient_id), col_text(st, 5));
-    copy_str(r->accession, sizeof(r->accession), col_text(st, 6));
-    copy_str(r->calling_aet, sizeof(r->calling_aet), col_text(st, 7));
-    copy_str(r->called_aet, sizeof(r->called_aet), col_text(st, 8));
-    copy_str(r->peer, sizeof(r->peer), col_text(st, 9));
-    copy_str(r->transfer_syntax, sizeof(r->transfer_syntax), col_text(st, 10));
-    copy_str(r->source, sizeof(r->source), col_text(st, 11));
-    copy_str(r->spool_path, sizeof(r->spool_path), col_text(st, 12));
+    st__copy_str(r->sop_instance_uid, sizeof(r->sop_instance_uid), st__col_text(st, 1));
+    st__copy_str(r->sop_class_uid, sizeof(r->sop_class_uid), st__col_text(st, 2));
+    st__copy_str(r->study_uid, sizeof(r->study_uid), st__col_text(st, 3));
+    st__copy_str(r->series_uid, sizeof(r->series_uid), st__col_text(st, 4));
+    st__copy_str(r->patient_id, sizeof(r->patient_id), st__col_text(st, 5));
+    st__copy_str(r->accession, sizeof(r->accession), st__col_text(st, 6));
+    st__copy_str(r->calling_aet, sizeof(r->calling_aet), st__col_text(st, 7));
+    st__copy_str(r->called_aet, sizeof(r->called_aet), st__col_text(st, 8));
+    st__copy_str(r->peer, sizeof(r->peer), st__col_text(st, 9));
+    st__copy_str(r->transfer_syntax, sizeof(r->transfer_syntax), st__col_text(st, 10));
+    st__copy_str(r->source, sizeof(r->source), st__col_text(st, 11));
+    st__copy_str(r->spool_path, sizeof(r->spool_path), st__col_text(st, 12));
     r->size_bytes = sqlite3_column_int64(st, 13);
     r->received_at_ms = sqlite3_column_int64(st, 14);
-    (void)st_state_from_name(col_text(st, 15), &res->state);
-    copy_str(res->pixel_sha256, sizeof(res->pixel_sha256), col_text(st, 16));
+    (void)st_state_from_name(st__col_text(st, 15), &res->state);
+    st__copy_str(res->pixel_sha256, sizeof(res->pixel_sha256), st__col_text(st, 16));
     res->gate_applicable = sqlite3_column_int(st, 17) != 0;
-    copy_str(res->gate_reason, sizeof(res->gate_reason), col_text(st, 18));
-    copy_str(res->model_digest, sizeof(res->model_digest), col_text(st, 19));
-    res->n_classes = scores_parse(col_text(st, 20), res->class_names, res->scores);
+    st__copy_str(res->gate_reason, sizeof(res->gate_reason), st__col_text(st, 18));
+    st__copy_str(res->model_digest, sizeof(res->model_digest), st__col_text(st, 19));
+    res->n_classes = scores_parse(st__col_text(st, 20), res->class_names, res->scores);
     /* 21, 22: top_class, top_score are derived from scores */
-    copy_str(res->rule, sizeof(res->rule), col_text(st, 23));
-    if (!st_triage_from_name(col_text(st, 24), &res->triage))
+    st__copy_str(res->rule, sizeof(res->rule), st__col_text(st, 23));
+    if (!st_triage_from_name(st__col_text(st, 24), &res->triage))
         res->triage = ST_TRIAGE_NONE;
-    copy_str(res->triage_reason, sizeof(res->triage_reason), col_text(st, 25));
-    timings_parse(col_text(st, 26), res->timings_ms);
+    st__copy_str(res->triage_reason, sizeof(res->triage_reason), st__col_text(st, 25));
+    timings_parse(st__col_text(st, 26), res->timings_ms);
     r->receive_ms = res->timings_ms[ST_T_RECEIVE] >= 0 ? res->timings_ms[ST_T_RECEIVE] : 0;
-    copy_str(res->error, sizeof(res->error), col_text(st, 27));
+    st__copy_str(res->error, sizeof(res->error), st__col_text(st, 27));
     in->duplicate_of = sqlite3_column_int64(st, 28);
     /* 29: spool_gone, not part of struct st_instance */
     in->updated_at_ms = sqlite3_column_int64(st, 30);
@@ -888,17 +904,17 @@ cxr_err st_list(st_db *db, const struct st_filter *f,
     if (f->until_ms)
         (void)sqlite3_bind_int64(st, ++n, f->until_ms);
     if (f->patient_id[0])
-        bind_text(st, ++n, f->patient_id);
+        st__bind_text(st, ++n, f->patient_id);
     if (f->accession[0])
-        bind_text(st, ++n, f->accession);
+        st__bind_text(st, ++n, f->accession);
     if (f->study_uid[0])
-        bind_text(st, ++n, f->study_uid);
+        st__bind_text(st, ++n, f->study_uid);
     if (f->class_name[0])
-        bind_text(st, ++n, f->class_name);
+        st__bind_text(st, ++n, f->class_name);
     if (f->has_state)
-        bind_text(st, ++n, st_state_name(f->state));
+        st__bind_text(st, ++n, st_state_name(f->state));
     if (f->has_triage && f->triage != ST_TRIAGE_NONE)
-        bind_text(st, ++n, st_triage_name(f->triage));
+        st__bind_text(st, ++n, st_triage_name(f->triage));
     if (f->after_id > 0)
         (void)sqlite3_bind_int64(st, ++n, f->after_id);
     err = each_instance(db, st, fn, user, what, errbuf, errlen);
@@ -927,7 +943,7 @@ cxr_err st_get(st_db *db, int64_t id, const char *sop_instance_uid, struct st_in
     if (id > 0)
         (void)sqlite3_bind_int64(st, 1, id);
     else
-        bind_text(st, 1, sop_instance_uid);
+        st__bind_text(st, 1, sop_instance_uid);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         read_instance(st, ret);
@@ -964,8 +980,8 @@ cxr_err st_events(st_db *db, int64_t instance_id, bool (*fn)(void *user, const s
         e.id = sqlite3_column_int64(st, 0);
         e.instance_id = sqlite3_column_int64(st, 1);
         e.at_ms = sqlite3_column_int64(st, 2);
-        copy_str(e.kind, sizeof(e.kind), col_text(st, 3));
-        copy_str(e.detail, sizeof(e.detail), col_text(st, 4));
+        st__copy_str(e.kind, sizeof(e.kind), st__col_text(st, 3));
+        st__copy_str(e.detail, sizeof(e.detail), st__col_text(st, 4));
         if (!fn(user, &e))
             break;
     }
@@ -984,7 +1000,7 @@ cxr_err st_study_touch(st_db *db, const char *study_uid, const char *patient_id,
     sqlite3_stmt *st = NULL;
     cxr_err err;
 
-    err = begin(db, what, errbuf, errlen);
+    err = st__begin(db, what, errbuf, errlen);
     if (err)
         return err;
     err = st__prepare(db,
@@ -997,15 +1013,15 @@ cxr_err st_study_touch(st_db *db, const char *study_uid, const char *patient_id,
                       &st, what, errbuf, errlen);
     if (err)
         goto out_rollback;
-    bind_text(st, 1, study_uid);
-    bind_text(st, 2, patient_id);
-    bind_text(st, 3, accession);
+    st__bind_text(st, 1, study_uid);
+    st__bind_text(st, 2, patient_id);
+    st__bind_text(st, 3, accession);
     (void)sqlite3_bind_int64(st, 4, received_ms);
     if (sqlite3_step(st) != SQLITE_DONE) {
         err = st__dberr(db, what, errbuf, errlen);
         goto out_rollback;
     }
-    err = commit(db, what, errbuf, errlen);
+    err = st__commit(db, what, errbuf, errlen);
     if (err)
         goto out_rollback;
     sqlite3_finalize(st);
@@ -1013,7 +1029,7 @@ cxr_err st_study_touch(st_db *db, const char *study_uid, const char *patient_id,
 
 out_rollback:
     sqlite3_finalize(st);
-    rollback(db);
+    st__rollback(db);
     return err;
 }
 
@@ -1027,7 +1043,7 @@ cxr_err st_study_settled(st_db *db, const char *study_uid, bool *ret, char *errb
                               &st, what, errbuf, errlen);
     if (err)
         return err;
-    bind_text(st, 1, study_uid);
+    st__bind_text(st, 1, study_uid);
     if (sqlite3_step(st) == SQLITE_ROW)
         *ret = sqlite3_column_int64(st, 0) == 0;
     else
@@ -1051,7 +1067,7 @@ static void skipped_add(struct st_study *s, const char *uid, const char *reason,
     if (*full)
         return;
     if (need + sizeof(mark) > room) {
-        copy_str(s->skipped + len, room, mark);
+        st__copy_str(s->skipped + len, room, mark);
         *full = true;
         return;
     }
@@ -1079,26 +1095,27 @@ static cxr_err study_combine(st_db *db, struct st_study *s, const char *what, ch
                       &st, what, errbuf, errlen);
     if (err)
         return err;
-    bind_text(st, 1, s->study_uid);
+    st__bind_text(st, 1, s->study_uid);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         enum st_state state = ST_RECEIVED;
         enum st_triage t;
         int n;
 
         s->n_instances++;
-        (void)st_state_from_name(col_text(st, 0), &state);
+        (void)st_state_from_name(st__col_text(st, 0), &state);
         if (state == ST_SKIPPED || state == ST_FAILED) {
             if (state == ST_SKIPPED)
                 s->n_skipped++;
             else
                 s->n_failed++;
-            skipped_add(s, col_text(st, 4), col_text(st, state == ST_SKIPPED ? 5 : 6), &full);
+            skipped_add(s, st__col_text(st, 4), st__col_text(st, state == ST_SKIPPED ? 5 : 6),
+                        &full);
             continue;
         }
         if (state != ST_CLASSIFIED)
             continue;
         s->n_scored++;
-        n = scores_parse(col_text(st, 1), names, scores);
+        n = scores_parse(st__col_text(st, 1), names, scores);
         for (int i = 0; i < n; i++) {
             int j = 0;
             while (j < s->n_classes && strcmp(s->class_names[j], names[i]) != 0)
@@ -1106,17 +1123,17 @@ static cxr_err study_combine(st_db *db, struct st_study *s, const char *what, ch
             if (j == s->n_classes) {
                 if (j == ST_MAX_CLASSES)
                     continue;
-                copy_str(s->class_names[j], sizeof(s->class_names[j]), names[i]);
+                st__copy_str(s->class_names[j], sizeof(s->class_names[j]), names[i]);
                 s->scores[j] = scores[i];
                 s->n_classes++;
             } else if (scores[i] > s->scores[j]) {
                 s->scores[j] = scores[i];
             }
         }
-        if (st_triage_from_name(col_text(st, 2), &t) && triage_rank(t) < triage_rank(s->triage))
+        if (st_triage_from_name(st__col_text(st, 2), &t) && triage_rank(t) < triage_rank(s->triage))
             s->triage = t;
         if (!s->model_digest[0])
-            copy_str(s->model_digest, sizeof(s->model_digest), col_text(st, 3));
+            st__copy_str(s->model_digest, sizeof(s->model_digest), st__col_text(st, 3));
     }
     if (rc != SQLITE_DONE)
         err = st__dberr(db, what, errbuf, errlen);
@@ -1127,9 +1144,9 @@ static cxr_err study_combine(st_db *db, struct st_study *s, const char *what, ch
 static void read_study_row(sqlite3_stmt *st, struct st_study *s)
 {
     memset(s, 0, sizeof(*s));
-    copy_str(s->study_uid, sizeof(s->study_uid), col_text(st, 0));
-    copy_str(s->patient_id, sizeof(s->patient_id), col_text(st, 1));
-    copy_str(s->accession, sizeof(s->accession), col_text(st, 2));
+    st__copy_str(s->study_uid, sizeof(s->study_uid), st__col_text(st, 0));
+    st__copy_str(s->patient_id, sizeof(s->patient_id), st__col_text(st, 1));
+    st__copy_str(s->accession, sizeof(s->accession), st__col_text(st, 2));
     s->first_received_ms = sqlite3_column_int64(st, 3);
     s->last_received_ms = sqlite3_column_int64(st, 4);
     s->completed_ms = sqlite3_column_int64(st, 5);
@@ -1137,8 +1154,37 @@ static void read_study_row(sqlite3_stmt *st, struct st_study *s)
 
 #define STUDY_COLS "study_uid, patient_id, accession, first_received, last_received, completed, id"
 
-cxr_err st_study_complete(st_db *db, const char *study_uid, int64_t now_ms,
-                          struct st_study *ret_study, char *errbuf, size_t errlen)
+/* The reports build() gives for a completed study, queued inside the completion's transaction;
+ * the bodies are freed here whatever build() returns. */
+static cxr_err queue_reports(st_db *db, const struct st_study *s, int64_t now_ms,
+                             st_report_build_fn *build, void *user, const char *what, char *errbuf,
+                             size_t errlen)
+{
+    struct st_report_new *out = calloc(ST_REPORTS_MAX, sizeof(*out));
+    int n;
+    cxr_err err;
+
+    if (!out)
+        return st__fail(db, CXR_ENOMEM, what, "out of memory", errbuf, errlen);
+    n = build(user, db, s, out, ST_REPORTS_MAX);
+    if (n < 0 || n > ST_REPORTS_MAX)
+        err = st__fail(db, CXR_EINVAL, what,
+                       n < 0 ? "the report builder refused (study left open)"
+                             : "the report builder returned more reports than it may",
+                       errbuf, errlen);
+    else
+        err = st__reports_insert(db, s->study_uid, now_ms, out, n, errbuf, errlen);
+    for (int i = 0; i < ST_REPORTS_MAX; i++)
+        free(out[i].body);
+    free(out);
+    return err;
+}
+
+/* st_study_complete and st_study_complete_reports: one transaction that computes the combined
+ * result, marks the study complete, appends its event and (build != NULL) queues its reports. */
+static cxr_err study_complete(st_db *db, const char *study_uid, int64_t now_ms,
+                              st_report_build_fn *build, void *user, struct st_study *ret_study,
+                              char *errbuf, size_t errlen)
 {
     static const char *what = "complete study";
     sqlite3_stmt *st = NULL;
@@ -1151,14 +1197,14 @@ cxr_err st_study_complete(st_db *db, const char *study_uid, int64_t now_ms,
     s = calloc(1, sizeof(*s));
     if (!s)
         return st__fail(db, CXR_ENOMEM, what, "out of memory", errbuf, errlen);
-    err = begin(db, what, errbuf, errlen);
+    err = st__begin(db, what, errbuf, errlen);
     if (err)
         goto out_free;
     err = st__prepare(db, "SELECT " STUDY_COLS " FROM studies WHERE study_uid = ?", &st, what,
                       errbuf, errlen);
     if (err)
         goto out_rollback;
-    bind_text(st, 1, study_uid);
+    st__bind_text(st, 1, study_uid);
     if (sqlite3_step(st) != SQLITE_ROW) {
         err = st__fail(db, CXR_ENOTFOUND, what, "no such study", errbuf, errlen);
         goto out_rollback;
@@ -1184,11 +1230,11 @@ cxr_err st_study_complete(st_db *db, const char *study_uid, int64_t now_ms,
         goto out_rollback;
     (void)sqlite3_bind_int64(st, 1, now_ms);
     if (scores)
-        bind_text(st, 2, scores);
+        st__bind_text(st, 2, scores);
     if (st_triage_name(s->triage))
-        bind_text(st, 3, st_triage_name(s->triage));
-    bind_text(st, 4, s->model_digest);
-    bind_text(st, 5, s->skipped);
+        st__bind_text(st, 3, st_triage_name(s->triage));
+    st__bind_text(st, 4, s->model_digest);
+    st__bind_text(st, 5, s->skipped);
     (void)sqlite3_bind_int64(st, 6, sid);
     if (sqlite3_step(st) != SQLITE_DONE) {
         err = st__dberr(db, what, errbuf, errlen);
@@ -1201,7 +1247,12 @@ cxr_err st_study_complete(st_db *db, const char *study_uid, int64_t now_ms,
     err = append_event(db, 0, now_ms, "study.complete", detail, errbuf, errlen);
     if (err)
         goto out_rollback;
-    err = commit(db, what, errbuf, errlen);
+    if (build) {
+        err = queue_reports(db, s, now_ms, build, user, what, errbuf, errlen);
+        if (err)
+            goto out_rollback;
+    }
+    err = st__commit(db, what, errbuf, errlen);
     if (err)
         goto out_rollback;
     sqlite3_finalize(st);
@@ -1213,11 +1264,26 @@ cxr_err st_study_complete(st_db *db, const char *study_uid, int64_t now_ms,
 
 out_rollback:
     sqlite3_finalize(st);
-    rollback(db);
+    st__rollback(db);
 out_free:
     free(scores);
     free(s);
     return err;
+}
+
+cxr_err st_study_complete(st_db *db, const char *study_uid, int64_t now_ms,
+                          struct st_study *ret_study, char *errbuf, size_t errlen)
+{
+    return study_complete(db, study_uid, now_ms, NULL, NULL, ret_study, errbuf, errlen);
+}
+
+cxr_err st_study_complete_reports(st_db *db, const char *study_uid, int64_t now_ms,
+                                  st_report_build_fn *build, void *user, struct st_study *ret_study,
+                                  char *errbuf, size_t errlen)
+{
+    if (!build)
+        return st__fail(db, CXR_EINVAL, "complete study", "no report builder", errbuf, errlen);
+    return study_complete(db, study_uid, now_ms, build, user, ret_study, errbuf, errlen);
 }
 
 cxr_err st_each_open_study(st_db *db, bool (*fn)(void *user, const struct st_study *s), void *user,
@@ -1271,18 +1337,18 @@ cxr_err st_get_study(st_db *db, const char *study_uid, struct st_study *ret, cha
         free(s);
         return err;
     }
-    bind_text(st, 1, study_uid);
+    st__bind_text(st, 1, study_uid);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         read_study_row(st, s);
         /* counts are live; the combined result is the one recorded at completion */
         err = study_combine(db, s, what, errbuf, errlen);
         if (!err && s->completed_ms) {
-            s->n_classes = scores_parse(col_text(st, 7), s->class_names, s->scores);
-            if (!st_triage_from_name(col_text(st, 8), &s->triage))
+            s->n_classes = scores_parse(st__col_text(st, 7), s->class_names, s->scores);
+            if (!st_triage_from_name(st__col_text(st, 8), &s->triage))
                 s->triage = ST_TRIAGE_NONE;
-            copy_str(s->model_digest, sizeof(s->model_digest), col_text(st, 9));
-            copy_str(s->skipped, sizeof(s->skipped), col_text(st, 10));
+            st__copy_str(s->model_digest, sizeof(s->model_digest), st__col_text(st, 9));
+            st__copy_str(s->skipped, sizeof(s->skipped), st__col_text(st, 10));
         }
         if (!err)
             *ret = *s;
@@ -1314,7 +1380,7 @@ cxr_err st_each_expired_spool(st_db *db, int64_t cutoff_ms,
         return err;
     (void)sqlite3_bind_int64(st, 1, cutoff_ms);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        if (!fn(user, sqlite3_column_int64(st, 0), col_text(st, 1)))
+        if (!fn(user, sqlite3_column_int64(st, 0), st__col_text(st, 1)))
             break;
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         err = st__dberr(db, what, errbuf, errlen);
@@ -1329,7 +1395,7 @@ cxr_err st_spool_forget(st_db *db, int64_t id, char *errbuf, size_t errlen)
     int64_t now = st_now_ms();
     cxr_err err;
 
-    err = begin(db, what, errbuf, errlen);
+    err = st__begin(db, what, errbuf, errlen);
     if (err)
         return err;
     err = st__prepare(db, "UPDATE instances SET spool_gone = 1, updated_at = ? WHERE id = ?", &st,
@@ -1349,7 +1415,7 @@ cxr_err st_spool_forget(st_db *db, int64_t id, char *errbuf, size_t errlen)
     err = append_event(db, id, now, "spool.deleted", "retention", errbuf, errlen);
     if (err)
         goto out_rollback;
-    err = commit(db, what, errbuf, errlen);
+    err = st__commit(db, what, errbuf, errlen);
     if (err)
         goto out_rollback;
     sqlite3_finalize(st);
@@ -1357,7 +1423,7 @@ cxr_err st_spool_forget(st_db *db, int64_t id, char *errbuf, size_t errlen)
 
 out_rollback:
     sqlite3_finalize(st);
-    rollback(db);
+    st__rollback(db);
     return err;
 }
 
@@ -1381,9 +1447,9 @@ cxr_err st_counts(st_db *db, int64_t n_by_state[4], int64_t n_by_triage[4], char
         enum st_state s;
         enum st_triage t = ST_TRIAGE_NONE;
         int64_t n = sqlite3_column_int64(st, 2);
-        if (st_state_from_name(col_text(st, 0), &s))
+        if (st_state_from_name(st__col_text(st, 0), &s))
             n_by_state[s] += n;
-        if (!st_triage_from_name(col_text(st, 1), &t))
+        if (!st_triage_from_name(st__col_text(st, 1), &t))
             t = ST_TRIAGE_NONE;
         n_by_triage[t] += n;
     }

@@ -11,7 +11,7 @@
 struct st_db {
     sqlite3 *h;
     char path[1024];
-    int mode;    /* ST_OPEN_READ or ST_OPEN_WRITE */
+    int mode;    /* ST_OPEN_READ, ST_OPEN_WRITE or ST_OPEN_UPDATE */
     int version; /* PRAGMA user_version after open (and migration) */
 };
 
@@ -34,6 +34,31 @@ cxr_err st__exec(st_db *db, const char *sql, const char *what, char *errbuf, siz
 /* Prepares sql; on failure fills errbuf naming what. */
 cxr_err st__prepare(st_db *db, const char *sql, sqlite3_stmt **ret, const char *what, char *errbuf,
                     size_t errlen);
+
+/* Write transactions: BEGIN IMMEDIATE (refused on a read-only connection), COMMIT, and a
+ * ROLLBACK that is harmless outside a transaction. */
+cxr_err st__begin(st_db *db, const char *what, char *errbuf, size_t errlen);
+cxr_err st__commit(st_db *db, const char *what, char *errbuf, size_t errlen);
+void st__rollback(st_db *db);
+/* Bounded copy that always terminates; a column's text ("" for NULL); binds s ("" for NULL). */
+void st__copy_str(char *dst, size_t len, const char *src);
+const char *st__col_text(sqlite3_stmt *st, int i);
+void st__bind_text(sqlite3_stmt *st, int i, const char *s);
+/* Appends an event to the hash chain inside the caller's transaction. row_hash (NULL: none) is
+ * the hash of the row the event changed, as it is now (an instance's or a report's). */
+cxr_err st__append_event_row(st_db *db, int64_t instance_id, const char *row_hash, int64_t at_ms,
+                             const char *kind, const char *detail, char *errbuf, size_t errlen);
+
+/* The report columns in the order st_report_get reads them and the row hash covers them. */
+#define REPORT_COLS                                                                                \
+    "id, study_uid, destination, format, content_type, state, attempts, idempotency_key,"          \
+    " control_id, report_id, model_digest, is_correction, corrects, body, created_at,"             \
+    " next_attempt_at, delivered_at, last_status, last_detail, last_response"
+#define REPORT_NCOLS 20
+/* Queues reports[0..n) of a study inside the caller's transaction (outbox.c), each with its
+ * "report.queued" event. */
+cxr_err st__reports_insert(st_db *db, const char *study_uid, int64_t now_ms,
+                           const struct st_report_new *reports, int n, char *errbuf, size_t errlen);
 
 /* SHA-256 (hex, 64 chars + NUL) of the canonical form of columns [from, to) of the current row
  * of st: each value as its type, its length and its bytes, so NULL, '' and 0 differ. */

@@ -1,6 +1,6 @@
 /*
  * verify.c - tamper evidence: the canonical hash of a row and st_verify, which recomputes the
- * event chain and every instance row's hash.
+ * event chain, every instance row's hash and every report row's hash.
  *
  * DESIGN
  * - A row's canonical form is each column as a type letter, its length and its bytes (REAL as
@@ -9,6 +9,8 @@
  *   way, so both sides always agree on the bytes.
  * - Events use AUTOINCREMENT: ids are never reused, so a deleted event leaves a gap, and the
  *   sqlite_sequence high-water mark exposes events deleted from the end of the chain.
+ * - Report events carry the hash of the report row after the change, like an instance's events;
+ *   the report is found by the "report=ID" that starts the event's detail.
  * - The chain is unkeyed: it finds edits made with the sqlite3 shell, not an attacker who
  *   recomputes every hash after the edit. An external anchor (the last hash logged or sent
  *   elsewhere) would close that gap.
@@ -238,6 +240,64 @@ static cxr_err check_rows(st_db *db, struct cxr_buf *report, int64_t *n, char *e
     return err;
 }
 
+/* Each report row against the row hash of its newest event ("report=ID ..." in the detail), and
+ * report events whose report is gone. */
+static cxr_err check_reports(st_db *db, struct cxr_buf *report, int64_t *n, char *errbuf,
+                             size_t errlen)
+{
+    static const char *what = "verify: report rows";
+    sqlite3_stmt *st;
+    int rc;
+    cxr_err err;
+
+    err = st__prepare(db,
+                      "WITH ev AS (SELECT CAST(substr(detail, 8, instr(detail || ' ', ' ') - 8)"
+                      " AS INTEGER) AS rid, max(id) AS eid, count(*) AS n FROM events"
+                      " WHERE instance_id IS NULL AND kind LIKE 'report.%'"
+                      " AND detail LIKE 'report=%' GROUP BY rid)"
+                      " SELECT r.*, e.id, e.row_hash, NULL FROM (SELECT " REPORT_COLS
+                      " FROM reports) r LEFT JOIN ev ON ev.rid = r.id"
+                      " LEFT JOIN events e ON e.id = ev.eid"
+                      " UNION ALL SELECT ev.rid, " /* then events of deleted reports */
+                      " NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
+                      " NULL, NULL, NULL, NULL, NULL, NULL, NULL, ev.eid, NULL, ev.n FROM ev"
+                      " LEFT JOIN reports x ON x.id = ev.rid WHERE x.id IS NULL ORDER BY 1",
+                      &st, what, errbuf, errlen);
+    if (err)
+        return err;
+    while (!err && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        char hash[65];
+        int64_t id = sqlite3_column_int64(st, 0);
+        const char *row_hash = (const char *)sqlite3_column_text(st, REPORT_NCOLS + 1);
+
+        if (sqlite3_column_type(st, REPORT_NCOLS + 2) != SQLITE_NULL) {
+            err = problem(report, n,
+                          "report %" PRId64 ": missing (deleted), but %lld event(s) up to event "
+                          "%lld record it",
+                          id, sqlite3_column_int64(st, REPORT_NCOLS + 2),
+                          sqlite3_column_int64(st, REPORT_NCOLS));
+            continue;
+        }
+        err = st__hash_columns(st, 0, REPORT_NCOLS, hash);
+        if (err) {
+            err = st__fail(db, err, what, "SHA-256 failed", errbuf, errlen);
+            break;
+        }
+        if (sqlite3_column_type(st, REPORT_NCOLS) == SQLITE_NULL)
+            err = problem(report, n,
+                          "report %" PRId64 ": no event records it (row inserted outside the "
+                          "ledger)",
+                          id);
+        else if (!row_hash || strcmp(row_hash, hash) != 0)
+            err = problem(report, n, "report %" PRId64 ": content changed after event %lld", id,
+                          sqlite3_column_int64(st, REPORT_NCOLS));
+    }
+    if (!err && rc != SQLITE_DONE)
+        err = st__dberr(db, what, errbuf, errlen);
+    sqlite3_finalize(st);
+    return err;
+}
+
 cxr_err st_verify(st_db *db, struct cxr_buf *report, int64_t *ret_problems, char *errbuf,
                   size_t errlen)
 {
@@ -258,6 +318,8 @@ cxr_err st_verify(st_db *db, struct cxr_buf *report, int64_t *ret_problems, char
         err = check_orphans(db, report, &n, errbuf, errlen);
     if (!err)
         err = check_rows(db, report, &n, errbuf, errlen);
+    if (!err && db->version >= 2) /* the outbox's tables arrived with schema 2 */
+        err = check_reports(db, report, &n, errbuf, errlen);
     (void)sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL);
     if (err && errbuf && errlen && !errbuf[0]) /* the report buffer failed, not SQLite */
         (void)st__fail(db, err, "verify", "report buffer full or out of memory", errbuf, errlen);

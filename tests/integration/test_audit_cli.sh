@@ -143,7 +143,7 @@ ok "stats"
 
 # the database found as the daemon finds it
 expect_rc 0 "${A[@]}" verify --state-dir "$T/state"
-grep -q "^audit ok: 6 instances, 14 events, chain intact$" "$T/out" || fail "verify: $(cat "$T/out")"
+grep -q "^audit ok: 6 instances, 22 events, chain intact$" "$T/out" || fail "verify: $(cat "$T/out")"
 printf '[daemon]\nstate_dir = %s\n' "$T/state" >"$T/c.conf"
 expect_rc 0 "${A[@]}" list --config "$T/c.conf"
 printf '[audit]\ndb = %s\n' "$DB" >"$T/c2.conf"

@@ -3,9 +3,12 @@
  *   store_fill DB
  * 1 classified urgent, 2 classified normal (accession with a comma and a quote), 3 skipped,
  * 4 failed, 5 received (pending), 6 a re-scored duplicate of 1 (routine), an association-level
- * refusal, and study 1.9.1 (instances 1, 2, 6) completed.
+ * refusal, and study 1.9.1 (instances 1, 2, 6) completed with two reports to "webhook":
+ * report 1 (hl7) retried once (503) then delivered, report 2 (fhir) dead (400); then study
+ * 1.9.2 completed with report 3 (hl7 to "files", corrects nothing) pending after one retry.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "store.h"
@@ -68,6 +71,48 @@ static void result(struct st_result *res, enum st_state state, const double *sco
     }
 }
 
+/* The reports of a completed study: HL7 and FHIR to "webhook" for 1.9.1, HL7 to "files" for
+ * 1.9.2. */
+static int build(void *user, st_db *db, const struct st_study *s, struct st_report_new *out,
+                 int max)
+{
+    static const char hl7[] = "MSH|^~\\&|CXR-AI-GW|CXR|EHR|HOSP|20261202120010||ORU^R01|%s|P|2.5.1"
+                              "\rPID|1||%s\rOBX|1|NM|COVID-19||0.91\r";
+    static const char fhir[] = "{\"resourceType\":\"Bundle\",\"type\":\"transaction\"}";
+    bool files = strcmp(s->study_uid, "1.9.1") != 0;
+    char body[512];
+    int n = files ? 1 : 2;
+
+    (void)user;
+    (void)db;
+    if (max < n)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        struct st_report_new *r = &out[i];
+        bool is_hl7 = i == 0;
+        snprintf(r->destination, sizeof(r->destination), "%s", files ? "files" : "webhook");
+        r->format = is_hl7 ? ST_FORMAT_HL7 : ST_FORMAT_FHIR;
+        snprintf(r->content_type, sizeof(r->content_type), "%s",
+                 is_hl7 ? "x-application/hl7-v2+er7; charset=utf-8" : "application/fhir+json");
+        snprintf(r->idempotency_key, sizeof(r->idempotency_key), "cxr-%032x",
+                 files ? 0x192u : 0x191u);
+        if (is_hl7)
+            snprintf(r->control_id, sizeof(r->control_id), "CXR%017x", files ? 0x2u : 0x1u);
+        else
+            snprintf(r->report_id, sizeof(r->report_id), "%s-%016x", s->study_uid, 0xabcu);
+        snprintf(r->model_digest, sizeof(r->model_digest), "%s", s->model_digest);
+        if (is_hl7)
+            snprintf(body, sizeof(body), hl7, r->control_id, s->patient_id);
+        else
+            snprintf(body, sizeof(body), "%s", fhir);
+        r->body = strdup(body);
+        if (!r->body)
+            return -1;
+        r->body_len = strlen(body);
+    }
+    return n;
+}
+
 int main(int argc, char **argv)
 {
     static const double urgent[4] = {0.91, 0.05, 0.02, 0.02}, normal[4] = {0.03, 0.12, 0.80, 0.05},
@@ -110,7 +155,22 @@ int main(int argc, char **argv)
     bad |= bad || st_finish(db, id[6], &res, errbuf, sizeof(errbuf));
     bad |= bad || st_add_event(db, 0, "association.refused", "calling_aet=EVIL reason=allow-list",
                                errbuf, sizeof(errbuf));
-    bad |= bad || st_study_complete(db, "1.9.1", DAY2 + 10000, &s, errbuf, sizeof(errbuf));
+    bad |= bad || st_study_complete_reports(db, "1.9.1", DAY2 + 10000, build, NULL, &s, errbuf,
+                                            sizeof(errbuf));
+    bad |= bad || st_report_attempt(db, 1, DAY2 + 11000, ST_ATTEMPT_RETRY, 503,
+                                    "HTTP 503 Service Unavailable", "busy, try later", 120.5,
+                                    DAY2 + 41000, errbuf, sizeof(errbuf));
+    bad |= bad || st_report_attempt(db, 1, DAY2 + 41000, ST_ATTEMPT_DELIVERED, 200, "HTTP 200",
+                                    "{\"ok\":true}", 80, 0, errbuf, sizeof(errbuf));
+    bad |= bad || st_report_attempt(db, 2, DAY2 + 11000, ST_ATTEMPT_DEAD, 400,
+                                    "HTTP 400 Bad Request, not retried", "{\"issue\":\"invalid\"}",
+                                    95, 0, errbuf, sizeof(errbuf));
+    bad |= bad || st_study_touch(db, "1.9.2", "PAT002", "ACC3", DAY2, errbuf, sizeof(errbuf));
+    bad |= bad || st_study_complete_reports(db, "1.9.2", DAY2 + 20000, build, NULL, &s, errbuf,
+                                            sizeof(errbuf));
+    bad |= bad || st_report_attempt(db, 3, DAY2 + 21000, ST_ATTEMPT_RETRY, 0,
+                                    "write reports/1.9.2.hl7: No space left on device", "", 2,
+                                    DAY2 + 81000, errbuf, sizeof(errbuf));
     if (bad) {
         fprintf(stderr, "store_fill: %s\n", errbuf);
         st_close(db);

@@ -2,7 +2,8 @@
  * test_store.c - the audit ledger on a real file in a temporary directory: round trips, every
  * list filter and paging, the final-state rule, readers beside the writer, migrations, file
  * modes, tamper evidence (edits made with the raw sqlite3 API), study completion, the JSON form
- * of a row and the time parser.
+ * of a row, the report outbox (queued with the study's completion, attempts, requeue from a
+ * second writer, corrections, verify) and the time parser.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -819,6 +820,615 @@ static void test_json(void **state)
     st_close(db);
 }
 
+/* ---- the report outbox ---- */
+
+struct build_ctx {
+    int n;           /* reports to give; -1 to refuse */
+    bool correct;    /* link each to the latest report of its destination and format */
+    bool no_key;     /* give a report without an idempotency key */
+    bool no_control; /* give an HL7 report without its control id */
+    int calls;
+    int64_t completed_ms; /* the combined result seen by the builder */
+    int n_scored;
+};
+
+static int build_reports(void *user, st_db *db, const struct st_study *s, struct st_report_new *out,
+                         int max)
+{
+    struct build_ctx *b = user;
+    static const char *const dests[2] = {"webhook", "ehr2"};
+
+    b->calls++;
+    b->completed_ms = s->completed_ms;
+    b->n_scored = s->n_scored;
+    assert_true(max >= 2);
+    for (int i = 0; i < (b->n < 0 ? 1 : b->n); i++) {
+        struct st_report_new *r = &out[i];
+        enum st_report_format f = i % 2 ? ST_FORMAT_FHIR : ST_FORMAT_HL7;
+        struct st_report prev;
+        char body[256];
+
+        snprintf(r->destination, sizeof(r->destination), "%s", dests[i / 2 % 2]);
+        r->format = f;
+        snprintf(r->content_type, sizeof(r->content_type), "%s",
+                 f == ST_FORMAT_HL7 ? "x-application/hl7-v2+er7" : "application/fhir+json");
+        if (!b->no_key)
+            snprintf(r->idempotency_key, sizeof(r->idempotency_key), "cxr-%s-%d%s", s->study_uid, i,
+                     b->correct ? "c" : "");
+        if (!b->no_control)
+            snprintf(r->control_id, sizeof(r->control_id), "CXR%017d", i + 1);
+        snprintf(r->report_id, sizeof(r->report_id), "%s-%d", s->study_uid, i);
+        snprintf(r->model_digest, sizeof(r->model_digest), "%s", s->model_digest);
+        if (b->correct) {
+            /* inside the completion's transaction: the builder reads the ledger */
+            assert_int_equal(st_report_latest(db, s->study_uid, r->destination, f, &prev, errbuf,
+                                              sizeof(errbuf)),
+                             CXR_OK);
+            r->is_correction = true;
+            r->corrects = prev.id;
+        }
+        snprintf(body, sizeof(body), "MSH|^~\\&|CXR|%s|%d\r", s->study_uid, i);
+        r->body = strdup(body);
+        assert_non_null(r->body);
+        r->body_len = strlen(body);
+    }
+    return b->n;
+}
+
+/* A study 1.7 of two classified instances, settled and ready to complete. */
+static void open_study(st_db *db, const char *uid, int first)
+{
+    struct st_result res;
+    for (int i = 0; i < 2; i++) {
+        int64_t id = insert(db, first + i, "P", uid, T0 + i);
+        assert_int_equal(st_study_touch(db, uid, "P", "ACC", T0 + i, errbuf, sizeof(errbuf)),
+                         CXR_OK);
+        classified(&res, 0.6 - 0.1 * i, 0.2, 0.1, 0.1, ST_TRIAGE_URGENT);
+        finish(db, id, &res);
+    }
+}
+
+struct rlist {
+    int n;
+    struct st_report r[16];
+};
+
+static bool rlist_fn(void *user, const struct st_report *r)
+{
+    struct rlist *l = user;
+    if (l->n < 16) {
+        l->r[l->n] = *r;
+        l->r[l->n].body = NULL; /* valid during the call only */
+        if (r->body)
+            l->r[l->n].body_len = r->body_len;
+        l->n++;
+    }
+    return true;
+}
+
+static int report_count(st_db *db, const struct st_report_filter *f, struct rlist *l)
+{
+    memset(l, 0, sizeof(*l));
+    if (st_report_list(db, f, rlist_fn, l, errbuf, sizeof(errbuf)))
+        fail_msg("report list: %s", errbuf);
+    return l->n;
+}
+
+static int due_count(st_db *db, int64_t now, struct rlist *l)
+{
+    memset(l, 0, sizeof(*l));
+    if (st_outbox_due(db, now, 0, rlist_fn, l, errbuf, sizeof(errbuf)))
+        fail_msg("due: %s", errbuf);
+    return l->n;
+}
+
+static void verify_clean(st_db *db)
+{
+    struct cxr_buf rep;
+    int64_t problems = -1;
+    cxr_buf_init(&rep, 1 << 20);
+    assert_int_equal(st_verify(db, &rep, &problems, errbuf, sizeof(errbuf)), CXR_OK);
+    if (problems)
+        fail_msg("verify: %s", cxr_buf_str(&rep));
+    cxr_buf_done(&rep);
+}
+
+static void test_outbox_complete(void **state)
+{
+    st_db *db = open_db(ST_OPEN_WRITE);
+    struct build_ctx b = {.n = 2};
+    struct st_report_filter f;
+    struct st_report r;
+    struct st_study s;
+    struct study_list l = {0};
+    struct evlist ev;
+    struct rlist rl;
+
+    open_study(db, "1.7", 1);
+    assert_int_equal(st_study_complete_reports(db, "1.7", T0 + 60000, build_reports, &b, &s, errbuf,
+                                               sizeof(errbuf)),
+                     CXR_OK);
+    assert_int_equal(b.calls, 1);
+    assert_int_equal(b.completed_ms, T0 + 60000); /* the combined result was computed first */
+    assert_int_equal(b.n_scored, 2);
+    assert_int_equal(s.completed_ms, T0 + 60000);
+    memset(&f, 0, sizeof(f));
+    assert_int_equal(report_count(db, &f, &rl), 2);
+    assert_int_equal(rl.r[0].id, 2); /* newest first */
+    assert_int_equal(rl.r[1].format, ST_FORMAT_HL7);
+    assert_int_equal(rl.r[1].state, ST_REPORT_PENDING);
+    assert_int_equal(rl.r[1].attempts, 0);
+    assert_int_equal(rl.r[1].created_at_ms, T0 + 60000);
+    assert_int_equal(rl.r[1].next_attempt_at_ms, T0 + 60000);
+    assert_int_equal(rl.r[1].delivered_at_ms, 0);
+    assert_string_equal(rl.r[1].study_uid, "1.7");
+    assert_string_equal(rl.r[1].destination, "webhook");
+    assert_string_equal(rl.r[1].idempotency_key, "cxr-1.7-0");
+    assert_string_equal(rl.r[1].control_id, "CXR00000000000000001");
+    assert_string_equal(rl.r[1].report_id, "1.7-0");
+    assert_string_equal(rl.r[0].content_type, "application/fhir+json");
+    assert_false(rl.r[1].is_correction);
+    assert_null(rl.r[1].body); /* lists carry no bodies */
+
+    assert_int_equal(st_report_get(db, 1, true, &r, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_string_equal(r.body, "MSH|^~\\&|CXR|1.7|0\r");
+    assert_int_equal(r.body_len, strlen("MSH|^~\\&|CXR|1.7|0\r"));
+    st_report_done(&r);
+    assert_null(r.body);
+    assert_int_equal(st_report_get(db, 1, false, &r, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_null(r.body);
+    assert_int_equal(st_report_get(db, 99, false, &r, errbuf, sizeof(errbuf)), CXR_ENOTFOUND);
+    assert_non_null(strstr(errbuf, dbpath));
+    assert_non_null(strstr(errbuf, "get report"));
+
+    /* the completion and the queueing are one transaction, in that order in the chain */
+    memset(&ev, 0, sizeof(ev));
+    assert_int_equal(st_events(db, 0, ev_fn, &ev, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(ev.n, 3);
+    assert_string_equal(ev.kinds[0], "study.complete");
+    assert_string_equal(ev.kinds[1], "report.queued");
+    assert_string_equal(ev.kinds[2], "report.queued");
+
+    /* the builder refuses: nothing is committed and the study stays open */
+    open_study(db, "1.8", 10);
+    b = (struct build_ctx){.n = -1};
+    assert_int_equal(st_study_complete_reports(db, "1.8", T0 + 70000, build_reports, &b, &s, errbuf,
+                                               sizeof(errbuf)),
+                     CXR_EINVAL);
+    assert_non_null(strstr(errbuf, "complete study"));
+    assert_non_null(strstr(errbuf, "report builder refused"));
+    assert_int_equal(st_get_study(db, "1.8", &s, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(s.completed_ms, 0);
+    assert_int_equal(st_each_open_study(db, study_fn, &l, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.uids[0], "1.8");
+    snprintf(f.study_uid, sizeof(f.study_uid), "1.8");
+    assert_int_equal(report_count(db, &f, &rl), 0);
+
+    /* an invalid report rolls the completion back as well */
+    b = (struct build_ctx){.n = 2, .no_key = true};
+    assert_int_equal(st_study_complete_reports(db, "1.8", T0 + 70000, build_reports, &b, &s, errbuf,
+                                               sizeof(errbuf)),
+                     CXR_EINVAL);
+    assert_non_null(strstr(errbuf, "idempotency key"));
+    b = (struct build_ctx){.n = 1, .no_control = true};
+    assert_int_equal(st_study_complete_reports(db, "1.8", T0 + 70000, build_reports, &b, &s, errbuf,
+                                               sizeof(errbuf)),
+                     CXR_EINVAL);
+    assert_non_null(strstr(errbuf, "control id"));
+    assert_int_equal(st_get_study(db, "1.8", &s, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(s.completed_ms, 0);
+    assert_int_equal(report_count(db, &f, &rl), 0);
+    memset(&ev, 0, sizeof(ev));
+    assert_int_equal(st_events(db, 0, ev_fn, &ev, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(ev.n, 3);
+
+    /* no reports: the study completes like st_study_complete */
+    b = (struct build_ctx){.n = 0};
+    assert_int_equal(st_study_complete_reports(db, "1.8", T0 + 80000, build_reports, &b, &s, errbuf,
+                                               sizeof(errbuf)),
+                     CXR_OK);
+    assert_int_equal(s.completed_ms, T0 + 80000);
+    assert_int_equal(report_count(db, &f, &rl), 0);
+    verify_clean(db);
+    st_close(db);
+}
+
+static void test_outbox_corrections(void **state)
+{
+    st_db *db = open_db(ST_OPEN_WRITE);
+    struct build_ctx b = {.n = 4};
+    struct st_report r;
+    struct st_study s;
+    struct st_result res;
+    int64_t id;
+
+    assert_int_equal(
+        st_report_latest(db, "1.7", "webhook", ST_FORMAT_HL7, &r, errbuf, sizeof(errbuf)),
+        CXR_ENOTFOUND);
+    open_study(db, "1.7", 1);
+    assert_int_equal(st_study_complete_reports(db, "1.7", T0 + 60000, build_reports, &b, &s, errbuf,
+                                               sizeof(errbuf)),
+                     CXR_OK);
+    /* reports 1 webhook/hl7, 2 webhook/fhir, 3 ehr2/hl7, 4 ehr2/fhir */
+    assert_int_equal(st_report_latest(db, "1.7", "ehr2", ST_FORMAT_HL7, &r, errbuf, sizeof(errbuf)),
+                     CXR_OK);
+    assert_int_equal(r.id, 3);
+    assert_null(r.body);
+    assert_int_equal(
+        st_report_latest(db, "1.7", "webhook", ST_FORMAT_FHIR, &r, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(r.id, 2);
+    assert_int_equal(
+        st_report_latest(db, "1.9", "webhook", ST_FORMAT_FHIR, &r, errbuf, sizeof(errbuf)),
+        CXR_ENOTFOUND);
+
+    /* a late instance re-opens the study; its second completion corrects each report */
+    id = insert(db, 5, "P", "1.7", T0 + 90000);
+    assert_int_equal(st_study_touch(db, "1.7", "P", "ACC", T0 + 90000, errbuf, sizeof(errbuf)),
+                     CXR_OK);
+    classified(&res, 0.95, 0.2, 0.1, 0.1, ST_TRIAGE_URGENT);
+    finish(db, id, &res);
+    b = (struct build_ctx){.n = 4, .correct = true};
+    assert_int_equal(st_study_complete_reports(db, "1.7", T0 + 120000, build_reports, &b, &s,
+                                               errbuf, sizeof(errbuf)),
+                     CXR_OK);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(st_report_get(db, 5 + i, false, &r, errbuf, sizeof(errbuf)), CXR_OK);
+        assert_true(r.is_correction);
+        assert_int_equal(r.corrects, 1 + i);
+    }
+    assert_int_equal(
+        st_report_latest(db, "1.7", "webhook", ST_FORMAT_HL7, &r, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(r.id, 5);
+    verify_clean(db);
+    st_close(db);
+}
+
+struct alist {
+    int n;
+    struct st_report_attempt a[8];
+};
+
+static bool alist_fn(void *user, const struct st_report_attempt *a)
+{
+    struct alist *l = user;
+    if (l->n < 8)
+        l->a[l->n++] = *a;
+    return true;
+}
+
+static void test_outbox_delivery(void **state)
+{
+    static const char *const keys[] = {
+        "id",           "study_instance_uid", "destination",     "format",       "content_type",
+        "state",        "attempts",           "idempotency_key", "control_id",   "report_id",
+        "model_digest", "is_correction",      "corrects",        "created_at",   "next_attempt_at",
+        "delivered_at", "last_status",        "last_detail",     "last_response"};
+    const int64_t t = T0 + 60000;
+    st_db *db = open_db(ST_OPEN_WRITE);
+    struct build_ctx b = {.n = 2};
+    struct st_report r, before;
+    struct st_study s;
+    struct rlist rl;
+    struct alist al;
+    struct st_report_filter f;
+    struct cxr_buf out;
+    json_t *o;
+    json_error_t jerr;
+    int64_t np, nd, nx;
+    char big[3000];
+
+    open_study(db, "1.7", 1);
+    assert_int_equal(
+        st_study_complete_reports(db, "1.7", t, build_reports, &b, &s, errbuf, sizeof(errbuf)),
+        CXR_OK);
+    assert_int_equal(due_count(db, t - 1, &rl), 0);
+    assert_int_equal(due_count(db, t, &rl), 2);
+    assert_int_equal(rl.r[0].id, 1); /* oldest first, with bodies */
+    assert_int_equal(rl.r[0].body_len, strlen("MSH|^~\\&|CXR|1.7|0\r"));
+    memset(&rl, 0, sizeof(rl));
+    assert_int_equal(st_outbox_due(db, t, 1, rlist_fn, &rl, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(rl.n, 1);
+
+    /* retry: counted, due again later; the receiver's excerpt is bounded */
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    big[ST_RESPONSE_MAX - 2] = (char)0xc3; /* a two-byte sequence across the cut */
+    big[ST_RESPONSE_MAX - 1] = (char)0xa9;
+    assert_int_equal(st_report_attempt(db, 1, t + 100, ST_ATTEMPT_RETRY, 503, "HTTP 503", big, 12.5,
+                                       t + 30000, errbuf, sizeof(errbuf)),
+                     CXR_OK);
+    assert_int_equal(st_report_get(db, 1, false, &r, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(r.state, ST_REPORT_PENDING);
+    assert_int_equal(r.attempts, 1);
+    assert_int_equal(r.next_attempt_at_ms, t + 30000);
+    assert_int_equal(r.last_status, 503);
+    assert_string_equal(r.last_detail, "HTTP 503");
+    assert_int_equal(strlen(r.last_response), ST_RESPONSE_MAX - 2);
+    assert_int_equal(r.delivered_at_ms, 0);
+    assert_int_equal(due_count(db, t + 1000, &rl), 1);
+    assert_int_equal(rl.r[0].id, 2);
+    assert_int_equal(due_count(db, t + 30000, &rl), 2);
+
+    /* delivered */
+    assert_int_equal(st_report_attempt(db, 1, t + 30100, ST_ATTEMPT_DELIVERED, 200, "HTTP 200",
+                                       "{\"ok\":true}", 8, 0, errbuf, sizeof(errbuf)),
+                     CXR_OK);
+    assert_int_equal(st_report_get(db, 1, false, &r, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(r.state, ST_REPORT_DELIVERED);
+    assert_int_equal(r.delivered_at_ms, t + 30100);
+    assert_int_equal(r.attempts, 1);
+    assert_int_equal(r.last_status, 200);
+    /* a delivered report gets no more attempts and cannot be requeued */
+    assert_int_equal(st_report_attempt(db, 1, t + 30200, ST_ATTEMPT_RETRY, 500, "", "", 1, t,
+                                       errbuf, sizeof(errbuf)),
+                     CXR_EINVAL);
+    assert_non_null(strstr(errbuf, "report 1 is delivered, not pending"));
+    assert_int_equal(st_report_requeue(db, 1, t, errbuf, sizeof(errbuf)), CXR_EINVAL);
+    assert_non_null(strstr(errbuf, "not dead"));
+    /* a pending one cannot be requeued either; a missing one is not found */
+    assert_int_equal(st_report_requeue(db, 2, t, errbuf, sizeof(errbuf)), CXR_EINVAL);
+    assert_non_null(strstr(errbuf, "report 2 is pending, not dead"));
+    assert_int_equal(st_report_requeue(db, 42, t, errbuf, sizeof(errbuf)), CXR_ENOTFOUND);
+    assert_int_equal(
+        st_report_attempt(db, 42, t, ST_ATTEMPT_DEAD, 0, "", "", 1, 0, errbuf, sizeof(errbuf)),
+        CXR_ENOTFOUND);
+
+    /* dead: parked, not due, kept */
+    assert_int_equal(st_report_attempt(db, 2, t + 40000, ST_ATTEMPT_DEAD, 400, "HTTP 400 refused",
+                                       "bad bundle", 9.5, 0, errbuf, sizeof(errbuf)),
+                     CXR_OK);
+    assert_int_equal(st_report_get(db, 2, false, &before, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(before.state, ST_REPORT_DEAD);
+    assert_int_equal(before.attempts, 1);
+    assert_int_equal(due_count(db, t + 999999, &rl), 0);
+    assert_int_equal(st_outbox_counts(db, &np, &nd, &nx, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_true(np == 0 && nd == 1 && nx == 1);
+    memset(&f, 0, sizeof(f));
+    f.has_state = true;
+    f.state = ST_REPORT_DEAD;
+    assert_int_equal(report_count(db, &f, &rl), 1);
+    assert_int_equal(rl.r[0].id, 2);
+    memset(&f, 0, sizeof(f));
+    snprintf(f.destination, sizeof(f.destination), "webhook");
+    assert_int_equal(report_count(db, &f, &rl), 2);
+    snprintf(f.destination, sizeof(f.destination), "nowhere");
+    assert_int_equal(report_count(db, &f, &rl), 0);
+    memset(&f, 0, sizeof(f));
+    f.limit = 1;
+    assert_int_equal(report_count(db, &f, &rl), 1);
+    f.after_id = 2;
+    assert_int_equal(report_count(db, &f, &rl), 1);
+    assert_int_equal(rl.r[0].id, 1);
+
+    /* requeue: pending again, due now, with the original identifiers and attempts kept */
+    assert_int_equal(st_report_requeue(db, 2, t + 50000, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(st_report_get(db, 2, true, &r, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(r.state, ST_REPORT_PENDING);
+    assert_int_equal(r.next_attempt_at_ms, t + 50000);
+    assert_int_equal(r.attempts, before.attempts);
+    assert_string_equal(r.idempotency_key, before.idempotency_key);
+    assert_string_equal(r.control_id, before.control_id);
+    assert_string_equal(r.report_id, before.report_id);
+    assert_string_equal(r.body, "MSH|^~\\&|CXR|1.7|1\r");
+    st_report_done(&r);
+    assert_int_equal(due_count(db, t + 50000, &rl), 1);
+    assert_int_equal(st_report_requeue(db, 2, t + 50000, errbuf, sizeof(errbuf)), CXR_EINVAL);
+
+    memset(&al, 0, sizeof(al));
+    assert_int_equal(st_report_attempts(db, 1, alist_fn, &al, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(al.n, 2);
+    assert_int_equal(al.a[0].outcome, ST_ATTEMPT_RETRY);
+    assert_int_equal(al.a[0].status, 503);
+    assert_int_equal(al.a[0].at_ms, t + 100);
+    assert_true(al.a[0].ms == 12.5);
+    assert_int_equal(strlen(al.a[0].response), ST_RESPONSE_MAX - 2);
+    assert_int_equal(al.a[1].outcome, ST_ATTEMPT_DELIVERED);
+    assert_string_equal(al.a[1].response, "{\"ok\":true}");
+    cxr_buf_init(&out, 1 << 16);
+    assert_int_equal(st_report_attempt_json(&al.a[0], &out), CXR_OK);
+    o = json_loads(cxr_buf_str(&out), 0, &jerr);
+    assert_non_null(o);
+    assert_int_equal(json_object_size(o), 8);
+    assert_int_equal(json_integer_value(json_object_get(o, "report")), 1);
+    assert_string_equal(json_string_value(json_object_get(o, "outcome")), "retry");
+    assert_string_equal(json_string_value(json_object_get(o, "at")), "2026-12-02T00:01:00.100Z");
+    assert_true(json_real_value(json_object_get(o, "ms")) == 12.5);
+    json_decref(o);
+    cxr_buf_done(&out);
+
+    /* JSON */
+    assert_int_equal(st_report_get(db, 1, false, &r, errbuf, sizeof(errbuf)), CXR_OK);
+    cxr_buf_init(&out, 1 << 16);
+    assert_int_equal(st_report_json(&r, &out), CXR_OK);
+    assert_null(strchr(cxr_buf_str(&out), '\n'));
+    o = json_loads(cxr_buf_str(&out), 0, &jerr);
+    if (!o)
+        fail_msg("not JSON (%s): %s", jerr.text, cxr_buf_str(&out));
+    assert_int_equal(json_object_size(o), CXR_ARRAY_SIZE(keys));
+    for (size_t i = 0; i < CXR_ARRAY_SIZE(keys); i++)
+        if (!json_object_get(o, keys[i]))
+            fail_msg("key '%s' missing: %s", keys[i], cxr_buf_str(&out));
+    assert_int_equal(json_integer_value(json_object_get(o, "id")), 1);
+    assert_string_equal(json_string_value(json_object_get(o, "study_instance_uid")), "1.7");
+    assert_string_equal(json_string_value(json_object_get(o, "format")), "hl7");
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "delivered");
+    assert_string_equal(json_string_value(json_object_get(o, "idempotency_key")), "cxr-1.7-0");
+    assert_string_equal(json_string_value(json_object_get(o, "delivered_at")),
+                        "2026-12-02T00:01:30.100Z");
+    assert_string_equal(json_string_value(json_object_get(o, "created_at")),
+                        "2026-12-02T00:01:00.000Z");
+    assert_true(json_is_null(json_object_get(o, "corrects")));
+    assert_true(json_is_false(json_object_get(o, "is_correction")));
+    assert_int_equal(json_integer_value(json_object_get(o, "last_status")), 200);
+    json_decref(o);
+    /* pending: no delivered_at; with a body: a body key; an invalid UTF-8 excerpt still prints */
+    assert_int_equal(st_report_get(db, 2, true, &r, errbuf, sizeof(errbuf)), CXR_OK);
+    snprintf(r.last_response, sizeof(r.last_response), "bad \xff byte");
+    cxr_buf_reset(&out);
+    assert_int_equal(st_report_json(&r, &out), CXR_OK);
+    o = json_loads(cxr_buf_str(&out), 0, &jerr);
+    assert_non_null(o);
+    assert_true(json_is_null(json_object_get(o, "delivered_at")));
+    assert_string_equal(json_string_value(json_object_get(o, "body")), "MSH|^~\\&|CXR|1.7|1\r");
+    assert_string_equal(json_string_value(json_object_get(o, "last_response")), "bad ? byte");
+    json_decref(o);
+    st_report_done(&r);
+    cxr_buf_done(&out);
+
+    verify_clean(db);
+    st_close(db);
+}
+
+/* Runs verify on a ledger with a study, its two reports, a retry, a dead one and a requeue, after
+ * sql; want NULL: clean. */
+static void verify_outbox_finds(const char *sql, const char *want)
+{
+    struct build_ctx b = {.n = 2};
+    struct st_study s;
+    struct cxr_buf rep;
+    int64_t problems = -1;
+    st_db *db;
+
+    remove_db();
+    db = open_db(ST_OPEN_WRITE);
+    open_study(db, "1.7", 1);
+    assert_int_equal(
+        st_study_complete_reports(db, "1.7", T0, build_reports, &b, &s, errbuf, sizeof(errbuf)),
+        CXR_OK);
+    assert_int_equal(st_report_attempt(db, 1, T0 + 1, ST_ATTEMPT_RETRY, 503, "", "", 1, T0 + 2,
+                                       errbuf, sizeof(errbuf)),
+                     CXR_OK);
+    assert_int_equal(st_report_attempt(db, 2, T0 + 1, ST_ATTEMPT_DEAD, 400, "", "", 1, 0, errbuf,
+                                       sizeof(errbuf)),
+                     CXR_OK);
+    assert_int_equal(st_report_requeue(db, 2, T0 + 3, errbuf, sizeof(errbuf)), CXR_OK);
+    st_close(db);
+    if (sql)
+        tamper(sql);
+    db = open_db(ST_OPEN_READ);
+    cxr_buf_init(&rep, 1 << 20);
+    assert_int_equal(st_verify(db, &rep, &problems, errbuf, sizeof(errbuf)), CXR_OK);
+    if (!want) {
+        if (problems)
+            fail_msg("clean ledger: %s", cxr_buf_str(&rep));
+    } else if (problems == 0 || !strstr(cxr_buf_str(&rep), want)) {
+        fail_msg("after '%s': wanted '%s', got %lld problem(s):\n%s", sql, want,
+                 (long long)problems, cxr_buf_str(&rep));
+    }
+    cxr_buf_done(&rep);
+    st_close(db);
+}
+
+static void test_outbox_verify(void **state)
+{
+    verify_outbox_finds(NULL, NULL);
+    verify_outbox_finds("UPDATE events SET detail = replace(detail, 'status=400', 'status=200')"
+                        " WHERE kind = 'report.dead'",
+                        ": hash does not match its content");
+    verify_outbox_finds("UPDATE reports SET body = 'MSH|forged' WHERE id = 1",
+                        "report 1: content changed after event");
+    verify_outbox_finds("UPDATE reports SET state = 'delivered' WHERE id = 2",
+                        "report 2: content changed after event");
+    verify_outbox_finds("DELETE FROM events WHERE kind = 'report.requeued'",
+                        "deleted from the end of the chain");
+    verify_outbox_finds("DELETE FROM reports WHERE id = 2", "report 2: missing (deleted)");
+    verify_outbox_finds("INSERT INTO reports (study_uid, destination, format, state,"
+                        " idempotency_key, body, created_at, next_attempt_at)"
+                        " VALUES ('1.7', 'x', 'hl7', 'pending', 'k', 'b', 0, 0)",
+                        "report 3: no event records it");
+}
+
+struct holder_arg {
+    sqlite3 *raw;
+    int hold_ms;
+};
+
+static void *release_later(void *p)
+{
+    struct holder_arg *a = p;
+    usleep((useconds_t)a->hold_ms * 1000);
+    (void)sqlite3_exec(a->raw, "COMMIT", NULL, NULL, NULL);
+    return NULL;
+}
+
+static void test_outbox_second_writer(void **state)
+{
+    st_db *daemon = open_db(ST_OPEN_WRITE), *cli = NULL;
+    struct build_ctx b = {.n = 2};
+    struct holder_arg hold = {.hold_ms = 300};
+    struct st_study s;
+    struct st_report r;
+    char missing[160];
+    pthread_t t;
+
+    /* ST_OPEN_UPDATE never creates a file */
+    snprintf(missing, sizeof(missing), "%s/nope.db", tmpdir);
+    assert_int_equal(st_open(missing, ST_OPEN_UPDATE, &cli, errbuf, sizeof(errbuf)), CXR_ENOTFOUND);
+    assert_int_equal(access(missing, F_OK), -1);
+
+    open_study(daemon, "1.7", 1);
+    assert_int_equal(
+        st_study_complete_reports(daemon, "1.7", T0, build_reports, &b, &s, errbuf, sizeof(errbuf)),
+        CXR_OK);
+    assert_int_equal(st_report_attempt(daemon, 1, T0 + 1, ST_ATTEMPT_DEAD, 0, "connect refused", "",
+                                       1, 0, errbuf, sizeof(errbuf)),
+                     CXR_OK);
+
+    /* the CLI's connection while the daemon's is open and a write transaction is in flight: the
+     * requeue waits for it (busy timeout) and then commits */
+    cli = open_db(ST_OPEN_UPDATE);
+    assert_int_equal(sqlite3_open(dbpath, &hold.raw), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(hold.raw, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(pthread_create(&t, NULL, release_later, &hold), 0);
+    assert_int_equal(st_report_requeue(cli, 1, T0 + 5, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    sqlite3_close(hold.raw);
+    assert_int_equal(st_report_requeue(cli, 1, T0 + 5, errbuf, sizeof(errbuf)), CXR_EINVAL);
+    st_close(cli);
+
+    /* the daemon sees it and goes on writing */
+    assert_int_equal(st_report_get(daemon, 1, false, &r, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(r.state, ST_REPORT_PENDING);
+    assert_int_equal(st_report_attempt(daemon, 1, T0 + 6, ST_ATTEMPT_DELIVERED, 200, "", "", 1, 0,
+                                       errbuf, sizeof(errbuf)),
+                     CXR_OK);
+    verify_clean(daemon);
+    st_close(daemon);
+}
+
+static void test_outbox_migration(void **state)
+{
+    st_db *db = open_db(ST_OPEN_WRITE);
+    sqlite3 *raw;
+    int64_t np, nd, nx;
+
+    assert_int_equal(st_schema_version(db), 2);
+    st_close(db);
+    /* a schema 1 file, as the previous release left it */
+    assert_int_equal(sqlite3_open(dbpath, &raw), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(raw,
+                                  "DROP TABLE report_attempts; DROP TABLE reports;"
+                                  " PRAGMA user_version = 1",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(raw);
+    db = NULL;
+    assert_int_equal(st_open(dbpath, ST_OPEN_UPDATE, &db, errbuf, sizeof(errbuf)),
+                     CXR_EUNSUPPORTED);
+    assert_non_null(strstr(errbuf, "older"));
+    db = open_db(ST_OPEN_READ); /* verify still reads a schema 1 file */
+    verify_clean(db);
+    st_close(db);
+    db = open_db(ST_OPEN_WRITE);
+    assert_int_equal(st_schema_version(db), 2);
+    assert_int_equal(st_outbox_counts(db, &np, &nd, &nx, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_true(np == 0 && nd == 0 && nx == 0);
+    st_close(db);
+    db = open_db(ST_OPEN_UPDATE);
+    st_close(db);
+}
+
 static void test_time(void **state)
 {
     const int64_t now = 1796204273000LL; /* 2026-12-02T09:37:53Z */
@@ -886,6 +1496,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_spool_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_study, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_complete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_corrections, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_delivery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_verify, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_second_writer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_migration, setup, teardown),
         cmocka_unit_test(test_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,49 @@
+/*
+ * cli_util.h - what the ledger's subcommands (cli_audit.c, cli_outbox.c) share: finding and
+ * opening the ledger as the daemon finds it, and the output helpers (aligned tables, RFC 4180
+ * CSV fields, terminal-safe text).
+ */
+#ifndef CXR_CLI_UTIL_H
+#define CXR_CLI_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+/* Copies value into dst when it fits (with its NUL); false when it does not. */
+bool cli_set_text(char *dst, size_t len, const char *value);
+
+/* Opens the ledger: db when given, else the daemon's audit_db from config (a file, may be NULL)
+ * and state_dir (overrides [daemon] state_dir, may be NULL). mode is ST_OPEN_READ, or
+ * ST_OPEN_UPDATE for one short write beside the daemon. Errors go to stderr prefixed with prog
+ * ("cxrtriage audit"). Returns 0, or the exit status (1). */
+int cli_open_ledger(const char *prog, const char *config, const char *state_dir, const char *db,
+                    int mode, st_db **ret);
+
+/* ms as "YYYY-MM-DD HH:MM:SS" in UTC or local time ("?" when it cannot be shown). */
+void cli_table_time(int64_t ms, bool utc, char *out, size_t len);
+/* Copies s into out, cut to max characters with "..." when longer; control bytes as '?'. */
+void cli_clip(const char *s, size_t max, char *out, size_t len);
+/* Writes s to stdout with control bytes (escape sequences) shown as '?'. */
+void cli_put_safe(const char *s);
+/* "  label                value\n" with the value made safe. */
+void cli_field(const char *label, const char *value);
+/* One RFC 4180 field to stdout, then ',' or (last) CRLF. */
+void cli_csv_field(const char *s, bool last);
+
+/* A table whose rows are collected first, so every column is as wide as its widest cell. The
+ * first column (ids) is right-aligned. */
+struct cli_table {
+    size_t ncols;
+    char **cells; /* rows * ncols strings */
+    size_t rows, cap;
+    bool oom; /* a row could not be stored: the caller reports it */
+};
+void cli_table_init(struct cli_table *t, size_t ncols);
+void cli_table_add(struct cli_table *t, const char *const *row); /* ncols cells, copied */
+void cli_table_print(const struct cli_table *t);
+void cli_table_done(struct cli_table *t);
+
+#endif
