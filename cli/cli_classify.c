@@ -10,6 +10,7 @@
  * A file the gate refuses (not a frontal chest radiograph) is reported with the reason and no
  * scores, as the daemon would audit it.
  */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +137,9 @@ int cli_classify(int argc, char **argv)
             return 1;
         }
     }
+    /* Reuse the large per-image buffers instead of fresh mmap'ed pages (see cxrtriaged). */
+    (void)mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    (void)mallopt(M_TRIM_THRESHOLD, 512 << 20);
     if (nn_model_load(model_path, &m, err, sizeof(err)) != CXR_OK) {
         fprintf(stderr, "cxrtriage classify: %s\n", err);
         return 1;

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -214,6 +215,12 @@ int main(int argc, char **argv)
     }
 
     umask(077);
+    /* Each image takes tens of MB of short-lived buffers (the file, the decoded samples, the
+     * [0,1] image). Served by mmap they are fresh zero pages every time, and the page faults
+     * cost more than the decoding itself (a 10 MB CR: ~200 ms instead of ~25 ms). Keep them in
+     * the heap for reuse: at most a few hundred MB stay mapped per worker. */
+    (void)mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    (void)mallopt(M_TRIM_THRESHOLD, 512 << 20);
     cxr_log(CXR_LOG_NOTICE, "daemon.start", "version=%s pid=%ld config='%s'", CXR_VERSION,
             (long)getpid(), config_path ? config_path : "(built-in defaults)");
     log_config(&cfg);
