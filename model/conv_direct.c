@@ -51,36 +51,19 @@ _Static_assert(DC_QB % (16 * DC_NV) == 0, "forward tasks must hold whole tiles")
                        * three dy rows and one input row stays in L1) */
 #define DC_ALIGN 16   /* floats: channel strides are multiples of 64 bytes */
 
-static int direct_state = -1; /* -1 unknown, 0 off, 1 on */
-
 static size_t round_up(size_t n, size_t m)
 {
     return (n + m - 1) / m * m;
 }
 
-int nn_direct_available(void)
+int nn_conv_direct_shape(const struct nn_layer *l)
 {
-    if (direct_state < 0) {
-        __builtin_cpu_init();
-        direct_state = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    }
-    return direct_state;
-}
-
-void nn_direct_enable(int on)
-{
-    if (!on)
-        direct_state = 0;
-    else {
-        direct_state = -1;
-        (void)nn_direct_available();
-    }
+    return l->k == 3 && (l->stride == 1 || l->stride == 2) && l->pad >= 0 && l->pad <= 2;
 }
 
 int nn_conv_is_direct(const struct nn_layer *l)
 {
-    return l->k == 3 && (l->stride == 1 || l->stride == 2) && l->pad >= 0 && l->pad <= 2 &&
-           nn_direct_available();
+    return nn_conv_direct_shape(l) && nn_kernel() != NN_KERNEL_IM2COL;
 }
 
 /*
@@ -217,62 +200,106 @@ __attribute__((target("avx512f"))) static void deinterleave(const float *s, int 
     }
 }
 
+/* The same without AVX-512 (the copies are a small part of the work). */
+static void deinterleave_c(const float *s, int w, float *ev, float *od)
+{
+    for (int m = 0; 2 * m < w; m++) {
+        ev[m] = s[2 * m];
+        if (2 * m + 1 < w)
+            od[m] = s[2 * m + 1];
+    }
+}
+
 struct pack_job {
     const float *src;
     float *dst;
-    int batch, C, h, w, off, stride;
+    int batch, C, h, w, off, stride, bands, band_rows;
     const struct dgeo *g;
 };
 
-/* Channel c: for stride 1, dst[c][n * img + (y + off) * wp + x + off] = src[n][c][y][x]; for
- * stride 2, plane (c, a * 2 + b) holds the padded input's rows a, a + 2, ... and columns b,
- * b + 2, ... Everything else of the channel's planes is zero. */
+/* Stride 1, channel c: dst[c][n * img + (y + off) * wp + x + off] = src[n][c][y][x], and
+ * everything else of the channel's plane zero. (Stride 2: plane (c, a * 2 + b) holds the padded
+ * input's rows a, a + 2, ... and columns b, b + 2, ...; see pack_s2_task.) */
 static void pack_task(void *arg, int c, int worker)
 {
     const struct pack_job *j = arg;
     const struct dgeo *g = j->g;
     float *d = j->dst + (size_t)c * g->nph * g->cs;
-    if (j->stride == 1) {
-        /* row by row, writing each float once: the padding around each image (with shared
-         * padding only the left column and the top row), the pixels, then the tail */
-        const size_t wp = (size_t)g->wp, off = (size_t)j->off, w = (size_t)j->w;
-        const size_t right = wp - w - off, below = (size_t)g->hp - off - (size_t)j->h;
-        for (int n = 0; n < j->batch; n++) {
-            const float *s = j->src + ((size_t)n * j->C + c) * j->h * j->w;
-            float *di = d + (size_t)n * g->img;
-            memset(di, 0, sizeof(float) * off * wp);
-            di += off * wp;
-            for (int y = 0; y < j->h; y++, di += wp) {
-                memset(di, 0, sizeof(float) * off);
-                memcpy(di + off, s + (size_t)y * w, sizeof(float) * w);
-                memset(di + off + w, 0, sizeof(float) * right);
-            }
-            memset(di, 0, sizeof(float) * below * wp);
-        }
-        memset(d + (size_t)j->batch * g->img, 0, sizeof(float) * (g->cs - j->batch * g->img));
-        return;
-    }
-    memset(d, 0, sizeof(float) * g->cs * g->nph);
+    /* row by row, writing each float once: the padding around each image (with shared padding
+     * only the left column and the top row), the pixels, then the tail */
+    const size_t wp = (size_t)g->wp, off = (size_t)j->off, w = (size_t)j->w;
+    const size_t right = wp - w - off, below = (size_t)g->hp - off - (size_t)j->h;
     for (int n = 0; n < j->batch; n++) {
         const float *s = j->src + ((size_t)n * j->C + c) * j->h * j->w;
-        for (int y = 0; y < j->h; y++) {
-            const int py = y + j->off, a = py % 2;
-            const float *sr = s + (size_t)y * j->w;
-            float *row = d + (size_t)n * g->img + (size_t)(py / 2) * g->wp;
-            /* phase b holds x = 2 jj + b - off: the even samples go to phase off % 2 at
-             * (off - b) / 2, the odd ones to phase (off + 1) % 2 at (off + 1 - b) / 2 */
-            const int be = j->off % 2, bo = (j->off + 1) % 2;
-            deinterleave(sr, j->w, row + (size_t)(a * 2 + be) * g->cs + (j->off - be) / 2,
-                         row + (size_t)(a * 2 + bo) * g->cs + (j->off + 1 - bo) / 2);
+        float *di = d + (size_t)n * g->img;
+        memset(di, 0, sizeof(float) * off * wp);
+        di += off * wp;
+        for (int y = 0; y < j->h; y++, di += wp) {
+            memset(di, 0, sizeof(float) * off);
+            memcpy(di + off, s + (size_t)y * w, sizeof(float) * w);
+            memset(di + off + w, 0, sizeof(float) * right);
         }
+        memset(di, 0, sizeof(float) * below * wp);
     }
+    memset(d + (size_t)j->batch * g->img, 0, sizeof(float) * (g->cs - j->batch * g->img));
+}
+
+/* Stride 2, task (c, n, band): the padded rows py of image n in the band, each written to row
+ * py / 2 of phase planes (py % 2, 0) and (py % 2, 1): zeroed, then the input row's even and odd
+ * samples. Split by rows as well as channels so that the first layer (one channel, batch 1)
+ * is not one task. The last task also zeroes the planes' tails after the last image. */
+static void pack_s2_task(void *arg, int task, int worker)
+{
+    const struct pack_job *j = arg;
+    const struct dgeo *g = j->g;
+    const int band = task % j->bands, n = task / j->bands % j->batch,
+              c = task / j->bands / j->batch;
+    const int r0 = band * j->band_rows, r1 = r0 + j->band_rows < 2 * g->hp
+                                                 ? r0 + j->band_rows
+                                                 : 2 * g->hp;
+    const int be = j->off % 2, bo = (j->off + 1) % 2, avx512 = nn_kernel() == NN_KERNEL_AVX512;
+    float *d = j->dst + (size_t)c * g->nph * g->cs;
+    const float *s = j->src + ((size_t)n * j->C + c) * j->h * j->w;
+    for (int py = r0; py < r1; py++) {
+        const int a = py % 2, y = py - j->off;
+        float *row = d + (size_t)n * g->img + (size_t)(py / 2) * g->wp;
+        float *pe = row + (size_t)(a * 2 + be) * g->cs, *po = row + (size_t)(a * 2 + bo) * g->cs;
+        memset(row + (size_t)(a * 2) * g->cs, 0, sizeof(float) * g->wp);
+        memset(row + (size_t)(a * 2 + 1) * g->cs, 0, sizeof(float) * g->wp);
+        if (y < 0 || y >= j->h)
+            continue;
+        /* phase b holds x = 2 jj + b - off: the even samples go to phase off % 2 at
+         * (off - b) / 2, the odd ones to phase (off + 1) % 2 at (off + 1 - b) / 2 */
+        if (avx512)
+            deinterleave(s + (size_t)y * j->w, j->w, pe + (j->off - be) / 2,
+                         po + (j->off + 1 - bo) / 2);
+        else
+            deinterleave_c(s + (size_t)y * j->w, j->w, pe + (j->off - be) / 2,
+                           po + (j->off + 1 - bo) / 2);
+    }
+    if (n == j->batch - 1 && band == j->bands - 1)
+        for (int ph = 0; ph < g->nph; ph++)
+            memset(d + (size_t)ph * g->cs + (size_t)j->batch * g->img, 0,
+                   sizeof(float) * (g->cs - (size_t)j->batch * g->img));
 }
 
 static void pack(const float *src, int batch, int C, int h, int w, const struct dgeo *g,
                  int off, int stride, float *dst)
 {
-    struct pack_job j = {src, dst, batch, C, h, w, off, stride, g};
-    nn_parallel(pack_task, &j, C);
+    struct pack_job j = {src, dst, batch, C, h, w, off, stride, 1, 2 * g->hp, g};
+    if (stride == 1) {
+        nn_parallel(pack_task, &j, C);
+        return;
+    }
+    /* at least 8 tasks (of at least 8 rows) when channels x images are fewer */
+    if (C * batch < 8) {
+        j.bands = (8 + C * batch - 1) / (C * batch);
+        j.band_rows = (2 * g->hp + j.bands - 1) / j.bands;
+        if (j.band_rows < 8)
+            j.band_rows = 8;
+        j.bands = (2 * g->hp + j.band_rows - 1) / j.band_rows;
+    }
+    nn_parallel(pack_s2_task, &j, C * batch * j.bands);
 }
 
 struct unpack_job {
@@ -422,6 +449,129 @@ dconv_rows(const float *xp, const struct dgeo *g, int cin, const float *wpk, con
     }
 }
 
+/* ---- the same on AVX2 + FMA: 16 ymm registers, so 4 output channels x 3 vectors of 8
+ * positions (12 accumulators, 3 loads, 1 broadcast: 4 broadcasts and 3 loads per 12 FMAs) ---- */
+#define D2_NV 3
+#define D2_NR (8 * D2_NV)
+_Static_assert(DC_NR % D2_NR == 0, "AVX2 tiles must cover the AVX-512 tile");
+
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
+dtile2(const float *xp, const struct dgeo *g, int cin, const float *wb, const float *bias,
+       float *out, size_t os, size_t q, int ob, int mr, int relu, const int nv, const int kt)
+{
+    __m256 acc[DC_MR][D2_NV];
+#pragma GCC unroll 4
+    for (int o = 0; o < DC_MR; o++) {
+        __m256 b = _mm256_set1_ps(bias && o < mr ? bias[ob + o] : 0.0f);
+#pragma GCC unroll 3
+        for (int v = 0; v < nv; v++)
+            acc[o][v] = b;
+    }
+    for (int c = 0; c < cin; c++) {
+        const float *xc = xp + (size_t)c * g->chs + q;
+#pragma GCC unroll 9
+        for (int t = 0; t < kt; t++, wb += DC_MR) {
+            const float *xx = xc + g->tb[t];
+            __m256 x[D2_NV];
+#pragma GCC unroll 3
+            for (int v = 0; v < nv; v++)
+                x[v] = _mm256_loadu_ps(xx + 8 * v);
+#pragma GCC unroll 4
+            for (int o = 0; o < DC_MR; o++) {
+                const __m256 wv = _mm256_broadcast_ss(wb + o);
+#pragma GCC unroll 3
+                for (int v = 0; v < nv; v++)
+                    acc[o][v] = _mm256_fmadd_ps(wv, x[v], acc[o][v]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int o = 0; o < DC_MR; o++) {
+        if (o >= mr)
+            break;
+        float *r = out + (size_t)(ob + o) * os + q;
+#pragma GCC unroll 3
+        for (int v = 0; v < nv; v++)
+            _mm256_storeu_ps(r + 8 * v,
+                             relu ? _mm256_max_ps(acc[o][v], _mm256_setzero_ps()) : acc[o][v]);
+    }
+}
+
+/* dconv_rows on AVX2 (same contract). */
+__attribute__((target("avx2,fma"))) static void
+dconv_rows2(const float *xp, const struct dgeo *g, int cin, const float *wpk, const float *bias,
+            int oc, float *out, size_t os, size_t q0, size_t q1, int ob0, int ob1, int relu)
+{
+    for (size_t qb = q0; qb < q1; qb += DC_QB) {
+        const size_t qe = qb + DC_QB < q1 ? qb + DC_QB : q1;
+        for (int ob = ob0; ob < ob1; ob += DC_MR) {
+            const float *wb = wpk + (size_t)ob * cin * g->ktot;
+            const int mr = oc - ob < DC_MR ? oc - ob : DC_MR;
+            for (size_t q = qb; q < qe; q += D2_NR) {
+                const size_t left = g->qv > q ? g->qv - q : 0;
+                const int nv = left >= D2_NR ? D2_NV : (int)((left + 7) / 8);
+                switch (nv) {
+#define D2_CASE(n)                                                                           \
+    case n:                                                                                  \
+        if (g->ktot == 9)                                                                    \
+            dtile2(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, n, 9);                    \
+        else                                                                                 \
+            dtile2(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, n, g->ktot);              \
+        break;
+                    D2_CASE(1)
+                    D2_CASE(2)
+                    D2_CASE(3)
+#undef D2_CASE
+                default:
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/* ---- the same in plain C (CPUs with neither): 4 output channels x 16 positions, which the
+ * compiler vectorises for the baseline instruction set ---- */
+#define DG_NR 16
+
+static void dconv_rows_c(const float *xp, const struct dgeo *g, int cin, const float *wpk,
+                         const float *bias, int oc, float *out, size_t os, size_t q0, size_t q1,
+                         int ob0, int ob1, int relu)
+{
+    for (size_t qb = q0; qb < q1; qb += DC_QB) {
+        const size_t qe = qb + DC_QB < q1 ? qb + DC_QB : q1;
+        for (int ob = ob0; ob < ob1; ob += DC_MR) {
+            const int mr = oc - ob < DC_MR ? oc - ob : DC_MR;
+            for (size_t q = qb; q < qe && q < g->qv; q += DG_NR) {
+                const float *wb = wpk + (size_t)ob * cin * g->ktot;
+                float acc[DC_MR][DG_NR];
+                for (int o = 0; o < DC_MR; o++) {
+                    const float b = bias && o < mr ? bias[ob + o] : 0.0f;
+                    for (int v = 0; v < DG_NR; v++)
+                        acc[o][v] = b;
+                }
+                for (int c = 0; c < cin; c++) {
+                    const float *xc = xp + (size_t)c * g->chs + q;
+                    for (int t = 0; t < g->ktot; t++, wb += DC_MR) {
+                        const float *xx = xc + g->tb[t];
+                        for (int o = 0; o < DC_MR; o++) {
+                            const float wv = wb[o];
+#pragma omp simd
+                            for (int v = 0; v < DG_NR; v++)
+                                acc[o][v] += wv * xx[v];
+                        }
+                    }
+                }
+                for (int o = 0; o < mr; o++) {
+                    float *r = out + (size_t)(ob + o) * os + q;
+                    for (int v = 0; v < DG_NR; v++)
+                        r[v] = relu && acc[o][v] < 0.0f ? 0.0f : acc[o][v];
+                }
+            }
+        }
+    }
+}
+
 struct rows_job {
     const float *xp, *wpk, *bias;
     const struct dgeo *g;
@@ -439,9 +589,21 @@ static void rows_task(void *arg, int task, int worker)
                                                 ? (oi + 1) * per * DC_MR
                                                 : j->oc;
     const size_t q0 = (size_t)qi * DC_QB, q1 = q0 + DC_QB < j->g->q ? q0 + DC_QB : j->g->q;
-    if (ob0 < ob1)
+    if (ob0 >= ob1)
+        return;
+    switch (nn_kernel()) {
+    case NN_KERNEL_AVX512:
         dconv_rows(j->xp, j->g, j->cin, j->wpk, j->bias, j->oc, j->out, j->os, q0, q1, ob0, ob1,
                    j->relu);
+        break;
+    case NN_KERNEL_AVX2:
+        dconv_rows2(j->xp, j->g, j->cin, j->wpk, j->bias, j->oc, j->out, j->os, q0, q1, ob0,
+                    ob1, j->relu);
+        break;
+    default:
+        dconv_rows_c(j->xp, j->g, j->cin, j->wpk, j->bias, j->oc, j->out, j->os, q0, q1, ob0,
+                     ob1, j->relu);
+    }
 }
 
 /* Tasks: one per block of DC_QB positions; when there are few blocks (batch 1, small images),
@@ -500,18 +662,89 @@ dw_tile(const float *dq, size_t ds, const float *xp, size_t chs, int cin, const 
     }
 }
 
+/* The same on AVX2: one output channel at a time (9 accumulators; 27 would not fit in 16 ymm
+ * registers), the channel's block of input staying in L1 for the next ones. */
+__attribute__((target("avx2,fma"))) static void dw_tile2(const float *dq, size_t ds,
+                                                         const float *xp, size_t chs, int cin,
+                                                         const size_t *tb, float *dw, int o,
+                                                         size_t q0, size_t q1, int mr)
+{
+    for (int c = 0; c < cin; c++) {
+        const float *xc = xp + (size_t)c * chs;
+        for (int i = 0; i < mr; i++) {
+            const float *d = dq + (size_t)(o + i) * ds;
+            __m256 acc[9];
+            float *r = dw + ((size_t)(o + i) * cin + c) * 9;
+#pragma GCC unroll 9
+            for (int t = 0; t < 9; t++)
+                acc[t] = _mm256_setzero_ps();
+            for (size_t q = q0; q < q1; q += 8) {
+                const __m256 dv = _mm256_loadu_ps(d + q);
+#pragma GCC unroll 9
+                for (int t = 0; t < 9; t++)
+                    acc[t] = _mm256_fmadd_ps(dv, _mm256_loadu_ps(xc + tb[t] + q), acc[t]);
+            }
+#pragma GCC unroll 9
+            for (int t = 0; t < 9; t++) {
+                const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[t]),
+                                            _mm256_extractf128_ps(acc[t], 1));
+                const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
+                r[t] += _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
+            }
+        }
+    }
+}
+
+/* The same in plain C. */
+static void dw_tile_c(const float *dq, size_t ds, const float *xp, size_t chs, int cin,
+                      const size_t *tb, float *dw, int o, size_t q0, size_t q1, int mr)
+{
+    for (int c = 0; c < cin; c++) {
+        const float *xc = xp + (size_t)c * chs;
+        for (int i = 0; i < mr; i++) {
+            const float *d = dq + (size_t)(o + i) * ds;
+            float *r = dw + ((size_t)(o + i) * cin + c) * 9;
+            for (int t = 0; t < 9; t++) {
+                const float *xt = xc + tb[t];
+                float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+                for (size_t q = q0; q < q1; q++)
+                    acc += d[q] * xt[q];
+                r[t] += acc;
+            }
+        }
+    }
+}
+
 struct dw_job {
     const float *dq, *xp;
     size_t ds, chs, q, tb[9];
     float *dw;
     int cin, oc, ngroups;
+    enum nn_kernel kernel;
 };
 
 /* Task: one group of output-channel triples (as many groups as threads), over every position.
  * The positions are the outer loop, so one block of the input planes stays in L2 while every
  * triple of the group uses it; with the triples outside, the whole input (13 MB for compact's
  * 56 x 56 layer at batch 32) would stream from memory once per triple. */
-__attribute__((target("avx512f,fma"))) static void dw_task(void *arg, int task, int worker)
+/* dw_tile for one triple (mr = 1..3) on AVX-512. */
+__attribute__((target("avx512f,fma"))) static void dw_tile512(const float *dq, size_t ds,
+                                                              const float *xp, size_t chs,
+                                                              int cin, const size_t *tb,
+                                                              float *dw, int o, size_t q0,
+                                                              size_t q1, int mr)
+{
+    if (mr == 3)
+        dw_tile(dq, ds, xp, chs, cin, tb, dw, o, q0, q1, 3);
+    else if (mr == 2)
+        dw_tile(dq, ds, xp, chs, cin, tb, dw, o, q0, q1, 2);
+    else
+        dw_tile(dq, ds, xp, chs, cin, tb, dw, o, q0, q1, 1);
+}
+
+/* (No target attribute here: this runs on every path, also on CPUs without AVX-512.) */
+static void dw_task(void *arg, int task, int worker)
 {
     const struct dw_job *j = arg;
     const int ntri = (j->oc + 2) / 3, per = (ntri + j->ngroups - 1) / j->ngroups;
@@ -520,12 +753,12 @@ __attribute__((target("avx512f,fma"))) static void dw_task(void *arg, int task, 
         const size_t qe = qb + DW_QB < j->q ? qb + DW_QB : j->q;
         for (int tri = t0; tri < t1; tri++) {
             const int o = 3 * tri, mr = j->oc - o < 3 ? j->oc - o : 3;
-            if (mr == 3)
-                dw_tile(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, 3);
-            else if (mr == 2)
-                dw_tile(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, 2);
+            if (j->kernel == NN_KERNEL_AVX2)
+                dw_tile2(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, mr);
+            else if (j->kernel == NN_KERNEL_AVX512)
+                dw_tile512(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, mr);
             else
-                dw_tile(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, 1);
+                dw_tile_c(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, mr);
         }
     }
 }
@@ -538,7 +771,7 @@ static void weight_grad(const struct nn_layer *l, const struct dgeo *g, const fl
 {
     const int ntri = (l->oc + 2) / 3, threads = nn_get_threads();
     struct dw_job j = {dq, xp, ds, g->nph * g->cs, g->q, {0}, dw, l->ic, l->oc,
-                       threads < ntri ? threads : ntri};
+                       threads < ntri ? threads : ntri, nn_kernel()};
     for (int ph = 0; ph < g->nph; ph++)
         for (int t = 0; t < g->ntap[ph]; t++)
             j.tb[g->kidx[ph][t]] = (size_t)ph * g->cs + (size_t)g->toff[ph][t];
@@ -590,6 +823,12 @@ __attribute__((target("avx512f"))) static void interleave(const float *ev, const
     }
 }
 
+static void interleave_c(const float *ev, const float *od, int w, float *dst)
+{
+    for (int x = 0; x < w; x++)
+        dst[x] = x % 2 ? od[x / 2] : ev[x / 2];
+}
+
 /*
  * Stride 2, input gradient. With py = 2i + a the padded input row, tap ky reaches it from
  * output row i - ky / 2 when ky % 2 == a; so phase (a, b) of the padded input gradient is a
@@ -619,8 +858,11 @@ static void weave_task(void *arg, int c, int worker)
             if (py % 2 != j->a)
                 continue;
             const size_t row = (size_t)c * g->q + (size_t)n * g->img + (size_t)(py / 2) * g->wp;
-            interleave(pe + row + se, po + row + so, j->w,
-                       j->dx + (((size_t)n * j->C + c) * j->h + y) * j->w);
+            float *d = j->dx + (((size_t)n * j->C + c) * j->h + y) * j->w;
+            if (nn_kernel() == NN_KERNEL_AVX512)
+                interleave(pe + row + se, po + row + so, j->w, d);
+            else
+                interleave_c(pe + row + se, po + row + so, j->w, d);
         }
 }
 

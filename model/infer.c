@@ -94,7 +94,7 @@ cxr_err nn_ctx_new(const nn_model *m, int max_batch, nn_ctx **ret_ctx)
     }
     for (int i = 0; i < c->n_steps; i++) {
         struct nn_step *s = &c->steps[i];
-        if (s->l->type != NN_L_CONV || !nn_conv_is_direct(s->l))
+        if (s->l->type != NN_L_CONV || !nn_conv_direct_shape(s->l))
             continue;
         s->wpk = nn_alloc(sizeof(float) * nn_conv_pack_len(s->l));
         if (!s->wpk)

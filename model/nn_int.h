@@ -102,10 +102,10 @@ void nn_conv_forward_packed(const struct nn_layer *l, const float *wpk, const fl
                             const float *b, const float *x, float *y, int batch, float *col,
                             int relu);
 
-/* conv_direct.c: the AVX-512 direct 3x3 stride-1 convolution (see the file's comment). */
-int nn_direct_available(void);
-void nn_direct_enable(int on);                 /* tests: force the im2col path (0) */
-int nn_conv_is_direct(const struct nn_layer *l); /* 3x3, stride 1 or 2, pad 0..2 */
+/* conv_direct.c: the direct 3x3 convolution on AVX-512, AVX2 or plain C (see the file's
+ * comment; kernel.c chooses). */
+int nn_conv_direct_shape(const struct nn_layer *l); /* 3x3, stride 1 or 2, pad 0..2 */
+int nn_conv_is_direct(const struct nn_layer *l);    /* that shape, and a direct kernel runs */
 size_t nn_conv_pack_len(const struct nn_layer *l);
 void nn_conv_pack(const struct nn_layer *l, const float *w, float *wpk);
 size_t nn_direct_ws_len(const struct nn_layer *l, int batch);
