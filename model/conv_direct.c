@@ -451,7 +451,9 @@ dconv_rows(const float *xp, const struct dgeo *g, int cin, const float *wpk, con
 
 /* ---- the same on AVX2 + FMA: 16 ymm registers, so 4 output channels x 3 vectors of 8
  * positions (12 accumulators, 3 loads, 1 broadcast: 4 broadcasts and 3 loads per 12 FMAs) ---- */
+#ifndef D2_NV
 #define D2_NV 3
+#endif
 #define D2_NR (8 * D2_NV)
 _Static_assert(DC_NR % D2_NR == 0, "AVX2 tiles must cover the AVX-512 tile");
 
@@ -520,7 +522,12 @@ dconv_rows2(const float *xp, const struct dgeo *g, int cin, const float *wpk, co
         break;
                     D2_CASE(1)
                     D2_CASE(2)
+#if D2_NV >= 3
                     D2_CASE(3)
+#endif
+#if D2_NV >= 4
+                    D2_CASE(4)
+#endif
 #undef D2_CASE
                 default:
                     break;
@@ -662,37 +669,66 @@ dw_tile(const float *dq, size_t ds, const float *xp, size_t chs, int cin, const 
     }
 }
 
-/* The same on AVX2: one output channel at a time (9 accumulators; 27 would not fit in 16 ymm
- * registers), the channel's block of input staying in L1 for the next ones. */
-__attribute__((target("avx2,fma"))) static void dw_tile2(const float *dq, size_t ds,
-                                                         const float *xp, size_t chs, int cin,
-                                                         const size_t *tb, float *dw, int o,
-                                                         size_t q0, size_t q1, int mr)
+/* The same on AVX2, where 27 accumulators do not fit in 16 ymm registers: one kernel row at a
+ * time (3 output channels x 3 taps = 9 accumulators, 3 dy loads and 3 input loads per 9 FMAs),
+ * the block of dy and of the channel's input staying in L1 for the next row. */
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
+dw_tile2(const float *dq, size_t ds, const float *xp, size_t chs, int cin, const size_t *tb,
+         float *dw, int o, size_t q0, size_t q1, const int mr)
 {
     for (int c = 0; c < cin; c++) {
         const float *xc = xp + (size_t)c * chs;
-        for (int i = 0; i < mr; i++) {
-            const float *d = dq + (size_t)(o + i) * ds;
-            __m256 acc[9];
-            float *r = dw + ((size_t)(o + i) * cin + c) * 9;
-#pragma GCC unroll 9
-            for (int t = 0; t < 9; t++)
-                acc[t] = _mm256_setzero_ps();
+        for (int ky = 0; ky < 3; ky++) {
+            const float *x0 = xc + tb[3 * ky], *x1 = xc + tb[3 * ky + 1],
+                        *x2 = xc + tb[3 * ky + 2];
+            __m256 acc[3][3];
+#pragma GCC unroll 3
+            for (int i = 0; i < mr; i++)
+#pragma GCC unroll 3
+                for (int t = 0; t < 3; t++)
+                    acc[i][t] = _mm256_setzero_ps();
             for (size_t q = q0; q < q1; q += 8) {
-                const __m256 dv = _mm256_loadu_ps(d + q);
-#pragma GCC unroll 9
-                for (int t = 0; t < 9; t++)
-                    acc[t] = _mm256_fmadd_ps(dv, _mm256_loadu_ps(xc + tb[t] + q), acc[t]);
+                __m256 d[3];
+#pragma GCC unroll 3
+                for (int i = 0; i < mr; i++)
+                    d[i] = _mm256_loadu_ps(dq + (size_t)(o + i) * ds + q);
+                const __m256 v0 = _mm256_loadu_ps(x0 + q), v1 = _mm256_loadu_ps(x1 + q),
+                             v2 = _mm256_loadu_ps(x2 + q);
+#pragma GCC unroll 3
+                for (int i = 0; i < mr; i++) {
+                    acc[i][0] = _mm256_fmadd_ps(d[i], v0, acc[i][0]);
+                    acc[i][1] = _mm256_fmadd_ps(d[i], v1, acc[i][1]);
+                    acc[i][2] = _mm256_fmadd_ps(d[i], v2, acc[i][2]);
+                }
             }
-#pragma GCC unroll 9
-            for (int t = 0; t < 9; t++) {
-                const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[t]),
-                                            _mm256_extractf128_ps(acc[t], 1));
-                const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
-                r[t] += _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
+#pragma GCC unroll 3
+            for (int i = 0; i < mr; i++) {
+                float *r = dw + ((size_t)(o + i) * cin + c) * 9 + 3 * ky;
+#pragma GCC unroll 3
+                for (int t = 0; t < 3; t++) {
+                    const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[i][t]),
+                                                _mm256_extractf128_ps(acc[i][t], 1));
+                    const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
+                    r[t] += _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
+                }
             }
         }
     }
+}
+
+/* dw_tile2 for one triple (mr = 1..3). */
+__attribute__((target("avx2,fma"))) static void dw_tile256(const float *dq, size_t ds,
+                                                           const float *xp, size_t chs,
+                                                           int cin, const size_t *tb,
+                                                           float *dw, int o, size_t q0,
+                                                           size_t q1, int mr)
+{
+    if (mr == 3)
+        dw_tile2(dq, ds, xp, chs, cin, tb, dw, o, q0, q1, 3);
+    else if (mr == 2)
+        dw_tile2(dq, ds, xp, chs, cin, tb, dw, o, q0, q1, 2);
+    else
+        dw_tile2(dq, ds, xp, chs, cin, tb, dw, o, q0, q1, 1);
 }
 
 /* The same in plain C. */
@@ -754,7 +790,7 @@ static void dw_task(void *arg, int task, int worker)
         for (int tri = t0; tri < t1; tri++) {
             const int o = 3 * tri, mr = j->oc - o < 3 ? j->oc - o : 3;
             if (j->kernel == NN_KERNEL_AVX2)
-                dw_tile2(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, mr);
+                dw_tile256(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, mr);
             else if (j->kernel == NN_KERNEL_AVX512)
                 dw_tile512(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, mr);
             else
