@@ -35,6 +35,7 @@
  * for other shapes, layers.c keeps the im2col path. Results agree with it to float rounding:
  * the sums are the same, in a different order.
  */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -431,6 +432,8 @@ dconv_rows(const float *xp, const struct dgeo *g, int cin, const float *wpk, con
     case n:                                                                                  \
         if (g->ktot == 9) /* the taps of a whole 3x3 kernel: unrolled */                    \
             dtile(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, n, 9);                     \
+        else if (g->ktot == 1) /* Winograd's products */                                    \
+            dtile(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, n, 1);                     \
         else                                                                                 \
             dtile(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, n, g->ktot);               \
         break;
@@ -517,6 +520,8 @@ dconv_rows2(const float *xp, const struct dgeo *g, int cin, const float *wpk, co
     case n:                                                                                  \
         if (g->ktot == 9)                                                                    \
             dtile2(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, n, 9);                    \
+        else if (g->ktot == 1) /* Winograd's products */                                    \
+            dtile2(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, n, 1);                    \
         else                                                                                 \
             dtile2(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, n, g->ktot);              \
         break;
@@ -979,4 +984,276 @@ void nn_direct_backward(const struct nn_layer *l, const float *w, const float *x
             unpack(out, gd.q, batch, l->ic, l->ih, l->iw, &gd, dx);
         }
     }
+}
+
+/* ---- Winograd F(2x2, 3x3) for inference's stride-1 layers ----
+ *
+ * Each 2 x 2 block of outputs ("tile") comes from a 4 x 4 patch d of the input: Y = A^T [(G g
+ * G^T) .* (B^T d B)] A. With the 16 transformed positions xi of the patch as separate planes,
+ * the element-wise product summed over input channels is 16 matrix products,
+ * M[xi][o][tile] = sum_c U[xi][o][c] V[xi][c][tile], which are exactly the direct kernel's
+ * tile loop with a single tap (one "channel plane" per input channel, positions = tiles): 16 *
+ * 2 * oc * ic multiply-adds per tile instead of 9 * 4 * 2, 2.25x fewer, plus the transforms
+ * (per tile and channel, ~32 additions in and ~24 out). Rounding differs from the direct sum
+ * by a few units in the last place of the largest terms (the tests allow 1e-4 of the scale).
+ * Only inference uses it (nn_ctx packs U once): training keeps the direct path and its exact
+ * correspondence with the backward pass.
+ */
+#define WG_T 16 /* transformed positions per tile */
+
+static int wino_tiles_w(const struct nn_layer *l)
+{
+    return (l->ow + 1) / 2;
+}
+
+static int wino_tiles_h(const struct nn_layer *l)
+{
+    return (l->oh + 1) / 2;
+}
+
+/* Tile positions (all images) rounded up to whole tiles of the forward loop. */
+static size_t wino_q(const struct nn_layer *l, int batch)
+{
+    return round_up((size_t)wino_tiles_w(l) * wino_tiles_h(l) * batch, DC_NR);
+}
+
+int nn_conv_is_winograd(const struct nn_layer *l)
+{
+    /* few channels: the transforms would cost more than the products save */
+    return l->k == 3 && l->stride == 1 && l->pad >= 0 && l->pad <= 2 && l->ic >= 8 &&
+           l->oc >= 8 && nn_kernel_winograd();
+}
+
+size_t nn_wino_pack_len(const struct nn_layer *l)
+{
+    return WG_T * round_up((size_t)l->oc, DC_MR) * l->ic;
+}
+
+/* U[xi][ob][c][o4] = (G g G^T)[xi] for g = w[ob + o4][c], in the order dtile reads weights
+ * (one tap per "channel"). G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]. */
+void nn_wino_pack(const struct nn_layer *l, const float *w, float *wpk)
+{
+    const int ic = l->ic, oc = l->oc, ocr = (int)round_up((size_t)oc, DC_MR);
+    for (int o = 0; o < ocr; o++)
+        for (int c = 0; c < ic; c++) {
+            float u[4][4] = {{0}}, t[4][3];
+            if (o < oc) {
+                const float *g = w + ((size_t)o * ic + c) * 9;
+                for (int k = 0; k < 3; k++) { /* t = G g */
+                    t[0][k] = g[k];
+                    t[1][k] = 0.5f * (g[k] + g[3 + k] + g[6 + k]);
+                    t[2][k] = 0.5f * (g[k] - g[3 + k] + g[6 + k]);
+                    t[3][k] = g[6 + k];
+                }
+                for (int i = 0; i < 4; i++) { /* u = t G^T */
+                    u[i][0] = t[i][0];
+                    u[i][1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+                    u[i][2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+                    u[i][3] = t[i][2];
+                }
+            }
+            for (int xi = 0; xi < WG_T; xi++)
+                wpk[((size_t)xi * ocr + (size_t)(o / DC_MR) * DC_MR) * ic + (size_t)c * DC_MR +
+                    o % DC_MR] = u[xi / 4][xi % 4];
+        }
+}
+
+/* Per worker scratch. */
+static size_t wino_scratch_len(const struct nn_layer *l)
+{
+    const size_t tw = (size_t)wino_tiles_w(l), th = (size_t)wino_tiles_h(l);
+    /* one padded row and the row transforms of every padded row; the output transform's two
+     * rows fit in the same space */
+    return round_up((2 * tw + 2) + 4 * tw * (2 * th + 2), DC_ALIGN);
+}
+
+size_t nn_wino_ws_len(const struct nn_layer *l, int batch)
+{
+    const size_t q = wino_q(l, batch);
+    return WG_T * (size_t)l->ic * q + WG_T * round_up((size_t)l->oc, DC_MR) * q +
+           NN_MAX_THREADS * wino_scratch_len(l) + 8 * DC_ALIGN;
+}
+
+struct wino_job {
+    const struct nn_layer *l;
+    const float *x, *b;
+    float *v, *m, *scratch, *y;
+    size_t q, ocr;
+    int batch, relu, nob, nq;
+    const float *wpk;
+    const struct dgeo *g;
+};
+
+/* Input transform of channel c: V[xi][c][tile] = (B^T d B)[xi], B^T = [1 0 -1 0; 0 1 1 0;
+ * 0 -1 1 0; 0 1 0 -1]: first along every padded input row (once per row, though each row
+ * serves two tile rows), then down the columns, a whole tile row at a time. Written once and
+ * compiled twice (plain, and for AVX2 where that kernel runs) by the wrappers below. */
+static inline __attribute__((always_inline)) void wino_in_body(const struct wino_job *j, int c,
+                                                               int worker)
+{
+    const struct nn_layer *l = j->l;
+    const int tw = wino_tiles_w(l), th = wino_tiles_h(l), p = l->pad, W = 2 * tw + 2;
+    const int rows = 2 * th + 2;
+    const size_t ntiles = (size_t)tw * th * j->batch, plane = (size_t)l->ic * j->q;
+    float *r = j->scratch + (size_t)worker * wino_scratch_len(l), *hr = r + W;
+    float *vc = j->v + (size_t)c * j->q;
+    const int x1 = p + l->iw < W ? p + l->iw : W; /* r[p, x1): the input row */
+    for (int n = 0; n < j->batch; n++) {
+        const float *xc = j->x + ((size_t)n * l->ic + c) * l->ih * l->iw;
+        for (int py = 0; py < rows; py++) {
+            float *h = hr + (size_t)py * 4 * tw;
+            const int y = py - p;
+            if (y < 0 || y >= l->ih) {
+                memset(h, 0, sizeof(float) * 4 * tw);
+                continue;
+            }
+            memset(r, 0, sizeof(float) * p);
+            memcpy(r + p, xc + (size_t)y * l->iw, sizeof(float) * (x1 - p));
+            memset(r + x1, 0, sizeof(float) * (W - x1));
+#pragma omp simd
+            for (int tx = 0; tx < tw; tx++) {
+                const float a0 = r[2 * tx], a1 = r[2 * tx + 1], a2 = r[2 * tx + 2],
+                            a3 = r[2 * tx + 3];
+                h[tx] = a0 - a2;
+                h[tw + tx] = a1 + a2;
+                h[2 * tw + tx] = a2 - a1;
+                h[3 * tw + tx] = a1 - a3;
+            }
+        }
+        for (int ty = 0; ty < th; ty++) {
+            const size_t t0 = ((size_t)n * th + ty) * tw;
+            const float *hb = hr + (size_t)(2 * ty) * 4 * tw;
+            for (int jj = 0; jj < 4; jj++) {
+                const float *h0 = hb + (size_t)jj * tw, *h1 = h0 + 4 * tw, *h2 = h1 + 4 * tw,
+                            *h3 = h2 + 4 * tw;
+                float *v0 = vc + (size_t)jj * plane + t0, *v1 = v0 + 4 * plane,
+                      *v2 = v1 + 4 * plane, *v3 = v2 + 4 * plane;
+#pragma omp simd
+                for (int tx = 0; tx < tw; tx++) {
+                    v0[tx] = h0[tx] - h2[tx];
+                    v1[tx] = h1[tx] + h2[tx];
+                    v2[tx] = h2[tx] - h1[tx];
+                    v3[tx] = h1[tx] - h3[tx];
+                }
+            }
+        }
+    }
+    /* the tile loop reads whole vectors (at most 16 floats) past the last tile */
+    for (int xi = 0; xi < WG_T; xi++)
+        memset(vc + (size_t)xi * plane + ntiles, 0,
+               sizeof(float) * (round_up(ntiles, 16) - ntiles));
+}
+
+__attribute__((target("avx2,fma"))) static void wino_in_avx2(const struct wino_job *j, int c,
+                                                             int worker)
+{
+    wino_in_body(j, c, worker);
+}
+
+static void wino_in_task(void *arg, int c, int worker)
+{
+    const struct wino_job *j = arg;
+    if (nn_kernel() == NN_KERNEL_AVX2)
+        wino_in_avx2(j, c, worker);
+    else
+        wino_in_body(j, c, worker);
+}
+
+/* The 16 products, task = (xi, block of tiles, group of output channels). */
+static void wino_gemm_task(void *arg, int task, int worker)
+{
+    const struct wino_job *j = arg;
+    const int per = j->nq * j->nob, xi = task / per;
+    struct rows_job r = {j->v + (size_t)xi * j->l->ic * j->q,
+                               j->wpk + (size_t)xi * j->ocr * j->l->ic,
+                               NULL,
+                               j->g,
+                               j->m + (size_t)xi * j->ocr * j->q,
+                               j->l->ic,
+                               j->l->oc,
+                               0,
+                               j->nob,
+                               j->q};
+    rows_task(&r, task % per, worker);
+}
+
+/* Output transform of channel o: Y = A^T M A + bias (and ReLU), A^T = [1 1 1 0; 0 1 -1 -1],
+ * for a whole tile row at once (16 unit-stride streams in, two interleaved output rows out). */
+static inline __attribute__((always_inline)) void wino_out_body(const struct wino_job *j, int o,
+                                                                int worker)
+{
+    const struct nn_layer *l = j->l;
+    const int tw = wino_tiles_w(l), th = wino_tiles_h(l), oh = l->oh, ow = l->ow;
+    const size_t plane = j->ocr * j->q;
+    const float bias = j->b ? j->b[o] : 0.0f, lo = j->relu ? 0.0f : -INFINITY;
+    const float *mo = j->m + (size_t)o * j->q;
+    float *row0 = j->scratch + (size_t)worker * wino_scratch_len(l), *row1 = row0 + 2 * tw;
+    for (int n = 0; n < j->batch; n++) {
+        float *yo = j->y + ((size_t)n * l->oc + o) * oh * ow;
+        for (int ty = 0; ty < th; ty++) {
+            const float *m = mo + ((size_t)n * th + ty) * tw;
+#pragma omp simd
+            for (int tx = 0; tx < tw; tx++) {
+                float s0[4], s1[4];
+                for (int i = 0; i < 4; i++) {
+                    const float a = m[(size_t)(4 * i) * plane + tx],
+                                b = m[(size_t)(4 * i + 1) * plane + tx],
+                                c = m[(size_t)(4 * i + 2) * plane + tx],
+                                d = m[(size_t)(4 * i + 3) * plane + tx];
+                    s0[i] = a + b + c;
+                    s1[i] = b - c - d;
+                }
+                const float r00 = s0[0] + s0[1] + s0[2] + bias, r01 = s1[0] + s1[1] + s1[2] + bias;
+                const float r10 = s0[1] - s0[2] - s0[3] + bias, r11 = s1[1] - s1[2] - s1[3] + bias;
+                row0[2 * tx] = r00 > lo ? r00 : lo;
+                row0[2 * tx + 1] = r01 > lo ? r01 : lo;
+                row1[2 * tx] = r10 > lo ? r10 : lo;
+                row1[2 * tx + 1] = r11 > lo ? r11 : lo;
+            }
+            memcpy(yo + (size_t)(2 * ty) * ow, row0, sizeof(float) * ow);
+            if (2 * ty + 1 < oh)
+                memcpy(yo + (size_t)(2 * ty + 1) * ow, row1, sizeof(float) * ow);
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void wino_out_avx2(const struct wino_job *j, int o,
+                                                              int worker)
+{
+    wino_out_body(j, o, worker);
+}
+
+static void wino_out_task(void *arg, int o, int worker)
+{
+    const struct wino_job *j = arg;
+    if (nn_kernel() == NN_KERNEL_AVX2)
+        wino_out_avx2(j, o, worker);
+    else
+        wino_out_body(j, o, worker);
+}
+
+void nn_wino_forward(const struct nn_layer *l, const float *wpk, const float *b, const float *x,
+                     float *y, int batch, float *ws, int relu)
+{
+    const size_t q = wino_q(l, batch), ocr = round_up((size_t)l->oc, DC_MR);
+    const size_t ntiles = (size_t)wino_tiles_w(l) * wino_tiles_h(l) * batch;
+    float *v = align_up(ws), *m = align_up(v + WG_T * (size_t)l->ic * q);
+    float *scratch = align_up(m + WG_T * ocr * q);
+    struct dgeo g;
+    const int threads = nn_get_threads(), nblk = (int)(ocr / DC_MR);
+    struct wino_job j = {l, x, b, v, m, scratch, y, q, ocr, batch, relu, 1,
+                         (int)((q + DC_QB - 1) / DC_QB), wpk, &g};
+    /* the products' geometry: one plane per input channel, q floats apart, one tap */
+    memset(&g, 0, sizeof(g));
+    g.nph = 1;
+    g.ntap[0] = 1;
+    g.cs = q;
+    g.q = q;
+    g.qv = ntiles;
+    set_taps(&g);
+    if (threads > 1 && WG_T * j.nq < 4 * threads)
+        j.nob = nblk < 4 ? nblk : 4;
+    nn_parallel(wino_in_task, &j, l->ic);
+    nn_parallel(wino_gemm_task, &j, WG_T * j.nq * j.nob);
+    nn_parallel(wino_out_task, &j, l->oc);
 }

@@ -100,6 +100,12 @@ enum nn_kernel nn_kernel(void)
     return (enum nn_kernel)atomic_load_explicit(&current, memory_order_relaxed);
 }
 
+int nn_kernel_winograd(void)
+{
+    const enum nn_kernel k = nn_kernel();
+    return k == NN_KERNEL_AVX2 || k == NN_KERNEL_GENERIC || k == NN_KERNEL_AVX512;
+}
+
 const char *nn_kernel_name(void)
 {
     return names[nn_kernel()];

@@ -175,6 +175,8 @@ size_t nn_conv_ws_len(const struct nn_layer *l, int batch)
 {
     /* enough for either path, so that switching kernels (nn_kernel_set) keeps buffers valid */
     size_t direct = nn_conv_direct_shape(l) ? nn_direct_ws_len(l, batch) : 0;
+    if (nn_conv_direct_shape(l) && l->stride == 1 && nn_wino_ws_len(l, batch) > direct)
+        direct = nn_wino_ws_len(l, batch);
     return direct > im2col_ws_len(l) ? direct : im2col_ws_len(l);
 }
 

@@ -113,6 +113,16 @@ void nn_direct_forward(const struct nn_layer *l, const float *wpk, const float *
                        const float *b, const float *x, float *y, int batch, float *ws, int relu);
 void nn_direct_backward(const struct nn_layer *l, const float *w, const float *x,
                         const float *dy, float *dw, float *dx, int batch, float *ws);
+/* Winograd F(2x2, 3x3) for inference's stride-1 3x3 layers (conv_direct.c), where
+ * nn_kernel_winograd() says the kernel uses it: weights transformed and packed once by
+ * nn_wino_pack (nn_wino_pack_len floats), workspace nn_wino_ws_len floats. */
+int nn_kernel_winograd(void);
+int nn_conv_is_winograd(const struct nn_layer *l);
+size_t nn_wino_pack_len(const struct nn_layer *l);
+void nn_wino_pack(const struct nn_layer *l, const float *w, float *wpk);
+size_t nn_wino_ws_len(const struct nn_layer *l, int batch);
+void nn_wino_forward(const struct nn_layer *l, const float *wpk, const float *b, const float *x,
+                     float *y, int batch, float *ws, int relu);
 void nn_conv_backward(const struct nn_layer *l, const float *w, const float *x, const float *dy,
                       float *dw, float *db, float *dx, int batch, float *col);
 /* Batch norm in training mode; relu: apply the ReLU that follows in place (its backward is then

@@ -240,6 +240,47 @@ static void test_conv_direct_vs_im2col(void **state)
     direct_vs_im2col("input 67 3\nconv 6 3 2 0\ndense classes\n");
 }
 
+/* Inference's Winograd F(2x2, 3x3) against the direct (or im2col) convolution: odd and even
+ * sizes (a last tile half outside), pad 0, 1 and 2, output channels not a multiple of 4,
+ * bias and ReLU; 1e-4 of the output's scale (the transforms round differently). */
+static void winograd_vs_direct(const char *arch)
+{
+    struct nn_model *m = model_from(arch, 2);
+    const struct nn_layer *l = &m->layers[0];
+    const int batch = 3;
+    size_t in = nn_layer_in_len(l) * batch, out = nn_layer_out_len(l) * batch;
+    float *x = rand_buf(in, 1.0f), *w = rand_buf((size_t)l->nw, 0.5f);
+    float *b = rand_buf((size_t)l->oc, 0.5f), *col = rand_buf(nn_conv_ws_len(l, batch), 0.0f);
+    float *y0 = rand_buf(out, 0.0f), *y1 = rand_buf(out, 0.0f);
+    float *wpk = rand_buf(nn_wino_pack_len(l), 0.0f);
+    double scale = 0.0, worst = 0.0;
+    assert_true(nn_conv_is_winograd(l));
+    nn_conv_forward(l, w, b, x, y0, batch, col, 1);
+    nn_wino_pack(l, w, wpk);
+    nn_wino_forward(l, wpk, b, x, y1, batch, col, 1);
+    for (size_t i = 0; i < out; i++)
+        scale = fmax(scale, fabs(y0[i]));
+    for (size_t i = 0; i < out; i++)
+        worst = fmax(worst, fabs((double)y1[i] - y0[i]) / scale);
+    printf("winograd %dx%d p%d %d->%d: worst difference %.2e of the scale\n", l->ih, l->iw,
+           l->pad, l->ic, l->oc, worst);
+    assert_true(worst < 1e-4);
+    nn_free(x), nn_free(w), nn_free(b), nn_free(col), nn_free(y0), nn_free(y1), nn_free(wpk);
+    nn_model_free(m);
+}
+
+static void test_conv_winograd(void **state)
+{
+    if (!nn_kernel_winograd()) {
+        printf("skipped: kernel %s does not use Winograd\n", nn_kernel_name());
+        return;
+    }
+    winograd_vs_direct("input 15 9\nconv 10 3 1 1\ndense classes\n");
+    winograd_vs_direct("input 14 8\nconv 12 3 1 0\ndense classes\n");
+    winograd_vs_direct("input 9 8\nconv 9 3 1 2\ndense classes\n");
+    winograd_vs_direct("input 30 16\nconv 21 3 1 1\ndense classes\n");
+}
+
 /* ---- batch norm (training mode) ---- */
 struct bn_ctx {
     const struct nn_layer *l;
@@ -552,7 +593,7 @@ int main(void)
     nn_test_kernel_or_skip();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv),         cmocka_unit_test(test_conv_direct_vs_im2col),
-        cmocka_unit_test(test_bn),
+        cmocka_unit_test(test_conv_winograd), cmocka_unit_test(test_bn),
         cmocka_unit_test(test_param_free),   cmocka_unit_test(test_dense),
         cmocka_unit_test(test_loss),         cmocka_unit_test(test_network),
         cmocka_unit_test(test_pool),
