@@ -1,6 +1,7 @@
 /*
  * bench_cnn.c - our CNN engine's speed on one architecture, for bench/cnn/run.
  *   bench_cnn ARCH THREADS SECONDS [--layers]
+ *   bench_cnn --kernel      (prints the convolution kernel in use, nn_kernel_describe)
  * Prints key=value lines: batch-1 latency (median), batch-16 and training (batch 32:
  * forward, loss, backward, Adam) throughput, and, for the conv layers' shapes (M = out
  * channels, N = output pixels, K = in channels x k x k), plain cblas_sgemm GFLOP/s (OpenBLAS
@@ -149,8 +150,14 @@ int main(int argc, char **argv)
     int threads, n;
     float *x, probs[16 * 4];
     int labels[32];
+    if (argc == 2 && !strcmp(argv[1], "--kernel")) {
+        char desc[256];
+        (void)nn_kernel_describe(desc, sizeof(desc));
+        printf("kernel=%s\nkernel_desc=%s\n", nn_kernel_name(), desc);
+        return 0;
+    }
     if (argc != 4 && !(argc == 5 && !strcmp(argv[4], "--layers"))) {
-        fprintf(stderr, "usage: bench_cnn ARCH THREADS SECONDS [--layers]\n");
+        fprintf(stderr, "usage: bench_cnn ARCH THREADS SECONDS [--layers] | bench_cnn --kernel\n");
         return 2;
     }
     threads = (int)strtol(argv[2], NULL, 10);

@@ -15,7 +15,14 @@ params=$(awk '/^parameters:/ {print $2}' "$T/out")
 grep -qE '^FLOPs/image: +[0-9.]+ M' "$T/out" || fail "FLOPs"
 grep -qE '^  [0-9]+ +conv ' "$T/out" || fail "architecture table"
 grep -q "note = test model" "$T/out" || fail "metadata"
-ok "model info shows architecture, input, classes, metadata and digest"
+grep -qE '^conv kernel: +(avx512|avx2|generic|im2col) \(' "$T/out" || fail "kernel not shown"
+ok "model info shows architecture, input, classes, metadata, digest and the conv kernel"
+
+CXR_KERNEL=im2col expect_rc 0 "$CXRTRIAGE" model info "$T/m.cxrm"
+grep -qE '^conv kernel: +im2col \(chosen by CXR_KERNEL' "$T/out" || fail "CXR_KERNEL=im2col not followed: $(grep kernel "$T/out")"
+CXR_KERNEL=nonsense expect_rc 0 "$CXRTRIAGE" model info "$T/m.cxrm"
+grep -q "CXR_KERNEL='nonsense' ignored" "$T/out" || fail "bad CXR_KERNEL not reported: $(grep kernel "$T/out")"
+ok "model info follows CXR_KERNEL and says when it ignores it"
 
 printf 'NOTAMODEL-----------------------------------------------------------' >"$T/bad.cxrm"
 expect_rc 1 "$CXRTRIAGE" model info "$T/bad.cxrm"
