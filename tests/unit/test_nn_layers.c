@@ -259,7 +259,7 @@ static void winograd_vs_direct(const char *arch)
     nn_wino_pack(l, w, wpk);
     nn_wino_forward(l, wpk, b, x, y1, batch, col, 1);
     for (size_t i = 0; i < out; i++)
-        scale = fmax(scale, fabs(y0[i]));
+        scale = fmax(scale, fabs((double)y0[i]));
     for (size_t i = 0; i < out; i++)
         worst = fmax(worst, fabs((double)y1[i] - y0[i]) / scale);
     printf("winograd %dx%d p%d %d->%d: worst difference %.2e of the scale\n", l->ih, l->iw,
