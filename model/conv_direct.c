@@ -1257,3 +1257,52 @@ void nn_wino_forward(const struct nn_layer *l, const float *wpk, const float *b,
     nn_parallel(wino_gemm_task, &j, WG_T * j.nq * j.nob);
     nn_parallel(wino_out_task, &j, l->oc);
 }
+
+/* ---- Winograd in training: weights transformed on every call (they change every step) ---- */
+
+/* The layer whose forward is l's input gradient (stride 1): dy in, dx out, channel axes
+ * swapped, padding 2 - p, weights flipped (wino_dx_weights). */
+static struct nn_layer wino_dx_layer(const struct nn_layer *l)
+{
+    struct nn_layer t = *l;
+    t.ic = l->oc, t.ih = l->oh, t.iw = l->ow;
+    t.oc = l->ic, t.oh = l->ih, t.ow = l->iw;
+    t.pad = 2 - l->pad;
+    return t;
+}
+
+int nn_wino_train_dx(const struct nn_layer *l)
+{
+    const struct nn_layer t = wino_dx_layer(l);
+    return nn_conv_is_winograd(l) && nn_conv_is_winograd(&t);
+}
+
+size_t nn_wino_train_ws_len(const struct nn_layer *l, int batch)
+{
+    const struct nn_layer t = wino_dx_layer(l);
+    const size_t fwd = nn_wino_ws_len(l, batch) + nn_wino_pack_len(l) + 2 * DC_ALIGN;
+    const size_t bwd = nn_wino_ws_len(&t, batch) + nn_wino_pack_len(&t) + (size_t)l->nw +
+                       4 * DC_ALIGN;
+    return fwd > bwd ? fwd : bwd;
+}
+
+void nn_wino_forward_train(const struct nn_layer *l, const float *w, const float *b,
+                           const float *x, float *y, int batch, float *ws, int relu)
+{
+    float *wpk = align_up(ws + nn_wino_ws_len(l, batch));
+    nn_wino_pack(l, w, wpk);
+    nn_wino_forward(l, wpk, b, x, y, batch, ws, relu);
+}
+
+void nn_wino_input_grad(const struct nn_layer *l, const float *w, const float *dy, float *dx,
+                        int batch, float *ws)
+{
+    const struct nn_layer t = wino_dx_layer(l);
+    float *wf = align_up(ws + nn_wino_ws_len(&t, batch)), *wpk = align_up(wf + l->nw);
+    for (int c = 0; c < l->ic; c++) /* wf[c][o][k] = w[o][c][8 - k] */
+        for (int o = 0; o < l->oc; o++)
+            for (int k = 0; k < 9; k++)
+                wf[((size_t)c * l->oc + o) * 9 + k] = w[((size_t)o * l->ic + c) * 9 + 8 - k];
+    nn_wino_pack(&t, wf, wpk);
+    nn_wino_forward(&t, wpk, NULL, dy, dx, batch, ws, 0);
+}

@@ -175,15 +175,18 @@ size_t nn_conv_ws_len(const struct nn_layer *l, int batch)
 {
     /* enough for either path, so that switching kernels (nn_kernel_set) keeps buffers valid */
     size_t direct = nn_conv_direct_shape(l) ? nn_direct_ws_len(l, batch) : 0;
-    if (nn_conv_direct_shape(l) && l->stride == 1 && nn_wino_ws_len(l, batch) > direct)
-        direct = nn_wino_ws_len(l, batch);
+    if (nn_conv_direct_shape(l) && l->stride == 1 && nn_wino_train_ws_len(l, batch) > direct)
+        direct = nn_wino_train_ws_len(l, batch);
     return direct > im2col_ws_len(l) ? direct : im2col_ws_len(l);
 }
 
 void nn_conv_forward(const struct nn_layer *l, const float *w, const float *b, const float *x,
                      float *y, int batch, float *col, int relu)
 {
-    nn_conv_forward_packed(l, NULL, w, b, x, y, batch, col, relu);
+    if (nn_conv_is_winograd(l))
+        nn_wino_forward_train(l, w, b, x, y, batch, col, relu);
+    else
+        nn_conv_forward_packed(l, NULL, w, b, x, y, batch, col, relu);
 }
 
 struct conv_job {
@@ -303,6 +306,12 @@ void nn_conv_backward(const struct nn_layer *l, const float *w, const float *x, 
         for (int n = 0; n < batch; n++)
             for (int m = 0; m < M; m++)
                 db[m] += plane_sum(dy + n * out_len + (size_t)m * N, (size_t)N);
+    if (nn_conv_is_direct(l) && dx && nn_wino_train_dx(l)) {
+        if (dw)
+            nn_direct_backward(l, w, x, dy, dw, NULL, batch, col);
+        nn_wino_input_grad(l, w, dy, dx, batch, col);
+        return;
+    }
     if (nn_conv_is_direct(l)) {
         nn_direct_backward(l, w, x, dy, dw, dx, batch, col);
         return;

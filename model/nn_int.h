@@ -123,6 +123,14 @@ void nn_wino_pack(const struct nn_layer *l, const float *w, float *wpk);
 size_t nn_wino_ws_len(const struct nn_layer *l, int batch);
 void nn_wino_forward(const struct nn_layer *l, const float *wpk, const float *b, const float *x,
                      float *y, int batch, float *ws, int relu);
+/* Training: the forward with the weights transformed on the fly, and the input gradient as the
+ * forward of the transposed layer (where nn_wino_train_dx); nn_wino_train_ws_len floats. */
+int nn_wino_train_dx(const struct nn_layer *l);
+size_t nn_wino_train_ws_len(const struct nn_layer *l, int batch);
+void nn_wino_forward_train(const struct nn_layer *l, const float *w, const float *b,
+                           const float *x, float *y, int batch, float *ws, int relu);
+void nn_wino_input_grad(const struct nn_layer *l, const float *w, const float *dy, float *dx,
+                        int batch, float *ws);
 void nn_conv_backward(const struct nn_layer *l, const float *w, const float *x, const float *dy,
                       float *dw, float *db, float *dx, int batch, float *col);
 /* Batch norm in training mode; relu: apply the ReLU that follows in place (its backward is then

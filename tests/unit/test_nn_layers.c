@@ -168,6 +168,9 @@ static void conv_cases(void)
     check_conv("input 6 2\nconv 11 3 1 0\ndense classes\n");
     check_conv("input 5 9\nconv 3 3 1 2\ndense classes\n");
     check_conv("input 9 5\nconv 10 3 1 1\ndense classes\n");
+    /* 3x3 stride 1 with 8+ channels in and out: Winograd forward and input gradient */
+    check_conv("input 7 8\nconv 9 3 1 1\ndense classes\n");
+    check_conv("input 6 9\nconv 8 3 1 0\ndense classes\n");
     /* 3x3 stride 2 (the direct path's four phases): even and odd sizes, pad 0 and 2 */
     check_conv("input 10 3\nconv 9 3 2 0\ndense classes\n");
     check_conv("input 7 2\nconv 4 3 2 2\ndense classes\n");
@@ -230,6 +233,8 @@ static void test_conv_direct_vs_im2col(void **state)
 {
     direct_vs_im2col("input 23 13\nconv 19 3 1 1\ndense classes\n");
     direct_vs_im2col("input 17 6\nconv 10 3 1 0\ndense classes\n");
+    direct_vs_im2col("input 19 12\nconv 17 3 1 1\ndense classes\n"); /* Winograd */
+    direct_vs_im2col("input 16 9\nconv 8 3 1 2\ndense classes\n");
     /* stride 2: the forward runs on the four input phases (odd and even sizes, pad 0 and 1) */
     direct_vs_im2col("input 25 5\nconv 12 3 2 1\ndense classes\n");
     direct_vs_im2col("input 24 3\nconv 9 3 2 0\ndense classes\n");
