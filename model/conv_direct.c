@@ -1,5 +1,6 @@
 /*
- * conv_direct.c - direct 3x3 stride-1 convolution on AVX-512, forward and backward.
+ * conv_direct.c - direct 3x3 convolution (stride 1 and 2) on AVX-512, AVX2 or plain C, forward
+ * and backward, and Winograd F(2x2, 3x3) for stride 1.
  *
  * The im2col path copies its input nine times and then runs OpenBLAS, whose kernels are AVX2
  * on the project's machines (OPENBLAS_CORETYPE=Haswell). This path needs no im2col: the input
@@ -31,9 +32,12 @@
  * positions (and of output channels when positions are few) for the convolutions and by
  * output channels for the weight gradient, so every task writes its own part of the output.
  *
- * The kernels run only where the CPU has AVX-512F (checked once at run time); elsewhere, and
- * for other shapes, layers.c keeps the im2col path. Results agree with it to float rounding:
- * the sums are the same, in a different order.
+ * The tiles exist three times: AVX-512F (below), AVX2 + FMA (4 output channels x 3 vectors of
+ * 8, and a weight gradient one kernel row at a time, since 16 ymm registers cannot hold 27
+ * accumulators) and plain C; kernel.c chooses one per process and nothing outside the tiles
+ * (and the stride-2 copies) carries a target attribute, so this file runs on any x86-64. For
+ * other shapes, and with the "im2col" kernel, layers.c keeps the im2col path. Results agree
+ * with it to float rounding: the sums are the same, in a different order.
  */
 #include <math.h>
 #include <stdint.h>
@@ -996,8 +1000,10 @@ void nn_direct_backward(const struct nn_layer *l, const float *w, const float *x
  * 2 * oc * ic multiply-adds per tile instead of 9 * 4 * 2, 2.25x fewer, plus the transforms
  * (per tile and channel, ~32 additions in and ~24 out). Rounding differs from the direct sum
  * by a few units in the last place of the largest terms (the tests allow 1e-4 of the scale).
- * Only inference uses it (nn_ctx packs U once): training keeps the direct path and its exact
- * correspondence with the backward pass.
+ * Inference packs U once (nn_ctx); training transforms the weights on every call and also
+ * runs the input gradient this way (the forward of the transposed layer); its weight gradient
+ * stays direct. Which layers: nn_conv_is_winograd (stride 1, 8+ channels in and out, on the
+ * direct kernels).
  */
 #define WG_T 16 /* transformed positions per tile */
 
