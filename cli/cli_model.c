@@ -50,6 +50,8 @@ static int model_info(const char *path)
     }
     printf("\nparameters:    %zu\n", nn_model_param_count(m));
     printf("FLOPs/image:   %.1f M (forward; a multiply-add counts 2)\n", nn_model_flops(m) / 1e6);
+    (void)nn_kernel_describe(err, sizeof(err));
+    printf("conv kernel:   %s\n", err);
     need = nn_model_describe(m, NULL, 0) + 1;
     desc = malloc(need);
     if (desc) {

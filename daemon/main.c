@@ -113,6 +113,11 @@ static cxr_err load_model(struct daemon *d)
     cxr_log(CXR_LOG_INFO, "model.loaded", "path='%s' digest=%s classes=%d input=%dx%dx%d",
             d->cfg.model_path, nn_model_digest(d->model), nn_model_num_classes(d->model),
             in->channels, in->size, in->size);
+    {
+        char kdesc[256];
+        (void)nn_kernel_describe(kdesc, sizeof(kdesc));
+        cxr_log(CXR_LOG_INFO, "model.kernel", "%s", kdesc);
+    }
     return CXR_OK;
 }
 

@@ -1,5 +1,6 @@
 /*
- * conv_direct.c - direct 3x3 stride-1 convolution on AVX-512, forward and backward.
+ * conv_direct.c - direct 3x3 convolution (stride 1 and 2) on AVX-512, AVX2 or plain C, forward
+ * and backward, and Winograd F(2x2, 3x3) for stride 1.
  *
  * The im2col path copies its input nine times and then runs OpenBLAS, whose kernels are AVX2
  * on the project's machines (OPENBLAS_CORETYPE=Haswell). This path needs no im2col: the input
@@ -31,10 +32,14 @@
  * positions (and of output channels when positions are few) for the convolutions and by
  * output channels for the weight gradient, so every task writes its own part of the output.
  *
- * The kernels run only where the CPU has AVX-512F (checked once at run time); elsewhere, and
- * for other shapes, layers.c keeps the im2col path. Results agree with it to float rounding:
- * the sums are the same, in a different order.
+ * The tiles exist three times: AVX-512F (below), AVX2 + FMA (4 output channels x 3 vectors of
+ * 8, and a weight gradient one kernel row at a time, since 16 ymm registers cannot hold 27
+ * accumulators) and plain C; kernel.c chooses one per process and nothing outside the tiles
+ * (and the stride-2 copies) carries a target attribute, so this file runs on any x86-64. For
+ * other shapes, and with the "im2col" kernel, layers.c keeps the im2col path. Results agree
+ * with it to float rounding: the sums are the same, in a different order.
  */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -51,36 +56,19 @@ _Static_assert(DC_QB % (16 * DC_NV) == 0, "forward tasks must hold whole tiles")
                        * three dy rows and one input row stays in L1) */
 #define DC_ALIGN 16   /* floats: channel strides are multiples of 64 bytes */
 
-static int direct_state = -1; /* -1 unknown, 0 off, 1 on */
-
 static size_t round_up(size_t n, size_t m)
 {
     return (n + m - 1) / m * m;
 }
 
-int nn_direct_available(void)
+int nn_conv_direct_shape(const struct nn_layer *l)
 {
-    if (direct_state < 0) {
-        __builtin_cpu_init();
-        direct_state = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    }
-    return direct_state;
-}
-
-void nn_direct_enable(int on)
-{
-    if (!on)
-        direct_state = 0;
-    else {
-        direct_state = -1;
-        (void)nn_direct_available();
-    }
+    return l->k == 3 && (l->stride == 1 || l->stride == 2) && l->pad >= 0 && l->pad <= 2;
 }
 
 int nn_conv_is_direct(const struct nn_layer *l)
 {
-    return l->k == 3 && (l->stride == 1 || l->stride == 2) && l->pad >= 0 && l->pad <= 2 &&
-           nn_direct_available();
+    return nn_conv_direct_shape(l) && nn_kernel() != NN_KERNEL_IM2COL;
 }
 
 /*
@@ -217,62 +205,106 @@ __attribute__((target("avx512f"))) static void deinterleave(const float *s, int 
     }
 }
 
+/* The same without AVX-512 (the copies are a small part of the work). */
+static void deinterleave_c(const float *s, int w, float *ev, float *od)
+{
+    for (int m = 0; 2 * m < w; m++) {
+        ev[m] = s[2 * m];
+        if (2 * m + 1 < w)
+            od[m] = s[2 * m + 1];
+    }
+}
+
 struct pack_job {
     const float *src;
     float *dst;
-    int batch, C, h, w, off, stride;
+    int batch, C, h, w, off, stride, bands, band_rows;
     const struct dgeo *g;
 };
 
-/* Channel c: for stride 1, dst[c][n * img + (y + off) * wp + x + off] = src[n][c][y][x]; for
- * stride 2, plane (c, a * 2 + b) holds the padded input's rows a, a + 2, ... and columns b,
- * b + 2, ... Everything else of the channel's planes is zero. */
+/* Stride 1, channel c: dst[c][n * img + (y + off) * wp + x + off] = src[n][c][y][x], and
+ * everything else of the channel's plane zero. (Stride 2: plane (c, a * 2 + b) holds the padded
+ * input's rows a, a + 2, ... and columns b, b + 2, ...; see pack_s2_task.) */
 static void pack_task(void *arg, int c, int worker)
 {
     const struct pack_job *j = arg;
     const struct dgeo *g = j->g;
     float *d = j->dst + (size_t)c * g->nph * g->cs;
-    if (j->stride == 1) {
-        /* row by row, writing each float once: the padding around each image (with shared
-         * padding only the left column and the top row), the pixels, then the tail */
-        const size_t wp = (size_t)g->wp, off = (size_t)j->off, w = (size_t)j->w;
-        const size_t right = wp - w - off, below = (size_t)g->hp - off - (size_t)j->h;
-        for (int n = 0; n < j->batch; n++) {
-            const float *s = j->src + ((size_t)n * j->C + c) * j->h * j->w;
-            float *di = d + (size_t)n * g->img;
-            memset(di, 0, sizeof(float) * off * wp);
-            di += off * wp;
-            for (int y = 0; y < j->h; y++, di += wp) {
-                memset(di, 0, sizeof(float) * off);
-                memcpy(di + off, s + (size_t)y * w, sizeof(float) * w);
-                memset(di + off + w, 0, sizeof(float) * right);
-            }
-            memset(di, 0, sizeof(float) * below * wp);
-        }
-        memset(d + (size_t)j->batch * g->img, 0, sizeof(float) * (g->cs - j->batch * g->img));
-        return;
-    }
-    memset(d, 0, sizeof(float) * g->cs * g->nph);
+    /* row by row, writing each float once: the padding around each image (with shared padding
+     * only the left column and the top row), the pixels, then the tail */
+    const size_t wp = (size_t)g->wp, off = (size_t)j->off, w = (size_t)j->w;
+    const size_t right = wp - w - off, below = (size_t)g->hp - off - (size_t)j->h;
     for (int n = 0; n < j->batch; n++) {
         const float *s = j->src + ((size_t)n * j->C + c) * j->h * j->w;
-        for (int y = 0; y < j->h; y++) {
-            const int py = y + j->off, a = py % 2;
-            const float *sr = s + (size_t)y * j->w;
-            float *row = d + (size_t)n * g->img + (size_t)(py / 2) * g->wp;
-            /* phase b holds x = 2 jj + b - off: the even samples go to phase off % 2 at
-             * (off - b) / 2, the odd ones to phase (off + 1) % 2 at (off + 1 - b) / 2 */
-            const int be = j->off % 2, bo = (j->off + 1) % 2;
-            deinterleave(sr, j->w, row + (size_t)(a * 2 + be) * g->cs + (j->off - be) / 2,
-                         row + (size_t)(a * 2 + bo) * g->cs + (j->off + 1 - bo) / 2);
+        float *di = d + (size_t)n * g->img;
+        memset(di, 0, sizeof(float) * off * wp);
+        di += off * wp;
+        for (int y = 0; y < j->h; y++, di += wp) {
+            memset(di, 0, sizeof(float) * off);
+            memcpy(di + off, s + (size_t)y * w, sizeof(float) * w);
+            memset(di + off + w, 0, sizeof(float) * right);
         }
+        memset(di, 0, sizeof(float) * below * wp);
     }
+    memset(d + (size_t)j->batch * g->img, 0, sizeof(float) * (g->cs - j->batch * g->img));
+}
+
+/* Stride 2, task (c, n, band): the padded rows py of image n in the band, each written to row
+ * py / 2 of phase planes (py % 2, 0) and (py % 2, 1): zeroed, then the input row's even and odd
+ * samples. Split by rows as well as channels so that the first layer (one channel, batch 1)
+ * is not one task. The last task also zeroes the planes' tails after the last image. */
+static void pack_s2_task(void *arg, int task, int worker)
+{
+    const struct pack_job *j = arg;
+    const struct dgeo *g = j->g;
+    const int band = task % j->bands, n = task / j->bands % j->batch,
+              c = task / j->bands / j->batch;
+    const int r0 = band * j->band_rows, r1 = r0 + j->band_rows < 2 * g->hp
+                                                 ? r0 + j->band_rows
+                                                 : 2 * g->hp;
+    const int be = j->off % 2, bo = (j->off + 1) % 2, avx512 = nn_kernel() == NN_KERNEL_AVX512;
+    float *d = j->dst + (size_t)c * g->nph * g->cs;
+    const float *s = j->src + ((size_t)n * j->C + c) * j->h * j->w;
+    for (int py = r0; py < r1; py++) {
+        const int a = py % 2, y = py - j->off;
+        float *row = d + (size_t)n * g->img + (size_t)(py / 2) * g->wp;
+        float *pe = row + (size_t)(a * 2 + be) * g->cs, *po = row + (size_t)(a * 2 + bo) * g->cs;
+        memset(row + (size_t)(a * 2) * g->cs, 0, sizeof(float) * g->wp);
+        memset(row + (size_t)(a * 2 + 1) * g->cs, 0, sizeof(float) * g->wp);
+        if (y < 0 || y >= j->h)
+            continue;
+        /* phase b holds x = 2 jj + b - off: the even samples go to phase off % 2 at
+         * (off - b) / 2, the odd ones to phase (off + 1) % 2 at (off + 1 - b) / 2 */
+        if (avx512)
+            deinterleave(s + (size_t)y * j->w, j->w, pe + (j->off - be) / 2,
+                         po + (j->off + 1 - bo) / 2);
+        else
+            deinterleave_c(s + (size_t)y * j->w, j->w, pe + (j->off - be) / 2,
+                           po + (j->off + 1 - bo) / 2);
+    }
+    if (n == j->batch - 1 && band == j->bands - 1)
+        for (int ph = 0; ph < g->nph; ph++)
+            memset(d + (size_t)ph * g->cs + (size_t)j->batch * g->img, 0,
+                   sizeof(float) * (g->cs - (size_t)j->batch * g->img));
 }
 
 static void pack(const float *src, int batch, int C, int h, int w, const struct dgeo *g,
                  int off, int stride, float *dst)
 {
-    struct pack_job j = {src, dst, batch, C, h, w, off, stride, g};
-    nn_parallel(pack_task, &j, C);
+    struct pack_job j = {src, dst, batch, C, h, w, off, stride, 1, 2 * g->hp, g};
+    if (stride == 1) {
+        nn_parallel(pack_task, &j, C);
+        return;
+    }
+    /* at least 8 tasks (of at least 8 rows) when channels x images are fewer */
+    if (C * batch < 8) {
+        j.bands = (8 + C * batch - 1) / (C * batch);
+        j.band_rows = (2 * g->hp + j.bands - 1) / j.bands;
+        if (j.band_rows < 8)
+            j.band_rows = 8;
+        j.bands = (2 * g->hp + j.band_rows - 1) / j.band_rows;
+    }
+    nn_parallel(pack_s2_task, &j, C * batch * j.bands);
 }
 
 struct unpack_job {
@@ -404,6 +436,8 @@ dconv_rows(const float *xp, const struct dgeo *g, int cin, const float *wpk, con
     case n:                                                                                  \
         if (g->ktot == 9) /* the taps of a whole 3x3 kernel: unrolled */                    \
             dtile(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, n, 9);                     \
+        else if (g->ktot == 1) /* Winograd's products */                                    \
+            dtile(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, n, 1);                     \
         else                                                                                 \
             dtile(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, n, g->ktot);               \
         break;
@@ -416,6 +450,138 @@ dconv_rows(const float *xp, const struct dgeo *g, int cin, const float *wpk, con
 #undef DC_CASE
                 default:
                     break;
+                }
+            }
+        }
+    }
+}
+
+/* ---- the same on AVX2 + FMA: 16 ymm registers, so 4 output channels x 3 vectors of 8
+ * positions (12 accumulators, 3 loads, 1 broadcast: 4 broadcasts and 3 loads per 12 FMAs) ---- */
+#ifndef D2_NV
+#define D2_NV 3
+#endif
+#define D2_NR (8 * D2_NV)
+_Static_assert(DC_NR % D2_NR == 0, "AVX2 tiles must cover the AVX-512 tile");
+
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
+dtile2(const float *xp, const struct dgeo *g, int cin, const float *wb, const float *bias,
+       float *out, size_t os, size_t q, int ob, int mr, int relu, const int nv, const int kt)
+{
+    __m256 acc[DC_MR][D2_NV];
+#pragma GCC unroll 4
+    for (int o = 0; o < DC_MR; o++) {
+        __m256 b = _mm256_set1_ps(bias && o < mr ? bias[ob + o] : 0.0f);
+#pragma GCC unroll 3
+        for (int v = 0; v < nv; v++)
+            acc[o][v] = b;
+    }
+    for (int c = 0; c < cin; c++) {
+        const float *xc = xp + (size_t)c * g->chs + q;
+#pragma GCC unroll 9
+        for (int t = 0; t < kt; t++, wb += DC_MR) {
+            const float *xx = xc + g->tb[t];
+            __m256 x[D2_NV];
+#pragma GCC unroll 3
+            for (int v = 0; v < nv; v++)
+                x[v] = _mm256_loadu_ps(xx + 8 * v);
+#pragma GCC unroll 4
+            for (int o = 0; o < DC_MR; o++) {
+                const __m256 wv = _mm256_broadcast_ss(wb + o);
+#pragma GCC unroll 3
+                for (int v = 0; v < nv; v++)
+                    acc[o][v] = _mm256_fmadd_ps(wv, x[v], acc[o][v]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int o = 0; o < DC_MR; o++) {
+        if (o >= mr)
+            break;
+        float *r = out + (size_t)(ob + o) * os + q;
+#pragma GCC unroll 3
+        for (int v = 0; v < nv; v++)
+            _mm256_storeu_ps(r + 8 * v,
+                             relu ? _mm256_max_ps(acc[o][v], _mm256_setzero_ps()) : acc[o][v]);
+    }
+}
+
+/* dconv_rows on AVX2 (same contract). */
+__attribute__((target("avx2,fma"))) static void
+dconv_rows2(const float *xp, const struct dgeo *g, int cin, const float *wpk, const float *bias,
+            int oc, float *out, size_t os, size_t q0, size_t q1, int ob0, int ob1, int relu)
+{
+    for (size_t qb = q0; qb < q1; qb += DC_QB) {
+        const size_t qe = qb + DC_QB < q1 ? qb + DC_QB : q1;
+        for (int ob = ob0; ob < ob1; ob += DC_MR) {
+            const float *wb = wpk + (size_t)ob * cin * g->ktot;
+            const int mr = oc - ob < DC_MR ? oc - ob : DC_MR;
+            for (size_t q = qb; q < qe; q += D2_NR) {
+                const size_t left = g->qv > q ? g->qv - q : 0;
+                const int nv = left >= D2_NR ? D2_NV : (int)((left + 7) / 8);
+                switch (nv) {
+#define D2_CASE(n)                                                                           \
+    case n:                                                                                  \
+        if (g->ktot == 9)                                                                    \
+            dtile2(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, n, 9);                    \
+        else if (g->ktot == 1) /* Winograd's products */                                    \
+            dtile2(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, n, 1);                    \
+        else                                                                                 \
+            dtile2(xp, g, cin, wb, bias, out, os, q, ob, mr, relu, n, g->ktot);              \
+        break;
+                    D2_CASE(1)
+                    D2_CASE(2)
+#if D2_NV >= 3
+                    D2_CASE(3)
+#endif
+#if D2_NV >= 4
+                    D2_CASE(4)
+#endif
+#undef D2_CASE
+                default:
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/* ---- the same in plain C (CPUs with neither): 4 output channels x 16 positions, which the
+ * compiler vectorises for the baseline instruction set ---- */
+#define DG_NR 16
+
+static void dconv_rows_c(const float *xp, const struct dgeo *g, int cin, const float *wpk,
+                         const float *bias, int oc, float *out, size_t os, size_t q0, size_t q1,
+                         int ob0, int ob1, int relu)
+{
+    for (size_t qb = q0; qb < q1; qb += DC_QB) {
+        const size_t qe = qb + DC_QB < q1 ? qb + DC_QB : q1;
+        for (int ob = ob0; ob < ob1; ob += DC_MR) {
+            const int mr = oc - ob < DC_MR ? oc - ob : DC_MR;
+            for (size_t q = qb; q < qe && q < g->qv; q += DG_NR) {
+                const float *wb = wpk + (size_t)ob * cin * g->ktot;
+                float acc[DC_MR][DG_NR];
+                for (int o = 0; o < DC_MR; o++) {
+                    const float b = bias && o < mr ? bias[ob + o] : 0.0f;
+                    for (int v = 0; v < DG_NR; v++)
+                        acc[o][v] = b;
+                }
+                for (int c = 0; c < cin; c++) {
+                    const float *xc = xp + (size_t)c * g->chs + q;
+                    for (int t = 0; t < g->ktot; t++, wb += DC_MR) {
+                        const float *xx = xc + g->tb[t];
+                        for (int o = 0; o < DC_MR; o++) {
+                            const float wv = wb[o];
+#pragma omp simd
+                            for (int v = 0; v < DG_NR; v++)
+                                acc[o][v] += wv * xx[v];
+                        }
+                    }
+                }
+                for (int o = 0; o < mr; o++) {
+                    float *r = out + (size_t)(ob + o) * os + q;
+                    for (int v = 0; v < DG_NR; v++)
+                        r[v] = relu && acc[o][v] < 0.0f ? 0.0f : acc[o][v];
                 }
             }
         }
@@ -439,9 +605,21 @@ static void rows_task(void *arg, int task, int worker)
                                                 ? (oi + 1) * per * DC_MR
                                                 : j->oc;
     const size_t q0 = (size_t)qi * DC_QB, q1 = q0 + DC_QB < j->g->q ? q0 + DC_QB : j->g->q;
-    if (ob0 < ob1)
+    if (ob0 >= ob1)
+        return;
+    switch (nn_kernel()) {
+    case NN_KERNEL_AVX512:
         dconv_rows(j->xp, j->g, j->cin, j->wpk, j->bias, j->oc, j->out, j->os, q0, q1, ob0, ob1,
                    j->relu);
+        break;
+    case NN_KERNEL_AVX2:
+        dconv_rows2(j->xp, j->g, j->cin, j->wpk, j->bias, j->oc, j->out, j->os, q0, q1, ob0,
+                    ob1, j->relu);
+        break;
+    default:
+        dconv_rows_c(j->xp, j->g, j->cin, j->wpk, j->bias, j->oc, j->out, j->os, q0, q1, ob0,
+                     ob1, j->relu);
+    }
 }
 
 /* Tasks: one per block of DC_QB positions; when there are few blocks (batch 1, small images),
@@ -500,18 +678,118 @@ dw_tile(const float *dq, size_t ds, const float *xp, size_t chs, int cin, const 
     }
 }
 
+/* The same on AVX2, where 27 accumulators do not fit in 16 ymm registers: one kernel row at a
+ * time (3 output channels x 3 taps = 9 accumulators, 3 dy loads and 3 input loads per 9 FMAs),
+ * the block of dy and of the channel's input staying in L1 for the next row. */
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
+dw_tile2(const float *dq, size_t ds, const float *xp, size_t chs, int cin, const size_t *tb,
+         float *dw, int o, size_t q0, size_t q1, const int mr)
+{
+    for (int c = 0; c < cin; c++) {
+        const float *xc = xp + (size_t)c * chs;
+        for (int ky = 0; ky < 3; ky++) {
+            const float *x0 = xc + tb[3 * ky], *x1 = xc + tb[3 * ky + 1],
+                        *x2 = xc + tb[3 * ky + 2];
+            __m256 acc[3][3];
+#pragma GCC unroll 3
+            for (int i = 0; i < mr; i++)
+#pragma GCC unroll 3
+                for (int t = 0; t < 3; t++)
+                    acc[i][t] = _mm256_setzero_ps();
+            for (size_t q = q0; q < q1; q += 8) {
+                __m256 d[3];
+#pragma GCC unroll 3
+                for (int i = 0; i < mr; i++)
+                    d[i] = _mm256_loadu_ps(dq + (size_t)(o + i) * ds + q);
+                const __m256 v0 = _mm256_loadu_ps(x0 + q), v1 = _mm256_loadu_ps(x1 + q),
+                             v2 = _mm256_loadu_ps(x2 + q);
+#pragma GCC unroll 3
+                for (int i = 0; i < mr; i++) {
+                    acc[i][0] = _mm256_fmadd_ps(d[i], v0, acc[i][0]);
+                    acc[i][1] = _mm256_fmadd_ps(d[i], v1, acc[i][1]);
+                    acc[i][2] = _mm256_fmadd_ps(d[i], v2, acc[i][2]);
+                }
+            }
+#pragma GCC unroll 3
+            for (int i = 0; i < mr; i++) {
+                float *r = dw + ((size_t)(o + i) * cin + c) * 9 + 3 * ky;
+#pragma GCC unroll 3
+                for (int t = 0; t < 3; t++) {
+                    const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[i][t]),
+                                                _mm256_extractf128_ps(acc[i][t], 1));
+                    const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
+                    r[t] += _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
+                }
+            }
+        }
+    }
+}
+
+/* dw_tile2 for one triple (mr = 1..3). */
+__attribute__((target("avx2,fma"))) static void dw_tile256(const float *dq, size_t ds,
+                                                           const float *xp, size_t chs,
+                                                           int cin, const size_t *tb,
+                                                           float *dw, int o, size_t q0,
+                                                           size_t q1, int mr)
+{
+    if (mr == 3)
+        dw_tile2(dq, ds, xp, chs, cin, tb, dw, o, q0, q1, 3);
+    else if (mr == 2)
+        dw_tile2(dq, ds, xp, chs, cin, tb, dw, o, q0, q1, 2);
+    else
+        dw_tile2(dq, ds, xp, chs, cin, tb, dw, o, q0, q1, 1);
+}
+
+/* The same in plain C. */
+static void dw_tile_c(const float *dq, size_t ds, const float *xp, size_t chs, int cin,
+                      const size_t *tb, float *dw, int o, size_t q0, size_t q1, int mr)
+{
+    for (int c = 0; c < cin; c++) {
+        const float *xc = xp + (size_t)c * chs;
+        for (int i = 0; i < mr; i++) {
+            const float *d = dq + (size_t)(o + i) * ds;
+            float *r = dw + ((size_t)(o + i) * cin + c) * 9;
+            for (int t = 0; t < 9; t++) {
+                const float *xt = xc + tb[t];
+                float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+                for (size_t q = q0; q < q1; q++)
+                    acc += d[q] * xt[q];
+                r[t] += acc;
+            }
+        }
+    }
+}
+
 struct dw_job {
     const float *dq, *xp;
     size_t ds, chs, q, tb[9];
     float *dw;
     int cin, oc, ngroups;
+    enum nn_kernel kernel;
 };
 
 /* Task: one group of output-channel triples (as many groups as threads), over every position.
  * The positions are the outer loop, so one block of the input planes stays in L2 while every
  * triple of the group uses it; with the triples outside, the whole input (13 MB for compact's
  * 56 x 56 layer at batch 32) would stream from memory once per triple. */
-__attribute__((target("avx512f,fma"))) static void dw_task(void *arg, int task, int worker)
+/* dw_tile for one triple (mr = 1..3) on AVX-512. */
+__attribute__((target("avx512f,fma"))) static void dw_tile512(const float *dq, size_t ds,
+                                                              const float *xp, size_t chs,
+                                                              int cin, const size_t *tb,
+                                                              float *dw, int o, size_t q0,
+                                                              size_t q1, int mr)
+{
+    if (mr == 3)
+        dw_tile(dq, ds, xp, chs, cin, tb, dw, o, q0, q1, 3);
+    else if (mr == 2)
+        dw_tile(dq, ds, xp, chs, cin, tb, dw, o, q0, q1, 2);
+    else
+        dw_tile(dq, ds, xp, chs, cin, tb, dw, o, q0, q1, 1);
+}
+
+/* (No target attribute here: this runs on every path, also on CPUs without AVX-512.) */
+static void dw_task(void *arg, int task, int worker)
 {
     const struct dw_job *j = arg;
     const int ntri = (j->oc + 2) / 3, per = (ntri + j->ngroups - 1) / j->ngroups;
@@ -520,12 +798,12 @@ __attribute__((target("avx512f,fma"))) static void dw_task(void *arg, int task, 
         const size_t qe = qb + DW_QB < j->q ? qb + DW_QB : j->q;
         for (int tri = t0; tri < t1; tri++) {
             const int o = 3 * tri, mr = j->oc - o < 3 ? j->oc - o : 3;
-            if (mr == 3)
-                dw_tile(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, 3);
-            else if (mr == 2)
-                dw_tile(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, 2);
+            if (j->kernel == NN_KERNEL_AVX2)
+                dw_tile256(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, mr);
+            else if (j->kernel == NN_KERNEL_AVX512)
+                dw_tile512(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, mr);
             else
-                dw_tile(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, 1);
+                dw_tile_c(j->dq, j->ds, j->xp, j->chs, j->cin, j->tb, j->dw, o, qb, qe, mr);
         }
     }
 }
@@ -538,7 +816,7 @@ static void weight_grad(const struct nn_layer *l, const struct dgeo *g, const fl
 {
     const int ntri = (l->oc + 2) / 3, threads = nn_get_threads();
     struct dw_job j = {dq, xp, ds, g->nph * g->cs, g->q, {0}, dw, l->ic, l->oc,
-                       threads < ntri ? threads : ntri};
+                       threads < ntri ? threads : ntri, nn_kernel()};
     for (int ph = 0; ph < g->nph; ph++)
         for (int t = 0; t < g->ntap[ph]; t++)
             j.tb[g->kidx[ph][t]] = (size_t)ph * g->cs + (size_t)g->toff[ph][t];
@@ -590,6 +868,12 @@ __attribute__((target("avx512f"))) static void interleave(const float *ev, const
     }
 }
 
+static void interleave_c(const float *ev, const float *od, int w, float *dst)
+{
+    for (int x = 0; x < w; x++)
+        dst[x] = x % 2 ? od[x / 2] : ev[x / 2];
+}
+
 /*
  * Stride 2, input gradient. With py = 2i + a the padded input row, tap ky reaches it from
  * output row i - ky / 2 when ky % 2 == a; so phase (a, b) of the padded input gradient is a
@@ -619,8 +903,11 @@ static void weave_task(void *arg, int c, int worker)
             if (py % 2 != j->a)
                 continue;
             const size_t row = (size_t)c * g->q + (size_t)n * g->img + (size_t)(py / 2) * g->wp;
-            interleave(pe + row + se, po + row + so, j->w,
-                       j->dx + (((size_t)n * j->C + c) * j->h + y) * j->w);
+            float *d = j->dx + (((size_t)n * j->C + c) * j->h + y) * j->w;
+            if (nn_kernel() == NN_KERNEL_AVX512)
+                interleave(pe + row + se, po + row + so, j->w, d);
+            else
+                interleave_c(pe + row + se, po + row + so, j->w, d);
         }
 }
 
@@ -701,4 +988,327 @@ void nn_direct_backward(const struct nn_layer *l, const float *w, const float *x
             unpack(out, gd.q, batch, l->ic, l->ih, l->iw, &gd, dx);
         }
     }
+}
+
+/* ---- Winograd F(2x2, 3x3) for inference's stride-1 layers ----
+ *
+ * Each 2 x 2 block of outputs ("tile") comes from a 4 x 4 patch d of the input: Y = A^T [(G g
+ * G^T) .* (B^T d B)] A. With the 16 transformed positions xi of the patch as separate planes,
+ * the element-wise product summed over input channels is 16 matrix products,
+ * M[xi][o][tile] = sum_c U[xi][o][c] V[xi][c][tile], which are exactly the direct kernel's
+ * tile loop with a single tap (one "channel plane" per input channel, positions = tiles): 16 *
+ * 2 * oc * ic multiply-adds per tile instead of 9 * 4 * 2, 2.25x fewer, plus the transforms
+ * (per tile and channel, ~32 additions in and ~24 out). Rounding differs from the direct sum
+ * by a few units in the last place of the largest terms (the tests allow 1e-4 of the scale).
+ * Inference packs U once (nn_ctx); training transforms the weights on every call and also
+ * runs the input gradient this way (the forward of the transposed layer); its weight gradient
+ * stays direct. Which layers: nn_conv_is_winograd (stride 1, 8+ channels in and out, on the
+ * direct kernels).
+ */
+#define WG_T 16 /* transformed positions per tile */
+
+static int wino_tiles_w(const struct nn_layer *l)
+{
+    return (l->ow + 1) / 2;
+}
+
+static int wino_tiles_h(const struct nn_layer *l)
+{
+    return (l->oh + 1) / 2;
+}
+
+/* Tile positions (all images) rounded up to whole tiles of the forward loop. */
+static size_t wino_q(const struct nn_layer *l, int batch)
+{
+    return round_up((size_t)wino_tiles_w(l) * wino_tiles_h(l) * batch, DC_NR);
+}
+
+int nn_conv_is_winograd(const struct nn_layer *l)
+{
+    /* few channels: the transforms would cost more than the products save */
+    return l->k == 3 && l->stride == 1 && l->pad >= 0 && l->pad <= 2 && l->ic >= 8 &&
+           l->oc >= 8 && nn_kernel_winograd();
+}
+
+size_t nn_wino_pack_len(const struct nn_layer *l)
+{
+    return WG_T * round_up((size_t)l->oc, DC_MR) * l->ic;
+}
+
+/* U[xi][ob][c][o4] = (G g G^T)[xi] for g = w[ob + o4][c], in the order dtile reads weights
+ * (one tap per "channel"). G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]. */
+void nn_wino_pack(const struct nn_layer *l, const float *w, float *wpk)
+{
+    const int ic = l->ic, oc = l->oc, ocr = (int)round_up((size_t)oc, DC_MR);
+    for (int o = 0; o < ocr; o++)
+        for (int c = 0; c < ic; c++) {
+            float u[4][4] = {{0}}, t[4][3];
+            if (o < oc) {
+                const float *g = w + ((size_t)o * ic + c) * 9;
+                for (int k = 0; k < 3; k++) { /* t = G g */
+                    t[0][k] = g[k];
+                    t[1][k] = 0.5f * (g[k] + g[3 + k] + g[6 + k]);
+                    t[2][k] = 0.5f * (g[k] - g[3 + k] + g[6 + k]);
+                    t[3][k] = g[6 + k];
+                }
+                for (int i = 0; i < 4; i++) { /* u = t G^T */
+                    u[i][0] = t[i][0];
+                    u[i][1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+                    u[i][2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+                    u[i][3] = t[i][2];
+                }
+            }
+            for (int xi = 0; xi < WG_T; xi++)
+                wpk[((size_t)xi * ocr + (size_t)(o / DC_MR) * DC_MR) * ic + (size_t)c * DC_MR +
+                    o % DC_MR] = u[xi / 4][xi % 4];
+        }
+}
+
+/* Per worker scratch. */
+static size_t wino_scratch_len(const struct nn_layer *l)
+{
+    const size_t tw = (size_t)wino_tiles_w(l), th = (size_t)wino_tiles_h(l);
+    /* one padded row and the row transforms of every padded row; the output transform's two
+     * rows fit in the same space */
+    return round_up((2 * tw + 2) + 4 * tw * (2 * th + 2), DC_ALIGN);
+}
+
+size_t nn_wino_ws_len(const struct nn_layer *l, int batch)
+{
+    const size_t q = wino_q(l, batch);
+    return WG_T * (size_t)l->ic * q + WG_T * round_up((size_t)l->oc, DC_MR) * q +
+           NN_MAX_THREADS * wino_scratch_len(l) + 8 * DC_ALIGN;
+}
+
+struct wino_job {
+    const struct nn_layer *l;
+    const float *x, *b;
+    float *v, *m, *scratch, *y;
+    size_t q, ocr;
+    int batch, relu, nob, nq;
+    const float *wpk;
+    const struct dgeo *g;
+};
+
+/* Input transform of channel c: V[xi][c][tile] = (B^T d B)[xi], B^T = [1 0 -1 0; 0 1 1 0;
+ * 0 -1 1 0; 0 1 0 -1]: first along every padded input row (once per row, though each row
+ * serves two tile rows), then down the columns, a whole tile row at a time. Written once and
+ * compiled twice (plain, and for AVX2 where that kernel runs) by the wrappers below. */
+static inline __attribute__((always_inline)) void wino_in_body(const struct wino_job *j, int c,
+                                                               int worker)
+{
+    const struct nn_layer *l = j->l;
+    const int tw = wino_tiles_w(l), th = wino_tiles_h(l), p = l->pad, W = 2 * tw + 2;
+    const int rows = 2 * th + 2;
+    const size_t ntiles = (size_t)tw * th * j->batch, plane = (size_t)l->ic * j->q;
+    float *r = j->scratch + (size_t)worker * wino_scratch_len(l), *hr = r + W;
+    float *vc = j->v + (size_t)c * j->q;
+    const int x1 = p + l->iw < W ? p + l->iw : W; /* r[p, x1): the input row */
+    for (int n = 0; n < j->batch; n++) {
+        const float *xc = j->x + ((size_t)n * l->ic + c) * l->ih * l->iw;
+        for (int py = 0; py < rows; py++) {
+            float *h = hr + (size_t)py * 4 * tw;
+            const int y = py - p;
+            if (y < 0 || y >= l->ih) {
+                memset(h, 0, sizeof(float) * 4 * tw);
+                continue;
+            }
+            memset(r, 0, sizeof(float) * p);
+            memcpy(r + p, xc + (size_t)y * l->iw, sizeof(float) * (x1 - p));
+            memset(r + x1, 0, sizeof(float) * (W - x1));
+#pragma omp simd
+            for (int tx = 0; tx < tw; tx++) {
+                const float a0 = r[2 * tx], a1 = r[2 * tx + 1], a2 = r[2 * tx + 2],
+                            a3 = r[2 * tx + 3];
+                h[tx] = a0 - a2;
+                h[tw + tx] = a1 + a2;
+                h[2 * tw + tx] = a2 - a1;
+                h[3 * tw + tx] = a1 - a3;
+            }
+        }
+        for (int ty = 0; ty < th; ty++) {
+            const size_t t0 = ((size_t)n * th + ty) * tw;
+            const float *hb = hr + (size_t)(2 * ty) * 4 * tw;
+            for (int jj = 0; jj < 4; jj++) {
+                const float *h0 = hb + (size_t)jj * tw, *h1 = h0 + 4 * tw, *h2 = h1 + 4 * tw,
+                            *h3 = h2 + 4 * tw;
+                float *v0 = vc + (size_t)jj * plane + t0, *v1 = v0 + 4 * plane,
+                      *v2 = v1 + 4 * plane, *v3 = v2 + 4 * plane;
+#pragma omp simd
+                for (int tx = 0; tx < tw; tx++) {
+                    v0[tx] = h0[tx] - h2[tx];
+                    v1[tx] = h1[tx] + h2[tx];
+                    v2[tx] = h2[tx] - h1[tx];
+                    v3[tx] = h1[tx] - h3[tx];
+                }
+            }
+        }
+    }
+    /* the tile loop reads whole vectors (at most 16 floats) past the last tile */
+    for (int xi = 0; xi < WG_T; xi++)
+        memset(vc + (size_t)xi * plane + ntiles, 0,
+               sizeof(float) * (round_up(ntiles, 16) - ntiles));
+}
+
+__attribute__((target("avx2,fma"))) static void wino_in_avx2(const struct wino_job *j, int c,
+                                                             int worker)
+{
+    wino_in_body(j, c, worker);
+}
+
+static void wino_in_task(void *arg, int c, int worker)
+{
+    const struct wino_job *j = arg;
+    if (nn_kernel() == NN_KERNEL_AVX2)
+        wino_in_avx2(j, c, worker);
+    else
+        wino_in_body(j, c, worker);
+}
+
+/* The 16 products, task = (xi, block of tiles, group of output channels). */
+static void wino_gemm_task(void *arg, int task, int worker)
+{
+    const struct wino_job *j = arg;
+    const int per = j->nq * j->nob, xi = task / per;
+    struct rows_job r = {j->v + (size_t)xi * j->l->ic * j->q,
+                               j->wpk + (size_t)xi * j->ocr * j->l->ic,
+                               NULL,
+                               j->g,
+                               j->m + (size_t)xi * j->ocr * j->q,
+                               j->l->ic,
+                               j->l->oc,
+                               0,
+                               j->nob,
+                               j->q};
+    rows_task(&r, task % per, worker);
+}
+
+/* Output transform of channel o: Y = A^T M A + bias (and ReLU), A^T = [1 1 1 0; 0 1 -1 -1],
+ * for a whole tile row at once (16 unit-stride streams in, two interleaved output rows out). */
+static inline __attribute__((always_inline)) void wino_out_body(const struct wino_job *j, int o,
+                                                                int worker)
+{
+    const struct nn_layer *l = j->l;
+    const int tw = wino_tiles_w(l), th = wino_tiles_h(l), oh = l->oh, ow = l->ow;
+    const size_t plane = j->ocr * j->q;
+    const float bias = j->b ? j->b[o] : 0.0f, lo = j->relu ? 0.0f : -INFINITY;
+    const float *mo = j->m + (size_t)o * j->q;
+    float *row0 = j->scratch + (size_t)worker * wino_scratch_len(l), *row1 = row0 + 2 * tw;
+    for (int n = 0; n < j->batch; n++) {
+        float *yo = j->y + ((size_t)n * l->oc + o) * oh * ow;
+        for (int ty = 0; ty < th; ty++) {
+            const float *m = mo + ((size_t)n * th + ty) * tw;
+#pragma omp simd
+            for (int tx = 0; tx < tw; tx++) {
+                float s0[4], s1[4];
+                for (int i = 0; i < 4; i++) {
+                    const float a = m[(size_t)(4 * i) * plane + tx],
+                                b = m[(size_t)(4 * i + 1) * plane + tx],
+                                c = m[(size_t)(4 * i + 2) * plane + tx],
+                                d = m[(size_t)(4 * i + 3) * plane + tx];
+                    s0[i] = a + b + c;
+                    s1[i] = b - c - d;
+                }
+                const float r00 = s0[0] + s0[1] + s0[2] + bias, r01 = s1[0] + s1[1] + s1[2] + bias;
+                const float r10 = s0[1] - s0[2] - s0[3] + bias, r11 = s1[1] - s1[2] - s1[3] + bias;
+                row0[2 * tx] = r00 > lo ? r00 : lo;
+                row0[2 * tx + 1] = r01 > lo ? r01 : lo;
+                row1[2 * tx] = r10 > lo ? r10 : lo;
+                row1[2 * tx + 1] = r11 > lo ? r11 : lo;
+            }
+            memcpy(yo + (size_t)(2 * ty) * ow, row0, sizeof(float) * ow);
+            if (2 * ty + 1 < oh)
+                memcpy(yo + (size_t)(2 * ty + 1) * ow, row1, sizeof(float) * ow);
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void wino_out_avx2(const struct wino_job *j, int o,
+                                                              int worker)
+{
+    wino_out_body(j, o, worker);
+}
+
+static void wino_out_task(void *arg, int o, int worker)
+{
+    const struct wino_job *j = arg;
+    if (nn_kernel() == NN_KERNEL_AVX2)
+        wino_out_avx2(j, o, worker);
+    else
+        wino_out_body(j, o, worker);
+}
+
+void nn_wino_forward(const struct nn_layer *l, const float *wpk, const float *b, const float *x,
+                     float *y, int batch, float *ws, int relu)
+{
+    const size_t q = wino_q(l, batch), ocr = round_up((size_t)l->oc, DC_MR);
+    const size_t ntiles = (size_t)wino_tiles_w(l) * wino_tiles_h(l) * batch;
+    float *v = align_up(ws), *m = align_up(v + WG_T * (size_t)l->ic * q);
+    float *scratch = align_up(m + WG_T * ocr * q);
+    struct dgeo g;
+    const int threads = nn_get_threads(), nblk = (int)(ocr / DC_MR);
+    struct wino_job j = {l, x, b, v, m, scratch, y, q, ocr, batch, relu, 1,
+                         (int)((q + DC_QB - 1) / DC_QB), wpk, &g};
+    /* the products' geometry: one plane per input channel, q floats apart, one tap */
+    memset(&g, 0, sizeof(g));
+    g.nph = 1;
+    g.ntap[0] = 1;
+    g.cs = q;
+    g.q = q;
+    g.qv = ntiles;
+    set_taps(&g);
+    if (threads > 1 && WG_T * j.nq < 4 * threads)
+        j.nob = nblk < 4 ? nblk : 4;
+    nn_parallel(wino_in_task, &j, l->ic);
+    nn_parallel(wino_gemm_task, &j, WG_T * j.nq * j.nob);
+    nn_parallel(wino_out_task, &j, l->oc);
+}
+
+/* ---- Winograd in training: weights transformed on every call (they change every step) ---- */
+
+/* The layer whose forward is l's input gradient (stride 1): dy in, dx out, channel axes
+ * swapped, padding 2 - p, weights flipped (wino_dx_weights). */
+static struct nn_layer wino_dx_layer(const struct nn_layer *l)
+{
+    struct nn_layer t = *l;
+    t.ic = l->oc, t.ih = l->oh, t.iw = l->ow;
+    t.oc = l->ic, t.oh = l->ih, t.ow = l->iw;
+    t.pad = 2 - l->pad;
+    return t;
+}
+
+int nn_wino_train_dx(const struct nn_layer *l)
+{
+    const struct nn_layer t = wino_dx_layer(l);
+    return nn_conv_is_winograd(l) && nn_conv_is_winograd(&t);
+}
+
+size_t nn_wino_train_ws_len(const struct nn_layer *l, int batch)
+{
+    const struct nn_layer t = wino_dx_layer(l);
+    const size_t fwd = nn_wino_ws_len(l, batch) + nn_wino_pack_len(l) + 2 * DC_ALIGN;
+    const size_t bwd = nn_wino_ws_len(&t, batch) + nn_wino_pack_len(&t) + (size_t)l->nw +
+                       4 * DC_ALIGN;
+    return fwd > bwd ? fwd : bwd;
+}
+
+void nn_wino_forward_train(const struct nn_layer *l, const float *w, const float *b,
+                           const float *x, float *y, int batch, float *ws, int relu)
+{
+    float *wpk = align_up(ws + nn_wino_ws_len(l, batch));
+    nn_wino_pack(l, w, wpk);
+    nn_wino_forward(l, wpk, b, x, y, batch, ws, relu);
+}
+
+void nn_wino_input_grad(const struct nn_layer *l, const float *w, const float *dy, float *dx,
+                        int batch, float *ws)
+{
+    const struct nn_layer t = wino_dx_layer(l);
+    float *wf = align_up(ws + nn_wino_ws_len(&t, batch)), *wpk = align_up(wf + l->nw);
+    for (int c = 0; c < l->ic; c++) /* wf[c][o][k] = w[o][c][8 - k] */
+        for (int o = 0; o < l->oc; o++)
+            for (int k = 0; k < 9; k++)
+                wf[((size_t)c * l->oc + o) * 9 + k] = w[((size_t)o * l->ic + c) * 9 + 8 - k];
+    nn_wino_pack(&t, wf, wpk);
+    nn_wino_forward(&t, wpk, NULL, dy, dx, batch, ws, 0);
 }

@@ -18,6 +18,7 @@ struct nn_step {
     const struct nn_layer *l;
     int relu;      /* fused ReLU epilogue */
     float *wpk;    /* direct convolution: the folded weights, packed once */
+    int wino;      /* wpk holds Winograd-transformed weights (nn_wino_pack) */
 };
 
 struct nn_ctx {
@@ -94,12 +95,17 @@ cxr_err nn_ctx_new(const nn_model *m, int max_batch, nn_ctx **ret_ctx)
     }
     for (int i = 0; i < c->n_steps; i++) {
         struct nn_step *s = &c->steps[i];
-        if (s->l->type != NN_L_CONV || !nn_conv_is_direct(s->l))
+        if (s->l->type != NN_L_CONV || !nn_conv_direct_shape(s->l))
             continue;
-        s->wpk = nn_alloc(sizeof(float) * nn_conv_pack_len(s->l));
+        s->wino = nn_conv_is_winograd(s->l);
+        s->wpk = nn_alloc(sizeof(float) * (s->wino ? nn_wino_pack_len(s->l)
+                                                   : nn_conv_pack_len(s->l)));
         if (!s->wpk)
             goto oom;
-        nn_conv_pack(s->l, c->params + s->l->w, s->wpk);
+        if (s->wino)
+            nn_wino_pack(s->l, c->params + s->l->w, s->wpk);
+        else
+            nn_conv_pack(s->l, c->params + s->l->w, s->wpk);
     }
     c->a = nn_alloc(sizeof(float) * maxact * max_batch);
     c->b = nn_alloc(sizeof(float) * maxact * max_batch);
@@ -133,8 +139,11 @@ cxr_err nn_predict(nn_ctx *c, const float *input, int batch, float *probs)
         float *out = (i == c->n_steps - 1) ? c->logits : y;
         switch (l->type) {
         case NN_L_CONV:
-            nn_conv_forward_packed(l, s->wpk, P + l->w, P + l->b, x, out, batch, c->col,
-                                   s->relu);
+            if (s->wino && nn_conv_is_winograd(l))
+                nn_wino_forward(l, s->wpk, P + l->b, x, out, batch, c->col, s->relu);
+            else /* (weights packed for another kernel than the one now in use: repacked) */
+                nn_conv_forward_packed(l, s->wino ? NULL : s->wpk, P + l->w, P + l->b, x, out,
+                                       batch, c->col, s->relu);
             break;
         case NN_L_BN:
             nn_bn_forward_infer(l, P + l->gamma, P + l->beta, P + l->mean, P + l->var, x, out,

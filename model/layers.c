@@ -1,9 +1,11 @@
 /*
  * layers.c - the layer kernels, forward and backward, shared by training and inference.
  *
- * 3x3 convolutions (stride 1 or 2) run on the direct AVX-512 path of conv_direct.c where the
- * CPU has it; the others are im2col + cblas_sgemm per image, images shared out over the
- * engine's threads (a 1x1 stride-1 convolution skips im2col and multiplies the input directly);
+ * 3x3 convolutions (stride 1 or 2) run on the direct path of conv_direct.c (AVX-512, AVX2 or
+ * plain C, as kernel.c chose); the others, and all of them when kernel.c chose "im2col", are
+ * im2col + cblas_sgemm on tiles of output rows, the (image, tile) pairs shared out over the
+ * engine's threads (a 1x1 stride-1 convolution skips im2col and multiplies the input directly,
+ * by blocks of columns); the backward shares out images;
  * the bias and an optional ReLU are applied in one pass over the output (the "epilogue"), which
  * is how inference fuses BN-folded conv + ReLU. Dense is one sgemm for the whole batch. Pooling,
  * batch normalisation and ReLU are loops split by plane, channel or chunk over the threads.
@@ -171,16 +173,20 @@ static size_t im2col_ws_len(const struct nn_layer *l)
 
 size_t nn_conv_ws_len(const struct nn_layer *l, int batch)
 {
-    size_t direct = nn_conv_is_direct(l) ? nn_direct_ws_len(l, batch) : 0;
-    if (nn_conv_is_direct(l))
-        return direct;
+    /* enough for either path, so that switching kernels (nn_kernel_set) keeps buffers valid */
+    size_t direct = nn_conv_direct_shape(l) ? nn_direct_ws_len(l, batch) : 0;
+    if (nn_conv_direct_shape(l) && l->stride == 1 && nn_wino_train_ws_len(l, batch) > direct)
+        direct = nn_wino_train_ws_len(l, batch);
     return direct > im2col_ws_len(l) ? direct : im2col_ws_len(l);
 }
 
 void nn_conv_forward(const struct nn_layer *l, const float *w, const float *b, const float *x,
                      float *y, int batch, float *col, int relu)
 {
-    nn_conv_forward_packed(l, NULL, w, b, x, y, batch, col, relu);
+    if (nn_conv_is_winograd(l))
+        nn_wino_forward_train(l, w, b, x, y, batch, col, relu);
+    else
+        nn_conv_forward_packed(l, NULL, w, b, x, y, batch, col, relu);
 }
 
 struct conv_job {
@@ -190,24 +196,40 @@ struct conv_job {
     int relu;
 };
 
-/* im2col path, image n, forward: tiles of output rows, each im2col + sgemm + epilogue. */
-static void conv_fwd_image(void *arg, int n, int worker)
+/* Columns per task of a 1x1 convolution's forward (fixed, so that results do not depend on the
+ * thread count). */
+#define CONV_1X1_COLS 2048
+
+/* Forward tasks per image on the im2col path: its tiles of output rows (1x1: blocks of
+ * columns), so that a single image (batch 1, the daemon's latency case) keeps every thread
+ * busy. */
+static int conv_fwd_parts(const struct nn_layer *l)
+{
+    if (conv_is_1x1(l))
+        return (l->oh * l->ow + CONV_1X1_COLS - 1) / CONV_1X1_COLS;
+    return (l->oh + conv_tile_rows(l) - 1) / conv_tile_rows(l);
+}
+
+/* im2col path, forward, task = (image, part): im2col of one tile + sgemm + epilogue. */
+static void conv_fwd_part(void *arg, int task, int worker)
 {
     const struct conv_job *j = arg;
     const struct nn_layer *l = j->l;
     const int K = l->ic * l->k * l->k, N = l->oh * l->ow, M = l->oc;
-    const int tile = conv_tile_rows(l);
+    const int parts = conv_fwd_parts(l), n = task / parts, part = task % parts;
     const float *xn = j->x + n * nn_layer_in_len(l);
     float *yn = j->y + n * nn_layer_out_len(l);
     float *col = j->col + (size_t)worker * conv_tile_len(l);
     if (conv_is_1x1(l)) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, j->w, K, xn, N,
-                    0.0f, yn, N);
+        const int c0 = part * CONV_1X1_COLS, nb = N - c0 < CONV_1X1_COLS ? N - c0 : CONV_1X1_COLS;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, nb, K, 1.0f, j->w, K, xn + c0,
+                    N, 0.0f, yn + c0, N);
         for (int m = 0; m < M; m++)
-            bias_act(yn + (size_t)m * N, N, j->b ? j->b[m] : 0.0f, j->relu);
+            bias_act(yn + (size_t)m * N + c0, nb, j->b ? j->b[m] : 0.0f, j->relu);
         return;
     }
-    for (int oy0 = 0; oy0 < l->oh; oy0 += tile) {
+    {
+        const int tile = conv_tile_rows(l), oy0 = part * tile;
         const int oy1 = oy0 + tile < l->oh ? oy0 + tile : l->oh;
         const int nb = (oy1 - oy0) * l->ow;
         float *yt = yn + (size_t)oy0 * l->ow;
@@ -228,7 +250,7 @@ void nn_conv_forward_packed(const struct nn_layer *l, const float *wpk, const fl
         nn_direct_forward(l, wpk, w, b, x, y, batch, col, relu);
         return;
     }
-    nn_parallel(conv_fwd_image, &j, batch);
+    nn_parallel(conv_fwd_part, &j, batch * conv_fwd_parts(l));
 }
 
 /* im2col path, image n, backward: the weight gradient into this worker's partial sums, the
@@ -284,6 +306,12 @@ void nn_conv_backward(const struct nn_layer *l, const float *w, const float *x, 
         for (int n = 0; n < batch; n++)
             for (int m = 0; m < M; m++)
                 db[m] += plane_sum(dy + n * out_len + (size_t)m * N, (size_t)N);
+    if (nn_conv_is_direct(l) && dx && nn_wino_train_dx(l)) {
+        if (dw)
+            nn_direct_backward(l, w, x, dy, dw, NULL, batch, col);
+        nn_wino_input_grad(l, w, dy, dx, batch, col);
+        return;
+    }
     if (nn_conv_is_direct(l)) {
         nn_direct_backward(l, w, x, dy, dw, dx, batch, col);
         return;

@@ -39,6 +39,41 @@ extern "C" {
 cxr_err nn_set_threads(int n);
 int nn_get_threads(void);
 
+/*
+ * The convolution kernel (model/kernel.c), chosen once, on first use, for the whole process:
+ *   "avx512"  direct 3x3 convolution (stride 1 and 2) on AVX-512F
+ *   "avx2"    the same on AVX2 + FMA
+ *   "generic" the same in plain C (CPUs with neither)
+ *   "im2col"  im2col + OpenBLAS sgemm for every convolution
+ * On every path, convolutions that are not 3x3 with stride 1 or 2 use im2col + OpenBLAS. The
+ * default is the first of the list the CPU runs. The environment variable CXR_KERNEL (one of
+ * the four names) forces a lower path, e.g. CXR_KERNEL=avx2 to measure or test the AVX2 path on
+ * an AVX-512 machine; a path the CPU cannot run is ignored (the default runs) and
+ * nn_kernel_describe says why. Programs print nn_kernel_describe once at start-up.
+ */
+#define NN_KERNEL_ENV "CXR_KERNEL"
+enum nn_kernel {
+    NN_KERNEL_IM2COL = 0,
+    NN_KERNEL_GENERIC = 1,
+    NN_KERNEL_AVX2 = 2,
+    NN_KERNEL_AVX512 = 3,
+    NN_KERNEL__COUNT
+};
+enum nn_kernel nn_kernel(void);
+/* The kernel in use: "avx512", "avx2", "generic" or "im2col". */
+const char *nn_kernel_name(void);
+/* One line for the logs: the kernel, why it was chosen (or why CXR_KERNEL was ignored) and the
+ * CPU's vector extensions, e.g. "avx2 (chosen by CXR_KERNEL; CPU has avx512f avx2 fma; 3x3
+ * direct, other shapes im2col + OpenBLAS)". snprintf-like return. */
+size_t nn_kernel_describe(char *buf, size_t len);
+/* Whether this CPU runs kernel k; when not, *ret_reason (may be NULL) says why. */
+bool nn_kernel_supported(enum nn_kernel k, const char **ret_reason);
+const char *nn_kernel_name_of(enum nn_kernel k); /* NULL when out of range */
+int nn_kernel_from_name(const char *name);       /* -1 when unknown */
+/* Switches kernels (tests, benchmarks); CXR_EINVAL when the CPU cannot run k. Not while a
+ * prediction or a training step runs; contexts and training states made before stay valid. */
+cxr_err nn_kernel_set(enum nn_kernel k);
+
 typedef struct nn_model nn_model;
 typedef struct nn_ctx nn_ctx;
 typedef struct nn_train nn_train;

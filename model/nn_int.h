@@ -102,10 +102,10 @@ void nn_conv_forward_packed(const struct nn_layer *l, const float *wpk, const fl
                             const float *b, const float *x, float *y, int batch, float *col,
                             int relu);
 
-/* conv_direct.c: the AVX-512 direct 3x3 stride-1 convolution (see the file's comment). */
-int nn_direct_available(void);
-void nn_direct_enable(int on);                 /* tests: force the im2col path (0) */
-int nn_conv_is_direct(const struct nn_layer *l); /* 3x3, stride 1 or 2, pad 0..2 */
+/* conv_direct.c: the direct 3x3 convolution on AVX-512, AVX2 or plain C (see the file's
+ * comment; kernel.c chooses). */
+int nn_conv_direct_shape(const struct nn_layer *l); /* 3x3, stride 1 or 2, pad 0..2 */
+int nn_conv_is_direct(const struct nn_layer *l);    /* that shape, and a direct kernel runs */
 size_t nn_conv_pack_len(const struct nn_layer *l);
 void nn_conv_pack(const struct nn_layer *l, const float *w, float *wpk);
 size_t nn_direct_ws_len(const struct nn_layer *l, int batch);
@@ -113,6 +113,24 @@ void nn_direct_forward(const struct nn_layer *l, const float *wpk, const float *
                        const float *b, const float *x, float *y, int batch, float *ws, int relu);
 void nn_direct_backward(const struct nn_layer *l, const float *w, const float *x,
                         const float *dy, float *dw, float *dx, int batch, float *ws);
+/* Winograd F(2x2, 3x3) for inference's stride-1 3x3 layers (conv_direct.c), where
+ * nn_kernel_winograd() says the kernel uses it: weights transformed and packed once by
+ * nn_wino_pack (nn_wino_pack_len floats), workspace nn_wino_ws_len floats. */
+int nn_kernel_winograd(void);
+int nn_conv_is_winograd(const struct nn_layer *l);
+size_t nn_wino_pack_len(const struct nn_layer *l);
+void nn_wino_pack(const struct nn_layer *l, const float *w, float *wpk);
+size_t nn_wino_ws_len(const struct nn_layer *l, int batch);
+void nn_wino_forward(const struct nn_layer *l, const float *wpk, const float *b, const float *x,
+                     float *y, int batch, float *ws, int relu);
+/* Training: the forward with the weights transformed on the fly, and the input gradient as the
+ * forward of the transposed layer (where nn_wino_train_dx); nn_wino_train_ws_len floats. */
+int nn_wino_train_dx(const struct nn_layer *l);
+size_t nn_wino_train_ws_len(const struct nn_layer *l, int batch);
+void nn_wino_forward_train(const struct nn_layer *l, const float *w, const float *b,
+                           const float *x, float *y, int batch, float *ws, int relu);
+void nn_wino_input_grad(const struct nn_layer *l, const float *w, const float *dy, float *dx,
+                        int batch, float *ws);
 void nn_conv_backward(const struct nn_layer *l, const float *w, const float *x, const float *dy,
                       float *dw, float *db, float *dx, int batch, float *col);
 /* Batch norm in training mode; relu: apply the ReLU that follows in place (its backward is then

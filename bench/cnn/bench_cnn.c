@@ -1,12 +1,14 @@
 /*
  * bench_cnn.c - our CNN engine's speed on one architecture, for bench/cnn/run.
  *   bench_cnn ARCH THREADS SECONDS [--layers]
+ *   bench_cnn --kernel      (prints the convolution kernel in use, nn_kernel_describe)
  * Prints key=value lines: batch-1 latency (median), batch-16 and training (batch 32:
  * forward, loss, backward, Adam) throughput, and, for the conv layers' shapes (M = out
  * channels, N = output pixels, K = in channels x k x k), plain cblas_sgemm GFLOP/s (OpenBLAS
- * with THREADS threads) next to our conv forward GFLOP/s on the same shapes (the direct AVX-512
- * path for 3x3 layers, weights packed once as inference does, bias and ReLU fused; im2col +
- * sgemm elsewhere).
+ * with THREADS threads) next to our conv forward GFLOP/s on the same shapes (the direct path
+ * for 3x3 layers, on the kernel model/kernel.c chose (CXR_KERNEL forces a lower one), weights
+ * packed once as inference does, bias and ReLU fused; im2col + sgemm elsewhere). The first
+ * line names the kernel (kernel=avx512|avx2|generic|im2col).
  * Weights are the deterministic hash fill that the PyTorch side uses too.
  * THREADS is the engine's thread count (nn_set_threads: the layers split their work across
  * the engine's threads, OpenBLAS runs one thread). With THREADS > 1, batch-16 throughput is
@@ -148,8 +150,14 @@ int main(int argc, char **argv)
     int threads, n;
     float *x, probs[16 * 4];
     int labels[32];
+    if (argc == 2 && !strcmp(argv[1], "--kernel")) {
+        char desc[256];
+        (void)nn_kernel_describe(desc, sizeof(desc));
+        printf("kernel=%s\nkernel_desc=%s\n", nn_kernel_name(), desc);
+        return 0;
+    }
     if (argc != 4 && !(argc == 5 && !strcmp(argv[4], "--layers"))) {
-        fprintf(stderr, "usage: bench_cnn ARCH THREADS SECONDS [--layers]\n");
+        fprintf(stderr, "usage: bench_cnn ARCH THREADS SECONDS [--layers] | bench_cnn --kernel\n");
         return 2;
     }
     threads = (int)strtol(argv[2], NULL, 10);
@@ -178,8 +186,8 @@ int main(int argc, char **argv)
     nn_fill_hashed_input(x, in_len * 32, 1000);
     for (int i = 0; i < 32; i++)
         labels[i] = i % 4;
-    printf("arch=%s threads=%d params=%zu mflops=%.1f\n", argv[1], threads,
-           nn_model_param_count(m), nn_model_flops(m) / 1e6);
+    printf("arch=%s threads=%d params=%zu mflops=%.1f kernel=%s\n", argv[1], threads,
+           nn_model_param_count(m), nn_model_flops(m) / 1e6, nn_kernel_name());
 
     /* batch 1 latency */
     (void)nn_predict(ctx, x, 1, probs);
@@ -271,7 +279,7 @@ int main(int argc, char **argv)
             double tg = (now() - t) / reps;
             openblas_set_num_threads(1);
             /* as inference runs it: direct-path weights packed once, when the context is made */
-            float *wpk = nn_conv_is_direct(l) ? nn_alloc(sizeof(float) * nn_conv_pack_len(l))
+            float *wpk = nn_conv_direct_shape(l) ? nn_alloc(sizeof(float) * nn_conv_pack_len(l))
                                               : NULL;
             if (wpk)
                 nn_conv_pack(l, m->params + l->w, wpk);

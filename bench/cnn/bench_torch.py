@@ -28,7 +28,13 @@ def main():
     n_in = ch * size * size
     x = torch.from_numpy(gen_golden.hashed_unit(32 * n_in, 1000).reshape(32, ch, size, size))
     labels = torch.arange(32) % 4
-    print(f"arch={arch} threads={threads} torch={torch.__version__}")
+    cap = "?"
+    for line in torch.__config__.show().splitlines():
+        if "CPU capability usage:" in line:
+            cap = line.split(":", 1)[1].strip()
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL")
+    print(f"arch={arch} threads={threads} torch={torch.__version__} aten_isa={cap} "
+          f"onednn_max_isa={isa}")
 
     net.eval()
     with torch.no_grad():

@@ -17,7 +17,8 @@ grep -qE '^  [0-9]+ +conv ' "$T/out" || fail "architecture table"
 grep -q "note = test model" "$T/out" || fail "metadata"
 grep -q "^triage rule:   cxr-triage-v1 urgent: COVID-19>=0.5 Lung Opacity>=0.5 Viral Pneumonia>=0.5; normal: Normal>=0.5 (source: default)$" "$T/out" ||
   fail "triage rule not shown: $(cat "$T/out")"
-ok "model info shows architecture, input, classes, triage rule, metadata and digest"
+grep -qE '^conv kernel: +(avx512|avx2|generic|im2col) \(' "$T/out" || fail "kernel not shown"
+ok "model info shows architecture, input, classes, triage rule, metadata, digest and the conv kernel"
 
 "$CXRTRAIN" export --model "$T/m.cxrm" --out "$T/t.cxrm" --thresholds "COVID-19=0.412,Normal=0.6" >/dev/null
 expect_rc 0 "$CXRTRIAGE" model info "$T/t.cxrm"
@@ -28,6 +29,12 @@ expect_rc 1 "$CXRTRIAGE" model info "$T/bad-rule.cxrm"
 grep -q "^triage rule:   invalid: metadata triage_normal_class: class 'Healthy' is not one of" "$T/out" ||
   fail "malformed triage metadata not reported: $(cat "$T/out")"
 ok "model info shows the stored triage rule and refuses a malformed one"
+
+CXR_KERNEL=im2col expect_rc 0 "$CXRTRIAGE" model info "$T/m.cxrm"
+grep -qE '^conv kernel: +im2col \(chosen by CXR_KERNEL' "$T/out" || fail "CXR_KERNEL=im2col not followed: $(grep kernel "$T/out")"
+CXR_KERNEL=nonsense expect_rc 0 "$CXRTRIAGE" model info "$T/m.cxrm"
+grep -q "CXR_KERNEL='nonsense' ignored" "$T/out" || fail "bad CXR_KERNEL not reported: $(grep kernel "$T/out")"
+ok "model info follows CXR_KERNEL and says when it ignores it"
 
 printf 'NOTAMODEL-----------------------------------------------------------' >"$T/bad.cxrm"
 expect_rc 1 "$CXRTRIAGE" model info "$T/bad.cxrm"

@@ -21,6 +21,7 @@
 
 #include "common.h"
 #include "nn_int.h"
+#include "nn_test_kernel.h"
 
 static const char *const CLASSES4[] = {"COVID-19", "Lung Opacity", "Normal", "Viral Pneumonia"};
 
@@ -122,8 +123,7 @@ static void test_arch_text_errors(void **state)
 }
 
 /* Forward outputs (logits) against PyTorch: 1e-4 relative to the sample's largest logit. */
-/* The committed PyTorch logits, on the direct AVX-512 path (where the CPU has it) and on the
- * im2col + OpenBLAS path that other CPUs use. */
+/* The committed PyTorch logits, on the kernel under test and on the im2col + OpenBLAS path. */
 static void golden_pytorch(const char *path_name)
 {
     char path[512], line[4096], name[64];
@@ -183,10 +183,13 @@ static void golden_pytorch(const char *path_name)
 
 static void test_golden_pytorch(void **state)
 {
-    golden_pytorch(nn_direct_available() ? "direct path" : "im2col path, no AVX-512 here");
-    nn_direct_enable(0);
-    golden_pytorch("im2col path");
-    nn_direct_enable(1);
+    const enum nn_kernel k = nn_kernel();
+    golden_pytorch(nn_kernel_name());
+    if (k != NN_KERNEL_IM2COL) {
+        assert_int_equal(nn_kernel_set(NN_KERNEL_IM2COL), CXR_OK);
+        golden_pytorch("im2col");
+        assert_int_equal(nn_kernel_set(k), CXR_OK);
+    }
 }
 
 /* Class 0: bright left half; class 1: bright right half; plus noise. */
@@ -473,6 +476,7 @@ static void test_threads_same_result(void **state)
 
 int main(void)
 {
+    nn_test_kernel_or_skip();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_builtin_archs),   cmocka_unit_test(test_arch_text_errors),
         cmocka_unit_test(test_golden_pytorch),  cmocka_unit_test(test_train_save_load),

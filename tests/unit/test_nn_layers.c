@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "nn_int.h"
+#include "nn_test_kernel.h"
 
 static uint64_t g_rng = 88172645463325252ull;
 
@@ -162,11 +163,14 @@ static void conv_cases(void)
     check_conv("input 6 4\nconv 3 1 1 0\ndense classes\n");
     check_conv("input 11 2\nconv 3 5 2 2\ndense classes\n");
     check_conv("input 8 1\nconv 2 2 2 0\ndense classes\n");
-    /* 3x3 stride 1: the direct path where the CPU has AVX-512 (output channels not a multiple
-     * of its 8-channel tile; no, one and two pixels of padding) */
+    /* 3x3 stride 1: the direct path unless the kernel is im2col (output channels not a
+     * multiple of its 4-channel tile; no, one and two pixels of padding) */
     check_conv("input 6 2\nconv 11 3 1 0\ndense classes\n");
     check_conv("input 5 9\nconv 3 3 1 2\ndense classes\n");
     check_conv("input 9 5\nconv 10 3 1 1\ndense classes\n");
+    /* 3x3 stride 1 with 8+ channels in and out: Winograd forward and input gradient */
+    check_conv("input 7 8\nconv 9 3 1 1\ndense classes\n");
+    check_conv("input 6 9\nconv 8 3 1 0\ndense classes\n");
     /* 3x3 stride 2 (the direct path's four phases): even and odd sizes, pad 0 and 2 */
     check_conv("input 10 3\nconv 9 3 2 0\ndense classes\n");
     check_conv("input 7 2\nconv 4 3 2 2\ndense classes\n");
@@ -174,17 +178,20 @@ static void conv_cases(void)
 
 static void test_conv(void **state)
 {
-    printf("direct 3x3 path %s on this CPU\n", nn_direct_available() ? "available" : "absent");
+    const enum nn_kernel k = nn_kernel();
+    printf("kernel %s:\n", nn_kernel_name());
     conv_cases();
-    nn_direct_enable(0);
-    printf("im2col path only:\n");
-    conv_cases();
-    nn_direct_enable(1);
+    if (k != NN_KERNEL_IM2COL) {
+        assert_int_equal(nn_kernel_set(NN_KERNEL_IM2COL), CXR_OK);
+        printf("im2col path only:\n");
+        conv_cases();
+        assert_int_equal(nn_kernel_set(k), CXR_OK);
+    }
 }
 
-/* The direct path and the im2col path give the same forward and backward results on layers
- * large enough to cross their tiles (several 384-position blocks, 8-channel tiles plus a
- * rest). */
+/* The kernel under test (a direct path) and the im2col path give the same forward and
+ * backward results on layers large enough to cross their tiles (several 384-position blocks,
+ * 4-channel tiles plus a rest). */
 static void direct_vs_im2col(const char *arch)
 {
     struct nn_model *m = model_from(arch, 2);
@@ -195,25 +202,22 @@ static void direct_vs_im2col(const char *arch)
     float *x = rand_buf(in, 1.0f), *w = rand_buf((size_t)l->nw, 0.5f);
     float *b = rand_buf((size_t)l->oc, 0.5f);
     float *dy = rand_buf(out, 1.0f), *col;
-    nn_direct_enable(0); /* the workspace for whichever path needs more */
-    ws = nn_conv_ws_len(l, batch);
-    nn_direct_enable(1);
-    if (nn_conv_ws_len(l, batch) > ws)
-        ws = nn_conv_ws_len(l, batch);
+    const enum nn_kernel k = nn_kernel();
+    ws = nn_conv_ws_len(l, batch); /* enough for either path */
     col = rand_buf(ws, 0.0f);
     float *y[2], *dw[2], *db[2], *dx[2];
-    if (!nn_direct_available()) {
-        printf("skipped: this CPU has no AVX-512F, so there is no direct path to compare\n");
+    if (k == NN_KERNEL_IM2COL) {
+        printf("skipped: the kernel is im2col, so there is no direct path to compare\n");
         goto out;
     }
     for (int d = 0; d < 2; d++) {
-        nn_direct_enable(d);
+        assert_int_equal(nn_kernel_set(d ? k : NN_KERNEL_IM2COL), CXR_OK);
         y[d] = rand_buf(out, 0.0f), dw[d] = rand_buf((size_t)l->nw, 0.0f);
         db[d] = rand_buf((size_t)l->oc, 0.0f), dx[d] = rand_buf(in, 0.0f);
         nn_conv_forward(l, w, b, x, y[d], batch, col, 1);
         nn_conv_backward(l, w, x, dy, dw[d], db[d], dx[d], batch, col);
     }
-    nn_direct_enable(1);
+    assert_int_equal(nn_kernel_set(k), CXR_OK);
     assert_true(max_rel(y[1], y[0], out) < 1e-5);
     assert_true(max_rel(dx[1], dx[0], in) < 1e-5);
     assert_true(max_rel(dw[1], dw[0], (size_t)l->nw) < 1e-5);
@@ -229,6 +233,8 @@ static void test_conv_direct_vs_im2col(void **state)
 {
     direct_vs_im2col("input 23 13\nconv 19 3 1 1\ndense classes\n");
     direct_vs_im2col("input 17 6\nconv 10 3 1 0\ndense classes\n");
+    direct_vs_im2col("input 19 12\nconv 17 3 1 1\ndense classes\n"); /* Winograd */
+    direct_vs_im2col("input 16 9\nconv 8 3 1 2\ndense classes\n");
     /* stride 2: the forward runs on the four input phases (odd and even sizes, pad 0 and 1) */
     direct_vs_im2col("input 25 5\nconv 12 3 2 1\ndense classes\n");
     direct_vs_im2col("input 24 3\nconv 9 3 2 0\ndense classes\n");
@@ -237,6 +243,47 @@ static void test_conv_direct_vs_im2col(void **state)
     /* rows longer than one 32-float vector pair plus a rest (the phase split's main loop) */
     direct_vs_im2col("input 70 2\nconv 5 3 2 1\ndense classes\n");
     direct_vs_im2col("input 67 3\nconv 6 3 2 0\ndense classes\n");
+}
+
+/* Inference's Winograd F(2x2, 3x3) against the direct (or im2col) convolution: odd and even
+ * sizes (a last tile half outside), pad 0, 1 and 2, output channels not a multiple of 4,
+ * bias and ReLU; 1e-4 of the output's scale (the transforms round differently). */
+static void winograd_vs_direct(const char *arch)
+{
+    struct nn_model *m = model_from(arch, 2);
+    const struct nn_layer *l = &m->layers[0];
+    const int batch = 3;
+    size_t in = nn_layer_in_len(l) * batch, out = nn_layer_out_len(l) * batch;
+    float *x = rand_buf(in, 1.0f), *w = rand_buf((size_t)l->nw, 0.5f);
+    float *b = rand_buf((size_t)l->oc, 0.5f), *col = rand_buf(nn_conv_ws_len(l, batch), 0.0f);
+    float *y0 = rand_buf(out, 0.0f), *y1 = rand_buf(out, 0.0f);
+    float *wpk = rand_buf(nn_wino_pack_len(l), 0.0f);
+    double scale = 0.0, worst = 0.0;
+    assert_true(nn_conv_is_winograd(l));
+    nn_conv_forward(l, w, b, x, y0, batch, col, 1);
+    nn_wino_pack(l, w, wpk);
+    nn_wino_forward(l, wpk, b, x, y1, batch, col, 1);
+    for (size_t i = 0; i < out; i++)
+        scale = fmax(scale, fabs((double)y0[i]));
+    for (size_t i = 0; i < out; i++)
+        worst = fmax(worst, fabs((double)y1[i] - y0[i]) / scale);
+    printf("winograd %dx%d p%d %d->%d: worst difference %.2e of the scale\n", l->ih, l->iw,
+           l->pad, l->ic, l->oc, worst);
+    assert_true(worst < 1e-4);
+    nn_free(x), nn_free(w), nn_free(b), nn_free(col), nn_free(y0), nn_free(y1), nn_free(wpk);
+    nn_model_free(m);
+}
+
+static void test_conv_winograd(void **state)
+{
+    if (!nn_kernel_winograd()) {
+        printf("skipped: kernel %s does not use Winograd\n", nn_kernel_name());
+        return;
+    }
+    winograd_vs_direct("input 15 9\nconv 10 3 1 1\ndense classes\n");
+    winograd_vs_direct("input 14 8\nconv 12 3 1 0\ndense classes\n");
+    winograd_vs_direct("input 9 8\nconv 9 3 1 2\ndense classes\n");
+    winograd_vs_direct("input 30 16\nconv 21 3 1 1\ndense classes\n");
 }
 
 /* ---- batch norm (training mode) ---- */
@@ -548,9 +595,10 @@ static void test_pool(void **state)
 
 int main(void)
 {
+    nn_test_kernel_or_skip();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv),         cmocka_unit_test(test_conv_direct_vs_im2col),
-        cmocka_unit_test(test_bn),
+        cmocka_unit_test(test_conv_winograd), cmocka_unit_test(test_bn),
         cmocka_unit_test(test_param_free),   cmocka_unit_test(test_dense),
         cmocka_unit_test(test_loss),         cmocka_unit_test(test_network),
         cmocka_unit_test(test_pool),
