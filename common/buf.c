@@ -120,9 +120,15 @@ cxr_err cxr_buf_take(struct cxr_buf *b, char **ret)
 
 bool cxr_strlcpy(char *dst, size_t len, const char *src)
 {
-    size_t n = src ? strnlen(src, len) : 0;
-    bool whole = n < len;
+    size_t n;
+    bool whole;
 
+    if (len == 0)
+        return false;
+    if (!src)
+        src = "";
+    n = strnlen(src, len);
+    whole = n < len;
     if (!whole)
         n = len - 1;
     if (n)

@@ -211,8 +211,10 @@ static int add_report(struct build_ctx *b, st_db *db, struct rpt_result *r,
     }
     out->body_len = body.len;
     out->body = body.data; /* the store frees it */
+    r->previous_control_id = r->previous_report_id = NULL; /* they pointed into prev */
     return 0;
 fail:
+    r->previous_control_id = r->previous_report_id = NULL;
     (void)snprintf(b->error, sizeof(b->error), "%s report for destination %.32s: %.180s",
                    fmt == ST_FORMAT_HL7 ? "HL7" : "FHIR", dest_name, err[0] ? err : "cannot build");
     return -1;
