@@ -21,6 +21,46 @@ bool cli_set_text(char *dst, size_t len, const char *value)
     return true;
 }
 
+bool cli_parse_format(const char *s, enum cli_fmt *ret)
+{
+    static const char *const names[] = {"table", "csv", "json"};
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(s, names[i])) {
+            *ret = (enum cli_fmt)i;
+            return true;
+        }
+    return false;
+}
+
+bool cli_parse_limit(const char *s, int *ret)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || v < 0 || v > 100000000)
+        return false;
+    *ret = (int)v;
+    return true;
+}
+
+bool cli_is_help(const char *arg)
+{
+    return !strcmp(arg, "-h") || !strcmp(arg, "--help") || !strcmp(arg, "help");
+}
+
+int cli_bad_usage(const char *prog, const char *what, const char *arg)
+{
+    fprintf(stderr, "%s: %s '%s'\nRun '%s --help' for the options.\n", prog, what, arg, prog);
+    return 2;
+}
+
+int cli_bad_value(const char *prog, const struct option *longopts, int li, const char *arg)
+{
+    char what[64];
+    (void)snprintf(what, sizeof(what),
+                   "invalid value for --%s:", li >= 0 ? longopts[li].name : "?");
+    return cli_bad_usage(prog, what, arg);
+}
+
 int cli_open_ledger(const char *prog, const char *config, const char *state_dir, const char *db,
                     int mode, st_db **ret)
 {

@@ -10,7 +10,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <getopt.h>
+
 #include "store.h"
+
+/* Output formats of the listing actions (--format table|csv|json). */
+enum cli_fmt { CLI_FMT_TABLE, CLI_FMT_CSV, CLI_FMT_JSON };
+
+/* --format's value: "table", "csv" or "json"; false for anything else. */
+bool cli_parse_format(const char *s, enum cli_fmt *ret);
+/* --limit's value: a decimal 0..100000000 and nothing else; false otherwise (ret unchanged). */
+bool cli_parse_limit(const char *s, int *ret);
+/* True for the words that ask a subcommand for its usage: -h, --help, help. */
+bool cli_is_help(const char *arg);
+/* "PROG: WHAT 'ARG'" and the hint to run PROG --help, on stderr; returns the usage status 2. */
+int cli_bad_usage(const char *prog, const char *what, const char *arg);
+/* cli_bad_usage for an option (longopts[li], "?" when li < 0) whose value arg is not valid. */
+int cli_bad_value(const char *prog, const struct option *longopts, int li, const char *arg);
 
 /* Copies value into dst when it fits (with its NUL); false when it does not. */
 bool cli_set_text(char *dst, size_t len, const char *value);
