@@ -318,8 +318,7 @@ static int do_list(st_db *db, const struct opts *o)
     cli_table_init(&c.table, NCOLS);
     cxr_buf_init(&c.line, 1 << 20);
     if (o->fmt == CLI_FMT_CSV)
-        for (size_t i = 0; i < CXR_ARRAY_SIZE(csv_header); i++)
-            cli_csv_field(csv_header[i], i + 1 == CXR_ARRAY_SIZE(csv_header));
+        cli_csv_row(csv_header, CXR_ARRAY_SIZE(csv_header));
     if (o->fmt == CLI_FMT_TABLE) {
         const char *head[NCOLS] = {"ID",        recv,         "STATE",
                                    "TRIAGE",    "TOP",        "SCORES",
@@ -336,19 +335,11 @@ static int do_list(st_db *db, const struct opts *o)
                 cxr_strerror(c.err ? c.err : CXR_ENOMEM));
         rc = 1;
     } else if (o->fmt == CLI_FMT_TABLE) {
-        cli_table_print(&c.table);
-        if (o->f.limit > 0 && c.n == o->f.limit)
-            printf("(%" PRId64 " rows shown, the limit; --limit N or 0 for more)\n", c.n);
-        else
-            printf("(%" PRId64 " row%s)\n", c.n, c.n == 1 ? "" : "s");
+        cli_table_print_rows(&c.table, c.n, o->f.limit);
     }
     cli_table_done(&c.table);
     cxr_buf_done(&c.line);
-    if (fflush(stdout) != 0) {
-        fprintf(stderr, "cxrtriage audit: writing the output failed\n");
-        rc = 1;
-    }
-    return rc;
+    return cli_flush(PROG, rc);
 }
 
 /* ---- show ---- */

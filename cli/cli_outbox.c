@@ -272,15 +272,6 @@ static bool list_fn(void *user, const struct st_report *r)
     return true;
 }
 
-static int finish_output(int rc)
-{
-    if (fflush(stdout) != 0) {
-        fprintf(stderr, PROG ": writing the output failed\n");
-        return 1;
-    }
-    return rc;
-}
-
 static int do_list(st_db *db, const struct opts *o)
 {
     struct list_ctx c = {.o = o};
@@ -292,8 +283,7 @@ static int do_list(st_db *db, const struct opts *o)
     cli_table_init(&c.table, NCOLS);
     cxr_buf_init(&c.line, 1 << 24);
     if (o->fmt == CLI_FMT_CSV)
-        for (size_t i = 0; i < CXR_ARRAY_SIZE(csv_header); i++)
-            cli_csv_field(csv_header[i], i + 1 == CXR_ARRAY_SIZE(csv_header));
+        cli_csv_row(csv_header, CXR_ARRAY_SIZE(csv_header));
     if (o->fmt == CLI_FMT_TABLE) {
         const char *head[NCOLS] = {"ID",     "CREATED",    "STATE",       "DESTINATION",
                                    "FORMAT", "ATTEMPTS",   "LAST STATUS", when,
@@ -313,17 +303,13 @@ static int do_list(st_db *db, const struct opts *o)
         fprintf(stderr, PROG ": list: %s\n", cxr_strerror(c.err ? c.err : CXR_ENOMEM));
         rc = 1;
     } else if (o->fmt == CLI_FMT_TABLE) {
-        cli_table_print(&c.table);
-        if (o->f.limit > 0 && c.n == o->f.limit)
-            printf("(%" PRId64 " rows shown, the limit; --limit N or 0 for more)\n", c.n);
-        else
-            printf("(%" PRId64 " row%s)\n", c.n, c.n == 1 ? "" : "s");
+        cli_table_print_rows(&c.table, c.n, o->f.limit);
         printf("outbox: %" PRId64 " pending, %" PRId64 " delivered, %" PRId64 " dead\n", np, nd,
                nx);
     }
     cli_table_done(&c.table);
     cxr_buf_done(&c.line);
-    return finish_output(rc);
+    return cli_flush(PROG, rc);
 }
 
 /* ---- show ---- */
@@ -483,7 +469,7 @@ static int do_show(st_db *db, const struct opts *o)
     }
     st_report_done(r);
     free(r);
-    return finish_output(rc);
+    return cli_flush(PROG, rc);
 }
 
 /* ---- retry ---- */
@@ -542,7 +528,7 @@ static int do_retry(st_db *db, const struct opts *o)
         printf(" (a receiver that has it already can de-duplicate)\n");
     }
     free(r);
-    return finish_output(rc);
+    return cli_flush(PROG, rc);
 }
 
 int cli_outbox(int argc, char **argv)

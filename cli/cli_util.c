@@ -3,6 +3,7 @@
  * (--config FILE, --state-dir DIR, or --db FILE) and the table, CSV and safe-text output.
  */
 #include <ctype.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,21 @@ void cli_csv_field(const char *s, bool last)
     fputs(last ? "\r\n" : ",", stdout);
 }
 
+void cli_csv_row(const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cli_csv_field(names[i], i + 1 == n);
+}
+
+int cli_flush(const char *prog, int rc)
+{
+    if (fflush(stdout) != 0) {
+        fprintf(stderr, "%s: writing the output failed\n", prog);
+        return 1;
+    }
+    return rc;
+}
+
 void cli_table_init(struct cli_table *t, size_t ncols)
 {
     memset(t, 0, sizeof(*t));
@@ -221,4 +237,13 @@ void cli_table_done(struct cli_table *t)
     free(t->cells);
     t->cells = NULL;
     t->rows = t->cap = 0;
+}
+
+void cli_table_print_rows(const struct cli_table *t, int64_t n, int limit)
+{
+    cli_table_print(t);
+    if (limit > 0 && n == limit)
+        printf("(%" PRId64 " rows shown, the limit; --limit N or 0 for more)\n", n);
+    else
+        printf("(%" PRId64 " row%s)\n", n, n == 1 ? "" : "s");
 }

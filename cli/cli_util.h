@@ -48,6 +48,10 @@ void cli_put_safe(const char *s);
 void cli_field(const char *label, const char *value);
 /* One RFC 4180 field to stdout, then ',' or (last) CRLF. */
 void cli_csv_field(const char *s, bool last);
+/* A CSV header line: the n names as fields. */
+void cli_csv_row(const char *const *names, size_t n);
+/* Flushes stdout; returns rc, or 1 (with "PROG: writing the output failed") when that fails. */
+int cli_flush(const char *prog, int rc);
 
 /* A table whose rows are collected first, so every column is as wide as its widest cell. The
  * first column (ids) is right-aligned. */
@@ -60,6 +64,8 @@ struct cli_table {
 void cli_table_init(struct cli_table *t, size_t ncols);
 void cli_table_add(struct cli_table *t, const char *const *row); /* ncols cells, copied */
 void cli_table_print(const struct cli_table *t);
+/* cli_table_print, then "(N rows)", or the hint when n rows reached limit (> 0). */
+void cli_table_print_rows(const struct cli_table *t, int64_t n, int limit);
 void cli_table_done(struct cli_table *t);
 
 #endif
