@@ -203,10 +203,7 @@ static void compact_scores(const struct st_result *res, char *out, size_t len)
 
 struct list_ctx {
     const struct opts *o;
-    struct cli_table table;
-    struct cxr_buf line;
-    cxr_err err;
-    int64_t n;
+    struct cli_list l;
 };
 
 static const char *const csv_header[] = {
@@ -287,22 +284,18 @@ static void table_row(struct list_ctx *c, const struct st_instance *in)
     row[6] = acc;
     row[7] = aet;
     row[8] = note;
-    cli_table_add(&c->table, row);
+    cli_table_add(&c->l.table, row);
 }
 
 static bool list_fn(void *user, const struct st_instance *in)
 {
     struct list_ctx *c = user;
-    c->n++;
+    c->l.n++;
     switch (c->o->fmt) {
     case CLI_FMT_CSV: csv_row(in); break;
     case CLI_FMT_JSON:
-        cxr_buf_reset(&c->line);
-        c->err = st_instance_json(in, &c->line);
-        if (c->err)
-            return false;
-        puts(cxr_buf_str(&c->line));
-        break;
+        cxr_buf_reset(&c->l.line);
+        return cli_list_json(&c->l, st_instance_json(in, &c->l.line));
     case CLI_FMT_TABLE: table_row(c, in); break;
     }
     return true;
@@ -315,30 +308,24 @@ static int do_list(st_db *db, const struct opts *o)
     int rc = 0;
     cxr_err err;
 
-    cli_table_init(&c.table, NCOLS);
-    cxr_buf_init(&c.line, 1 << 20);
-    if (o->fmt == CLI_FMT_CSV)
-        cli_csv_row(csv_header, CXR_ARRAY_SIZE(csv_header));
+    cli_list_init(&c.l, o->fmt, NCOLS, 1 << 20, csv_header, CXR_ARRAY_SIZE(csv_header));
     if (o->fmt == CLI_FMT_TABLE) {
         const char *head[NCOLS] = {"ID",        recv,         "STATE",
                                    "TRIAGE",    "TOP",        "SCORES",
                                    "ACCESSION", "CALLING AE", "NOTE (gate reason, error)"};
         (void)snprintf(recv, sizeof(recv), "RECEIVED (%s)", o->utc ? "UTC" : "local");
-        cli_table_add(&c.table, head);
+        cli_table_add(&c.l.table, head);
     }
     err = st_list(db, &o->f, list_fn, &c, errbuf, sizeof(errbuf));
     if (err) {
         fprintf(stderr, "cxrtriage audit: %s\n", errbuf);
         rc = 1;
-    } else if (c.err || c.table.oom) {
-        fprintf(stderr, "cxrtriage audit: %s: %s\n", o->action,
-                cxr_strerror(c.err ? c.err : CXR_ENOMEM));
+    } else if (cli_list_failed(&c.l, PROG, o->action)) {
         rc = 1;
     } else if (o->fmt == CLI_FMT_TABLE) {
-        cli_table_print_rows(&c.table, c.n, o->f.limit);
+        cli_table_print_rows(&c.l.table, c.l.n, o->f.limit);
     }
-    cli_table_done(&c.table);
-    cxr_buf_done(&c.line);
+    cli_list_done(&c.l);
     return cli_flush(PROG, rc);
 }
 

@@ -165,10 +165,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 
 struct list_ctx {
     const struct opts *o;
-    struct cli_table table;
-    struct cxr_buf line;
-    cxr_err err;
-    int64_t n;
+    struct cli_list l;
 };
 
 static const char *const csv_header[] = {
@@ -251,22 +248,18 @@ static void table_row(struct list_ctx *c, const struct st_report *r)
     row[7] = when;
     row[8] = study;
     row[9] = note;
-    cli_table_add(&c->table, row);
+    cli_table_add(&c->l.table, row);
 }
 
 static bool list_fn(void *user, const struct st_report *r)
 {
     struct list_ctx *c = user;
-    c->n++;
+    c->l.n++;
     switch (c->o->fmt) {
     case CLI_FMT_CSV: csv_row(r); break;
     case CLI_FMT_JSON:
-        cxr_buf_reset(&c->line);
-        c->err = st_report_json(r, &c->line);
-        if (c->err)
-            return false;
-        puts(cxr_buf_str(&c->line));
-        break;
+        cxr_buf_reset(&c->l.line);
+        return cli_list_json(&c->l, st_report_json(r, &c->l.line));
     case CLI_FMT_TABLE: table_row(c, r); break;
     }
     return true;
@@ -280,10 +273,7 @@ static int do_list(st_db *db, const struct opts *o)
     int rc = 0;
     cxr_err err;
 
-    cli_table_init(&c.table, NCOLS);
-    cxr_buf_init(&c.line, 1 << 24);
-    if (o->fmt == CLI_FMT_CSV)
-        cli_csv_row(csv_header, CXR_ARRAY_SIZE(csv_header));
+    cli_list_init(&c.l, o->fmt, NCOLS, 1 << 24, csv_header, CXR_ARRAY_SIZE(csv_header));
     if (o->fmt == CLI_FMT_TABLE) {
         const char *head[NCOLS] = {"ID",     "CREATED",    "STATE",       "DESTINATION",
                                    "FORMAT", "ATTEMPTS",   "LAST STATUS", when,
@@ -291,7 +281,7 @@ static int do_list(st_db *db, const struct opts *o)
         (void)snprintf(created, sizeof(created), "CREATED (%s)", o->utc ? "UTC" : "local");
         (void)snprintf(when, sizeof(when), "NEXT TRY / DELIVERED (%s)", o->utc ? "UTC" : "local");
         head[1] = created;
-        cli_table_add(&c.table, head);
+        cli_table_add(&c.l.table, head);
     }
     err = st_report_list(db, &o->f, list_fn, &c, errbuf, sizeof(errbuf));
     if (!err && o->fmt == CLI_FMT_TABLE)
@@ -299,16 +289,14 @@ static int do_list(st_db *db, const struct opts *o)
     if (err) {
         fprintf(stderr, PROG ": %s\n", errbuf);
         rc = 1;
-    } else if (c.err || c.table.oom) {
-        fprintf(stderr, PROG ": list: %s\n", cxr_strerror(c.err ? c.err : CXR_ENOMEM));
+    } else if (cli_list_failed(&c.l, PROG, "list")) {
         rc = 1;
     } else if (o->fmt == CLI_FMT_TABLE) {
-        cli_table_print_rows(&c.table, c.n, o->f.limit);
+        cli_table_print_rows(&c.l.table, c.l.n, o->f.limit);
         printf("outbox: %" PRId64 " pending, %" PRId64 " delivered, %" PRId64 " dead\n", np, nd,
                nx);
     }
-    cli_table_done(&c.table);
-    cxr_buf_done(&c.line);
+    cli_list_done(&c.l);
     return cli_flush(PROG, rc);
 }
 

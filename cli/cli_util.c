@@ -247,3 +247,37 @@ void cli_table_print_rows(const struct cli_table *t, int64_t n, int limit)
     else
         printf("(%" PRId64 " row%s)\n", n, n == 1 ? "" : "s");
 }
+
+void cli_list_init(struct cli_list *l, enum cli_fmt fmt, size_t ncols, size_t line_max,
+                   const char *const *csv, size_t ncsv)
+{
+    l->n = 0;
+    l->err = CXR_OK;
+    cli_table_init(&l->table, ncols);
+    cxr_buf_init(&l->line, line_max);
+    if (fmt == CLI_FMT_CSV)
+        cli_csv_row(csv, ncsv);
+}
+
+bool cli_list_json(struct cli_list *l, cxr_err err)
+{
+    l->err = err;
+    if (err)
+        return false;
+    puts(cxr_buf_str(&l->line));
+    return true;
+}
+
+bool cli_list_failed(const struct cli_list *l, const char *prog, const char *action)
+{
+    if (!l->err && !l->table.oom)
+        return false;
+    fprintf(stderr, "%s: %s: %s\n", prog, action, cxr_strerror(l->err ? l->err : CXR_ENOMEM));
+    return true;
+}
+
+void cli_list_done(struct cli_list *l)
+{
+    cli_table_done(&l->table);
+    cxr_buf_done(&l->line);
+}

@@ -12,6 +12,7 @@
 
 #include <getopt.h>
 
+#include "buf.h"
 #include "store.h"
 
 /* Output formats of the listing actions (--format table|csv|json). */
@@ -67,5 +68,25 @@ void cli_table_print(const struct cli_table *t);
 /* cli_table_print, then "(N rows)", or the hint when n rows reached limit (> 0). */
 void cli_table_print_rows(const struct cli_table *t, int64_t n, int limit);
 void cli_table_done(struct cli_table *t);
+
+/* What a listing action keeps while the store calls it back row by row: the table (for --format
+ * table), the JSON line being built, the rows seen, and the first error of a callback. */
+struct cli_list {
+    struct cli_table table;
+    struct cxr_buf line;
+    int64_t n;
+    cxr_err err;
+};
+/* Starts a listing of ncols table columns and JSON lines of up to line_max bytes; for CSV,
+ * prints the header csv[0..ncsv). */
+void cli_list_init(struct cli_list *l, enum cli_fmt fmt, size_t ncols, size_t line_max,
+                   const char *const *csv, size_t ncsv);
+/* Prints the JSON line a callback built in l->line when err is CXR_OK, else keeps err; returns
+ * false (stop the listing) on error. */
+bool cli_list_json(struct cli_list *l, cxr_err err);
+/* True, after "PROG: ACTION: error" on stderr, when a callback failed or the table ran out of
+ * memory. */
+bool cli_list_failed(const struct cli_list *l, const char *prog, const char *action);
+void cli_list_done(struct cli_list *l);
 
 #endif
