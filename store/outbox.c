@@ -32,10 +32,9 @@ const char *st_report_state_name(enum st_report_state s)
 bool st_report_state_from_name(const char *name, enum st_report_state *ret)
 {
     int i = st__name_index(report_state_names, 0, 3, name);
-    if (i < 0)
-        return false;
-    *ret = (enum st_report_state)i;
-    return true;
+    if (i >= 0)
+        *ret = (enum st_report_state)i;
+    return i >= 0;
 }
 
 const char *st_report_format_name(enum st_report_format f)
@@ -46,10 +45,9 @@ const char *st_report_format_name(enum st_report_format f)
 bool st_report_format_from_name(const char *name, enum st_report_format *ret)
 {
     int i = st__name_index(format_names, 0, 2, name);
-    if (i < 0)
-        return false;
-    *ret = (enum st_report_format)i;
-    return true;
+    if (i >= 0)
+        *ret = (enum st_report_format)i;
+    return i >= 0;
 }
 
 const char *st_attempt_outcome_name(enum st_attempt_outcome o)

@@ -39,10 +39,9 @@ const char *st_state_name(enum st_state s)
 bool st_state_from_name(const char *name, enum st_state *ret)
 {
     int i = st__name_index(state_names, 0, 4, name);
-    if (i < 0)
-        return false;
-    *ret = (enum st_state)i;
-    return true;
+    if (i >= 0)
+        *ret = (enum st_state)i;
+    return i >= 0;
 }
 
 const char *st_triage_name(enum st_triage t)
@@ -53,10 +52,9 @@ const char *st_triage_name(enum st_triage t)
 bool st_triage_from_name(const char *name, enum st_triage *ret)
 {
     int i = st__name_index(triage_names, 1, 4, name);
-    if (i < 0)
-        return false;
-    *ret = (enum st_triage)i;
-    return true;
+    if (i >= 0)
+        *ret = (enum st_triage)i;
+    return i >= 0;
 }
 
 const char *st_stage_name(enum st_stage s)
