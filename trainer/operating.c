@@ -41,7 +41,10 @@ cxr_err op_choose(size_t n, int k, const int *truth, const float *prob, int norm
 
     if (!n || k < 2 || k > MET_MAX_CLASSES || normal >= k || !(sensitivity > 0.0) ||
         sensitivity > 1.0 || !(normal_precision > 0.0) || normal_precision > 1.0) {
-        return cxr_errf(errbuf, errlen, CXR_EINVAL, "operating points: bad arguments");
+        /* spelled out, not `return cxr_errf(...)`: the analyzer cannot see that it returns
+         * CXR_EINVAL, and callers read *ret_thr only on success */
+        (void)cxr_errf(errbuf, errlen, CXR_EINVAL, "operating points: bad arguments");
+        return CXR_EINVAL;
     }
     dp = malloc(n * (size_t)k * sizeof(*dp));
     s = malloc(n * sizeof(*s));
@@ -57,12 +60,12 @@ cxr_err op_choose(size_t n, int k, const int *truth, const float *prob, int norm
             continue;
         err = met_operating_point(n, (size_t)k, truth, dp, (size_t)c, sensitivity, &op);
         if (err == CXR_ENOTFOUND) {
-            err = cxr_errf(errbuf, errlen, err,
+            (void)cxr_errf(errbuf, errlen, err,
                            "operating points: class %d has no images to choose on", c);
             goto out;
         }
         if (err) {
-            err = cxr_errf(errbuf, errlen, err, "operating points: invalid labels or scores");
+            (void)cxr_errf(errbuf, errlen, err, "operating points: invalid labels or scores");
             goto out;
         }
         thr[c] = (float)floor4(op.threshold);
