@@ -20,14 +20,14 @@
 #include "common.h"
 #include "store.h"
 
-enum fmt { FMT_TABLE, FMT_CSV, FMT_JSON };
+#define PROG "cxrtriage audit"
 
 struct opts {
     const char *action;
     const char *config, *state_dir, *db;
     struct st_filter f;
     bool limit_set;
-    enum fmt fmt;
+    enum cli_fmt fmt;
     bool utc;
     const char *arg; /* show: ID or SOP Instance UID */
 };
@@ -59,13 +59,6 @@ static void usage(FILE *out)
             "  --utc                     table times in UTC instead of local time\n\n"
             "Exit status: 0 success, 1 failure (no database, not found, verify problems), 2 "
             "usage.\n");
-}
-
-static int bad_usage(const char *what, const char *arg)
-{
-    fprintf(stderr, "cxrtriage audit: %s '%s'\nRun 'cxrtriage audit --help' for the options.\n",
-            what, arg);
-    return 2;
 }
 
 /* Returns 0 on success, else the exit status. */
@@ -132,49 +125,32 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             else
                 ok = st_triage_from_name(optarg, &o->f.triage);
             break;
-        case O_LIMIT: {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            ok = end != optarg && !*end && v >= 0 && v <= 100000000;
-            o->f.limit = (int)v;
+        case O_LIMIT:
+            ok = cli_parse_limit(optarg, &o->f.limit);
             o->limit_set = true;
             break;
-        }
-        case O_FORMAT:
-            if (!strcmp(optarg, "table"))
-                o->fmt = FMT_TABLE;
-            else if (!strcmp(optarg, "csv"))
-                o->fmt = FMT_CSV;
-            else if (!strcmp(optarg, "json"))
-                o->fmt = FMT_JSON;
-            else
-                ok = false;
-            break;
+        case O_FORMAT: ok = cli_parse_format(optarg, &o->fmt); break;
         case O_UTC: o->utc = true; break;
         case 'h': usage(stdout); return -1;
-        case ':': return bad_usage("option needs a value:", argv[optind - 1]);
-        default: return bad_usage("unknown option", argv[optind - 1]);
+        case ':': return cli_bad_usage(PROG, "option needs a value:", argv[optind - 1]);
+        default: return cli_bad_usage(PROG, "unknown option", argv[optind - 1]);
         }
-        if (!ok) {
-            char what[64];
-            (void)snprintf(what, sizeof(what),
-                           "invalid value for --%s:", li >= 0 ? longopts[li].name : "?");
-            return bad_usage(what, optarg);
-        }
+        if (!ok)
+            return cli_bad_value(PROG, longopts, li, optarg);
         li = -1;
     }
     if (!strcmp(o->action, "show")) {
         if (optind != argc - 1)
-            return bad_usage("show needs exactly one ID or SOP Instance UID, got",
-                             argc > optind ? argv[optind] : "");
+            return cli_bad_usage(PROG, "show needs exactly one ID or SOP Instance UID, got",
+                                 argc > optind ? argv[optind] : "");
         o->arg = argv[optind];
     } else if (optind < argc) {
-        return bad_usage("unexpected argument", argv[optind]);
+        return cli_bad_usage(PROG, "unexpected argument", argv[optind]);
     }
     if (!o->limit_set && !strcmp(o->action, "list"))
         o->f.limit = 50;
-    if (!strcmp(o->action, "export") && o->fmt == FMT_TABLE)
-        o->fmt = FMT_CSV;
+    if (!strcmp(o->action, "export") && o->fmt == CLI_FMT_TABLE)
+        o->fmt = CLI_FMT_CSV;
     return 0;
 }
 
@@ -227,10 +203,7 @@ static void compact_scores(const struct st_result *res, char *out, size_t len)
 
 struct list_ctx {
     const struct opts *o;
-    struct cli_table table;
-    struct cxr_buf line;
-    cxr_err err;
-    int64_t n;
+    struct cli_list l;
 };
 
 static const char *const csv_header[] = {
@@ -311,23 +284,19 @@ static void table_row(struct list_ctx *c, const struct st_instance *in)
     row[6] = acc;
     row[7] = aet;
     row[8] = note;
-    cli_table_add(&c->table, row);
+    cli_table_add(&c->l.table, row);
 }
 
 static bool list_fn(void *user, const struct st_instance *in)
 {
     struct list_ctx *c = user;
-    c->n++;
+    c->l.n++;
     switch (c->o->fmt) {
-    case FMT_CSV: csv_row(in); break;
-    case FMT_JSON:
-        cxr_buf_reset(&c->line);
-        c->err = st_instance_json(in, &c->line);
-        if (c->err)
-            return false;
-        puts(cxr_buf_str(&c->line));
-        break;
-    case FMT_TABLE: table_row(c, in); break;
+    case CLI_FMT_CSV: csv_row(in); break;
+    case CLI_FMT_JSON:
+        cxr_buf_reset(&c->l.line);
+        return cli_list_json(&c->l, st_instance_json(in, &c->l.line));
+    case CLI_FMT_TABLE: table_row(c, in); break;
     }
     return true;
 }
@@ -339,40 +308,25 @@ static int do_list(st_db *db, const struct opts *o)
     int rc = 0;
     cxr_err err;
 
-    cli_table_init(&c.table, NCOLS);
-    cxr_buf_init(&c.line, 1 << 20);
-    if (o->fmt == FMT_CSV)
-        for (size_t i = 0; i < CXR_ARRAY_SIZE(csv_header); i++)
-            cli_csv_field(csv_header[i], i + 1 == CXR_ARRAY_SIZE(csv_header));
-    if (o->fmt == FMT_TABLE) {
+    cli_list_init(&c.l, o->fmt, NCOLS, 1 << 20, csv_header, CXR_ARRAY_SIZE(csv_header));
+    if (o->fmt == CLI_FMT_TABLE) {
         const char *head[NCOLS] = {"ID",        recv,         "STATE",
                                    "TRIAGE",    "TOP",        "SCORES",
                                    "ACCESSION", "CALLING AE", "NOTE (gate reason, error)"};
         (void)snprintf(recv, sizeof(recv), "RECEIVED (%s)", o->utc ? "UTC" : "local");
-        cli_table_add(&c.table, head);
+        cli_table_add(&c.l.table, head);
     }
     err = st_list(db, &o->f, list_fn, &c, errbuf, sizeof(errbuf));
     if (err) {
         fprintf(stderr, "cxrtriage audit: %s\n", errbuf);
         rc = 1;
-    } else if (c.err || c.table.oom) {
-        fprintf(stderr, "cxrtriage audit: %s: %s\n", o->action,
-                cxr_strerror(c.err ? c.err : CXR_ENOMEM));
+    } else if (cli_list_failed(&c.l, PROG, o->action)) {
         rc = 1;
-    } else if (o->fmt == FMT_TABLE) {
-        cli_table_print(&c.table);
-        if (o->f.limit > 0 && c.n == o->f.limit)
-            printf("(%" PRId64 " rows shown, the limit; --limit N or 0 for more)\n", c.n);
-        else
-            printf("(%" PRId64 " row%s)\n", c.n, c.n == 1 ? "" : "s");
+    } else if (o->fmt == CLI_FMT_TABLE) {
+        cli_table_print_rows(&c.l.table, c.l.n, o->f.limit);
     }
-    cli_table_done(&c.table);
-    cxr_buf_done(&c.line);
-    if (fflush(stdout) != 0) {
-        fprintf(stderr, "cxrtriage audit: writing the output failed\n");
-        rc = 1;
-    }
-    return rc;
+    cli_list_done(&c.l);
+    return cli_flush(PROG, rc);
 }
 
 /* ---- show ---- */
@@ -422,7 +376,7 @@ static int do_show(st_db *db, const struct opts *o)
     }
     r = &in->r;
     res = &in->res;
-    if (o->fmt == FMT_JSON) {
+    if (o->fmt == CLI_FMT_JSON) {
         struct cxr_buf b;
         cxr_buf_init(&b, 1 << 20);
         err = st_instance_json(in, &b);
@@ -607,14 +561,14 @@ static int do_stats(st_db *db, const struct opts *o)
         return 1;
     }
     sort_days(&s->day);
-    if (o->fmt == FMT_JSON) {
+    if (o->fmt == CLI_FMT_JSON) {
         printf("{\"total\":%" PRId64 ",", s->total);
         print_counter_json("by_state", &s->state, false);
         print_counter_json("by_triage", &s->triage, false);
         print_counter_json("by_top_class", &s->top, false);
         print_counter_json(o->utc ? "by_day_utc" : "by_day_local", &s->day, true);
         printf("}\n");
-    } else if (o->fmt == FMT_CSV) {
+    } else if (o->fmt == CLI_FMT_CSV) {
         printf("group,key,count\r\n");
         const struct {
             const char *name;
@@ -701,7 +655,7 @@ int cli_audit(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+    if (cli_is_help(argv[1])) {
         usage(stdout);
         return 0;
     }
@@ -711,7 +665,7 @@ int cli_audit(int argc, char **argv)
         rc = parse_opts(argc - 1, argv + 1, &o);
         if (rc)
             return rc < 0 ? 0 : rc;
-        rc = cli_open_ledger("cxrtriage audit", o.config, o.state_dir, o.db, ST_OPEN_READ, &db);
+        rc = cli_open_ledger(PROG, o.config, o.state_dir, o.db, ST_OPEN_READ, &db);
         if (rc)
             return rc;
         rc = actions[i].run(db, &o);

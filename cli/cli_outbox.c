@@ -24,14 +24,12 @@
 
 #define PROG "cxrtriage outbox"
 
-enum fmt { FMT_TABLE, FMT_CSV, FMT_JSON };
-
 struct opts {
     const char *action;
     const char *config, *state_dir, *db;
     struct st_report_filter f;
     bool limit_set;
-    enum fmt fmt;
+    enum cli_fmt fmt;
     bool utc, body;
     int64_t id; /* show, retry */
 };
@@ -61,12 +59,6 @@ static void usage(FILE *out)
             "  --utc                     table times in UTC instead of local time\n\n"
             "Exit status: 0 success, 1 failure (no database, no such report, not dead), 2 "
             "usage.\n");
-}
-
-static int bad_usage(const char *what, const char *arg)
-{
-    fprintf(stderr, PROG ": %s '%s'\nRun 'cxrtriage outbox --help' for the options.\n", what, arg);
-    return 2;
 }
 
 static bool parse_id(const char *s, int64_t *ret)
@@ -136,48 +128,32 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case O_DESTINATION:
             ok = cli_set_text(o->f.destination, sizeof(o->f.destination), optarg);
             break;
-        case O_LIMIT: {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            ok = end != optarg && !*end && v >= 0 && v <= 100000000;
-            o->f.limit = (int)v;
+        case O_LIMIT:
+            ok = cli_parse_limit(optarg, &o->f.limit);
             o->limit_set = true;
             break;
-        }
-        case O_FORMAT:
-            if (!strcmp(optarg, "table"))
-                o->fmt = FMT_TABLE;
-            else if (!strcmp(optarg, "csv"))
-                o->fmt = FMT_CSV;
-            else if (!strcmp(optarg, "json"))
-                o->fmt = FMT_JSON;
-            else
-                ok = false;
-            break;
+        case O_FORMAT: ok = cli_parse_format(optarg, &o->fmt); break;
         case O_UTC: o->utc = true; break;
         case O_BODY: o->body = true; break;
         case 'h': usage(stdout); return -1;
-        case ':': return bad_usage("option needs a value:", argv[optind - 1]);
-        default: return bad_usage("unknown option", argv[optind - 1]);
+        case ':': return cli_bad_usage(PROG, "option needs a value:", argv[optind - 1]);
+        default: return cli_bad_usage(PROG, "unknown option", argv[optind - 1]);
         }
-        if (!ok) {
-            char what[64];
-            (void)snprintf(what, sizeof(what),
-                           "invalid value for --%s:", li >= 0 ? longopts[li].name : "?");
-            return bad_usage(what, optarg);
-        }
+        if (!ok)
+            return cli_bad_value(PROG, longopts, li, optarg);
         li = -1;
     }
     if (takes_id) {
         if (optind != argc - 1)
-            return bad_usage("needs exactly one report ID, got", argc > optind ? argv[optind] : "");
+            return cli_bad_usage(PROG, "needs exactly one report ID, got",
+                                 argc > optind ? argv[optind] : "");
         if (!parse_id(argv[optind], &o->id))
-            return bad_usage("not a report ID:", argv[optind]);
+            return cli_bad_usage(PROG, "not a report ID:", argv[optind]);
     } else if (optind < argc) {
-        return bad_usage("unexpected argument", argv[optind]);
+        return cli_bad_usage(PROG, "unexpected argument", argv[optind]);
     }
-    if (takes_id && o->fmt == FMT_CSV)
-        return bad_usage("--format for show and retry is table or json, not", "csv");
+    if (takes_id && o->fmt == CLI_FMT_CSV)
+        return cli_bad_usage(PROG, "--format for show and retry is table or json, not", "csv");
     if (!o->limit_set)
         o->f.limit = 50;
     return 0;
@@ -189,10 +165,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 
 struct list_ctx {
     const struct opts *o;
-    struct cli_table table;
-    struct cxr_buf line;
-    cxr_err err;
-    int64_t n;
+    struct cli_list l;
 };
 
 static const char *const csv_header[] = {
@@ -275,34 +248,21 @@ static void table_row(struct list_ctx *c, const struct st_report *r)
     row[7] = when;
     row[8] = study;
     row[9] = note;
-    cli_table_add(&c->table, row);
+    cli_table_add(&c->l.table, row);
 }
 
 static bool list_fn(void *user, const struct st_report *r)
 {
     struct list_ctx *c = user;
-    c->n++;
+    c->l.n++;
     switch (c->o->fmt) {
-    case FMT_CSV: csv_row(r); break;
-    case FMT_JSON:
-        cxr_buf_reset(&c->line);
-        c->err = st_report_json(r, &c->line);
-        if (c->err)
-            return false;
-        puts(cxr_buf_str(&c->line));
-        break;
-    case FMT_TABLE: table_row(c, r); break;
+    case CLI_FMT_CSV: csv_row(r); break;
+    case CLI_FMT_JSON:
+        cxr_buf_reset(&c->l.line);
+        return cli_list_json(&c->l, st_report_json(r, &c->l.line));
+    case CLI_FMT_TABLE: table_row(c, r); break;
     }
     return true;
-}
-
-static int finish_output(int rc)
-{
-    if (fflush(stdout) != 0) {
-        fprintf(stderr, PROG ": writing the output failed\n");
-        return 1;
-    }
-    return rc;
 }
 
 static int do_list(st_db *db, const struct opts *o)
@@ -313,41 +273,31 @@ static int do_list(st_db *db, const struct opts *o)
     int rc = 0;
     cxr_err err;
 
-    cli_table_init(&c.table, NCOLS);
-    cxr_buf_init(&c.line, 1 << 24);
-    if (o->fmt == FMT_CSV)
-        for (size_t i = 0; i < CXR_ARRAY_SIZE(csv_header); i++)
-            cli_csv_field(csv_header[i], i + 1 == CXR_ARRAY_SIZE(csv_header));
-    if (o->fmt == FMT_TABLE) {
+    cli_list_init(&c.l, o->fmt, NCOLS, 1 << 24, csv_header, CXR_ARRAY_SIZE(csv_header));
+    if (o->fmt == CLI_FMT_TABLE) {
         const char *head[NCOLS] = {"ID",     "CREATED",    "STATE",       "DESTINATION",
                                    "FORMAT", "ATTEMPTS",   "LAST STATUS", when,
                                    "STUDY",  "LAST DETAIL"};
         (void)snprintf(created, sizeof(created), "CREATED (%s)", o->utc ? "UTC" : "local");
         (void)snprintf(when, sizeof(when), "NEXT TRY / DELIVERED (%s)", o->utc ? "UTC" : "local");
         head[1] = created;
-        cli_table_add(&c.table, head);
+        cli_table_add(&c.l.table, head);
     }
     err = st_report_list(db, &o->f, list_fn, &c, errbuf, sizeof(errbuf));
-    if (!err && o->fmt == FMT_TABLE)
+    if (!err && o->fmt == CLI_FMT_TABLE)
         err = st_outbox_counts(db, &np, &nd, &nx, errbuf, sizeof(errbuf));
     if (err) {
         fprintf(stderr, PROG ": %s\n", errbuf);
         rc = 1;
-    } else if (c.err || c.table.oom) {
-        fprintf(stderr, PROG ": list: %s\n", cxr_strerror(c.err ? c.err : CXR_ENOMEM));
+    } else if (cli_list_failed(&c.l, PROG, "list")) {
         rc = 1;
-    } else if (o->fmt == FMT_TABLE) {
-        cli_table_print(&c.table);
-        if (o->f.limit > 0 && c.n == o->f.limit)
-            printf("(%" PRId64 " rows shown, the limit; --limit N or 0 for more)\n", c.n);
-        else
-            printf("(%" PRId64 " row%s)\n", c.n, c.n == 1 ? "" : "s");
+    } else if (o->fmt == CLI_FMT_TABLE) {
+        cli_table_print_rows(&c.l.table, c.l.n, o->f.limit);
         printf("outbox: %" PRId64 " pending, %" PRId64 " delivered, %" PRId64 " dead\n", np, nd,
                nx);
     }
-    cli_table_done(&c.table);
-    cxr_buf_done(&c.line);
-    return finish_output(rc);
+    cli_list_done(&c.l);
+    return cli_flush(PROG, rc);
 }
 
 /* ---- show ---- */
@@ -492,7 +442,7 @@ static int do_show(st_db *db, const struct opts *o)
         free(r);
         return 1;
     }
-    if (o->fmt == FMT_JSON) {
+    if (o->fmt == CLI_FMT_JSON) {
         rc = show_json(db, r);
     } else {
         print_report(r, o->utc);
@@ -507,7 +457,7 @@ static int do_show(st_db *db, const struct opts *o)
     }
     st_report_done(r);
     free(r);
-    return finish_output(rc);
+    return cli_flush(PROG, rc);
 }
 
 /* ---- retry ---- */
@@ -539,7 +489,7 @@ static int do_retry(st_db *db, const struct opts *o)
         free(r);
         return 1;
     }
-    if (o->fmt == FMT_JSON) {
+    if (o->fmt == CLI_FMT_JSON) {
         struct cxr_buf b;
         cxr_buf_init(&b, 1 << 20);
         err = st_report_json(r, &b);
@@ -566,7 +516,7 @@ static int do_retry(st_db *db, const struct opts *o)
         printf(" (a receiver that has it already can de-duplicate)\n");
     }
     free(r);
-    return finish_output(rc);
+    return cli_flush(PROG, rc);
 }
 
 int cli_outbox(int argc, char **argv)
@@ -586,7 +536,7 @@ int cli_outbox(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+    if (cli_is_help(argv[1])) {
         usage(stdout);
         return 0;
     }

@@ -3,6 +3,7 @@
  * (--config FILE, --state-dir DIR, or --db FILE) and the table, CSV and safe-text output.
  */
 #include <ctype.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,46 @@ bool cli_set_text(char *dst, size_t len, const char *value)
         return false;
     memcpy(dst, value, n + 1);
     return true;
+}
+
+bool cli_parse_format(const char *s, enum cli_fmt *ret)
+{
+    static const char *const names[] = {"table", "csv", "json"};
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(s, names[i])) {
+            *ret = (enum cli_fmt)i;
+            return true;
+        }
+    return false;
+}
+
+bool cli_parse_limit(const char *s, int *ret)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || v < 0 || v > 100000000)
+        return false;
+    *ret = (int)v;
+    return true;
+}
+
+bool cli_is_help(const char *arg)
+{
+    return !strcmp(arg, "-h") || !strcmp(arg, "--help") || !strcmp(arg, "help");
+}
+
+int cli_bad_usage(const char *prog, const char *what, const char *arg)
+{
+    fprintf(stderr, "%s: %s '%s'\nRun '%s --help' for the options.\n", prog, what, arg, prog);
+    return 2;
+}
+
+int cli_bad_value(const char *prog, const struct option *longopts, int li, const char *arg)
+{
+    char what[64];
+    (void)snprintf(what, sizeof(what),
+                   "invalid value for --%s:", li >= 0 ? longopts[li].name : "?");
+    return cli_bad_usage(prog, what, arg);
 }
 
 int cli_open_ledger(const char *prog, const char *config, const char *state_dir, const char *db,
@@ -120,6 +161,21 @@ void cli_csv_field(const char *s, bool last)
     fputs(last ? "\r\n" : ",", stdout);
 }
 
+void cli_csv_row(const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cli_csv_field(names[i], i + 1 == n);
+}
+
+int cli_flush(const char *prog, int rc)
+{
+    if (fflush(stdout) != 0) {
+        fprintf(stderr, "%s: writing the output failed\n", prog);
+        return 1;
+    }
+    return rc;
+}
+
 void cli_table_init(struct cli_table *t, size_t ncols)
 {
     memset(t, 0, sizeof(*t));
@@ -181,4 +237,47 @@ void cli_table_done(struct cli_table *t)
     free(t->cells);
     t->cells = NULL;
     t->rows = t->cap = 0;
+}
+
+void cli_table_print_rows(const struct cli_table *t, int64_t n, int limit)
+{
+    cli_table_print(t);
+    if (limit > 0 && n == limit)
+        printf("(%" PRId64 " rows shown, the limit; --limit N or 0 for more)\n", n);
+    else
+        printf("(%" PRId64 " row%s)\n", n, n == 1 ? "" : "s");
+}
+
+void cli_list_init(struct cli_list *l, enum cli_fmt fmt, size_t ncols, size_t line_max,
+                   const char *const *csv, size_t ncsv)
+{
+    l->n = 0;
+    l->err = CXR_OK;
+    cli_table_init(&l->table, ncols);
+    cxr_buf_init(&l->line, line_max);
+    if (fmt == CLI_FMT_CSV)
+        cli_csv_row(csv, ncsv);
+}
+
+bool cli_list_json(struct cli_list *l, cxr_err err)
+{
+    l->err = err;
+    if (err)
+        return false;
+    puts(cxr_buf_str(&l->line));
+    return true;
+}
+
+bool cli_list_failed(const struct cli_list *l, const char *prog, const char *action)
+{
+    if (!l->err && !l->table.oom)
+        return false;
+    fprintf(stderr, "%s: %s: %s\n", prog, action, cxr_strerror(l->err ? l->err : CXR_ENOMEM));
+    return true;
+}
+
+void cli_list_done(struct cli_list *l)
+{
+    cli_table_done(&l->table);
+    cxr_buf_done(&l->line);
 }

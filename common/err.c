@@ -1,5 +1,9 @@
-/* err.c - text for every cxr_err. The switch is exhaustive so -Wswitch catches a missing one. */
+/* err.c - text for every cxr_err (the switch is exhaustive so -Wswitch catches a missing one)
+ * and the errbuf formatter every module shares. */
 #include "err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
 
 const char *cxr_strerror(cxr_err err)
 {
@@ -21,4 +25,16 @@ const char *cxr_strerror(cxr_err err)
     case CXR__LAST: break;
     }
     return "unknown error";
+}
+
+cxr_err cxr_errf(char *errbuf, size_t errlen, cxr_err err, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (errbuf && errlen) {
+        va_start(ap, fmt);
+        (void)vsnprintf(errbuf, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return err;
 }

@@ -8,6 +8,8 @@
 #ifndef CXR_ERR_H
 #define CXR_ERR_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -32,6 +34,12 @@ typedef enum cxr_err {
 
 /* Returns a static, human-readable text for err; never NULL. */
 const char *cxr_strerror(cxr_err err);
+
+/* Formats "..." into errbuf (nothing when it is NULL or errlen is 0) and returns err, so that a
+ * failure is described and returned in one step: `return cxr_errf(errbuf, errlen, CXR_EINVAL,
+ * "bad %s", what);`. */
+cxr_err cxr_errf(char *errbuf, size_t errlen, cxr_err err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #ifdef __cplusplus
 }

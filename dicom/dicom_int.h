@@ -14,9 +14,9 @@
 extern "C" {
 #endif
 
-/* Formats "..." into errbuf (when not NULL) and returns err, for `return px_err(...)`. */
-cxr_err px_err(char *errbuf, size_t errlen, cxr_err err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* Formats "..." into errbuf (when not NULL) and returns err, for `return px_err(...)`: the
+ * shared cxr_errf (common/err.h) under the name the module's C and C++ files use. */
+#define px_err cxr_errf
 
 /* Checks w x h x ch against the limits and allocates img->samples (sets width/height/channels). */
 cxr_err px_image_alloc(struct px_image *img, int w, int h, int ch, const char *name, char *errbuf,

@@ -12,7 +12,6 @@
  * result. Non-logging: failures come back as cxr_err plus "NAME: problem".
  */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,18 +23,6 @@
 #define PX_LUT_MAX (1 << 20)
 #define PX_PCT_LO 0.005
 #define PX_PCT_HI 0.995
-
-cxr_err px_err(char *errbuf, size_t errlen, cxr_err err, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errbuf && errlen) {
-        va_start(ap, fmt);
-        (void)vsnprintf(errbuf, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return err;
-}
 
 /* The grey transform of one image, from modality value to [0,1]. */
 struct px_xform {

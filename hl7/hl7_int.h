@@ -17,9 +17,8 @@ static inline bool rpt_absent(const char *s)
     return s == NULL || s[0] == '\0';
 }
 
-/* Writes "what: msg" to errbuf (may be NULL) and returns err. */
-cxr_err rpt_fail(char *errbuf, size_t errlen, cxr_err err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* Writes "what: msg" to errbuf (may be NULL) and returns err: cxr_errf (common/err.h). */
+#define rpt_fail cxr_errf
 
 /* Checks everything both builders rely on: required values, UID and digest syntax, class
  * count and scores, UTF-8 of every string. */

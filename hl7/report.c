@@ -6,7 +6,6 @@
 #include "hl7_int.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -22,18 +21,6 @@ void rpt_settings_init(struct rpt_settings *s)
     s->send_pv1 = false;
     s->id_system = RPT_DEFAULT_ID_SYSTEM;
     s->code_system = RPT_DEFAULT_CODE_SYSTEM;
-}
-
-cxr_err rpt_fail(char *errbuf, size_t errlen, cxr_err err, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errbuf && errlen) {
-        va_start(ap, fmt);
-        (void)vsnprintf(errbuf, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return err;
 }
 
 bool rpt_is_utf8(const char *s)

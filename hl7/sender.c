@@ -117,20 +117,6 @@ static double now_fms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static cxr_err fail(char *errbuf, size_t errlen, cxr_err err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static cxr_err fail(char *errbuf, size_t errlen, cxr_err err, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errbuf && errlen) {
-        va_start(ap, fmt);
-        (void)vsnprintf(errbuf, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return err;
-}
-
 static bool has_ctl(const char *s)
 {
     for (; *s; s++)
@@ -697,36 +683,38 @@ static cxr_err check_dest(const struct snd_dest *d, int i, char *errbuf, size_t 
         !terminated(d->ca_file, sizeof(d->ca_file)) ||
         !terminated(d->client_cert, sizeof(d->client_cert)) ||
         !terminated(d->client_key, sizeof(d->client_key)))
-        return fail(errbuf, errlen, CXR_EINVAL, "destination %d: a string is not terminated", i);
+        return cxr_errf(errbuf, errlen, CXR_EINVAL, "destination %d: a string is not terminated",
+                        i);
     if (d->connect_timeout_s < 0 || d->connect_timeout_s > MAX_TIMEOUT_S || d->timeout_s < 0 ||
         d->timeout_s > MAX_TIMEOUT_S)
-        return fail(errbuf, errlen, CXR_EINVAL, "destination '%s': timeouts must be 0..%d s",
-                    d->name, MAX_TIMEOUT_S);
+        return cxr_errf(errbuf, errlen, CXR_EINVAL, "destination '%s': timeouts must be 0..%d s",
+                        d->name, MAX_TIMEOUT_S);
     if (d->kind == SND_WEBHOOK) {
         if (strncasecmp(d->url, "http://", 7) != 0 && strncasecmp(d->url, "https://", 8) != 0)
-            return fail(errbuf, errlen, CXR_EINVAL,
-                        "destination '%s': url '%s' is not http:// or https://", d->name, d->url);
+            return cxr_errf(errbuf, errlen, CXR_EINVAL,
+                            "destination '%s': url '%s' is not http:// or https://", d->name,
+                            d->url);
         if (has_ctl(d->url) || strchr(d->url, ' '))
-            return fail(errbuf, errlen, CXR_EINVAL,
-                        "destination '%s': url holds spaces or control characters", d->name);
+            return cxr_errf(errbuf, errlen, CXR_EINVAL,
+                            "destination '%s': url holds spaces or control characters", d->name);
         if (has_ctl(d->bearer_token) || has_ctl(d->hmac_key))
-            return fail(errbuf, errlen, CXR_EINVAL,
-                        "destination '%s': bearer_token or hmac_key holds control characters",
-                        d->name);
+            return cxr_errf(errbuf, errlen, CXR_EINVAL,
+                            "destination '%s': bearer_token or hmac_key holds control characters",
+                            d->name);
         for (int k = 0; k < 3; k++)
             if (files[k][0] && access(files[k], R_OK) != 0)
-                return fail(errbuf, errlen, CXR_EINVAL, "destination '%s': %s '%s': %s", d->name,
-                            file_names[k], files[k], strerror(errno));
+                return cxr_errf(errbuf, errlen, CXR_EINVAL, "destination '%s': %s '%s': %s",
+                                d->name, file_names[k], files[k], strerror(errno));
         if (d->client_key[0] && !d->client_cert[0])
-            return fail(errbuf, errlen, CXR_EINVAL,
-                        "destination '%s': client_key without client_cert", d->name);
+            return cxr_errf(errbuf, errlen, CXR_EINVAL,
+                            "destination '%s': client_key without client_cert", d->name);
     } else if (d->kind == SND_MLLP) {
         if (!d->host[0] || d->port < 1 || d->port > 65535)
-            return fail(errbuf, errlen, CXR_EINVAL,
-                        "destination '%s': MLLP needs a host and a port 1..65535", d->name);
+            return cxr_errf(errbuf, errlen, CXR_EINVAL,
+                            "destination '%s': MLLP needs a host and a port 1..65535", d->name);
     } else {
-        return fail(errbuf, errlen, CXR_EINVAL, "destination '%s': unknown kind %d", d->name,
-                    d->kind);
+        return cxr_errf(errbuf, errlen, CXR_EINVAL, "destination '%s': unknown kind %d", d->name,
+                        d->kind);
     }
     return CXR_OK;
 }
@@ -743,8 +731,8 @@ static cxr_err resolve(const struct snd_dest *d, struct mllp_addr *ret, char *er
     (void)snprintf(port, sizeof(port), "%d", d->port);
     rc = getaddrinfo(d->host, port, &hints, &res);
     if (rc != 0 || !res)
-        return fail(errbuf, errlen, CXR_ENET, "destination '%s': cannot resolve '%s': %s", d->name,
-                    d->host, gai_strerror(rc));
+        return cxr_errf(errbuf, errlen, CXR_ENET, "destination '%s': cannot resolve '%s': %s",
+                        d->name, d->host, gai_strerror(rc));
     memcpy(&ret->ss, res->ai_addr, res->ai_addrlen);
     ret->len = res->ai_addrlen;
     freeaddrinfo(res);
@@ -760,8 +748,8 @@ cxr_err snd_new(const struct snd_dest *dests, int n, snd_result_fn on_result, vo
     bool https = false;
 
     if (!dests || n < 1 || n > SND_MAX_DESTS || !on_result || !ret)
-        return fail(errbuf, errlen, CXR_EINVAL, "need 1..%d destinations and a result callback",
-                    SND_MAX_DESTS);
+        return cxr_errf(errbuf, errlen, CXR_EINVAL, "need 1..%d destinations and a result callback",
+                        SND_MAX_DESTS);
     for (int i = 0; i < n; i++) {
         err = check_dest(&dests[i], i, errbuf, errlen);
         if (err)
@@ -770,7 +758,7 @@ cxr_err snd_new(const struct snd_dest *dests, int n, snd_result_fn on_result, vo
             https = true;
     }
     if (https && !(curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_SSL))
-        return fail(errbuf, errlen, CXR_EUNSUPPORTED, "libcurl was built without TLS");
+        return cxr_errf(errbuf, errlen, CXR_EUNSUPPORTED, "libcurl was built without TLS");
 
     s = calloc(1, sizeof(*s));
     if (!s)
@@ -801,21 +789,21 @@ cxr_err snd_new(const struct snd_dest *dests, int n, snd_result_fn on_result, vo
         }
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        err = fail(errbuf, errlen, CXR_ENOMEM, "curl_global_init failed");
+        err = cxr_errf(errbuf, errlen, CXR_ENOMEM, "curl_global_init failed");
         goto out_free;
     }
     s->curl_init = true;
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
     s->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (s->epfd < 0 || s->tfd < 0) {
-        err = fail(errbuf, errlen, CXR_EIO, "epoll/timerfd: %s", strerror(errno));
+        err = cxr_errf(errbuf, errlen, CXR_EIO, "epoll/timerfd: %s", strerror(errno));
         goto out_free;
     }
     memset(&ev, 0, sizeof(ev));
     ev.events = EPOLLIN;
     ev.data.u64 = TAG_TIMER;
     if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->tfd, &ev) != 0) {
-        err = fail(errbuf, errlen, CXR_EIO, "epoll_ctl: %s", strerror(errno));
+        err = cxr_errf(errbuf, errlen, CXR_EIO, "epoll_ctl: %s", strerror(errno));
         goto out_free;
     }
     s->multi = curl_multi_init();

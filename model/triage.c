@@ -86,19 +86,6 @@ static void list_classes(const nn_model *model, char *buf, size_t len)
         put(buf, len, &pos, "%s'%s'", c ? ", " : "", nn_model_class_name(model, c));
 }
 
-static void errf(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void errf(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!errbuf || !errlen)
-        return;
-    va_start(ap, fmt);
-    (void)vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static bool is_space(char ch)
 {
     return ch == ' ' || ch == '\t';
@@ -146,11 +133,10 @@ static cxr_err parse_thresholds(const nn_model *model, const char *text, float *
         int c;
 
         eq = memchr(p, '=', len);
-        if (!eq) {
-            errf(errbuf, errlen, "metadata %s: item '%.*s' is not CLASS=THRESHOLD",
-                 NN_META_TRIAGE_THRESHOLDS, (int)len, p);
-            return CXR_EMODEL;
-        }
+        if (!eq)
+            return cxr_errf(errbuf, errlen, CXR_EMODEL,
+                            "metadata %s: item '%.*s' is not CLASS=THRESHOLD",
+                            NN_META_TRIAGE_THRESHOLDS, (int)len, p);
         while (name < eq && is_space(*name))
             name++;
         nlen = (size_t)(eq - name);
@@ -159,32 +145,29 @@ static cxr_err parse_thresholds(const nn_model *model, const char *text, float *
         c = class_index(model, name, nlen);
         if (c < 0) {
             list_classes(model, classes, sizeof(classes));
-            errf(errbuf, errlen, "metadata %s: class '%.*s' is not one of the model's classes (%s)",
-                 NN_META_TRIAGE_THRESHOLDS, (int)nlen, name, classes);
-            return CXR_EMODEL;
+            return cxr_errf(errbuf, errlen, CXR_EMODEL,
+                            "metadata %s: class '%.*s' is not one of the model's classes (%s)",
+                            NN_META_TRIAGE_THRESHOLDS, (int)nlen, name, classes);
         }
-        if (seen[c]) {
-            errf(errbuf, errlen, "metadata %s: class '%.*s' is given twice",
-                 NN_META_TRIAGE_THRESHOLDS, (int)nlen, name);
-            return CXR_EMODEL;
-        }
-        if (!parse_unit(eq + 1, len - (size_t)(eq + 1 - p), &thr[c])) {
-            errf(errbuf, errlen, "metadata %s: threshold '%.*s' of class '%.*s' is not a number "
-                 "in [0,1]", NN_META_TRIAGE_THRESHOLDS, (int)(len - (size_t)(eq + 1 - p)),
-                 eq + 1, (int)nlen, name);
-            return CXR_EMODEL;
-        }
+        if (seen[c])
+            return cxr_errf(errbuf, errlen, CXR_EMODEL, "metadata %s: class '%.*s' is given twice",
+                            NN_META_TRIAGE_THRESHOLDS, (int)nlen, name);
+        if (!parse_unit(eq + 1, len - (size_t)(eq + 1 - p), &thr[c]))
+            return cxr_errf(errbuf, errlen, CXR_EMODEL,
+                            "metadata %s: threshold '%.*s' of class '%.*s' is not a number "
+                            "in [0,1]",
+                            NN_META_TRIAGE_THRESHOLDS, (int)(len - (size_t)(eq + 1 - p)), eq + 1,
+                            (int)nlen, name);
         seen[c] = true;
         if (!end)
             break;
         p = end + 1;
     }
     for (int c = 0; c < nc; c++)
-        if (!seen[c]) {
-            errf(errbuf, errlen, "metadata %s: class '%s' has no threshold (every class needs one)",
-                 NN_META_TRIAGE_THRESHOLDS, nn_model_class_name(model, c));
-            return CXR_EMODEL;
-        }
+        if (!seen[c])
+            return cxr_errf(errbuf, errlen, CXR_EMODEL,
+                            "metadata %s: class '%s' has no threshold (every class needs one)",
+                            NN_META_TRIAGE_THRESHOLDS, nn_model_class_name(model, c));
     return CXR_OK;
 }
 
@@ -198,10 +181,8 @@ cxr_err nn_triage_rule_init(const nn_model *model, struct nn_triage_rule *ret, c
 
     memset(&r, 0, sizeof(r));
     r.n_classes = nn_model_num_classes(model);
-    if (r.n_classes < 1 || r.n_classes > NN_MAX_CLASSES) {
-        errf(errbuf, errlen, "the model has %d classes", r.n_classes);
-        return CXR_EMODEL;
-    }
+    if (r.n_classes < 1 || r.n_classes > NN_MAX_CLASSES)
+        return cxr_errf(errbuf, errlen, CXR_EMODEL, "the model has %d classes", r.n_classes);
     for (int c = 0; c < r.n_classes; c++)
         r.threshold[c] = TRIAGE_DEFAULT_THRESHOLD;
     if (thr) {
@@ -214,9 +195,9 @@ cxr_err nn_triage_rule_init(const nn_model *model, struct nn_triage_rule *ret, c
         if (r.normal_class < 0) {
             char classes[NN_MAX_CLASSES * (NN_NAME_MAX + 4)];
             list_classes(model, classes, sizeof(classes));
-            errf(errbuf, errlen, "metadata %s: class '%s' is not one of the model's classes (%s)",
-                 NN_META_TRIAGE_NORMAL, normal, classes);
-            return CXR_EMODEL;
+            return cxr_errf(errbuf, errlen, CXR_EMODEL,
+                            "metadata %s: class '%s' is not one of the model's classes (%s)",
+                            NN_META_TRIAGE_NORMAL, normal, classes);
         }
     } else {
         r.normal_class = class_index(model, TRIAGE_DEFAULT_NORMAL, strlen(TRIAGE_DEFAULT_NORMAL));
@@ -233,15 +214,14 @@ cxr_err nn_triage_rule_set(struct nn_triage_rule *rule, const nn_model *model,
     if (c < 0 || c >= rule->n_classes) {
         char classes[NN_MAX_CLASSES * (NN_NAME_MAX + 4)];
         list_classes(model, classes, sizeof(classes));
-        errf(errbuf, errlen, "triage threshold for class '%s': the model has no such class (%s)",
-             class_name, classes);
-        return CXR_ENOTFOUND;
+        return cxr_errf(errbuf, errlen, CXR_ENOTFOUND,
+                        "triage threshold for class '%s': the model has no such class (%s)",
+                        class_name, classes);
     }
-    if (!(threshold >= 0.0f && threshold <= 1.0f)) {
-        errf(errbuf, errlen, "triage threshold for class '%s': %g is outside [0,1]", class_name,
-             (double)threshold);
-        return CXR_EINVAL;
-    }
+    if (!(threshold >= 0.0f && threshold <= 1.0f))
+        return cxr_errf(errbuf, errlen, CXR_EINVAL,
+                        "triage threshold for class '%s': %g is outside [0,1]", class_name,
+                        (double)threshold);
     rule->threshold[c] = threshold;
     rule->overridden[c] = true;
     return CXR_OK;

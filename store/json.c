@@ -146,9 +146,8 @@ cxr_err st_instance_json(const struct st_instance *in, struct cxr_buf *out)
     const struct st_receipt *r = &in->r;
     const struct st_result *res = &in->res;
     json_t *o = json_object(), *scores = NULL, *timings = json_object();
-    char when[40], *text;
+    char when[40];
     int bad = 0;
-    cxr_err err;
 
     if (!o || !timings) {
         json_decref(o);
@@ -194,13 +193,21 @@ cxr_err st_instance_json(const struct st_instance *in, struct cxr_buf *out)
     bad |= set_str(o, "error", res->error);
     bad |= json_object_set_new(o, "duplicate_of",
                                in->duplicate_of > 0 ? json_integer(in->duplicate_of) : json_null());
+    /* 15 significant digits: 0.91 prints as 0.91 and still reads back as the same double
+     * for every value a float32 model produces */
+    return st__json_put(o, bad, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15), out);
+}
+
+cxr_err st__json_put(json_t *o, int bad, size_t flags, struct cxr_buf *out)
+{
+    char *text;
+    cxr_err err;
+
     if (bad) {
         json_decref(o);
         return CXR_ENOMEM;
     }
-    /* 15 significant digits: 0.91 prints as 0.91 and still reads back as the same double
-     * for every value a float32 model produces */
-    text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+    text = json_dumps(o, flags);
     json_decref(o);
     if (!text)
         return CXR_ENOMEM;

@@ -31,12 +31,10 @@ const char *st_report_state_name(enum st_report_state s)
 
 bool st_report_state_from_name(const char *name, enum st_report_state *ret)
 {
-    for (int i = 0; name && i < 3; i++)
-        if (!strcmp(name, report_state_names[i])) {
-            *ret = (enum st_report_state)i;
-            return true;
-        }
-    return false;
+    int i = st__name_index(report_state_names, 0, 3, name);
+    if (i >= 0)
+        *ret = (enum st_report_state)i;
+    return i >= 0;
 }
 
 const char *st_report_format_name(enum st_report_format f)
@@ -46,12 +44,10 @@ const char *st_report_format_name(enum st_report_format f)
 
 bool st_report_format_from_name(const char *name, enum st_report_format *ret)
 {
-    for (int i = 0; name && i < 2; i++)
-        if (!strcmp(name, format_names[i])) {
-            *ret = (enum st_report_format)i;
-            return true;
-        }
-    return false;
+    int i = st__name_index(format_names, 0, 2, name);
+    if (i >= 0)
+        *ret = (enum st_report_format)i;
+    return i >= 0;
 }
 
 const char *st_attempt_outcome_name(enum st_attempt_outcome o)
@@ -111,21 +107,8 @@ static cxr_err read_report(sqlite3_stmt *st, bool with_body, struct st_report *r
 /* The hash of report id's row as it is now (inside the caller's transaction). */
 static cxr_err report_row_hash(st_db *db, int64_t id, char out[65], char *errbuf, size_t errlen)
 {
-    static const char *what = "hash report row";
-    sqlite3_stmt *st;
-    cxr_err err = st__prepare(db, "SELECT " REPORT_COLS " FROM reports WHERE id = ?", &st, what,
-                              errbuf, errlen);
-    if (err)
-        return err;
-    (void)sqlite3_bind_int64(st, 1, id);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        err = st__hash_columns(st, 0, REPORT_NCOLS, out)
-                  ? st__fail(db, CXR_ENOMEM, what, "SHA-256 failed", errbuf, errlen)
-                  : CXR_OK;
-    else
-        err = st__fail(db, CXR_ENOTFOUND, what, "no such report", errbuf, errlen);
-    sqlite3_finalize(st);
-    return err;
+    return st__row_hash(db, "SELECT " REPORT_COLS " FROM reports WHERE id = ?", REPORT_NCOLS, id,
+                        "hash report row", "no such report", out, errbuf, errlen);
 }
 
 /* Appends kind for report id: "report=ID destination=D format=F" and extra; the row hash of the
@@ -202,10 +185,9 @@ cxr_err st__reports_insert(st_db *db, const char *study_uid, int64_t now_ms,
         (void)sqlite3_bind_text(st, 11, r->body, (int)r->body_len, SQLITE_TRANSIENT);
         (void)sqlite3_bind_int64(st, 12, now_ms);
         (void)sqlite3_bind_int64(st, 13, now_ms);
-        if (sqlite3_step(st) != SQLITE_DONE) {
-            err = st__dberr(db, what, errbuf, errlen);
+        err = st__step_done(db, st, what, errbuf, errlen);
+        if (err)
             break;
-        }
         sqlite3_finalize(st);
         st = NULL;
         id = sqlite3_last_insert_rowid(db->h);
@@ -234,22 +216,37 @@ static size_t utf8_cut(const char *s, size_t max)
     return n;
 }
 
-/* Reads the state, destination and format of report id inside the caller's transaction. */
-static cxr_err report_head(st_db *db, int64_t id, struct st_report *r, const char *what,
-                           char *errbuf, size_t errlen)
+/* Binds s ("" for NULL) cut to at most max - 1 bytes on a UTF-8 boundary. */
+static void bind_cut(sqlite3_stmt *st, int i, const char *s, size_t max)
+{
+    (void)sqlite3_bind_text(st, i, s ? s : "", (int)utf8_cut(s, max), SQLITE_TRANSIENT);
+}
+
+/* Reads report id (its body only when with_body) into r, inside the caller's transaction if
+ * any; r may be changed on failure too. */
+static cxr_err select_report(st_db *db, int64_t id, bool with_body, struct st_report *r,
+                             const char *what, char *errbuf, size_t errlen)
 {
     sqlite3_stmt *st;
+    int rc;
     cxr_err err = st__prepare(db, "SELECT " REPORT_COLS " FROM reports WHERE id = ?", &st, what,
                               errbuf, errlen);
     if (err)
         return err;
     (void)sqlite3_bind_int64(st, 1, id);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        err = read_report(st, false, r);
-    } else {
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        err = read_report(st, with_body, r);
+        if (err) {
+            err = st__fail(db, err, what, "out of memory", errbuf, errlen);
+            st_report_done(r);
+        }
+    } else if (rc == SQLITE_DONE) {
         char text[64];
         (void)snprintf(text, sizeof(text), "no report %" PRId64, id);
         err = st__fail(db, CXR_ENOTFOUND, what, text, errbuf, errlen);
+    } else {
+        err = st__dberr(db, what, errbuf, errlen);
     }
     sqlite3_finalize(st);
     return err;
@@ -259,8 +256,9 @@ static cxr_err report_head(st_db *db, int64_t id, struct st_report *r, const cha
 static cxr_err step_update(st_db *db, sqlite3_stmt *st, const char *what, char *errbuf,
                            size_t errlen)
 {
-    if (sqlite3_step(st) != SQLITE_DONE)
-        return st__dberr(db, what, errbuf, errlen);
+    cxr_err err = st__step_done(db, st, what, errbuf, errlen);
+    if (err)
+        return err;
     if (sqlite3_changes(db->h) != 1)
         return st__fail(db, CXR_EDB, what, "the report row did not change", errbuf, errlen);
     return CXR_OK;
@@ -281,13 +279,10 @@ static cxr_err insert_attempt(st_db *db, int64_t id, int64_t at_ms, enum st_atte
     (void)sqlite3_bind_int64(st, 2, at_ms);
     st__bind_text(st, 3, st_attempt_outcome_name(outcome));
     (void)sqlite3_bind_int(st, 4, status);
-    (void)sqlite3_bind_text(st, 5, detail ? detail : "", (int)utf8_cut(detail, ST_TEXT_MAX),
-                            SQLITE_TRANSIENT);
-    (void)sqlite3_bind_text(st, 6, response ? response : "",
-                            (int)utf8_cut(response, ST_RESPONSE_MAX), SQLITE_TRANSIENT);
+    bind_cut(st, 5, detail, ST_TEXT_MAX);
+    bind_cut(st, 6, response, ST_RESPONSE_MAX);
     (void)sqlite3_bind_double(st, 7, ms);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        err = st__dberr(db, what, errbuf, errlen);
+    err = st__step_done(db, st, what, errbuf, errlen);
     sqlite3_finalize(st);
     return err;
 }
@@ -310,20 +305,20 @@ cxr_err st_report_attempt(st_db *db, int64_t id, int64_t at_ms, enum st_attempt_
     err = st__begin(db, what, errbuf, errlen);
     if (err)
         goto out_free;
-    err = report_head(db, id, r, what, errbuf, errlen);
+    err = select_report(db, id, false, r, what, errbuf, errlen);
     if (err)
-        goto out_rollback;
+        goto out_end;
     if (r->state != ST_REPORT_PENDING) {
         char text[96];
         (void)snprintf(text, sizeof(text), "report %" PRId64 " is %s, not pending", id,
                        st_report_state_name(r->state));
         err = st__fail(db, CXR_EINVAL, what, text, errbuf, errlen);
-        goto out_rollback;
+        goto out_end;
     }
     err =
         insert_attempt(db, id, at_ms, outcome, status, detail, response, ms, what, errbuf, errlen);
     if (err)
-        goto out_rollback;
+        goto out_end;
     err =
         st__prepare(db,
                     "UPDATE reports SET state = ?1,"
@@ -333,7 +328,7 @@ cxr_err st_report_attempt(st_db *db, int64_t id, int64_t at_ms, enum st_attempt_
                     " last_status = ?4, last_detail = ?5, last_response = ?6 WHERE id = ?7",
                     &st, what, errbuf, errlen);
     if (err)
-        goto out_rollback;
+        goto out_end;
     st__bind_text(st, 1,
                   outcome == ST_ATTEMPT_DELIVERED ? "delivered"
                   : outcome == ST_ATTEMPT_RETRY   ? "pending"
@@ -341,14 +336,12 @@ cxr_err st_report_attempt(st_db *db, int64_t id, int64_t at_ms, enum st_attempt_
     (void)sqlite3_bind_int64(st, 2, at_ms);
     (void)sqlite3_bind_int64(st, 3, next_attempt_ms);
     (void)sqlite3_bind_int(st, 4, status);
-    (void)sqlite3_bind_text(st, 5, detail ? detail : "", (int)utf8_cut(detail, ST_TEXT_MAX),
-                            SQLITE_TRANSIENT);
-    (void)sqlite3_bind_text(st, 6, response ? response : "",
-                            (int)utf8_cut(response, ST_RESPONSE_MAX), SQLITE_TRANSIENT);
+    bind_cut(st, 5, detail, ST_TEXT_MAX);
+    bind_cut(st, 6, response, ST_RESPONSE_MAX);
     (void)sqlite3_bind_int64(st, 7, id);
     err = step_update(db, st, what, errbuf, errlen);
     if (err)
-        goto out_rollback;
+        goto out_end;
     if (outcome == ST_ATTEMPT_RETRY)
         (void)snprintf(extra, sizeof(extra), "attempt=%d status=%d next_attempt_at=%" PRId64,
                        r->attempts + 1, status, next_attempt_ms);
@@ -360,18 +353,8 @@ cxr_err st_report_attempt(st_db *db, int64_t id, int64_t at_ms, enum st_attempt_
                        : outcome == ST_ATTEMPT_RETRY   ? "report.retry"
                                                        : "report.dead",
                        r->destination, r->format, extra, errbuf, errlen);
-    if (err)
-        goto out_rollback;
-    err = st__commit(db, what, errbuf, errlen);
-    if (err)
-        goto out_rollback;
-    sqlite3_finalize(st);
-    free(r);
-    return CXR_OK;
-
-out_rollback:
-    sqlite3_finalize(st);
-    st__rollback(db);
+out_end:
+    err = st__end(db, st, err, what, errbuf, errlen);
 out_free:
     free(r);
     return err;
@@ -390,15 +373,15 @@ cxr_err st_report_requeue(st_db *db, int64_t id, int64_t now_ms, char *errbuf, s
     err = st__begin(db, what, errbuf, errlen);
     if (err)
         goto out_free;
-    err = report_head(db, id, r, what, errbuf, errlen);
+    err = select_report(db, id, false, r, what, errbuf, errlen);
     if (err)
-        goto out_rollback;
+        goto out_end;
     if (r->state != ST_REPORT_DEAD) {
         char text[96];
         (void)snprintf(text, sizeof(text), "report %" PRId64 " is %s, not dead", id,
                        st_report_state_name(r->state));
         err = st__fail(db, CXR_EINVAL, what, text, errbuf, errlen);
-        goto out_rollback;
+        goto out_end;
     }
     /* identifiers and the attempt count stay: only the delivery state moves */
     err = st__prepare(db,
@@ -406,27 +389,17 @@ cxr_err st_report_requeue(st_db *db, int64_t id, int64_t now_ms, char *errbuf, s
                       " WHERE id = ? AND state = 'dead'",
                       &st, what, errbuf, errlen);
     if (err)
-        goto out_rollback;
+        goto out_end;
     (void)sqlite3_bind_int64(st, 1, now_ms);
     (void)sqlite3_bind_int64(st, 2, id);
     err = step_update(db, st, what, errbuf, errlen);
     if (err)
-        goto out_rollback;
+        goto out_end;
     (void)snprintf(extra, sizeof(extra), "attempts=%d", r->attempts);
     err = report_event(db, id, now_ms, "report.requeued", r->destination, r->format, extra, errbuf,
                        errlen);
-    if (err)
-        goto out_rollback;
-    err = st__commit(db, what, errbuf, errlen);
-    if (err)
-        goto out_rollback;
-    sqlite3_finalize(st);
-    free(r);
-    return CXR_OK;
-
-out_rollback:
-    sqlite3_finalize(st);
-    st__rollback(db);
+out_end:
+    err = st__end(db, st, err, what, errbuf, errlen);
 out_free:
     free(r);
     return err;
@@ -494,36 +467,15 @@ cxr_err st_report_get(st_db *db, int64_t id, bool with_body, struct st_report *r
                       size_t errlen)
 {
     static const char *what = "get report";
-    sqlite3_stmt *st;
-    struct st_report *r;
-    int rc;
+    struct st_report *r = calloc(1, sizeof(*r));
     cxr_err err;
 
-    err = st__prepare(db, "SELECT " REPORT_COLS " FROM reports WHERE id = ?", &st, what, errbuf,
-                      errlen);
-    if (err)
-        return err;
-    (void)sqlite3_bind_int64(st, 1, id);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        r = calloc(1, sizeof(*r));
-        err = r ? read_report(st, with_body, r) : CXR_ENOMEM;
-        if (err) {
-            err = st__fail(db, err, what, "out of memory", errbuf, errlen);
-            if (r)
-                st_report_done(r);
-        } else {
-            *ret = *r; /* the body, if any, now belongs to ret */
-        }
-        free(r);
-    } else if (rc == SQLITE_DONE) {
-        char text[64];
-        (void)snprintf(text, sizeof(text), "no report %" PRId64, id);
-        err = st__fail(db, CXR_ENOTFOUND, what, text, errbuf, errlen);
-    } else {
-        err = st__dberr(db, what, errbuf, errlen);
-    }
-    sqlite3_finalize(st);
+    if (!r)
+        return st__fail(db, CXR_ENOMEM, what, "out of memory", errbuf, errlen);
+    err = select_report(db, id, with_body, r, what, errbuf, errlen);
+    if (!err)
+        *ret = *r; /* the body, if any, now belongs to ret */
+    free(r);
     return err;
 }
 
@@ -619,9 +571,8 @@ cxr_err st_report_attempts(st_db *db, int64_t id,
         a->id = sqlite3_column_int64(st, 0);
         a->report_id = sqlite3_column_int64(st, 1);
         a->at_ms = sqlite3_column_int64(st, 2);
-        a->outcome = !strcmp(o, "delivered") ? ST_ATTEMPT_DELIVERED
-                     : !strcmp(o, "retry")   ? ST_ATTEMPT_RETRY
-                                             : ST_ATTEMPT_DEAD;
+        int k = st__name_index(outcome_names, 0, 3, o);
+        a->outcome = k < 0 ? ST_ATTEMPT_DEAD : (enum st_attempt_outcome)k;
         a->status = sqlite3_column_int(st, 4);
         st__copy_str(a->detail, sizeof(a->detail), st__col_text(st, 5));
         st__copy_str(a->response, sizeof(a->response), st__col_text(st, 6));
@@ -702,9 +653,7 @@ static int set_text(json_t *o, const char *key, const char *value)
 cxr_err st_report_json(const struct st_report *r, struct cxr_buf *out)
 {
     json_t *o = json_object();
-    char *text;
     int bad = 0;
-    cxr_err err;
 
     if (!o)
         return CXR_ENOMEM;
@@ -730,25 +679,13 @@ cxr_err st_report_json(const struct st_report *r, struct cxr_buf *out)
     bad |= set_text(o, "last_response", r->last_response);
     if (r->body)
         bad |= json_object_set_new(o, "body", safe_string(r->body, r->body_len));
-    if (bad) {
-        json_decref(o);
-        return CXR_ENOMEM;
-    }
-    text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    if (!text)
-        return CXR_ENOMEM;
-    err = cxr_buf_puts(out, text);
-    free(text);
-    return err;
+    return st__json_put(o, bad, JSON_COMPACT | JSON_PRESERVE_ORDER, out);
 }
 
 cxr_err st_report_attempt_json(const struct st_report_attempt *a, struct cxr_buf *out)
 {
     json_t *o = json_object();
-    char *text;
     int bad = 0;
-    cxr_err err;
 
     if (!o)
         return CXR_ENOMEM;
@@ -760,15 +697,5 @@ cxr_err st_report_attempt_json(const struct st_report_attempt *a, struct cxr_buf
     bad |= set_text(o, "detail", a->detail);
     bad |= set_text(o, "response", a->response);
     bad |= json_object_set_new(o, "ms", json_real(a->ms));
-    if (bad) {
-        json_decref(o);
-        return CXR_ENOMEM;
-    }
-    text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
-    json_decref(o);
-    if (!text)
-        return CXR_ENOMEM;
-    err = cxr_buf_puts(out, text);
-    free(text);
-    return err;
+    return st__json_put(o, bad, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15), out);
 }

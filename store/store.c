@@ -38,12 +38,10 @@ const char *st_state_name(enum st_state s)
 
 bool st_state_from_name(const char *name, enum st_state *ret)
 {
-    for (int i = 0; name && i < 4; i++)
-        if (!strcmp(name, state_names[i])) {
-            *ret = (enum st_state)i;
-            return true;
-        }
-    return false;
+    int i = st__name_index(state_names, 0, 4, name);
+    if (i >= 0)
+        *ret = (enum st_state)i;
+    return i >= 0;
 }
 
 const char *st_triage_name(enum st_triage t)
@@ -53,12 +51,10 @@ const char *st_triage_name(enum st_triage t)
 
 bool st_triage_from_name(const char *name, enum st_triage *ret)
 {
-    for (int i = 1; name && i < 4; i++)
-        if (!strcmp(name, triage_names[i])) {
-            *ret = (enum st_triage)i;
-            return true;
-        }
-    return false;
+    int i = st__name_index(triage_names, 1, 4, name);
+    if (i >= 0)
+        *ret = (enum st_triage)i;
+    return i >= 0;
 }
 
 const char *st_stage_name(enum st_stage s)
@@ -130,6 +126,32 @@ void st__rollback(st_db *db)
 {
     if (!sqlite3_get_autocommit(db->h))
         (void)sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+}
+
+cxr_err st__end(st_db *db, sqlite3_stmt *st, cxr_err err, const char *what, char *errbuf,
+                size_t errlen)
+{
+    if (!err)
+        err = st__commit(db, what, errbuf, errlen);
+    sqlite3_finalize(st);
+    if (err)
+        st__rollback(db);
+    return err;
+}
+
+cxr_err st__step_done(st_db *db, sqlite3_stmt *st, const char *what, char *errbuf, size_t errlen)
+{
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return st__dberr(db, what, errbuf, errlen);
+    return CXR_OK;
+}
+
+int st__name_index(const char *const *names, int from, int n, const char *name)
+{
+    for (int i = from; name && i < n; i++)
+        if (names[i] && !strcmp(name, names[i]))
+            return i;
+    return -1;
 }
 
 /* Bounded copy that always terminates (truncates silently: columns have their own limits). */
@@ -336,22 +358,28 @@ int st_schema_version(const st_db *db)
 
 /* ---- hash chain ---- */
 
-static cxr_err instance_row_hash(st_db *db, int64_t id, char out[65], char *errbuf, size_t errlen)
+cxr_err st__row_hash(st_db *db, const char *sql, int ncols, int64_t id, const char *what,
+                     const char *missing, char out[65], char *errbuf, size_t errlen)
 {
     sqlite3_stmt *st;
-    cxr_err err = st__prepare(db, "SELECT " INSTANCE_COLS " FROM instances WHERE id = ?", &st,
-                              "hash instance row", errbuf, errlen);
+    cxr_err err = st__prepare(db, sql, &st, what, errbuf, errlen);
     if (err)
         return err;
     (void)sqlite3_bind_int64(st, 1, id);
     if (sqlite3_step(st) == SQLITE_ROW)
-        err = st__hash_columns(st, 0, INSTANCE_NCOLS, out)
-                  ? st__fail(db, CXR_ENOMEM, "hash instance row", "SHA-256 failed", errbuf, errlen)
+        err = st__hash_columns(st, 0, ncols, out)
+                  ? st__fail(db, CXR_ENOMEM, what, "SHA-256 failed", errbuf, errlen)
                   : CXR_OK;
     else
-        err = st__fail(db, CXR_ENOTFOUND, "hash instance row", "no such instance", errbuf, errlen);
+        err = st__fail(db, CXR_ENOTFOUND, what, missing, errbuf, errlen);
     sqlite3_finalize(st);
     return err;
+}
+
+static cxr_err instance_row_hash(st_db *db, int64_t id, char out[65], char *errbuf, size_t errlen)
+{
+    return st__row_hash(db, "SELECT " INSTANCE_COLS " FROM instances WHERE id = ?", INSTANCE_NCOLS,
+                        id, "hash instance row", "no such instance", out, errbuf, errlen);
 }
 
 cxr_err st__append_event_row(st_db *db, int64_t instance_id, const char *row_hash, int64_t at_ms,
@@ -384,12 +412,10 @@ cxr_err st__append_event_row(st_db *db, int64_t instance_id, const char *row_has
     st__bind_text(st, 3, kind);
     st__bind_text(st, 4, detail);
     st__bind_text(st, 6, prev);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-        err = st__dberr(db, "append event", errbuf, errlen);
-        sqlite3_finalize(st);
-        return err;
-    }
+    err = st__step_done(db, st, "append event", errbuf, errlen);
     sqlite3_finalize(st);
+    if (err)
+        return err;
     eid = sqlite3_last_insert_rowid(db->h);
 
     err = st__prepare(db,
@@ -414,8 +440,7 @@ cxr_err st__append_event_row(st_db *db, int64_t instance_id, const char *row_has
         return err;
     st__bind_text(st, 1, hash);
     (void)sqlite3_bind_int64(st, 2, eid);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        err = st__dberr(db, "hash event", errbuf, errlen);
+    err = st__step_done(db, st, "hash event", errbuf, errlen);
     sqlite3_finalize(st);
     return err;
 }
@@ -517,7 +542,7 @@ cxr_err st_insert_received(st_db *db, const struct st_receipt *r, int64_t duplic
     static const char *what = "insert instance";
     sqlite3_stmt *st = NULL;
     char *timings = NULL, detail[256];
-    int64_t id, now = st_now_ms();
+    int64_t id = 0, now = st_now_ms();
     cxr_err err;
 
     err = st__begin(db, what, errbuf, errlen);
@@ -526,7 +551,7 @@ cxr_err st_insert_received(st_db *db, const struct st_receipt *r, int64_t duplic
     timings = timings_json(NULL, r->receive_ms);
     if (!timings) {
         err = st__fail(db, CXR_ENOMEM, what, "out of memory", errbuf, errlen);
-        goto out_rollback;
+        goto out_end;
     }
     err = st__prepare(db,
                       "INSERT INTO instances (sop_instance_uid, sop_class_uid, study_uid,"
@@ -536,7 +561,7 @@ cxr_err st_insert_received(st_db *db, const struct st_receipt *r, int64_t duplic
                       " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,'received',?,?,?)",
                       &st, what, errbuf, errlen);
     if (err)
-        goto out_rollback;
+        goto out_end;
     st__bind_text(st, 1, r->sop_instance_uid);
     st__bind_text(st, 2, r->sop_class_uid);
     st__bind_text(st, 3, r->study_uid);
@@ -555,35 +580,27 @@ cxr_err st_insert_received(st_db *db, const struct st_receipt *r, int64_t duplic
     if (duplicate_of > 0)
         (void)sqlite3_bind_int64(st, 16, duplicate_of);
     (void)sqlite3_bind_int64(st, 17, now);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-        err = st__dberr(db, what, errbuf, errlen);
-        goto out_rollback;
-    }
+    err = st__step_done(db, st, what, errbuf, errlen);
+    if (err)
+        goto out_end;
     id = sqlite3_last_insert_rowid(db->h);
     (void)snprintf(detail, sizeof(detail), "source=%s size=%" PRId64 " calling_aet=%s%s",
                    r->source[0] ? r->source : "dicom", r->size_bytes, r->calling_aet,
                    duplicate_of > 0 ? " duplicate" : "");
     err = append_event(db, id, now, "received", detail, errbuf, errlen);
     if (err)
-        goto out_rollback;
+        goto out_end;
     if (duplicate_of > 0) {
         (void)snprintf(detail, sizeof(detail), "duplicate_of=%" PRId64, duplicate_of);
         err = append_event(db, id, now, "duplicate", detail, errbuf, errlen);
         if (err)
-            goto out_rollback;
+            goto out_end;
     }
-    err = st__commit(db, what, errbuf, errlen);
-    if (err)
-        goto out_rollback;
-    sqlite3_finalize(st);
+out_end:
+    err = st__end(db, st, err, what, errbuf, errlen);
     free(timings);
-    *ret_id = id;
-    return CXR_OK;
-
-out_rollback:
-    sqlite3_finalize(st);
-    free(timings);
-    st__rollback(db);
+    if (!err)
+        *ret_id = id;
     return err;
 }
 
@@ -630,19 +647,19 @@ cxr_err st_finish(st_db *db, int64_t id, const struct st_result *res, char *errb
         return err;
     err = row_state(db, id, &cur, &receive_ms, what, errbuf, errlen);
     if (err)
-        goto out_rollback;
+        goto out_end;
     if (cur != ST_RECEIVED) {
         char text[96];
         (void)snprintf(text, sizeof(text), "instance %" PRId64 " is already %s", id,
                        st_state_name(cur));
         err = st__fail(db, CXR_EINVAL, what, text, errbuf, errlen);
-        goto out_rollback;
+        goto out_end;
     }
     timings = timings_json(res->timings_ms, receive_ms);
     scores = scores_json(res->n_classes, res->class_names, res->scores, &oom);
     if (!timings || oom) {
         err = st__fail(db, CXR_ENOMEM, what, "out of memory", errbuf, errlen);
-        goto out_rollback;
+        goto out_end;
     }
     for (int i = 0; i < res->n_classes && i < ST_MAX_CLASSES; i++)
         if (top < 0 || res->scores[i] > res->scores[top])
@@ -654,7 +671,7 @@ cxr_err st_finish(st_db *db, int64_t id, const struct st_result *res, char *errb
                       " error = ?, updated_at = ? WHERE id = ?",
                       &st, what, errbuf, errlen);
     if (err)
-        goto out_rollback;
+        goto out_end;
     st__bind_text(st, 1, st_state_name(res->state));
     st__bind_text(st, 2, res->pixel_sha256);
     (void)sqlite3_bind_int(st, 3, res->gate_applicable ? 1 : 0);
@@ -674,10 +691,9 @@ cxr_err st_finish(st_db *db, int64_t id, const struct st_result *res, char *errb
     st__bind_text(st, 13, res->error);
     (void)sqlite3_bind_int64(st, 14, now);
     (void)sqlite3_bind_int64(st, 15, id);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-        err = st__dberr(db, what, errbuf, errlen);
-        goto out_rollback;
-    }
+    err = st__step_done(db, st, what, errbuf, errlen);
+    if (err)
+        goto out_end;
     if (res->state == ST_CLASSIFIED)
         (void)snprintf(detail, sizeof(detail), "model=%.16s triage=%s top=%s", res->model_digest,
                        st_triage_name(res->triage) ? st_triage_name(res->triage) : "none",
@@ -687,21 +703,10 @@ cxr_err st_finish(st_db *db, int64_t id, const struct st_result *res, char *errb
     else
         (void)snprintf(detail, sizeof(detail), "error=%s", res->error);
     err = append_event(db, id, now, st_state_name(res->state), detail, errbuf, errlen);
-    if (err)
-        goto out_rollback;
-    err = st__commit(db, what, errbuf, errlen);
-    if (err)
-        goto out_rollback;
-    sqlite3_finalize(st);
+out_end:
+    err = st__end(db, st, err, what, errbuf, errlen);
     free(timings);
     free(scores);
-    return CXR_OK;
-
-out_rollback:
-    sqlite3_finalize(st);
-    free(timings);
-    free(scores);
-    st__rollback(db);
     return err;
 }
 
@@ -717,11 +722,7 @@ cxr_err st_add_event(st_db *db, int64_t instance_id, const char *kind, const cha
     if (err)
         return err;
     err = append_event(db, instance_id, st_now_ms(), kind, detail, errbuf, errlen);
-    if (!err)
-        err = st__commit(db, what, errbuf, errlen);
-    if (err)
-        st__rollback(db);
-    return err;
+    return st__end(db, NULL, err, what, errbuf, errlen);
 }
 
 cxr_err st_find_sop(st_db *db, const char *sop_instance_uid, int64_t *ret_id,
@@ -1012,25 +1013,14 @@ cxr_err st_study_touch(st_db *db, const char *study_uid, const char *patient_id,
                       " completed = 0",
                       &st, what, errbuf, errlen);
     if (err)
-        goto out_rollback;
+        goto out_end;
     st__bind_text(st, 1, study_uid);
     st__bind_text(st, 2, patient_id);
     st__bind_text(st, 3, accession);
     (void)sqlite3_bind_int64(st, 4, received_ms);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-        err = st__dberr(db, what, errbuf, errlen);
-        goto out_rollback;
-    }
-    err = st__commit(db, what, errbuf, errlen);
-    if (err)
-        goto out_rollback;
-    sqlite3_finalize(st);
-    return CXR_OK;
-
-out_rollback:
-    sqlite3_finalize(st);
-    st__rollback(db);
-    return err;
+    err = st__step_done(db, st, what, errbuf, errlen);
+out_end:
+    return st__end(db, st, err, what, errbuf, errlen);
 }
 
 cxr_err st_study_settled(st_db *db, const char *study_uid, bool *ret, char *errbuf, size_t errlen)
@@ -1203,11 +1193,11 @@ static cxr_err study_complete(st_db *db, const char *study_uid, int64_t now_ms,
     err = st__prepare(db, "SELECT " STUDY_COLS " FROM studies WHERE study_uid = ?", &st, what,
                       errbuf, errlen);
     if (err)
-        goto out_rollback;
+        goto out_end;
     st__bind_text(st, 1, study_uid);
     if (sqlite3_step(st) != SQLITE_ROW) {
         err = st__fail(db, CXR_ENOTFOUND, what, "no such study", errbuf, errlen);
-        goto out_rollback;
+        goto out_end;
     }
     read_study_row(st, s);
     sid = sqlite3_column_int64(st, 6);
@@ -1215,11 +1205,11 @@ static cxr_err study_complete(st_db *db, const char *study_uid, int64_t now_ms,
     st = NULL;
     err = study_combine(db, s, what, errbuf, errlen);
     if (err)
-        goto out_rollback;
+        goto out_end;
     scores = scores_json(s->n_classes, s->class_names, s->scores, &oom);
     if (oom) {
         err = st__fail(db, CXR_ENOMEM, what, "out of memory", errbuf, errlen);
-        goto out_rollback;
+        goto out_end;
     }
     s->completed_ms = now_ms;
     err = st__prepare(db,
@@ -1227,7 +1217,7 @@ static cxr_err study_complete(st_db *db, const char *study_uid, int64_t now_ms,
                       " model_digest = ?, skipped = ? WHERE id = ?",
                       &st, what, errbuf, errlen);
     if (err)
-        goto out_rollback;
+        goto out_end;
     (void)sqlite3_bind_int64(st, 1, now_ms);
     if (scores)
         st__bind_text(st, 2, scores);
@@ -1236,35 +1226,25 @@ static cxr_err study_complete(st_db *db, const char *study_uid, int64_t now_ms,
     st__bind_text(st, 4, s->model_digest);
     st__bind_text(st, 5, s->skipped);
     (void)sqlite3_bind_int64(st, 6, sid);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-        err = st__dberr(db, what, errbuf, errlen);
-        goto out_rollback;
-    }
+    err = st__step_done(db, st, what, errbuf, errlen);
+    if (err)
+        goto out_end;
     (void)snprintf(detail, sizeof(detail),
                    "study=%" PRId64 " instances=%d scored=%d skipped=%d failed=%d triage=%s", sid,
                    s->n_instances, s->n_scored, s->n_skipped, s->n_failed,
                    st_triage_name(s->triage) ? st_triage_name(s->triage) : "none");
     err = append_event(db, 0, now_ms, "study.complete", detail, errbuf, errlen);
     if (err)
-        goto out_rollback;
+        goto out_end;
     if (build) {
         err = queue_reports(db, s, now_ms, build, user, what, errbuf, errlen);
         if (err)
-            goto out_rollback;
+            goto out_end;
     }
-    err = st__commit(db, what, errbuf, errlen);
-    if (err)
-        goto out_rollback;
-    sqlite3_finalize(st);
-    free(scores);
-    if (ret_study)
+out_end:
+    err = st__end(db, st, err, what, errbuf, errlen);
+    if (!err && ret_study)
         *ret_study = *s;
-    free(s);
-    return CXR_OK;
-
-out_rollback:
-    sqlite3_finalize(st);
-    st__rollback(db);
 out_free:
     free(scores);
     free(s);
@@ -1401,30 +1381,19 @@ cxr_err st_spool_forget(st_db *db, int64_t id, char *errbuf, size_t errlen)
     err = st__prepare(db, "UPDATE instances SET spool_gone = 1, updated_at = ? WHERE id = ?", &st,
                       what, errbuf, errlen);
     if (err)
-        goto out_rollback;
+        goto out_end;
     (void)sqlite3_bind_int64(st, 1, now);
     (void)sqlite3_bind_int64(st, 2, id);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-        err = st__dberr(db, what, errbuf, errlen);
-        goto out_rollback;
-    }
+    err = st__step_done(db, st, what, errbuf, errlen);
+    if (err)
+        goto out_end;
     if (sqlite3_changes(db->h) != 1) {
         err = st__fail(db, CXR_ENOTFOUND, what, "no such instance", errbuf, errlen);
-        goto out_rollback;
+        goto out_end;
     }
     err = append_event(db, id, now, "spool.deleted", "retention", errbuf, errlen);
-    if (err)
-        goto out_rollback;
-    err = st__commit(db, what, errbuf, errlen);
-    if (err)
-        goto out_rollback;
-    sqlite3_finalize(st);
-    return CXR_OK;
-
-out_rollback:
-    sqlite3_finalize(st);
-    st__rollback(db);
-    return err;
+out_end:
+    return st__end(db, st, err, what, errbuf, errlen);
 }
 
 /* ---- statistics ---- */

@@ -4,6 +4,7 @@
 #ifndef CXR_STORE_INT_H
 #define CXR_STORE_INT_H
 
+#include <jansson.h>
 #include <sqlite3.h>
 
 #include "store.h"
@@ -40,6 +41,15 @@ cxr_err st__prepare(st_db *db, const char *sql, sqlite3_stmt **ret, const char *
 cxr_err st__begin(st_db *db, const char *what, char *errbuf, size_t errlen);
 cxr_err st__commit(st_db *db, const char *what, char *errbuf, size_t errlen);
 void st__rollback(st_db *db);
+/* Ends a write transaction begun with st__begin: commits when err is CXR_OK, rolls back when
+ * it is not (or the commit fails), and finalizes st (may be NULL) either way. Returns err, or
+ * the commit's error. */
+cxr_err st__end(st_db *db, sqlite3_stmt *st, cxr_err err, const char *what, char *errbuf,
+                size_t errlen);
+/* Steps st once, expecting no row (INSERT, UPDATE); on failure fills errbuf naming what. */
+cxr_err st__step_done(st_db *db, sqlite3_stmt *st, const char *what, char *errbuf, size_t errlen);
+/* The index of name in names[from..n) (NULL entries never match), or -1 (also for NULL name). */
+int st__name_index(const char *const *names, int from, int n, const char *name);
 /* Bounded copy that always terminates; a column's text ("" for NULL); binds s ("" for NULL). */
 void st__copy_str(char *dst, size_t len, const char *src);
 const char *st__col_text(sqlite3_stmt *st, int i);
@@ -48,6 +58,11 @@ void st__bind_text(sqlite3_stmt *st, int i, const char *s);
  * the hash of the row the event changed, as it is now (an instance's or a report's). */
 cxr_err st__append_event_row(st_db *db, int64_t instance_id, const char *row_hash, int64_t at_ms,
                              const char *kind, const char *detail, char *errbuf, size_t errlen);
+
+/* The hash (st__hash_columns of columns [0, ncols)) of the row sql (one "?" for id) selects,
+ * inside the caller's transaction; CXR_ENOTFOUND with missing as the text when there is none. */
+cxr_err st__row_hash(st_db *db, const char *sql, int ncols, int64_t id, const char *what,
+                     const char *missing, char out[65], char *errbuf, size_t errlen);
 
 /* The report columns in the order st_report_get reads them and the row hash covers them. */
 #define REPORT_COLS                                                                                \
@@ -67,5 +82,9 @@ cxr_err st__hash_columns(sqlite3_stmt *st, int from, int to, char out[65]);
 /* The schema: migrations applied in order; st__schema_count() is the newest version. */
 int st__schema_count(void);
 const char *st__schema_sql(int version); /* version 1.. st__schema_count() */
+
+/* Puts o (which it consumes) into out as json_dumps(o, flags) does; CXR_ENOMEM when bad (a
+ * member could not be set) or jansson runs out of memory. */
+cxr_err st__json_put(json_t *o, int bad, size_t flags, struct cxr_buf *out);
 
 #endif

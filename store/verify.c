@@ -198,6 +198,30 @@ static cxr_err check_orphans(st_db *db, struct cxr_buf *report, int64_t *n, char
     return err;
 }
 
+/* The current row of st against its newest event: columns [0, ncols) are the row (its id
+ * first), column ncols the id of the newest event that records it (NULL: none) and ncols + 1
+ * that event's row hash. label names the row in the report ("instance", "report"). */
+static cxr_err check_row(st_db *db, sqlite3_stmt *st, int ncols, const char *label,
+                         struct cxr_buf *report, int64_t *n, const char *what, char *errbuf,
+                         size_t errlen)
+{
+    char hash[65];
+    int64_t id = sqlite3_column_int64(st, 0);
+    const char *row_hash = (const char *)sqlite3_column_text(st, ncols + 1);
+    cxr_err err = st__hash_columns(st, 0, ncols, hash);
+
+    if (err)
+        return st__fail(db, err, what, "SHA-256 failed", errbuf, errlen);
+    if (sqlite3_column_type(st, ncols) == SQLITE_NULL)
+        return problem(report, n,
+                       "%s %" PRId64 ": no event records it (row inserted outside the ledger)",
+                       label, id);
+    if (!row_hash || strcmp(row_hash, hash) != 0)
+        return problem(report, n, "%s %" PRId64 ": content changed after event %lld", label, id,
+                       sqlite3_column_int64(st, ncols));
+    return CXR_OK;
+}
+
 static cxr_err check_rows(st_db *db, struct cxr_buf *report, int64_t *n, char *errbuf,
                           size_t errlen)
 {
@@ -215,25 +239,8 @@ static cxr_err check_rows(st_db *db, struct cxr_buf *report, int64_t *n, char *e
                       &st, what, errbuf, errlen);
     if (err)
         return err;
-    while (!err && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        char hash[65];
-        int64_t id = sqlite3_column_int64(st, 0);
-        const char *row_hash = (const char *)sqlite3_column_text(st, INSTANCE_NCOLS + 1);
-
-        err = st__hash_columns(st, 0, INSTANCE_NCOLS, hash);
-        if (err) {
-            err = st__fail(db, err, what, "SHA-256 failed", errbuf, errlen);
-            break;
-        }
-        if (sqlite3_column_type(st, INSTANCE_NCOLS) == SQLITE_NULL)
-            err = problem(report, n,
-                          "instance %" PRId64 ": no event records it (row inserted outside "
-                          "the ledger)",
-                          id);
-        else if (!row_hash || strcmp(row_hash, hash) != 0)
-            err = problem(report, n, "instance %" PRId64 ": content changed after event %lld", id,
-                          sqlite3_column_int64(st, INSTANCE_NCOLS));
-    }
+    while (!err && (rc = sqlite3_step(st)) == SQLITE_ROW)
+        err = check_row(db, st, INSTANCE_NCOLS, "instance", report, n, what, errbuf, errlen);
     if (!err && rc != SQLITE_DONE)
         err = st__dberr(db, what, errbuf, errlen);
     sqlite3_finalize(st);
@@ -266,31 +273,15 @@ static cxr_err check_reports(st_db *db, struct cxr_buf *report, int64_t *n, char
     if (err)
         return err;
     while (!err && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        char hash[65];
-        int64_t id = sqlite3_column_int64(st, 0);
-        const char *row_hash = (const char *)sqlite3_column_text(st, REPORT_NCOLS + 1);
-
-        if (sqlite3_column_type(st, REPORT_NCOLS + 2) != SQLITE_NULL) {
+        if (sqlite3_column_type(st, REPORT_NCOLS + 2) != SQLITE_NULL)
             err = problem(report, n,
                           "report %" PRId64 ": missing (deleted), but %lld event(s) up to event "
                           "%lld record it",
-                          id, sqlite3_column_int64(st, REPORT_NCOLS + 2),
+                          (int64_t)sqlite3_column_int64(st, 0),
+                          sqlite3_column_int64(st, REPORT_NCOLS + 2),
                           sqlite3_column_int64(st, REPORT_NCOLS));
-            continue;
-        }
-        err = st__hash_columns(st, 0, REPORT_NCOLS, hash);
-        if (err) {
-            err = st__fail(db, err, what, "SHA-256 failed", errbuf, errlen);
-            break;
-        }
-        if (sqlite3_column_type(st, REPORT_NCOLS) == SQLITE_NULL)
-            err = problem(report, n,
-                          "report %" PRId64 ": no event records it (row inserted outside the "
-                          "ledger)",
-                          id);
-        else if (!row_hash || strcmp(row_hash, hash) != 0)
-            err = problem(report, n, "report %" PRId64 ": content changed after event %lld", id,
-                          sqlite3_column_int64(st, REPORT_NCOLS));
+        else
+            err = check_row(db, st, REPORT_NCOLS, "report", report, n, what, errbuf, errlen);
     }
     if (!err && rc != SQLITE_DONE)
         err = st__dberr(db, what, errbuf, errlen);

@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,19 +15,6 @@
 static double floor4(double t)
 {
     return floor(t * 10000.0) / 10000.0;
-}
-
-static void errf(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void errf(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!errbuf || !errlen)
-        return;
-    va_start(ap, fmt);
-    (void)vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
 }
 
 struct scored {
@@ -55,7 +41,9 @@ cxr_err op_choose(size_t n, int k, const int *truth, const float *prob, int norm
 
     if (!n || k < 2 || k > MET_MAX_CLASSES || normal >= k || !(sensitivity > 0.0) ||
         sensitivity > 1.0 || !(normal_precision > 0.0) || normal_precision > 1.0) {
-        errf(errbuf, errlen, "operating points: bad arguments");
+        /* spelled out, not `return cxr_errf(...)`: the analyzer cannot see that it returns
+         * CXR_EINVAL, and callers read *ret_thr only on success */
+        (void)cxr_errf(errbuf, errlen, CXR_EINVAL, "operating points: bad arguments");
         return CXR_EINVAL;
     }
     dp = malloc(n * (size_t)k * sizeof(*dp));
@@ -72,11 +60,12 @@ cxr_err op_choose(size_t n, int k, const int *truth, const float *prob, int norm
             continue;
         err = met_operating_point(n, (size_t)k, truth, dp, (size_t)c, sensitivity, &op);
         if (err == CXR_ENOTFOUND) {
-            errf(errbuf, errlen, "operating points: class %d has no images to choose on", c);
+            (void)cxr_errf(errbuf, errlen, err,
+                           "operating points: class %d has no images to choose on", c);
             goto out;
         }
         if (err) {
-            errf(errbuf, errlen, "operating points: invalid labels or scores");
+            (void)cxr_errf(errbuf, errlen, err, "operating points: invalid labels or scores");
             goto out;
         }
         thr[c] = (float)floor4(op.threshold);
@@ -217,8 +206,8 @@ cxr_err op_set_model(nn_model *m, size_t n, const int *truth, const float *prob,
     if (store_thresholds(m, thr) != CXR_OK ||
         (normal >= 0 &&
          nn_model_set_meta(m, NN_META_TRIAGE_NORMAL, nn_model_class_name(m, normal)) != CXR_OK)) {
-        errf(errbuf, errlen, "operating points: cannot store them in the model's metadata");
-        return CXR_ELIMIT;
+        return cxr_errf(errbuf, errlen, CXR_ELIMIT,
+                        "operating points: cannot store them in the model's metadata");
     }
     if (normal < 0)
         (void)nn_model_del_meta(m, NN_META_TRIAGE_NORMAL);
@@ -238,10 +227,9 @@ cxr_err op_set_model(nn_model *m, size_t n, const int *truth, const float *prob,
                               : " (not reached: threshold 1, practically never normal)",
                    f.sensitivity, f.specificity, f.normal_precision, f.normal_recall,
                    CXR_VERSION);
-    if (nn_model_set_meta(m, NN_META_TRIAGE_METHOD, method) != CXR_OK) {
-        errf(errbuf, errlen, "operating points: cannot store the method in the metadata");
-        return CXR_ELIMIT;
-    }
+    if (nn_model_set_meta(m, NN_META_TRIAGE_METHOD, method) != CXR_OK)
+        return cxr_errf(errbuf, errlen, CXR_ELIMIT,
+                        "operating points: cannot store the method in the metadata");
     if (ret_fig)
         *ret_fig = f;
     return CXR_OK;
@@ -261,17 +249,15 @@ cxr_err op_set_by_hand(nn_model *m, const char *list, char *errbuf, size_t errle
         char *eq, *name, *end, *val;
         double v;
 
-        if (len >= sizeof(item)) {
-            errf(errbuf, errlen, "--thresholds: item '%.*s' is too long", (int)len, p);
-            return CXR_EINVAL;
-        }
+        if (len >= sizeof(item))
+            return cxr_errf(errbuf, errlen, CXR_EINVAL, "--thresholds: item '%.*s' is too long",
+                            (int)len, p);
         memcpy(item, p, len);
         item[len] = '\0';
         eq = strchr(item, '=');
-        if (!eq) {
-            errf(errbuf, errlen, "--thresholds: item '%s' is not CLASS=THRESHOLD", item);
-            return CXR_EINVAL;
-        }
+        if (!eq)
+            return cxr_errf(errbuf, errlen, CXR_EINVAL,
+                            "--thresholds: item '%s' is not CLASS=THRESHOLD", item);
         *eq = '\0';
         for (name = item; *name == ' '; name++)
             ;
@@ -282,11 +268,10 @@ cxr_err op_set_by_hand(nn_model *m, const char *list, char *errbuf, size_t errle
         v = strtod(val, &end);
         while (*end == ' ')
             end++;
-        if (end == val || *end || errno || !(v >= 0.0 && v <= 1.0)) {
-            errf(errbuf, errlen, "--thresholds: '%s' for class '%s' is not a number in [0,1]",
-                 val, name);
-            return CXR_EINVAL;
-        }
+        if (end == val || *end || errno || !(v >= 0.0 && v <= 1.0))
+            return cxr_errf(errbuf, errlen, CXR_EINVAL,
+                            "--thresholds: '%s' for class '%s' is not a number in [0,1]", val,
+                            name);
         err = nn_triage_rule_set(&rule, m, name, (float)v, errbuf, errlen);
         if (err)
             return err;
@@ -298,15 +283,14 @@ cxr_err op_set_by_hand(nn_model *m, const char *list, char *errbuf, size_t errle
         (rule.normal_class >= 0 &&
          nn_model_set_meta(m, NN_META_TRIAGE_NORMAL,
                            nn_model_class_name(m, rule.normal_class)) != CXR_OK)) {
-        errf(errbuf, errlen, "--thresholds: cannot store them in the model's metadata");
-        return CXR_ELIMIT;
+        return cxr_errf(errbuf, errlen, CXR_ELIMIT,
+                        "--thresholds: cannot store them in the model's metadata");
     }
     (void)snprintf(method, sizeof(method), "set by hand (cxrtriage-train export --thresholds '%s')"
                    "; the other classes kept: %s", list, old ? old : "default 0.5");
-    if (nn_model_set_meta(m, NN_META_TRIAGE_METHOD, method) != CXR_OK) {
-        errf(errbuf, errlen, "--thresholds: cannot store the method in the metadata");
-        return CXR_ELIMIT;
-    }
+    if (nn_model_set_meta(m, NN_META_TRIAGE_METHOD, method) != CXR_OK)
+        return cxr_errf(errbuf, errlen, CXR_ELIMIT,
+                        "--thresholds: cannot store the method in the metadata");
     return nn_triage_rule_init(m, &rule, errbuf, errlen);
 }
 
