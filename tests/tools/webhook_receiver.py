@@ -172,6 +172,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a sender opening tens of connections at once
+    # (the daemon submits up to 64 reports per tick) had SYNs dropped and retried after 1-3 s.
+    request_queue_size = 128
 
     def finish_request(self, request, client_address):
         # The TLS handshake runs here, in the connection's own thread, so a client that
