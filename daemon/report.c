@@ -213,7 +213,7 @@ static int add_report(struct build_ctx *b, st_db *db, struct rpt_result *r,
     out->body = body.data; /* the store frees it */
     return 0;
 fail:
-    (void)snprintf(b->error, sizeof(b->error), "%s report for destination %s: %s",
+    (void)snprintf(b->error, sizeof(b->error), "%s report for destination %.20s: %.200s",
                    fmt == ST_FORMAT_HL7 ? "HL7" : "FHIR", dest_name, err[0] ? err : "cannot build");
     return -1;
 }
