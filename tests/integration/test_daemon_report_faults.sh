@@ -155,15 +155,22 @@ jq -e 'all(.state == "pending") and all(.delivered_at == null)' "$T/oc.json" >/d
 jq -e -s --arg s "$STUDY_UID" '[.[] | select(.state == "classified")] | length == 4' "$T/audit.json" >/dev/null ||
   fail "c: not every row classified"
 wall=$(((t1 - t0) / 1000000))
-/usr/bin/python3 - "$T/audit.json" "$wall" <<'EOF' || fail "c: scoring waited on the sender"
+/usr/bin/python3 - "$T/audit.json" "$wall" "${CXR_SANITIZE:-0}" <<'EOF' || fail "c: scoring waited on the sender"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 rows.sort(key=lambda r: r["id"])
 last3 = rows[-3:]
 tot = [sum(v for v in r["timings_ms"].values() if v and v > 0) for r in last3]
+commit = [r["timings_ms"].get("commit", 0) for r in last3]
+slow = sys.argv[3] in ("1", "ON", "TRUE", "true")  # ASan -O0: inference ~1 s per image
 print("c: 3 images stored and classified in %s ms wall (storescu start to last row final); "
-      "per-image receive..commit ms: %s" % (sys.argv[2], [round(t) for t in tot]), file=sys.stderr)
-sys.exit(0 if int(sys.argv[2]) < 6000 and max(tot) < 2000 else 1)
+      "per-image receive..commit ms %s; waiting for the loop thread (commit) ms %s"
+      % (sys.argv[2], [round(t) for t in tot], [round(c, 1) for c in commit]), file=sys.stderr)
+# The loop thread (the one SQLite writer, which also runs the sender) never stalled: each result
+# was committed within 500 ms of being ready; and all 3 were final well within the 5 s the
+# hanging request holds the sender (release: within a couple of seconds).
+ok = max(commit) < 500 and int(sys.argv[2]) < (15000 if slow else 4000) and (slow or max(tot) < 2000)
+sys.exit(0 if ok else 1)
 EOF
 ok "c: with a report hanging at the receiver, 3 new images classified within ${wall} ms"
 stop_pid "$DAEMON_PID"
