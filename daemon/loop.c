@@ -289,8 +289,10 @@ static void handle_done(struct daemon *d)
         }
         free(j);
     }
-    if (d->cfg.study_quiet_seconds == 0)
+    if (d->cfg.study_quiet_seconds == 0) {
         studies_tick(d);
+        report_pump(d); /* send what just completed now, not at the next 250 ms tick */
+    }
 }
 
 /* ---- start-up recovery ---- */

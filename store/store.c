@@ -1064,7 +1064,11 @@ static void skipped_add(struct st_study *s, const char *uid, const char *reason,
     (void)snprintf(s->skipped + len, room, "%s%s: %s", len ? "; " : "", uid, reason);
 }
 
-/* Fills the counts and the combined result of a study from its instance rows. */
+/* Fills the counts and the combined result of a study from its instance rows. A row that a
+ * later row of the same SOP Instance UID supersedes (the instance received again and scored
+ * again: [dicom] duplicates = rescore, e.g. after a model change) does not count: the study's
+ * result, and so a correction report, is that of the latest scoring of each instance, with its
+ * model digest, not a mix of the old and the new model. */
 static cxr_err study_combine(st_db *db, struct st_study *s, const char *what, char *errbuf,
                              size_t errlen)
 {
@@ -1081,7 +1085,10 @@ static cxr_err study_combine(st_db *db, struct st_study *s, const char *what, ch
     s->model_digest[0] = s->skipped[0] = '\0';
     err = st__prepare(db,
                       "SELECT state, scores, triage, model_digest, sop_instance_uid,"
-                      " gate_reason, error FROM instances WHERE study_uid = ? ORDER BY id",
+                      " gate_reason, error FROM instances i WHERE study_uid = ?"
+                      " AND NOT (sop_instance_uid != '' AND EXISTS (SELECT 1 FROM instances j"
+                      " WHERE j.sop_instance_uid = i.sop_instance_uid AND j.id > i.id))"
+                      " ORDER BY id",
                       &st, what, errbuf, errlen);
     if (err)
         return err;

@@ -10,7 +10,8 @@ MODE decides the answer to every message:
   noack                    read the message and answer nothing (the connection stays open)
   broken                   an answer without the 0x0B start block, then close
   close                    close the connection without answering
-Log: one JSON line per message: {"n":N,"conn":C,"control_id":"..","segments":K,"mode":".."}.
+Log: one JSON line per message: {"n":N,"conn":C,"control_id":"..","segments":K,"mode":"..",
+"message":"<the ER7 text, segments ended by CR>","t":<Unix time it was read>}.
 --ready FILE is written once listening; --lifetime bounds the run (default 60 s).
 """
 import argparse
@@ -19,6 +20,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 import hl7
 from hl7.mllp import start_hl7_server
@@ -45,7 +47,8 @@ def main():
                 counters["n"] += 1
                 ctl = str(msg.segment("MSH")[10])
                 log.write(json.dumps({"n": counters["n"], "conn": conn, "control_id": ctl,
-                                      "segments": len(msg), "mode": args.mode}) + "\n")
+                                      "segments": len(msg), "mode": args.mode,
+                                      "message": str(msg), "t": time.time()}) + "\n")
                 log.flush()
                 mode = args.mode
                 if mode == "noack":

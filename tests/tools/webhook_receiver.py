@@ -22,7 +22,8 @@ Log (--log): one JSON object per line, flushed at once:
   {"kind":"connect","conn":C}                          a TCP connection accepted (TLS included)
   {"kind":"tls_error","conn":C,"error":"..."}          a TLS handshake that failed
   {"kind":"request","n":N,"conn":C,"method":..,"path":..,"headers":{..},"body":"..",
-   "action":"..","token_ok":bool|null,"hmac_ok":bool|null,"ts_skew_s":int|null}
+   "action":"..","token_ok":bool|null,"hmac_ok":bool|null,"ts_skew_s":int|null,
+   "t":<Unix time in seconds (float) when the whole request had been read>}
 Counting distinct "conn" values of the requests shows connection reuse (keep-alive).
 token_ok: "Authorization: Bearer <--token>" matched (null without --token).
 hmac_ok: X-Cxrtriage-Signature equals "sha256=" + hex HMAC-SHA256(--hmac-key,
@@ -106,6 +107,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         args = st.args
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
+        arrived = time.time()
         n, action = st.next_action()
         token_ok = None
         if args.token is not None:
@@ -125,7 +127,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         st.write({"kind": "request", "n": n, "conn": self.conn_id, "method": self.command,
                   "path": self.path, "headers": {k: v for k, v in self.headers.items()},
                   "body": body.decode("utf-8", "replace"), "action": action,
-                  "token_ok": token_ok, "hmac_ok": hmac_ok, "ts_skew_s": skew})
+                  "token_ok": token_ok, "hmac_ok": hmac_ok, "ts_skew_s": skew, "t": arrived})
         self.act(n, action)
 
     def act(self, n, action):
@@ -170,6 +172,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a sender opening tens of connections at once
+    # (the daemon submits up to 64 reports per tick) had SYNs dropped and retried after 1-3 s.
+    request_queue_size = 128
 
     def finish_request(self, request, client_address):
         # The TLS handshake runs here, in the connection's own thread, so a client that
