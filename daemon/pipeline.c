@@ -9,10 +9,13 @@
  * px_normalize and nn_predict. The lock is never held while a file is read or scored.
  */
 #include <errno.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "daemon.h"
 
@@ -47,17 +50,24 @@ struct pixel_hash {
 static void on_decoded(void *user, const struct px_image *img)
 {
     struct pixel_hash *h = user;
-    struct cxr_sha256 sh;
-    uint8_t d[32];
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned int dl = 0;
     char dims[64];
     size_t n = (size_t)img->width * (size_t)img->height * (size_t)img->channels;
 
+    /* libcrypto's SHA-256 uses the CPU's SHA instructions: a 2500 x 2048 image (20 MB of
+     * samples) hashes in a few ms, where common/sha256.c takes ~80 ms. */
+    h->hex[0] = '\0';
+    if (!md)
+        return;
     (void)snprintf(dims, sizeof(dims), "%dx%dx%d", img->width, img->height, img->channels);
-    cxr_sha256_init(&sh);
-    cxr_sha256_update(&sh, dims, strlen(dims));
-    cxr_sha256_update(&sh, img->samples, n * sizeof(*img->samples));
-    cxr_sha256_final(&sh, d);
-    cxr_sha256_hex(d, h->hex);
+    if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+        EVP_DigestUpdate(md, dims, strlen(dims)) == 1 &&
+        EVP_DigestUpdate(md, img->samples, n * sizeof(*img->samples)) == 1 &&
+        EVP_DigestFinal_ex(md, d, &dl) == 1 && dl == 32)
+        cxr_sha256_hex(d, h->hex);
+    EVP_MD_CTX_free(md);
 }
 
 void pipeline_score(const nn_model *model, nn_ctx *ctx, float *input, float *unit,
@@ -142,6 +152,10 @@ struct worker_arg {
 static void *worker(void *arg)
 {
     struct pipeline *p = arg;
+    /* Receiving (the PACS waits for each C-STORE answer) goes before scoring (a queue that
+     * catches up in the gaps): workers run at a lower priority than the association threads.
+     * An idle daemon scores a lone radiograph at once all the same. */
+    (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 5);
     nn_ctx *ctx = NULL;
     size_t in_len = nn_model_input_len(p->model);
     int size = nn_model_input_spec(p->model)->size;

@@ -252,7 +252,7 @@ cxr_err px_load_unit_mem_ex(const void *data, size_t len, const char *name, int 
 struct px_trace {
     void (*on_decoded)(void *user, const struct px_image *img);
     void *user;
-    double decode_ms;     /* parse + decode (+ the gate for DICOM) */
+    double decode_ms;     /* parse + decode (+ the gate for DICOM) + on_decoded */
     double preprocess_ms; /* VOI, MONOCHROME1, resize */
 };
 /* px_load_unit_mem_ex() observed by trace (may be NULL): the one path, with its timings. */

@@ -570,12 +570,11 @@ cxr_err px_load_unit_mem_trace(const void *data, size_t len, const char *name, i
     }
     if (err)
         goto out_free;
+    if (trace && trace->on_decoded)
+        trace->on_decoded(trace->user, &img);
     t1 = px_mono_ms();
-    if (trace) {
+    if (trace)
         trace->decode_ms = t1 - t0;
-        if (trace->on_decoded)
-            trace->on_decoded(trace->user, &img);
-    }
     if (fmt != PX_FMT_DICOM && (img.width < PX_MIN_SIDE || img.height < PX_MIN_SIDE)) {
         char why[160];
         (void)snprintf(why, sizeof(why), "too small: %dx%d, under %d pixels a side", img.width,
