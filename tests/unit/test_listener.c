@@ -697,11 +697,17 @@ static void test_idle_timeout(void **state)
         usleep(20000);
     assert_int_equal(dcm_listener_active(g_acse.l), 1);
     assert_int_equal(kill(pid, SIGSTOP), 0);
-    for (int i = 0; i < 80 && !saw_event("association.timeout", "calling_aet=ECHOSCU"); i++)
+    /* Stopped between two C-ECHOs: idle_timeout ends it ("association.timeout"); stopped in
+     * the middle of one (a race we cannot steer): dimse_timeout does, which DCMTK reports as a
+     * failed read ("association.aborted ... by=us"). Either way the listener ends it in time. */
+    for (int i = 0; i < 80 && !saw_event("association.timeout", "calling_aet=ECHOSCU") &&
+                    !saw_event("association.aborted", "calling_aet=ECHOSCU");
+         i++)
         usleep(50000);
     (void)kill(pid, SIGKILL);
     (void)kill(pid, SIGCONT);
-    assert_true(saw_event("association.timeout", "calling_aet=ECHOSCU"));
+    assert_true(saw_event("association.timeout", "calling_aet=ECHOSCU") ||
+                saw_event("association.aborted", "calling_aet=ECHOSCU"));
     for (int i = 0; i < 50 && dcm_listener_active(g_acse.l) != 0; i++)
         usleep(20000);
     assert_int_equal(dcm_listener_active(g_acse.l), 0);
