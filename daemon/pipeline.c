@@ -155,7 +155,7 @@ static void *worker(void *arg)
     /* Receiving (the PACS waits for each C-STORE answer) goes before scoring (a queue that
      * catches up in the gaps): workers run at a lower priority than the association threads.
      * An idle daemon scores a lone radiograph at once all the same. */
-    (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 5);
+    (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
     nn_ctx *ctx = NULL;
     size_t in_len = nn_model_input_len(p->model);
     int size = nn_model_input_spec(p->model)->size;
