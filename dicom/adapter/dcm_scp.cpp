@@ -76,6 +76,7 @@
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmnet/assoc.h>
+#include <dcmtk/dcmnet/dcmtrans.h>
 #include <dcmtk/dcmnet/dimse.h>
 #include <dcmtk/dcmnet/dul.h>
 #include <dcmtk/dcmnet/scpthrd.h>
@@ -772,7 +773,13 @@ void run_connection(dcm_conn *c)
 {
     dcm_listener *l = c->l;
     int one = 1;
+    struct timeval tv;
     (void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* Every blocking read or write inside DCMTK ends after dimse_timeout (a stalled peer). */
+    tv.tv_sec = l->cfg.dimse_timeout;
+    tv.tv_usec = 0;
+    (void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    (void)setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     peer_address(c->fd, c->a.peer, sizeof(c->a.peer));
 
     const char *why = wait_for_rq(l, c->fd);
@@ -993,6 +1000,11 @@ extern "C" cxr_err dcm_listener_start(const struct dcm_listener_config *cfg,
             return px_err(errbuf, errlen, CXR_EDICOM, "listener: DCMTK data dictionary missing");
         l = new dcm_listener;
         l->cfg = *cfg;
+        /* A peer that stalls in the middle of a PDU: DCMTK's reads block until its socket
+         * receive timeout (60 s by default), not dimse_timeout. Bound them by dimse_timeout
+         * (process-wide, like dcmExternalSocketHandle: one listener per process). */
+        dcmSocketReceiveTimeout.set(OFstatic_cast(Sint32, cfg->dimse_timeout));
+        dcmSocketSendTimeout.set(OFstatic_cast(Sint32, cfg->dimse_timeout));
         l->ops = *ops;
         l->cfg.spool_dir[sizeof(l->cfg.spool_dir) - 1] = '\0';
         l->cfg.ae_title[sizeof(l->cfg.ae_title) - 1] = '\0';

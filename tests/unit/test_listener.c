@@ -697,17 +697,28 @@ static void test_idle_timeout(void **state)
         usleep(20000);
     assert_int_equal(dcm_listener_active(g_acse.l), 1);
     assert_int_equal(kill(pid, SIGSTOP), 0);
-    /* Stopped between two C-ECHOs: idle_timeout ends it ("association.timeout"); stopped in
-     * the middle of one (a race we cannot steer): dimse_timeout does, which DCMTK reports as a
-     * failed read ("association.aborted ... by=us"). Either way the listener ends it in time. */
-    for (int i = 0; i < 80 && !saw_event("association.timeout", "calling_aet=ECHOSCU") &&
-                    !saw_event("association.aborted", "calling_aet=ECHOSCU");
-         i++)
+    /* Stopped between two C-ECHOs: idle_timeout ends it ("association.timeout") in about 1 s.
+     * Stopped in the middle of a PDU (a race we cannot steer, seen about once in ten runs
+     * under load): DCMTK's blocking read ends on the socket timeouts the listener sets from
+     * dimse_timeout, which took up to ~11 s here ("association.aborted ... by=us"); bounding
+     * a mid-PDU stall tightly is the reliability issue's hostile-peer case. Both must end. */
+    int waited = 0;
+    for (; waited < 400 && !saw_event("association.timeout", "calling_aet=ECHOSCU") &&
+           !saw_event("association.aborted", "calling_aet=ECHOSCU");
+         waited++)
         usleep(50000);
+    if (waited > 40)
+        fprintf(stderr, "note: the stopped association ended after %.1f s\n", waited * 0.05);
     (void)kill(pid, SIGKILL);
     (void)kill(pid, SIGCONT);
-    assert_true(saw_event("association.timeout", "calling_aet=ECHOSCU") ||
-                saw_event("association.aborted", "calling_aet=ECHOSCU"));
+    if (!saw_event("association.timeout", "calling_aet=ECHOSCU") &&
+        !saw_event("association.aborted", "calling_aet=ECHOSCU")) {
+        pthread_mutex_lock(&g_mu);
+        for (int i = 0; i < g_nevents; i++)
+            fprintf(stderr, "event: %s\n", g_events[i]);
+        pthread_mutex_unlock(&g_mu);
+        fail_msg("the stopped association was not ended within 20 s");
+    }
     for (int i = 0; i < 50 && dcm_listener_active(g_acse.l) != 0; i++)
         usleep(20000);
     assert_int_equal(dcm_listener_active(g_acse.l), 0);
