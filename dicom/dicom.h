@@ -233,6 +233,17 @@ cxr_err px_image_read_jpeg(const void *data, size_t len, const char *name, struc
 /* Writes a size x size [0,1] image as an 8-bit grey PNG (atomically). */
 cxr_err px_write_png(const char *path, const float *unit, int size, char *errbuf, size_t errlen);
 
+/* PNG in memory (*ret_png is malloc'ed, the caller frees it). px_png_mem: a size x size [0,1]
+ * image as 8-bit grey. px_heatmap_png: a Grad-CAM map (ch x cw values in [0,1], see
+ * nn_gradcam_run) resized bilinearly to size x size and coloured (a perceptual colour map, low
+ * = transparent/blue, high = red); with unit non-NULL it is blended over that grey image into
+ * an RGB picture (the CLI's --heatmap), with unit NULL it is an RGBA overlay whose alpha grows
+ * with the value (the web page stacks it over the image and toggles it). */
+cxr_err px_png_mem(const float *unit, int size, unsigned char **ret_png, size_t *ret_len,
+                   char *errbuf, size_t errlen);
+cxr_err px_heatmap_png(const float *unit, int size, const float *cam, int ch, int cw,
+                       unsigned char **ret_png, size_t *ret_len, char *errbuf, size_t errlen);
+
 /* ---- the pipeline in parts ---------------------------------------------------------------- */
 
 /* Samples (+ the DICOM header when info is not NULL) -> [0,1] image of img->width x height

@@ -178,6 +178,25 @@ void nn_ctx_free(nn_ctx *ctx);
  * out of range. */
 cxr_err nn_predict(nn_ctx *ctx, const float *input, int batch, float *probs);
 
+/* ---- Grad-CAM (model/gradcam.c) ----
+ * Where the model looked: Grad-CAM (Selvaraju et al. 2017) over the model's last convolutional
+ * layer, taken after its batch normalisation and ReLU (the activation A the next layer reads).
+ * The forward pass is the inference one (running statistics, no dropout); the backward pass is
+ * the engine's own, from the chosen class's logit (before softmax) down to A only:
+ *   alpha_k = mean over positions of d logit_c / d A_k,  cam = ReLU(sum_k alpha_k A_k),
+ * then divided by its maximum (an all-zero map stays zero). One image at a time. */
+typedef struct nn_gradcam nn_gradcam;
+/* Allocates everything the context needs, once; CXR_EMODEL when the model has no convolution. */
+cxr_err nn_gradcam_new(const nn_model *model, nn_gradcam **ret, char *errbuf, size_t errlen);
+void nn_gradcam_free(nn_gradcam *g);
+/* The map's grid: the last convolutional layer's output height and width. */
+void nn_gradcam_dims(const nn_gradcam *g, int *ret_h, int *ret_w);
+/* Scores one image (nn_model_input_len floats) and writes its map (h * w floats in [0,1], row
+ * major) for class cls (-1: the highest-scoring class); probs (num_classes floats) and ret_cls
+ * (the class used) may be NULL. No heap allocation. CXR_EINVAL for a class out of range. */
+cxr_err nn_gradcam_run(nn_gradcam *g, const float *input, int cls, float *probs, float *cam,
+                       int *ret_cls);
+
 /* ---- the triage rule (model/triage.c) ----
  * Maps a model's class probabilities to a priority. Rule NN_TRIAGE_RULE_NAME: when the score of
  * any class other than the normal class is at or above that class's threshold the image is

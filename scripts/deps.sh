@@ -12,7 +12,7 @@ build_pkgs=(build-essential cmake pkg-config
 # Real peers and checkers used by the test suite.
 test_pkgs=(dcmtk libopenjp2-tools sqlite3 systemd clang libclang-rt-14-dev clang-tidy cppcheck
   imagemagick python3-numpy python3-sklearn python3-pydicom file libgdcm-tools
-  orthanc iproute2 util-linux curl python3-hl7 jq nodejs openssl)
+  orthanc iproute2 util-linux curl python3-hl7 jq nodejs openssl chromium prometheus)
 # Peers for the benchmarks (PyTorch CPU, the reference for the CNN engine).
 bench_pkgs=(python3-torch python3-numpy hyperfine)
 
