@@ -1127,7 +1127,8 @@ static void h_classify(struct http_server *s, const struct http_request *rq,
     if (fmt == PX_FMT_UNKNOWN) {
         char hex[3 * 8 + 1] = "";
         for (size_t i = 0; i < len && i < 8; i++)
-            (void)snprintf(hex + 3 * i, sizeof(hex) - 3 * i, "%s%02x", i ? " " : "", data[i]);
+            (void)snprintf(hex + strlen(hex), sizeof(hex) - strlen(hex), "%s%02x", i ? " " : "",
+                           data[i]);
         atomic_fetch_add(&d->met.uploads[0], 1);
         return reply_error(rs, 415, "the body is neither DICOM, PNG nor JPEG (first bytes %s%s)",
                            hex, len > 8 ? " ..." : "");
