@@ -31,6 +31,7 @@ struct pipeline {
     void *user;
     int n;
     atomic_int alive;              /* workers with a model context, not stopped */
+    int inited;                    /* workers past their set-up (under lock) */
     pthread_t threads[64];
 };
 
@@ -174,6 +175,10 @@ static void *worker(void *arg)
 
     if (ok)
         atomic_fetch_add(&p->alive, 1);
+    pthread_mutex_lock(&p->lock);
+    p->inited++;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
 
     for (;;) {
         struct job *j;
@@ -301,6 +306,11 @@ cxr_err pipeline_start(const nn_model *model, int n_workers, void (*done)(void *
         }
         p->n++;
     }
+    /* Ready means ready: wait until every worker has its model context (or failed to). */
+    pthread_mutex_lock(&p->lock);
+    while (p->inited < p->n)
+        pthread_cond_wait(&p->cond, &p->lock);
+    pthread_mutex_unlock(&p->lock);
     *ret = p;
     return CXR_OK;
 }
