@@ -78,6 +78,17 @@ static const struct cfg_key keys[] = {
     {"http", "enabled", T_BOOL, OFF(http_enabled), 0, 0, "true", NULL, 0},
     {"http", "bind", T_STR, OFF(http_bind), 0, 0, "127.0.0.1", NULL, 0},
     {"http", "port", T_PORT, OFF(http_port), 1, 65535, "8080", NULL, 0},
+    {"http", "tls_cert", T_PATH, OFF(http_tls_cert), 0, 0, "", NULL, 0},
+    {"http", "tls_key", T_PATH, OFF(http_tls_key), 0, 0, "", NULL, F_SECRET},
+    {"http", "auth", T_ENUM, OFF(http_auth), 0, 0, "none", "none|bearer|basic", 0},
+    {"http", "token", T_STR, OFF(http_token), 0, 0, "", NULL, F_SECRET},
+    {"http", "token_file", T_PATH, OFF(http_token_file), 0, 0, "", NULL, 0},
+    {"http", "user", T_STR, OFF(http_user), 0, 0, "", NULL, 0},
+    {"http", "password_file", T_PATH, OFF(http_password_file), 0, 0, "", NULL, 0},
+    {"http", "max_body_mb", T_INT, OFF(http_max_body_mb), 1, 1024, "64", NULL, 0},
+    {"http", "timeout_s", T_INT, OFF(http_timeout_s), 1, 3600, "30", NULL, 0},
+    {"http", "threads", T_INT, OFF(http_threads), 1, 64, "4", NULL, 0},
+    {"http", "max_connections", T_INT, OFF(http_max_connections), 1, 4096, "64", NULL, 0},
     {"log", "level", T_ENUM, OFF(log_level), 0, 0, "info", "err|warning|notice|info|debug", 0},
     {"log", "phi", T_BOOL, OFF(log_phi), 0, 0, "false", NULL, 0},
 };
@@ -768,7 +779,62 @@ cxr_err cfg_load(struct cfg_config *c, const char *path, struct cxr_buf *errors)
             add_error(&p, "[mllp %s] host: missing, a named MLLP destination needs its host",
                       d->name);
     }
+    if (!p.nerrors) {
+        const struct cfg_key *k = key_find("http", "bind");
+        char origin[CFG_PATH_MAX + 32];
+        int line = k ? p.seen_line[k - keys] : 0;
+        (void)snprintf(origin, sizeof(origin), "%s:%d: ", path, line ? line : p.lineno);
+        p.nerrors += cfg_check(c, origin, errors);
+    }
     return p.nerrors ? CXR_EPARSE : CXR_OK;
+}
+
+bool cfg_is_loopback(const char *addr)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+
+    if (!strcmp(addr, "localhost"))
+        return true;
+    if (inet_pton(AF_INET, addr, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, addr, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return false;
+}
+
+int cfg_check(const struct cfg_config *c, const char *origin, struct cxr_buf *errors)
+{
+    int n = 0;
+    bool tls = c->http_tls_cert[0] && c->http_tls_key[0];
+    bool auth = strcmp(c->http_auth, "none") != 0;
+
+#define CHECK_ERR(...)                                                                             \
+    do {                                                                                           \
+        n++;                                                                                       \
+        (void)cxr_buf_puts(errors, origin);                                                        \
+        (void)cxr_buf_printf(errors, __VA_ARGS__);                                                 \
+        (void)cxr_buf_puts(errors, "\n");                                                          \
+    } while (0)
+    if (!!c->http_tls_cert[0] != !!c->http_tls_key[0])
+        CHECK_ERR("[http] %s: missing, TLS needs both tls_cert and tls_key",
+                  c->http_tls_cert[0] ? "tls_key" : "tls_cert");
+    if (!strcmp(c->http_auth, "bearer")) {
+        if (!c->http_token[0] && !c->http_token_file[0])
+            CHECK_ERR("[http] token: missing, auth = bearer needs token or token_file");
+        if (c->http_token[0] && c->http_token_file[0])
+            CHECK_ERR("[http] token_file: set together with token, expected only one of them");
+    }
+    if (!strcmp(c->http_auth, "basic") && (!c->http_user[0] || !c->http_password_file[0]))
+        CHECK_ERR("[http] %s: missing, auth = basic needs user and password_file",
+                  c->http_user[0] ? "password_file" : "user");
+    if (c->http_enabled && !cfg_is_loopback(c->http_bind) && (!tls || !auth))
+        CHECK_ERR("[http] bind: found '%s', expected a loopback address (127.0.0.1, ::1) unless "
+                  "%s%s%s are set: beyond loopback the endpoint needs TLS and authentication",
+                  c->http_bind, tls ? "" : "tls_cert and tls_key", !tls && !auth ? " and " : "",
+                  auth ? "" : "auth = bearer or basic");
+#undef CHECK_ERR
+    return n;
 }
 
 cxr_err cfg_set(struct cfg_config *c, const char *section, const char *key, const char *value,

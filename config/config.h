@@ -93,6 +93,17 @@ struct cfg_config {
     bool http_enabled;
     char http_bind[CFG_STR_MAX];
     int http_port;
+    char http_tls_cert[CFG_PATH_MAX];
+    char http_tls_key[CFG_PATH_MAX];
+    char http_auth[8];               /* none | bearer | basic */
+    char http_token[CFG_STR_MAX];
+    char http_token_file[CFG_PATH_MAX];
+    char http_user[CFG_STR_MAX];
+    char http_password_file[CFG_PATH_MAX];
+    int http_max_body_mb;
+    int http_timeout_s;
+    int http_threads;
+    int http_max_connections;
     /* [log] */
     char log_level[16];
     bool log_phi;
@@ -114,6 +125,14 @@ cxr_err cfg_load(struct cfg_config *c, const char *path, struct cxr_buf *errors)
  */
 cxr_err cfg_set(struct cfg_config *c, const char *section, const char *key, const char *value,
                 const char *origin, struct cxr_buf *errors);
+
+/* True when addr is a loopback address or name (127.0.0.0/8, ::1, localhost). */
+bool cfg_is_loopback(const char *addr);
+
+/* Checks between keys (e.g. [http] beyond loopback needs TLS and auth). Appends one line per
+ * problem naming the key, prefixed by origin ("FILE:LINE: " or "--option: "); returns the count.
+ * cfg_load runs it on every file. */
+int cfg_check(const struct cfg_config *c, const char *origin, struct cxr_buf *errors);
 
 /* Fills derived defaults: audit_db, spool_dir, outbox_dir under state_dir when empty. */
 cxr_err cfg_resolve(struct cfg_config *c);

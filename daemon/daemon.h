@@ -45,6 +45,7 @@ struct job {
 };
 
 struct pipeline;
+struct http_server;
 
 /* Starts n workers over model (borrowed), each with its own context; done(user) is called from
  * a worker after it appended a finished job to the done list. */
@@ -66,8 +67,59 @@ void pipeline_stop(struct pipeline *p);
 void pipeline_score(const nn_model *model, nn_ctx *ctx, float *input, float *unit,
                     const struct nn_triage_rule *rule, const void *data, size_t len,
                     const char *name, struct st_result *res);
+/* The same, also giving what the pixel path saw (format, size) in *ret_pinfo (may be NULL) and
+ * the normalised input in input (for a heat map). */
+void pipeline_score_ex(const nn_model *model, nn_ctx *ctx, float *input, float *unit,
+                       const struct nn_triage_rule *rule, const void *data, size_t len,
+                       const char *name, struct st_result *res, struct px_info *ret_pinfo);
+
+/* ---- metrics (counters the loop, the listener glue and the HTTP endpoint update; the HTTP
+ * endpoint reads them for /metrics). Plain relaxed atomics: each value is exact, a scrape is
+ * not a snapshot across values. ---- */
+
+#define MET_LAT_BUCKETS 14   /* per-stage latency histogram, milliseconds (met_lat_le) */
+#define MET_SCORE_BUCKETS 10 /* per-class score histogram: 0.1, 0.2, ... 1.0 */
+extern const double met_lat_le[MET_LAT_BUCKETS];
+
+struct met_hist {
+    atomic_llong bucket[MET_LAT_BUCKETS]; /* non-cumulative; +Inf is count */
+    atomic_llong count;
+    atomic_llong sum_us;
+};
+
+struct daemon_metrics {
+    atomic_llong received, classified, skipped, failed;  /* DICOM instances (not uploads) */
+    atomic_llong triage[4];                              /* by enum st_triage (0 unused) */
+    struct met_hist stage[ST_T__COUNT];                  /* by enum st_stage */
+    atomic_llong score_bucket[ST_MAX_CLASSES][MET_SCORE_BUCKETS]; /* non-cumulative */
+    atomic_llong score_count[ST_MAX_CLASSES];
+    atomic_llong score_sum_e6[ST_MAX_CLASSES];           /* sum of scores x 1e6 */
+    atomic_int queue_depth;                              /* rows received and not yet final */
+    atomic_int assoc_active;                             /* published every tick */
+    atomic_llong uploads[4];                             /* by enum st_state: 0 = rejected */
+    atomic_bool db_ok;                                   /* the writer's last write succeeded */
+    atomic_bool listening;                               /* the DICOM listener is up */
+    int64_t start_ms;                                    /* epoch ms of the start */
+};
+
+/* Records one final result (state, triage, stage timings, scores) in the metrics. */
+void met_record(struct daemon_metrics *m, const struct st_result *res, bool upload);
+/* Adds one observation (ms) to a latency histogram. */
+void met_observe(struct met_hist *h, double ms);
 
 /* ---- the loop (loop.c) ---- */
+
+/* An upload from the HTTP endpoint, audited by the loop (the one writer): the HTTP thread waits
+ * on cond until done, then reads id or err. */
+struct upload_wait {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    bool abandoned;              /* the HTTP thread gave up waiting: the loop frees the item */
+    int64_t id;
+    cxr_err err;
+    char errmsg[256];
+};
 
 struct inbox_item {
     struct inbox_item *next;
@@ -76,6 +128,8 @@ struct inbox_item {
     bool scored_class;
     char kind[32];               /* an association event */
     char detail[512];
+    struct st_result *upload;    /* non-NULL: an upload (r + its result), never a study */
+    struct upload_wait *wait;
 };
 
 struct daemon {
@@ -105,6 +159,10 @@ struct daemon {
     char allowed_aets[CFG_LIST_MAX];
     atomic_int refusing;         /* 0 = accepting; else an enum refuse_reason */
     atomic_int_fast64_t n_assoc_refused;
+
+    struct daemon_metrics met;
+    struct http_server *http;    /* http.c; NULL when [http] enabled = false */
+    pthread_mutex_t rule_lock;   /* guards rule for the HTTP threads (the loop writes it) */
 
     /* loop-only state */
     int queued;                  /* rows received and not yet final */
@@ -148,6 +206,9 @@ void daemon_post(struct daemon *d, struct inbox_item *it);
 cxr_err ingest_scan_spool(struct daemon *d, bool (*fn)(void *user, struct st_receipt *r,
                                                        bool scored_class),
                           void *user);
+
+/* Workers whose model context is ready (the readiness check), and how many were started. */
+int pipeline_alive(struct pipeline *p, int *ret_started);
 
 /* Monotonic milliseconds. */
 double mono_ms(void);

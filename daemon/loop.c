@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "http.h"
 
 struct open_study {
     struct open_study *next;
@@ -178,10 +179,51 @@ static void finish_unscored(struct daemon *d, int64_t id, const struct st_receip
                        name ? name : "unknown", r->sop_class_uid[0] ? r->sop_class_uid : "none");
     }
     (void)snprintf(res.model_digest, sizeof(res.model_digest), "%s", nn_model_digest(d->model));
-    if (st_finish(d->db, id, &res, err, sizeof(err)) != CXR_OK)
+    if (st_finish(d->db, id, &res, err, sizeof(err)) != CXR_OK) {
+        atomic_store(&d->met.db_ok, false);
         cxr_log_err(CXR_EDB, "audit.finish", "id=%lld msg='%s'", (long long)id, err);
-    else
+    } else {
         d->n_final++;
+        met_record(&d->met, &res, false);
+    }
+}
+
+/* An upload from the HTTP endpoint: scored already; its row is inserted final at once and it
+ * never joins a study (no study row, no report: uploads are not sent to the EHR). */
+static void handle_upload(struct daemon *d, struct inbox_item *it)
+{
+    struct upload_wait *w = it->wait;
+    char err[256] = "";
+    int64_t id = 0;
+    cxr_err e = st_insert_received(d->db, &it->r, 0, &id, err, sizeof(err));
+
+    if (e == CXR_OK)
+        e = st_finish(d->db, id, it->upload, err, sizeof(err));
+    atomic_store(&d->met.db_ok, e == CXR_OK);
+    if (e != CXR_OK)
+        cxr_log_err(CXR_EDB, "audit.upload", "msg='%s'", err);
+    else
+        cxr_log(CXR_LOG_INFO, "instance.upload", "id=%lld state=%s triage=%s size=%lld",
+                (long long)id, st_state_name(it->upload->state),
+                st_triage_name(it->upload->triage) ? st_triage_name(it->upload->triage) : "-",
+                (long long)it->r.size_bytes);
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->lock);
+    if (w->abandoned) {
+        pthread_mutex_unlock(&w->lock);
+        pthread_mutex_destroy(&w->lock);
+        pthread_cond_destroy(&w->cond);
+        free(w);
+        free(it->upload);
+        return;
+    }
+    w->id = id;
+    w->err = e;
+    (void)cxr_strlcpy(w->errmsg, sizeof(w->errmsg), err);
+    w->done = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
 }
 
 static void handle_receipt(struct daemon *d, struct st_receipt *r, bool scored)
@@ -210,12 +252,14 @@ static void handle_receipt(struct daemon *d, struct st_receipt *r, bool scored)
         return;
     }
     e = st_insert_received(d->db, r, prev, &id, err, sizeof(err));
+    atomic_store(&d->met.db_ok, e == CXR_OK);
     if (e != CXR_OK) {
         /* The file is durable; the row will be made from it at the next start. */
         cxr_log_err(CXR_EDB, "audit.insert", "msg='%s' spool='%s'", err, r->spool_path);
         return;
     }
     d->n_received++;
+    atomic_fetch_add_explicit(&d->met.received, 1, memory_order_relaxed);
     cxr_log(CXR_LOG_INFO, "instance.received",
             "id=%lld source=%s calling_aet=%s peer=%s size=%lld receive_ms=%.1f%s", (long long)id,
             r->source, r->calling_aet, r->peer, (long long)r->size_bytes, r->receive_ms,
@@ -254,6 +298,8 @@ static void handle_inbox(struct daemon *d)
             if (strcmp(it->kind, "association.released") != 0 &&
                 st_add_event(d->db, 0, it->kind, it->detail, err, sizeof(err)) != CXR_OK)
                 cxr_log_err(CXR_EDB, "audit.event", "kind=%s msg='%s'", it->kind, err);
+        } else if (it->upload) {
+            handle_upload(d, it); /* hands it->upload back to the waiting HTTP thread */
         } else {
             handle_receipt(d, &it->r, it->scored_class);
         }
@@ -277,10 +323,13 @@ static void handle_done(struct daemon *d)
         j->res.timings_ms[ST_T_RECEIVE] = j->receive_ms;
         j->res.timings_ms[ST_T_COMMIT] = mono_ms() - j->done_at; /* waiting for the writer */
         if (st_finish(d->db, j->id, &j->res, err, sizeof(err)) != CXR_OK) {
+            atomic_store(&d->met.db_ok, false);
             cxr_log_err(CXR_EDB, "audit.finish", "id=%lld msg='%s' (resumes at the next start)",
                         (long long)j->id, err);
         } else {
             d->n_final++;
+            atomic_store(&d->met.db_ok, true);
+            met_record(&d->met, &j->res, false);
             cxr_log(CXR_LOG_INFO, "instance.done", "id=%lld state=%s triage=%s ms=%.1f%s%s",
                     (long long)j->id, st_state_name(j->res.state),
                     st_triage_name(j->res.triage) ? st_triage_name(j->res.triage) : "-",
@@ -489,7 +538,9 @@ static void reload(struct daemon *d)
     memcpy(&d->cfg.mllp, &c.mllp, sizeof(c.mllp));
     memcpy(d->cfg.named, c.named, sizeof(c.named));
     d->cfg.n_named = c.n_named;
+    pthread_mutex_lock(&d->rule_lock);
     d->rule = rule;
+    pthread_mutex_unlock(&d->rule_lock);
     (void)nn_triage_rule_text(&d->rule, d->model, d->rule_text, sizeof(d->rule_text));
     d->shadow = !strcmp(d->cfg.report_mode, "shadow");
     (void)report_reload(d);
@@ -586,6 +637,7 @@ static void begin_stop(struct daemon *d, int signo)
     cxr_log(CXR_LOG_NOTICE, "daemon.stop", "signal=%s", strsignal(signo));
     (void)sd_notify(0, "STOPPING=1");
     d->stopping = true;
+    atomic_store(&d->met.listening, false);
     d->stop_deadline = t0 + 1000.0 * d->cfg.stop_timeout;
     atomic_store(&d->refusing, REFUSE_STOPPING);
     /* Running associations finish (their receipts wait in the inbox); half the budget. */
@@ -604,6 +656,8 @@ int daemon_run(struct daemon *d)
 
     pthread_mutex_init(&d->inbox_lock, NULL);
     pthread_mutex_init(&d->allow_lock, NULL);
+    pthread_mutex_init(&d->rule_lock, NULL);
+    d->met.start_ms = st_now_ms();
     (void)snprintf(d->allowed_aets, sizeof(d->allowed_aets), "%s", d->cfg.allowed_calling_aets);
     d->listen_fd = -1;
     if (setup_fds(d, &ep, &tfd) != CXR_OK)
@@ -612,6 +666,7 @@ int daemon_run(struct daemon *d)
         cxr_log_err(CXR_EDB, "audit.open", "msg='%s'", err);
         goto out;
     }
+    atomic_store(&d->met.db_ok, true);
     cxr_log(CXR_LOG_INFO, "audit.open", "db='%s' schema=%d", d->cfg.audit_db,
             st_schema_version(d->db));
     if (pipeline_start(d->model, d->cfg.workers, wake, d, &d->pipe, err, sizeof(err)) != CXR_OK) {
@@ -626,11 +681,16 @@ int daemon_run(struct daemon *d)
     check_admission(d);
     if (start_listener(d) != CXR_OK)
         goto out;
+    atomic_store(&d->met.listening, true);
+    if (d->cfg.http_enabled && http_start(d, &d->http) != CXR_OK)
+        goto out;
     (void)sd_notifyf(0, "READY=1\nSTATUS=Listening on %s:%d", d->cfg.dicom_bind,
                      d->cfg.dicom_port);
     cxr_log(CXR_LOG_NOTICE, "daemon.ready",
-            "dicom=%s:%d ae_title=%s workers=%d model=%s rule='%s' report_mode=%s state_dir='%s'",
-            d->cfg.dicom_bind, d->cfg.dicom_port, d->cfg.ae_title, d->cfg.workers,
+            "dicom=%s:%d ae_title=%s http=%s workers=%d model=%s rule='%s' report_mode=%s "
+            "state_dir='%s'",
+            d->cfg.dicom_bind, d->cfg.dicom_port, d->cfg.ae_title,
+            d->http ? http_url(d->http) : "off", d->cfg.workers,
             nn_model_digest(d->model), d->rule_text, d->cfg.report_mode, d->cfg.state_dir);
 
     for (;;) {
@@ -671,6 +731,8 @@ int daemon_run(struct daemon *d)
                 ticks++;
                 studies_tick(d);
                 check_admission(d);
+                atomic_store(&d->met.queue_depth, d->queued);
+                atomic_store(&d->met.assoc_active, dcm_listener_active(d->listener));
                 report_process(d);
                 report_pump(d);
                 if (ticks % 20 == 0)
@@ -700,6 +762,8 @@ int daemon_run(struct daemon *d)
         rc = 0;
     }
 out:
+    http_stop(d->http); /* first: its uploads wait for this loop, which no longer answers */
+    d->http = NULL;
     dcm_listener_stop(d->listener, 1000);
     d->listener = NULL;
     pipeline_stop(d->pipe);

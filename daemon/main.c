@@ -5,7 +5,7 @@
  * state directory (0700), log the effective configuration, load and check the model and the
  * triage rule, then hand over to the loop (loop.c): it opens the audit ledger, starts the
  * workers, resumes unfinished work, starts the DICOM listener, tells systemd READY=1 and runs
- * until SIGTERM or SIGINT. The report sender and the HTTP endpoint arrive with later issues.
+ * until SIGTERM or SIGINT, with the report sender and the HTTP endpoint (http.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +22,7 @@
 #include "common.h"
 #include "config.h"
 #include "daemon.h"
+#include "http.h"
 #include "dicom.h"
 #include "model.h"
 
@@ -40,12 +41,19 @@ static void usage(FILE *out)
             "  -f, --foreground       run in the foreground (always: the daemon never forks;\n"
             "                         systemd or the shell supervises it)\n"
             "  -n, --check            check the configuration, print it and exit\n"
+            "      --list-routes      print the HTTP endpoint's routes (METHOD PATH) and exit\n"
             "  -h, --help             show this help and exit\n"
             "  -V, --version          show the version and exit\n",
             CXR_DISCLAIMER);
 }
 
-enum { OPT_HTTP_PORT = 256 };
+enum { OPT_HTTP_PORT = 256, OPT_LIST_ROUTES };
+
+static void print_route(void *user, const char *method, const char *pattern)
+{
+    (void)user;
+    printf("%s %s\n", method, pattern);
+}
 
 static int override(struct cfg_config *cfg, const char *section, const char *key,
                     const char *value, const char *origin, struct cxr_buf *errors)
@@ -147,6 +155,7 @@ int main(int argc, char **argv)
         {"log-level", required_argument, NULL, 'l'},
         {"foreground", no_argument, NULL, 'f'},
         {"check", no_argument, NULL, 'n'},
+        {"list-routes", no_argument, NULL, OPT_LIST_ROUTES},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -173,6 +182,7 @@ int main(int argc, char **argv)
         case 'l': section = "log"; key = "level"; origin = "--log-level"; break;
         case 'f': continue;
         case 'n': check_only = true; continue;
+        case OPT_LIST_ROUTES: http_each_route(print_route, NULL); return 0;
         case 'h': usage(stdout); return 0;
         case 'V': printf("cxrtriaged %s\n", CXR_VERSION); return 0;
         default: usage(stderr); return 2;

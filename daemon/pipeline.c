@@ -30,6 +30,8 @@ struct pipeline {
     void (*done)(void *user);
     void *user;
     int n;
+    atomic_int alive;              /* workers with a model context, not stopped */
+    int inited;                    /* workers past their set-up (under lock) */
     pthread_t threads[64];
 };
 
@@ -74,6 +76,13 @@ void pipeline_score(const nn_model *model, nn_ctx *ctx, float *input, float *uni
                     const struct nn_triage_rule *rule, const void *data, size_t len,
                     const char *name, struct st_result *res)
 {
+    pipeline_score_ex(model, ctx, input, unit, rule, data, len, name, res, NULL);
+}
+
+void pipeline_score_ex(const nn_model *model, nn_ctx *ctx, float *input, float *unit,
+                       const struct nn_triage_rule *rule, const void *data, size_t len,
+                       const char *name, struct st_result *res, struct px_info *ret_pinfo)
+{
     const struct nn_input_spec *in = nn_model_input_spec(model);
     struct px_spec spec = {in->size, in->channels, in->mean, in->std};
     struct px_verdict v = {0};
@@ -86,7 +95,8 @@ void pipeline_score(const nn_model *model, nn_ctx *ctx, float *input, float *uni
     int nc = nn_model_num_classes(model);
 
     (void)cxr_strlcpy(res->model_digest, sizeof(res->model_digest), nn_model_digest(model));
-    e = px_load_unit_mem_trace(data, len, name, in->size, unit, &v, NULL, &tr, err, sizeof(err));
+    e = px_load_unit_mem_trace(data, len, name, in->size, unit, &v, ret_pinfo, &tr, err,
+                               sizeof(err));
     res->timings_ms[ST_T_DECODE] = tr.decode_ms;
     res->timings_ms[ST_T_PREPROCESS] = tr.preprocess_ms;
     (void)cxr_strlcpy(res->pixel_sha256, sizeof(res->pixel_sha256), h.hex);
@@ -163,6 +173,13 @@ static void *worker(void *arg)
     float *unit = malloc((size_t)size * (size_t)size * sizeof(float));
     bool ok = input && unit && nn_ctx_new(p->model, 1, &ctx) == CXR_OK;
 
+    if (ok)
+        atomic_fetch_add(&p->alive, 1);
+    pthread_mutex_lock(&p->lock);
+    p->inited++;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+
     for (;;) {
         struct job *j;
 
@@ -200,10 +217,67 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&p->lock);
         p->done(p->user);
     }
+    if (ok)
+        atomic_fetch_sub(&p->alive, 1);
     nn_ctx_free(ctx);
     free(input);
     free(unit);
     return NULL;
+}
+
+int pipeline_alive(struct pipeline *p, int *ret_started)
+{
+    if (!p) {
+        *ret_started = 0;
+        return 0;
+    }
+    *ret_started = p->n;
+    return atomic_load(&p->alive);
+}
+
+const double met_lat_le[MET_LAT_BUCKETS] = {1,   2,   5,    10,   25,   50,    100,
+                                            250, 500, 1000, 2500, 5000, 10000, 30000};
+
+void met_observe(struct met_hist *h, double ms)
+{
+    if (ms < 0)
+        return;
+    for (int i = 0; i < MET_LAT_BUCKETS; i++)
+        if (ms <= met_lat_le[i]) {
+            atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
+            break;
+        }
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_us, (long long)(ms * 1000.0), memory_order_relaxed);
+}
+
+void met_record(struct daemon_metrics *m, const struct st_result *res, bool upload)
+{
+    if (upload) {
+        atomic_fetch_add_explicit(&m->uploads[res->state], 1, memory_order_relaxed);
+        return;
+    }
+    switch (res->state) {
+    case ST_CLASSIFIED: atomic_fetch_add_explicit(&m->classified, 1, memory_order_relaxed); break;
+    case ST_SKIPPED: atomic_fetch_add_explicit(&m->skipped, 1, memory_order_relaxed); break;
+    case ST_FAILED: atomic_fetch_add_explicit(&m->failed, 1, memory_order_relaxed); break;
+    default: break;
+    }
+    if (res->triage > ST_TRIAGE_NONE && res->triage <= ST_TRIAGE_NORMAL)
+        atomic_fetch_add_explicit(&m->triage[res->triage], 1, memory_order_relaxed);
+    for (int s = 0; s < ST_T__COUNT; s++)
+        met_observe(&m->stage[s], res->timings_ms[s]);
+    for (int c = 0; c < res->n_classes && c < ST_MAX_CLASSES; c++) {
+        double v = res->scores[c];
+        int b = (int)(v * MET_SCORE_BUCKETS - 1e-9);
+        if (b < 0)
+            b = 0;
+        if (b >= MET_SCORE_BUCKETS)
+            b = MET_SCORE_BUCKETS - 1;
+        atomic_fetch_add_explicit(&m->score_bucket[c][b], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m->score_count[c], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m->score_sum_e6[c], (long long)(v * 1e6), memory_order_relaxed);
+    }
 }
 
 cxr_err pipeline_start(const nn_model *model, int n_workers, void (*done)(void *user),
@@ -232,6 +306,11 @@ cxr_err pipeline_start(const nn_model *model, int n_workers, void (*done)(void *
         }
         p->n++;
     }
+    /* Ready means ready: wait until every worker has its model context (or failed to). */
+    pthread_mutex_lock(&p->lock);
+    while (p->inited < p->n)
+        pthread_cond_wait(&p->cond, &p->lock);
+    pthread_mutex_unlock(&p->lock);
     *ret = p;
     return CXR_OK;
 }

@@ -193,6 +193,7 @@ cxr_err st_instance_json(const struct st_instance *in, struct cxr_buf *out)
     bad |= set_str(o, "error", res->error);
     bad |= json_object_set_new(o, "duplicate_of",
                                in->duplicate_of > 0 ? json_integer(in->duplicate_of) : json_null());
+    bad |= set_str(o, "source", in->r.source);
     /* 15 significant digits: 0.91 prints as 0.91 and still reads back as the same double
      * for every value a float32 model produces */
     return st__json_put(o, bad, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15), out);

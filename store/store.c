@@ -732,7 +732,7 @@ cxr_err st_find_sop(st_db *db, const char *sop_instance_uid, int64_t *ret_id,
     sqlite3_stmt *st;
     cxr_err err = st__prepare(db,
                               "SELECT id, state FROM instances WHERE sop_instance_uid = ?"
-                              " ORDER BY id DESC LIMIT 1",
+                              " AND source != 'upload' ORDER BY id DESC LIMIT 1",
                               &st, what, errbuf, errlen);
     if (err)
         return err;
@@ -885,6 +885,8 @@ cxr_err st_list(st_db *db, const struct st_filter *f,
         else
             err = cxr_buf_printf(&sql, " AND triage = ?%d", ++n);
     }
+    if (!err && f->source[0])
+        err = cxr_buf_printf(&sql, " AND source = ?%d", ++n);
     if (!err && f->after_id > 0)
         err = cxr_buf_printf(&sql, " AND id < ?%d", ++n);
     if (!err)
@@ -916,6 +918,8 @@ cxr_err st_list(st_db *db, const struct st_filter *f,
         st__bind_text(st, ++n, st_state_name(f->state));
     if (f->has_triage && f->triage != ST_TRIAGE_NONE)
         st__bind_text(st, ++n, st_triage_name(f->triage));
+    if (f->source[0])
+        st__bind_text(st, ++n, f->source);
     if (f->after_id > 0)
         (void)sqlite3_bind_int64(st, ++n, f->after_id);
     err = each_instance(db, st, fn, user, what, errbuf, errlen);
@@ -1029,7 +1033,7 @@ cxr_err st_study_settled(st_db *db, const char *study_uid, bool *ret, char *errb
     sqlite3_stmt *st;
     cxr_err err = st__prepare(db,
                               "SELECT count(*) FROM instances WHERE study_uid = ?"
-                              " AND state = 'received'",
+                              " AND state = 'received' AND source != 'upload'",
                               &st, what, errbuf, errlen);
     if (err)
         return err;
@@ -1086,8 +1090,10 @@ static cxr_err study_combine(st_db *db, struct st_study *s, const char *what, ch
     err = st__prepare(db,
                       "SELECT state, scores, triage, model_digest, sop_instance_uid,"
                       " gate_reason, error FROM instances i WHERE study_uid = ?"
+                      " AND source != 'upload'"
                       " AND NOT (sop_instance_uid != '' AND EXISTS (SELECT 1 FROM instances j"
-                      " WHERE j.sop_instance_uid = i.sop_instance_uid AND j.id > i.id))"
+                      " WHERE j.sop_instance_uid = i.sop_instance_uid AND j.id > i.id"
+                      " AND j.source != 'upload'))"
                       " ORDER BY id",
                       &st, what, errbuf, errlen);
     if (err)
@@ -1344,6 +1350,81 @@ cxr_err st_get_study(st_db *db, const char *study_uid, struct st_study *ret, cha
     } else {
         err = st__dberr(db, what, errbuf, errlen);
     }
+    sqlite3_finalize(st);
+    free(s);
+    return err;
+}
+
+cxr_err st_study_list(st_db *db, const struct st_study_filter *f,
+                      bool (*fn)(void *user, int64_t id, const struct st_study *s), void *user,
+                      char *errbuf, size_t errlen)
+{
+    static const char *what = "list studies";
+    struct cxr_buf sql;
+    sqlite3_stmt *st = NULL;
+    struct st_study *s;
+    int n = 0, rc;
+    cxr_err err;
+
+    cxr_buf_init(&sql, 4096);
+    err = cxr_buf_puts(&sql, "SELECT " STUDY_COLS ", scores, triage, model_digest, skipped"
+                             " FROM studies WHERE 1");
+    if (!err && f->since_ms)
+        err = cxr_buf_printf(&sql, " AND last_received >= ?%d", ++n);
+    if (!err && f->until_ms)
+        err = cxr_buf_printf(&sql, " AND last_received < ?%d", ++n);
+    if (!err && f->patient_id[0])
+        err = cxr_buf_printf(&sql, " AND patient_id = ?%d", ++n);
+    if (!err && f->accession[0])
+        err = cxr_buf_printf(&sql, " AND accession = ?%d", ++n);
+    if (!err && f->after_id > 0)
+        err = cxr_buf_printf(&sql, " AND id < ?%d", ++n);
+    if (!err)
+        err = cxr_buf_puts(&sql, " ORDER BY id DESC");
+    if (!err && f->limit > 0)
+        err = cxr_buf_printf(&sql, " LIMIT %d", f->limit);
+    if (err) {
+        cxr_buf_done(&sql);
+        return st__fail(db, err, what, "out of memory", errbuf, errlen);
+    }
+    err = st__prepare(db, cxr_buf_str(&sql), &st, what, errbuf, errlen);
+    cxr_buf_done(&sql);
+    if (err)
+        return err;
+    n = 0;
+    if (f->since_ms)
+        (void)sqlite3_bind_int64(st, ++n, f->since_ms);
+    if (f->until_ms)
+        (void)sqlite3_bind_int64(st, ++n, f->until_ms);
+    if (f->patient_id[0])
+        st__bind_text(st, ++n, f->patient_id);
+    if (f->accession[0])
+        st__bind_text(st, ++n, f->accession);
+    if (f->after_id > 0)
+        (void)sqlite3_bind_int64(st, ++n, f->after_id);
+    s = malloc(sizeof(*s));
+    if (!s) {
+        sqlite3_finalize(st);
+        return st__fail(db, CXR_ENOMEM, what, "out of memory", errbuf, errlen);
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 6);
+        read_study_row(st, s);
+        err = study_combine(db, s, what, errbuf, errlen);
+        if (err)
+            break;
+        if (s->completed_ms) {
+            s->n_classes = scores_parse(st__col_text(st, 7), s->class_names, s->scores);
+            if (!st_triage_from_name(st__col_text(st, 8), &s->triage))
+                s->triage = ST_TRIAGE_NONE;
+            st__copy_str(s->model_digest, sizeof(s->model_digest), st__col_text(st, 9));
+            st__copy_str(s->skipped, sizeof(s->skipped), st__col_text(st, 10));
+        }
+        if (!fn(user, id, s))
+            break;
+    }
+    if (!err && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        err = st__dberr(db, what, errbuf, errlen);
     sqlite3_finalize(st);
     free(s);
     return err;

@@ -64,7 +64,9 @@ struct st_receipt {
     char calling_aet[17], called_aet[17];
     char peer[64];                 /* numeric address of the peer, "" for an upload */
     char transfer_syntax[ST_UID_MAX];
-    char source[16];               /* "dicom" (C-STORE), "recovered" (spool file found at start) */
+    char source[16];               /* "dicom" (C-STORE), "recovered" (spool file found at start),
+                                      "upload" (the HTTP endpoint: audited, never part of a study
+                                      or a report, never a duplicate of a C-STORE) */
     char spool_path[1024];
     int64_t size_bytes;
     int64_t received_at_ms;        /* Unix epoch milliseconds, when C-STORE completed */
@@ -118,6 +120,7 @@ struct st_filter {
     enum st_triage triage;
     int64_t after_id;              /* paging: rows with id < after_id when > 0 (newest first) */
     int limit;                     /* 0 = no limit */
+    char source[16];               /* "dicom", "recovered", "upload" */
 };
 
 enum { ST_OPEN_READ = 0, ST_OPEN_WRITE = 1 };
@@ -192,6 +195,19 @@ cxr_err st_each_open_study(st_db *db, bool (*fn)(void *user, const struct st_stu
                            void *user, char *errbuf, size_t errlen);
 cxr_err st_get_study(st_db *db, const char *study_uid, struct st_study *ret, char *errbuf,
                      size_t errlen);
+
+/* Filters for st_study_list; zero / empty fields do not filter. */
+struct st_study_filter {
+    int64_t since_ms, until_ms;    /* last_received in [since, until) */
+    char patient_id[ST_UID_MAX], accession[ST_UID_MAX];
+    int64_t after_id;              /* paging by the study row's id, newest first */
+    int limit;                     /* 0 = no limit */
+};
+/* Studies matching f, newest first, with their live counts and (when complete) the recorded
+ * combined result; fn gets the row id too. fn returns false to stop. */
+cxr_err st_study_list(st_db *db, const struct st_study_filter *f,
+                      bool (*fn)(void *user, int64_t id, const struct st_study *s), void *user,
+                      char *errbuf, size_t errlen);
 
 /* ---- retention ---- */
 

@@ -66,7 +66,7 @@ assert [r["id"] for r in rows] == [6, 5, 4, 3, 2, 1], rows
 keys = {"id", "sop_instance_uid", "study_instance_uid", "series_instance_uid", "sop_class_uid",
         "accession", "patient_id", "calling_aet", "peer", "transfer_syntax", "size_bytes",
         "received_at", "state", "gate_reason", "scores", "triage", "triage_reason", "rule",
-        "model_digest", "pixel_sha256", "timings_ms", "error", "duplicate_of"}
+        "model_digest", "pixel_sha256", "timings_ms", "error", "duplicate_of", "source"}
 for r in rows:
     assert set(r) == keys, set(r) ^ keys
 by = {r["id"]: r for r in rows}

@@ -760,7 +760,8 @@ static void test_json(void **state)
                                        "pixel_sha256",
                                        "timings_ms",
                                        "error",
-                                       "duplicate_of"};
+                                       "duplicate_of",
+                                       "source"};
     st_db *db = open_db(ST_OPEN_WRITE);
     struct st_instance in;
     struct st_result res;

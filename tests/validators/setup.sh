@@ -12,7 +12,7 @@ command -v npm >/dev/null || { echo "SKIPPED: npm is not installed (scripts/deps
 mkdir -p "$dest"
 exec 9>"$dest/.lock"
 flock 9
-cp "$src"/check_hl7.mjs "$src"/check_fhir.cjs "$dest/"
+cp "$src"/check_hl7.mjs "$src"/check_fhir.cjs "$src"/check_openapi.cjs "$dest/"
 if [ -d "$dest/node_modules" ] && cmp -s "$src/package-lock.json" "$dest/.installed-lock"; then
   exit 0
 fi
