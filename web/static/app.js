@@ -59,8 +59,19 @@
       pad(d.getHours()) + ':' + pad(d.getMinutes()) + ':' + pad(d.getSeconds());
   }
 
+  /* A table cell with a local time: date and time in two spans (on two lines when narrow). */
   function timeCell(iso) {
-    return el('td', { class: 'nowrap', title: iso ? String(iso) + ' (UTC)' : null }, localTime(iso) || '\u2013');
+    var t = localTime(iso);
+    var td = el('td', { class: 'nowrap', title: iso ? String(iso) + ' (UTC)' : null });
+    var sp = t.indexOf(' ');
+    if (sp > 0) {
+      td.appendChild(el('span', { class: 'when-d' }, t.slice(0, sp)));
+      td.appendChild(document.createTextNode(' '));
+      td.appendChild(el('span', { class: 'when-t' }, t.slice(sp + 1)));
+    } else {
+      td.textContent = t || '\u2013';
+    }
+    return td;
   }
 
   function pct(v) {
@@ -120,16 +131,52 @@
 
   /* fetch + JSON; rejects with an ApiError carrying the server's error.message when there
    * is one, or a sentence saying what went wrong on the way. */
+  var TOKEN_KEY = 'cxrtriage.token';
+
+  function token() {
+    try { return sessionStorage.getItem(TOKEN_KEY) || ''; } catch (e) { return ''; }
+  }
+
+  function authHeaders(h) {
+    h = h || {};
+    h.Accept = 'application/json';
+    if (token()) h.Authorization = 'Bearer ' + token();
+    return h;
+  }
+
+  /* [http] auth = bearer: ask for the token (basic is asked by the browser itself). */
+  function needToken(res, message) {
+    if (res.status !== 401 || !/^bearer/i.test(res.headers.get('WWW-Authenticate') || '')) return;
+    var box = $('signin');
+    if (!box.hidden) return;
+    setText('signin-why', (token() ? 'The token was refused. ' : '') + 'This daemon asks for a bearer token (' +
+      message + '). It is kept in this browser tab only.');
+    box.hidden = false;
+    $('signin-token').focus();
+  }
+
+  function setupSignin() {
+    $('signin-form').addEventListener('submit', function (e) {
+      e.preventDefault();
+      try { sessionStorage.setItem(TOKEN_KEY, $('signin-token').value.trim()); } catch (err) { /* private mode */ }
+      $('signin-token').value = '';
+      $('signin').hidden = true;
+      refreshStatus();
+      current = null;
+      route(false);
+    });
+  }
+
   function api(path, opts) {
     opts = opts || {};
-    opts.headers = opts.headers || {};
-    opts.headers.Accept = 'application/json';
+    opts.headers = authHeaders(opts.headers);
     opts.cache = 'no-store';
     return fetch(path, opts).then(function (res) {
       return res.text().then(function (text) {
         var body = null;
         try { body = text ? JSON.parse(text) : null; } catch (e) { body = null; }
         if (res.ok && body !== null) return body;
+        if (body && body.error && body.error.message) needToken(res, String(body.error.message));
         if (body && body.error && body.error.message)
           throw new ApiError(res.status, body.error.code || '', String(body.error.message));
         if (res.ok)
@@ -147,6 +194,7 @@
     var box = $(boxId);
     clear(box);
     var message = err && err.message ? String(err.message) : String(err);
+    message = message.charAt(0).toUpperCase() + message.slice(1);
     box.appendChild(el('span', { class: 'error-title' }, title));
     box.appendChild(el('span', { class: 'error-message' }, message));
     if (err && err.status)
@@ -218,8 +266,14 @@
 
   /* /readyz answers 200 or 503 with the same body: read the checks from either. */
   function refreshStatus() {
-    var ready = fetch('/readyz', { cache: 'no-store', headers: { Accept: 'application/json' } }).then(function (r) {
-      return r.json().then(function (b) { return { body: b, err: null }; }, function () {
+    var ready = fetch('/readyz', { cache: 'no-store', headers: authHeaders() }).then(function (r) {
+      return r.json().then(function (b) {
+        if (b && b.ready === undefined && b.error && b.error.message) {
+          needToken(r, String(b.error.message));
+          return { body: null, err: new ApiError(r.status, b.error.code || '', String(b.error.message)) };
+        }
+        return { body: b, err: null };
+      }, function () {
         return { body: null, err: new ApiError(r.status, '', '/readyz answered HTTP ' + r.status + ' without JSON') };
       });
     }, function () {
@@ -231,7 +285,7 @@
 
   function renderStatus(ready, readyErr, st) {
     var pill = $('st-ready');
-    var checks = $('st-checks');
+    var checks = $('st-check-list');
     clear(checks);
     var problems = [];
     if (ready && Array.isArray(ready.checks)) {
@@ -242,7 +296,6 @@
         if (!c.ok) problems.push(String(c.name || '') + (c.detail ? ' (' + c.detail + ')' : ''));
       });
     }
-    $('st-toggle').textContent = problems.length ? 'Checks (' + problems.length + ' failing)' : 'Checks';
     if (ready && typeof ready.ready === 'boolean') {
       pill.className = 'pill ' + (ready.ready ? 'pill-ok' : 'pill-bad');
       setText('st-ready-text', ready.ready ? 'Ready' : 'Not ready');
@@ -256,7 +309,8 @@
       var m = $('st-model');
       clear(m);
       m.appendChild(document.createTextNode('Model '));
-      m.appendChild(el('strong', { title: st.model_digest || '' }, (st.model_name ? st.model_name + ' ' : '') + shortDigest(st.model_digest)));
+      m.appendChild(el('strong', { title: (st.model_name ? st.model_name + ', ' : '') + 'SHA-256 ' + (st.model_digest || '') },
+        shortDigest(st.model_digest)));
       var l = $('st-listener');
       clear(l);
       if (st.listener) { l.appendChild(document.createTextNode('DICOM ')); l.appendChild(el('strong', null, st.listener)); }
@@ -269,7 +323,7 @@
         (st.uptime_s !== undefined ? ' \u00b7 up ' + uptime(st.uptime_s) : ''));
     }
     var now = new Date();
-    setText('st-updated', 'Updated ' + pad(now.getHours()) + ':' + pad(now.getMinutes()) + ':' + pad(now.getSeconds()));
+    setText('st-updated', 'Checked at ' + pad(now.getHours()) + ':' + pad(now.getMinutes()) + ':' + pad(now.getSeconds()));
   }
 
   function uptime(s) {
@@ -281,7 +335,7 @@
   }
 
   function startStatus() {
-    var toggle = $('st-toggle');
+    var toggle = $('st-ready');
     toggle.addEventListener('click', function () {
       var open = toggle.getAttribute('aria-expanded') !== 'true';
       toggle.setAttribute('aria-expanded', open ? 'true' : 'false');
@@ -360,10 +414,17 @@
     setText('classify-msg', 'Scoring ' + file.name + ' (' + bytes(file.size) + ')' +
       (count > 1 ? '; only the first of the ' + count + ' files dropped is scored' : '') + '\u2026');
     var t0 = performance.now();
-    api('/api/v1/classify?heatmap=1', {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/octet-stream' },
-      body: file
+    var post = function (query) {
+      return api('/api/v1/classify' + query, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/octet-stream' },
+        body: file
+      });
+    };
+    /* a daemon built without Grad-CAM answers 501 before scoring: score without the heat map */
+    post('?heatmap=1').catch(function (err) {
+      if (err.status !== 501) throw err;
+      return post('').then(function (r) { r.heatmap_missing = err.message; return r; });
     }).then(function (r) {
       renderResult(r, file, performance.now() - t0);
       var t = TRIAGE_TEXT[r.triage];
@@ -407,7 +468,7 @@
     } else {
       heat.removeAttribute('src');
       heat.alt = '';
-      setText('r-caption', 'No heat map was returned for this image.');
+      setText('r-caption', r.heatmap_missing ? 'No heat map: ' + r.heatmap_missing : 'No heat map was returned for this image.');
       $('r-heat-toggle').disabled = true;
     }
     applyOverlay();
@@ -561,7 +622,7 @@
       el('td', { class: 'wrap-any' }, it.accession || '\u2013'),
       stateCell,
       el('td', null, it.triage ? triageTag(it.triage) : '\u2013'),
-      el('td', null, top ? top + ' ' : '\u2013', top ? el('span', { class: 'sub' }, pct(it.scores[top])) : null),
+      el('td', { class: 'nowrap' }, top ? top + ' ' : '\u2013', top ? el('span', { class: 'sub' }, pct(it.scores[top])) : null),
       el('td', { class: 'col-optional mono', title: it.model_digest || null }, shortDigest(it.model_digest) || '\u2013'));
   }
 
@@ -856,6 +917,7 @@
   }
 
   function start() {
+    setupSignin();
     setupClassify();
     setupAudit();
     setupOutbox();
