@@ -108,6 +108,11 @@ async function checkResult(expect, fileName, what) {
     // the daemon answers heatmap=1 with 501: the page scores without it and says why
     const cap = await text('#r-caption');
     assert(cap.startsWith('No heat map: ') && await page.isDisabled('#r-heat-toggle'), what + ': no heat map, caption "' + cap + '"');
+    if (/\.png$/i.test(fileName)) {
+      await page.waitForFunction(() => document.getElementById('r-image').naturalWidth > 0, null, { timeout: 10000 });
+    } else {
+      assert(await page.isVisible('#r-noimg'), what + ': neither an image nor a note saying why there is none');
+    }
     missing.push(what + ': ' + cap);
   }
   ok(what + ': ' + (cfg.heatmap ? 'image ' + img.iw + 'x' + img.ih + ' with its heat map overlay' : 'NO heat map (the daemon answers 501)') +
@@ -335,6 +340,12 @@ async function laptop() {
     assert(delivered, 'the retried report was not delivered within 60 s');
     ok('the retried report ' + cfg.dead_report + ' is delivered (the webhook accepted it the second time)');
     await shot('outbox-delivered-' + w);
+    if (cfg.dicom_study_row) {
+      await afterLoad('audit-table', () => page.click('#outbox-table tr[data-id="' + cfg.dead_report + '"] td a'));
+      const rows = await page.$$eval('#audit-table tbody tr[data-id]', (trs) => trs.map((t) => Number(t.getAttribute('data-id'))));
+      assert(rows.length === 1 && rows[0] === cfg.dicom_study_row, 'the report\'s study link lists its instance only: ' + JSON.stringify(rows));
+      ok('the outbox links a report to the audit of its study (instance ' + rows[0] + ')');
+    }
   } else {
     await noSideScroll('outbox ' + w);
     await shot('outbox-' + w);

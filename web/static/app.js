@@ -11,7 +11,7 @@
   var PAGE_SIZE = 50;
   var TRIAGE_TEXT = {
     urgent: { label: 'URGENT', icon: '!', hint: 'review first' },
-    routine: { label: 'ROUTINE', icon: '\u2022', hint: 'abnormal finding likely; routine review' },
+    routine: { label: 'ROUTINE', icon: 'i', hint: 'not urgent and not clearly normal: routine review' },
     normal: { label: 'NORMAL', icon: '\u2713', hint: 'no abnormal class above its operating point' }
   };
   var STAGE_TEXT = {
@@ -319,7 +319,7 @@
         ' \u00b7 skipped ' + (c.skipped || 0) + ' \u00b7 failed ' + (c.failed || 0) : '');
       var o = st.outbox || {};
       setText('st-outbox', st.outbox ? 'Outbox: ' + (o.pending || 0) + ' pending, ' + (o.dead || 0) + ' dead' : '');
-      setText('foot-version', 'cxrtriage ' + (st.version || '') + (st.kernel ? ' \u00b7 kernel ' + st.kernel : '') +
+      setText('foot-version', 'cxrtriage ' + (st.version || '') + (st.kernel ? ' \u00b7 kernel ' + String(st.kernel).split(' ')[0] : '') +
         (st.uptime_s !== undefined ? ' \u00b7 up ' + uptime(st.uptime_s) : ''));
     }
     var now = new Date();
@@ -438,6 +438,7 @@
           err.status === 413 ? 'The file is too large' : 'The upload failed';
       showError('classify-error', title + ' (' + file.name + ')', err);
     }).then(function () {
+      refreshStatus();
       busy = false;
       drop.classList.remove('busy');
       drop.removeAttribute('aria-disabled');
@@ -450,13 +451,24 @@
     var img = $('r-image');
     var heat = $('r-heat');
     var hm = r.heatmap || null;
+    $('r-noimg').hidden = true;
     if (typeof r.image === 'string' && r.image.indexOf('data:image/') === 0) {
       img.src = r.image;
       img.alt = 'The image as the model sees it (' + (r.format || 'image') + ', ' + (r.width || '?') + ' \u00d7 ' +
         (r.height || '?') + ' pixels originally)';
+    } else if (r.format === 'png' || r.format === 'jpeg') {
+      /* no model input came back (no heat map): show the uploaded picture itself */
+      img.removeAttribute('src');
+      img.alt = 'The uploaded image';
+      var reader = new FileReader();
+      reader.onload = function () {
+        if (typeof reader.result === 'string' && /^data:image\/(png|jpeg);/.test(reader.result)) img.src = reader.result;
+      };
+      reader.readAsDataURL(file);
     } else {
       img.removeAttribute('src');
-      img.alt = 'No image returned';
+      img.alt = '';
+      $('r-noimg').hidden = false; /* a DICOM file the browser cannot draw, and no image from the daemon */
     }
     if (hm && typeof hm.png === 'string' && hm.png.indexOf('data:image/') === 0) {
       heat.src = hm.png;
@@ -465,11 +477,13 @@
         '\u201d over the model\u2019s input: warm colours mark the regions that raised that score most.' +
         (Array.isArray(hm.grid) ? ' Grid ' + hm.grid.join(' \u00d7 ') + '.' : ''));
       $('r-heat-toggle').disabled = false;
+      $('r-controls').hidden = false;
     } else {
       heat.removeAttribute('src');
       heat.alt = '';
       setText('r-caption', r.heatmap_missing ? 'No heat map: ' + r.heatmap_missing : 'No heat map was returned for this image.');
       $('r-heat-toggle').disabled = true;
+      $('r-controls').hidden = true;
     }
     applyOverlay();
 
@@ -495,7 +509,6 @@
       (r.width && r.height ? r.width + ' \u00d7 ' + r.height + ' px, ' : '') + bytes(file.size));
     addFact(facts, 'Model', (r.model_name ? r.model_name + ' \u00b7 ' : '') + shortDigest(r.model_digest),
       { title: r.model_digest ? 'SHA-256 ' + r.model_digest : null });
-    if (r.rule) addFact(facts, 'Rule', r.rule);
     var tm = r.timings_ms || {};
     var parts = [];
     ['decode', 'preprocess', 'infer', 'heatmap'].forEach(function (k) {
@@ -517,7 +530,7 @@
   /* seq numbers each load: an answer to an older load than the newest is dropped, and the
    * table's data-loads says which load it shows (aria-busy while one runs) */
   var audit = { key: null, after: null, stack: [], next: null, seq: 0 };
-  var FILTERS = ['since', 'until', 'class', 'state', 'triage', 'source', 'accession'];
+  var FILTERS = ['since', 'until', 'class', 'state', 'triage', 'source', 'accession', 'study'];
 
   function dayToUtc(day, plusOneDay) {
     /* a local calendar day from <input type=date> as the UTC instant of its local midnight */
@@ -571,7 +584,7 @@
   function loadAudit(f) {
     var params = {
       since: dayToUtc(f.since, false), until: dayToUtc(f.until, true), 'class': f['class'], state: f.state,
-      triage: f.triage, source: f.source, accession: f.accession, limit: PAGE_SIZE, after_id: audit.after
+      triage: f.triage, source: f.source, accession: f.accession, study: f.study, limit: PAGE_SIZE, after_id: audit.after
     };
     hideError('audit-error');
     setText('audit-msg', 'Loading\u2026');
@@ -851,7 +864,11 @@
       b.addEventListener('click', function () { retry(rep.id, b); });
       action.appendChild(b);
     }
-    var study = el('td', { class: 'mono col-optional', title: rep.study_instance_uid || null }, shortUid(rep.study_instance_uid));
+    var study = el('td', { class: 'mono col-optional' });
+    if (rep.study_instance_uid) {
+      study.appendChild(el('a', { href: '#/audit?' + qs({ study: rep.study_instance_uid }), title: rep.study_instance_uid,
+        'aria-label': 'Instances of study ' + rep.study_instance_uid }, shortUid(rep.study_instance_uid)));
+    }
     return el('tr', { 'data-id': rep.id },
       el('td', null, String(rep.id)),
       timeCell(rep.created_at),
