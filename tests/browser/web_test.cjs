@@ -8,6 +8,7 @@
 //    "accession": the markup-like accession of a study sent over DICOM (must show as text),
 //    "dead_report": id of a report the webhook refused (dead), or null,
 //    "dicom_study_row": audit id of an instance received over DICOM whose study has a report,
+//    "nonchest": a real radiograph the gate refuses (422), or null,
 //    "heatmap": false when the daemon answers heatmap=1 with 501 (the test then fails at the end)}
 // Prints "ok - ..." per check; exits 1 on the first failure (with a failure-*.png screenshot).
 'use strict';
@@ -258,6 +259,17 @@ async function laptop() {
   ok('a text file shows a clear error: "' + err.replace(/\s+/g, ' ') + '"');
   await shot('classify-error-' + w);
 
+  if (cfg.nonchest) {
+    label = 'gate-refused';
+    await page.setInputFiles('#file', cfg.nonchest);
+    await page.waitForFunction(() => /not scored/.test(document.getElementById('classify-error').textContent) ||
+      !document.getElementById('result').hidden, null, { timeout: WAIT });
+    const gerr = await text('#classify-error');
+    assert(gerr.startsWith('The image was read but not scored') && gerr.includes('HTTP 422'), 'gate refusal: "' + gerr + '"');
+    ok('a real non-chest CR is refused by the gate with its reason: "' + gerr.replace(/\s+/g, ' ') + '"');
+    await shot('classify-refused-' + w);
+  }
+
   label = 'audit';
   await afterLoad('audit-table', () => page.click('header nav a[data-route="audit"]'));
   assert(await page.evaluate(() => document.activeElement.id) === 'h-audit', 'focus moves to the page heading');
@@ -277,7 +289,20 @@ async function laptop() {
   await noSideScroll('audit ' + w);
   await shot('audit-' + w);
 
+  label = 'audit-paging';
+  await openAudit('limit=2');
+  const ids = async () => page.$$eval('#audit-table tbody tr[data-id]', (trs) => trs.map((t) => Number(t.getAttribute('data-id'))));
+  const p1 = await ids();
+  assert(p1.length === 2 && (await text('#audit-page')) === 'Page 1' && await page.isDisabled('#audit-prev'), 'page 1: ' + JSON.stringify(p1));
+  await afterLoad('audit-table', () => page.click('#audit-next'));
+  const p2 = await ids();
+  assert(p2.length >= 1 && (await text('#audit-page')) === 'Page 2' && Math.max(...p2) < Math.min(...p1), 'page 2: ' + JSON.stringify(p2) + ' after ' + JSON.stringify(p1));
+  await afterLoad('audit-table', () => page.click('#audit-prev'));
+  assert(JSON.stringify(await ids()) === JSON.stringify(p1), 'Newer goes back to page 1');
+  ok('audit paging (2 a page): ' + JSON.stringify(p1) + ' -> Older ' + JSON.stringify(p2) + ' -> Newer ' + JSON.stringify(p1));
+
   label = 'audit-filters';
+  await openAudit('');
   await page.selectOption('#f-source', 'upload');
   await page.selectOption('#f-triage', cfg.dicom.expect.triage);
   await afterLoad('audit-table', () => page.click('#audit-filters button[type=submit]'));

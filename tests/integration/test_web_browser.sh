@@ -3,8 +3,9 @@
 # driven by playwright-core from npm, installed into the build tree by tests/browser/setup.sh),
 # against the REAL daemon: upload a real DICOM radiograph (Enter on the drop zone, file picker)
 # and a real PNG (drag and drop), see the four scores (equal to `cxrtriage classify`) and the
-# heat map; toggle the overlay with the keyboard; a text file shows the API's error; the audit
-# lists the uploads, filters them and opens a detail; a study sent over DICOM (storescu) whose
+# heat map; toggle the overlay with the keyboard; a text file and a non-chest CR show the API's
+# errors (415, 422 with the gate's reason); the audit lists the uploads, pages, filters them and
+# opens a detail; a study sent over DICOM (storescu) whose
 # accession looks like markup is shown as text, and its detail lists its report's delivery
 # attempts; the outbox shows that report dead (the webhook answered 400), Retry puts it back
 # and it is delivered. At 1366x768 and 768x1024, with a screenshot of every step in
@@ -29,6 +30,8 @@ mkdir -p "$ART"
 # --- the files and what `cxrtriage classify` says of them --------------------------------------
 DCM="$CXR_DATA_DIR/dicom/cxr_siim_8bit_explicit_le.dcm" # a frontal CR the gate accepts
 [ -f "$DCM" ] || skip "needs $DCM"
+NONCHEST="$CXR_DATA_DIR/dicom/pydicomdata_RG3_J2KR_CR.dcm" # a real CR of an extremity: the gate refuses it
+[ -f "$NONCHEST" ] || skip "needs $NONCHEST"
 "$CXRTRIAGE" classify --json "$DCM" >"$T/dcm.json" || fail "cxrtriage classify $DCM"
 jq -e '.verdict == "applicable"' "$T/dcm.json" >/dev/null || fail "the gate refuses $DCM: $(cat "$T/dcm.json")"
 # The PNG: the first of cxr4/Normal (sorted) that classify scores, preferring one whose triage
@@ -79,11 +82,11 @@ wait_jq 60 "the study's report refused by the webhook (dead)" outbox_json 'lengt
 DEAD=$(outbox_json | jq '.[0].id')
 ok "a DICOM study (instance $DICOM_ROW) with its report $DEAD dead (webhook answered 400)"
 
-jq -n --arg url "$URL" --arg art "$ART" --arg dcm "$DCM" --arg png "$PNG" --arg acc "$ACC" \
+jq -n --arg url "$URL" --arg art "$ART" --arg dcm "$DCM" --arg png "$PNG" --arg acc "$ACC" --arg nonchest "$NONCHEST" \
   --argjson row "$DICOM_ROW" --argjson dead "$DEAD" --argjson heatmap "$HEATMAP" \
   --slurpfile de "$T/dcm.json" --slurpfile pe "$T/png.json" '
   def exp($c): {scores: $c.scores, top: $c.top, triage: $c.triage, model_digest: $c.model_digest};
-  {url: $url, artifacts: $art, accession: $acc, heatmap: $heatmap, dicom_study_row: $row, dead_report: $dead,
+  {url: $url, artifacts: $art, accession: $acc, heatmap: $heatmap, nonchest: $nonchest, dicom_study_row: $row, dead_report: $dead,
    dicom: {path: $dcm, expect: exp($de[0])}, png: {path: $png, expect: exp($pe[0])}}' >"$T/web.json"
 
 echo "# PNG: $PNG"

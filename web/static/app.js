@@ -532,6 +532,12 @@
   var audit = { key: null, after: null, stack: [], next: null, seq: 0 };
   var FILTERS = ['since', 'until', 'class', 'state', 'triage', 'source', 'accession', 'study'];
 
+  /* rows a page: 50, or limit=N (1..500) in the address, e.g. #/audit?limit=200 */
+  function pageSize(v) {
+    var n = parseInt(v, 10);
+    return n >= 1 && n <= 500 ? n : PAGE_SIZE;
+  }
+
   function dayToUtc(day, plusOneDay) {
     /* a local calendar day from <input type=date> as the UTC instant of its local midnight */
     var m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(day || '');
@@ -546,6 +552,7 @@
       e.preventDefault();
       var f = {};
       FILTERS.forEach(function (k) { f[k] = form.elements[k].value.trim(); });
+      if (audit.filters && audit.filters.limit) f.limit = audit.filters.limit;
       var q = qs(f);
       var want = '#/audit' + (q ? '?' + q : '');
       if (location.hash === want) { audit.key = null; route(); } else location.hash = want;
@@ -584,7 +591,8 @@
   function loadAudit(f) {
     var params = {
       since: dayToUtc(f.since, false), until: dayToUtc(f.until, true), 'class': f['class'], state: f.state,
-      triage: f.triage, source: f.source, accession: f.accession, study: f.study, limit: PAGE_SIZE, after_id: audit.after
+      triage: f.triage, source: f.source, accession: f.accession, study: f.study, limit: pageSize(f.limit),
+      after_id: audit.after
     };
     hideError('audit-error');
     setText('audit-msg', 'Loading\u2026');
@@ -791,7 +799,8 @@
     var form = $('outbox-filters');
     form.addEventListener('submit', function (e) {
       e.preventDefault();
-      var q = qs({ state: form.elements.state.value, destination: form.elements.destination.value.trim() });
+      var q = qs({ state: form.elements.state.value, destination: form.elements.destination.value.trim(),
+        limit: outbox.filters.limit });
       var want = '#/outbox' + (q ? '?' + q : '');
       if (location.hash === want) { outbox.key = null; route(); } else location.hash = want;
     });
@@ -831,7 +840,7 @@
     var body = table.tBodies[0];
     var seq = ++outbox.seq;
     table.setAttribute('aria-busy', 'true');
-    return api('/api/v1/outbox?' + qs({ state: f.state, destination: f.destination, limit: PAGE_SIZE, after_id: outbox.after }))
+    return api('/api/v1/outbox?' + qs({ state: f.state, destination: f.destination, limit: pageSize(f.limit), after_id: outbox.after }))
       .then(function (r) {
         if (seq !== outbox.seq) return;
         clear(body);
