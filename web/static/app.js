@@ -780,10 +780,10 @@
   }
 
   function lastResult(rep) {
-    var s = [];
-    if (rep.last_status) s.push(String(rep.last_status));
-    if (rep.last_detail) s.push(String(rep.last_detail));
-    return s.join(' \u00b7 ');
+    var st = rep.last_status ? String(rep.last_status) : '';
+    var d = rep.last_detail ? String(rep.last_detail) : '';
+    if (d && st && d.indexOf(st) >= 0) return d; /* "HTTP 400" says the status already */
+    return [st, d].filter(Boolean).join(' \u00b7 ');
   }
 
   /* ---- Outbox ---------------------------------------------------------------------------- */
