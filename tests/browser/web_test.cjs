@@ -10,6 +10,7 @@
 //    "dicom_study_row": audit id of an instance received over DICOM whose study has a report,
 //    "nonchest": a real radiograph the gate refuses (422), or null,
 //    "heatmap": false when the daemon answers heatmap=1 with 501 (the test then fails at the end)}
+//    "mode": "heatmap" for the uploads with their heat maps only (it_web_heatmap), else everything
 // Prints "ok - ..." per check; exits 1 on the first failure (with a failure-*.png screenshot).
 'use strict';
 const fs = require('fs');
@@ -24,7 +25,7 @@ fs.mkdirSync(ART, { recursive: true });
 let page = null;
 let label = 'start';
 const problems = []; // console errors, CSP violations, uncaught exceptions
-const missing = []; // what the daemon does not serve yet (the heat map): fails the test at the end
+const missing = []; // what the daemon does not serve yet (the heat map), said at the end
 
 function ok(msg) { console.log('ok - ' + msg); }
 function fail(msg) { throw new Error(msg); }
@@ -122,6 +123,37 @@ async function checkResult(expect, fileName, what) {
   const m = /^#\/audit\/(\d+)$/.exec(href || '');
   assert(m, what + ': no link to the audit record (' + href + ')');
   return Number(m[1]);
+}
+
+// The overlay switch (Space) hides and shows the heat map; the slider sets its opacity.
+async function checkOverlay(w) {
+  label = 'overlay';
+  await page.focus('#r-heat-toggle');
+  await page.keyboard.press('Space');
+  assert(!(await page.isChecked('#r-heat-toggle')) && !(await page.isVisible('#r-heat')), 'Space on the switch hides the heat map');
+  await shot('classify-overlay-off-' + w);
+  await page.keyboard.press('Space');
+  assert(await page.isVisible('#r-heat'), 'Space again shows the heat map');
+  await page.locator('#r-opacity').fill('80');
+  const op = await page.evaluate(() => document.getElementById('r-heat').style.opacity);
+  assert(op === '0.8', 'opacity slider: heat map opacity ' + op);
+  assert((await text('#r-opacity-out')) === '80 %', 'opacity output');
+  ok('heat map overlay: switch (keyboard) hides and shows it, the slider sets its opacity');
+  await page.locator('#r-opacity').fill('100');
+}
+
+// mode "heatmap": the uploads with their heat maps only (it_web_heatmap).
+async function heatmapOnly(w) {
+  label = 'heatmap-dicom';
+  await uploadByKeyboard(cfg.dicom.path);
+  await checkResult(cfg.dicom.expect, path.basename(cfg.dicom.path), 'DICOM upload ' + w);
+  await shot('heatmap-dicom-' + w);
+  if (w !== '1366x768') return;
+  await checkOverlay(w);
+  label = 'heatmap-png';
+  await uploadByDrop(cfg.png.path);
+  await checkResult(cfg.png.expect, path.basename(cfg.png.path), 'PNG upload ' + w);
+  await shot('heatmap-png-' + w);
 }
 
 async function uploadByKeyboard(file) {
@@ -227,20 +259,7 @@ async function laptop() {
   await noSideScroll('classify ' + w);
   await shot('classify-dicom-' + w);
 
-  label = 'overlay';
-  if (cfg.heatmap) {
-  await page.focus('#r-heat-toggle');
-  await page.keyboard.press('Space');
-  assert(!(await page.isChecked('#r-heat-toggle')) && !(await page.isVisible('#r-heat')), 'Space on the switch hides the heat map');
-  await shot('classify-overlay-off-' + w);
-  await page.keyboard.press('Space');
-  assert(await page.isVisible('#r-heat'), 'Space again shows the heat map');
-  await page.locator('#r-opacity').fill('80');
-  const op = await page.evaluate(() => document.getElementById('r-heat').style.opacity);
-  assert(op === '0.8', 'opacity slider: heat map opacity ' + op);
-  assert((await text('#r-opacity-out')) === '80 %', 'opacity output');
-  ok('heat map overlay: switch (keyboard) hides and shows it, the slider sets its opacity');
-  }
+  if (cfg.heatmap) await checkOverlay(w);
 
   label = 'png';
   await uploadByDrop(cfg.png.path);
@@ -413,14 +432,22 @@ async function tablet(ids) {
 
 (async () => {
   let ids = null;
-  await session(1366, 768, 'laptop', async () => { ids = await laptop(); });
-  await session(768, 1024, 'tablet', async () => { await tablet(ids); });
-  // A 415 answer is logged by chromium as a failed resource load: that one is expected.
+  if (cfg.mode === 'heatmap') {
+    assert(cfg.heatmap, 'the daemon serves no heat map');
+    await session(1366, 768, 'laptop', () => heatmapOnly('1366x768'));
+    await session(768, 1024, 'tablet', () => heatmapOnly('768x1024'));
+  } else {
+    await session(1366, 768, 'laptop', async () => { ids = await laptop(); });
+    await session(768, 1024, 'tablet', async () => { await tablet(ids); });
+  }
+  // A 415 or 422 answer (and 501 from a daemon without Grad-CAM) is logged by chromium as a
+  // failed resource load: those are expected.
   const real = problems.filter((p) => !/Failed to load resource: the server responded with a status of (415|422|501)/.test(p));
   assert(real.length === 0, 'console errors or CSP violations:\n  ' + real.join('\n  '));
   ok('no console errors, no CSP violations, no uncaught exceptions');
-  assert(missing.length === 0, 'the page works, but the daemon serves no heat map (POST /api/v1/classify?heatmap=1 ' +
-    'answers 501 not_implemented):\n  ' + missing.join('\n  '));
+  if (missing.length)
+    console.log('# NOT CHECKED: the daemon serves no heat map (POST /api/v1/classify?heatmap=1 answers 501); ' +
+      'the page scored without it and said so. it_web_heatmap fails until the daemon serves it.');
 })().catch((e) => {
   console.error('FAIL [' + label + ']: ' + (e && e.stack ? e.stack : e));
   process.exit(1);
