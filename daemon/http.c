@@ -61,12 +61,12 @@ static void set_header(struct http_response *rs, const char *name, const char *v
 static void set_body(struct http_response *rs, int status, const char *type, char *body,
                      size_t len)
 {
-    if (!rs->body_static)
-        free(rs->body);
+    free(rs->owned);
     rs->body_static = false;
     rs->status = status;
     (void)cxr_strlcpy(rs->content_type, sizeof(rs->content_type), type);
-    rs->body = (unsigned char *)body;
+    rs->owned = (unsigned char *)body;
+    rs->body = rs->owned;
     rs->body_len = body ? len : 0;
 }
 
@@ -137,8 +137,8 @@ static void reply_error(struct http_response *rs, int status, const char *fmt, .
 
 void http_response_done(struct http_response *rs)
 {
-    if (!rs->body_static)
-        free(rs->body);
+    free(rs->owned);
+    rs->owned = NULL;
     rs->body = NULL;
     rs->body_len = 0;
 }
@@ -555,8 +555,8 @@ static void h_instances(struct http_server *s, const struct http_request *rq,
             return reply_error(rs, 400, "triage: expected urgent, routine, normal or none");
         f.has_triage = true;
     }
-    if (f.source[0] && strcmp(f.source, "dicom") && strcmp(f.source, "recovered") &&
-        strcmp(f.source, "upload"))
+    if (f.source[0] && strcmp(f.source, "dicom") != 0 && strcmp(f.source, "recovered") != 0 &&
+        strcmp(f.source, "upload") != 0)
         return reply_error(rs, 400, "source: expected dicom, recovered or upload");
     if (!open_read(s, rs, &db))
         return;
@@ -919,7 +919,8 @@ static void h_status(struct http_server *s, const struct http_request *rq,
                   "model_name", model_name(d), "kernel", kernel, "uptime_s",
                   (json_int_t)((st_now_ms() - d->met.start_ms) / 1000), "listener", listener,
                   "counts", "received",
-                  (json_int_t)(by_state[0] + by_state[1] + by_state[2] + by_state[3]), "queued",
+                  (json_int_t)by_state[0] + (json_int_t)by_state[1] +
+                      (json_int_t)by_state[2] + (json_int_t)by_state[3], "queued",
                   (json_int_t)by_state[ST_RECEIVED], "classified",
                   (json_int_t)by_state[ST_CLASSIFIED], "skipped", (json_int_t)by_state[ST_SKIPPED],
                   "failed", (json_int_t)by_state[ST_FAILED], "outbox", "pending",
@@ -1261,7 +1262,7 @@ static void h_static(struct http_server *s, const struct http_request *rq,
         return;
     }
     set_body(rs, 200, a->content_type, NULL, 0);
-    rs->body = (unsigned char *)(uintptr_t)a->data;
+    rs->body = a->data;
     rs->body_len = a->len;
     rs->body_static = true;
 }
@@ -1531,8 +1532,11 @@ static enum MHD_Result send_response(struct MHD_Connection *mc, const struct htt
 {
     struct MHD_Response *r;
     enum MHD_Result ret;
+    void *buf;
 
-    r = MHD_create_response_from_buffer(rs->body_len, rs->body,
+    /* MHD 0.9.75 takes a non-const pointer; it never writes through it in either mode */
+    memcpy(&buf, &rs->body, sizeof(buf));
+    r = MHD_create_response_from_buffer(rs->body_len, buf,
                                         rs->body_static ? MHD_RESPMEM_PERSISTENT
                                                         : MHD_RESPMEM_MUST_COPY);
     if (!r)
@@ -1601,11 +1605,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     rq.body_len = c->body.len;
     rq.body_too_large = c->too_large;
     http_handle(s, &rq, &rs);
-    if (!strcmp(method, "HEAD") && !rs.body_static) {
-        free(rs.body);
-        rs.body = NULL;
+    if (!strcmp(method, "HEAD"))
         rs.body_len = 0;
-    }
     ret = send_response(mc, &rs);
     if (rs.status >= 500 || rs.status == 413 || rs.status == 401)
         cxr_log(rs.status >= 500 ? CXR_LOG_WARNING : CXR_LOG_INFO, "http.request",
@@ -1661,7 +1662,7 @@ cxr_err http_start(struct daemon *d, struct http_server **ret)
     bool tls = c->http_tls_cert[0] && c->http_tls_key[0];
     int gai;
 
-    if (http_server_new(d, NULL, NULL, &s, err, sizeof(err)) != CXR_OK)
+    if (http_server_new(d, NULL, NULL, &s, err, sizeof(err)) != CXR_OK || !s)
         return cxr_log_err(CXR_EINVAL, "http.start", "msg='%s'", err);
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
