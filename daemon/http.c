@@ -507,31 +507,67 @@ static void page_end(struct page *p, struct http_response *rs)
     reply_buf(rs, 200, "application/json", &p->b);
 }
 
-static bool add_instance(void *user, const struct st_instance *in)
+static cxr_err instance_json_v(const void *o, struct cxr_buf *b) { return st_instance_json(o, b); }
+static cxr_err report_json_v(const void *o, struct cxr_buf *b) { return st_report_json(o, b); }
+static cxr_err attempt_json_v(const void *o, struct cxr_buf *b) { return st_report_attempt_json(o, b); }
+
+/* Appends obj as fn writes it. */
+static bool page_add_obj(struct page *p, int64_t id, cxr_err (*fn)(const void *, struct cxr_buf *),
+                         const void *obj)
 {
-    struct page *p = user;
     struct cxr_buf item;
-    bool more;
+    bool more = false;
 
     cxr_buf_init(&item, 1 << 20);
-    if (st_instance_json(in, &item) != CXR_OK) {
+    if (fn(obj, &item) != CXR_OK)
         p->err = CXR_ENOMEM;
-        cxr_buf_done(&item);
-        return false;
-    }
-    more = page_add(p, in->id, &item);
+    else
+        more = page_add(p, id, &item);
     cxr_buf_done(&item);
     return more;
+}
+
+/* One page of a listing: list(db, filter, page) with limit + 1 rows (the extra one says whether
+ * there is a next page). */
+typedef cxr_err page_lister(st_db *db, void *filter, struct page *p, char *err, size_t errlen);
+
+static void list_page(struct http_server *s, struct http_response *rs, int limit,
+                      page_lister *list, void *filter)
+{
+    struct page p;
+    st_db *db;
+    char err[512];
+
+    if (!open_read(s, rs, &db))
+        return;
+    if (!page_begin(&p, limit)) {
+        st_close(db);
+        return reply_error(rs, 500, "out of memory");
+    }
+    if (list(db, filter, &p, err, sizeof(err)) != CXR_OK) {
+        st_close(db);
+        cxr_buf_done(&p.b);
+        return reply_error(rs, 503, "the audit ledger cannot be read: %s", err);
+    }
+    st_close(db);
+    page_end(&p, rs);
+}
+
+static bool add_instance(void *user, const struct st_instance *in)
+{
+    return page_add_obj(user, in->id, instance_json_v, in);
+}
+
+static cxr_err list_instances(st_db *db, void *filter, struct page *p, char *err, size_t errlen)
+{
+    return st_list(db, filter, add_instance, p, err, errlen);
 }
 
 static void h_instances(struct http_server *s, const struct http_request *rq,
                         struct http_response *rs, const char *param)
 {
     struct st_filter f;
-    struct page p;
-    st_db *db;
     const char *v;
-    char err[512];
 
     (void)param;
     memset(&f, 0, sizeof(f));
@@ -558,20 +594,8 @@ static void h_instances(struct http_server *s, const struct http_request *rq,
     if (f.source[0] && strcmp(f.source, "dicom") != 0 && strcmp(f.source, "recovered") != 0 &&
         strcmp(f.source, "upload") != 0)
         return reply_error(rs, 400, "source: expected dicom, recovered or upload");
-    if (!open_read(s, rs, &db))
-        return;
-    if (!page_begin(&p, f.limit)) {
-        st_close(db);
-        return reply_error(rs, 500, "out of memory");
-    }
     f.limit++; /* one more row tells whether there is a next page */
-    if (st_list(db, &f, add_instance, &p, err, sizeof(err)) != CXR_OK) {
-        st_close(db);
-        cxr_buf_done(&p.b);
-        return reply_error(rs, 503, "the audit ledger cannot be read: %s", err);
-    }
-    st_close(db);
-    page_end(&p, rs);
+    list_page(s, rs, f.limit - 1, list_instances, &f);
 }
 
 static json_t *json_of(cxr_err (*fn)(const void *, struct cxr_buf *), const void *obj)
@@ -586,9 +610,6 @@ static json_t *json_of(cxr_err (*fn)(const void *, struct cxr_buf *), const void
     return j;
 }
 
-static cxr_err instance_json_v(const void *o, struct cxr_buf *b) { return st_instance_json(o, b); }
-static cxr_err report_json_v(const void *o, struct cxr_buf *b) { return st_report_json(o, b); }
-static cxr_err attempt_json_v(const void *o, struct cxr_buf *b) { return st_report_attempt_json(o, b); }
 
 static bool add_event(void *user, const struct st_event *e)
 {
@@ -767,13 +788,15 @@ static bool add_study(void *user, int64_t id, const struct st_study *st)
     return more;
 }
 
+static cxr_err list_studies(st_db *db, void *filter, struct page *p, char *err, size_t errlen)
+{
+    return st_study_list(db, filter, add_study, p, err, errlen);
+}
+
 static void h_studies(struct http_server *s, const struct http_request *rq,
                       struct http_response *rs, const char *param)
 {
     struct st_study_filter f;
-    struct page p;
-    st_db *db;
-    char err[512];
 
     (void)param;
     memset(&f, 0, sizeof(f));
@@ -782,47 +805,25 @@ static void h_studies(struct http_server *s, const struct http_request *rq,
         !copy_arg(rq, rs, "patient", f.patient_id, sizeof(f.patient_id)) ||
         !copy_arg(rq, rs, "accession", f.accession, sizeof(f.accession)))
         return;
-    if (!open_read(s, rs, &db))
-        return;
-    if (!page_begin(&p, f.limit)) {
-        st_close(db);
-        return reply_error(rs, 500, "out of memory");
-    }
     f.limit++;
-    if (st_study_list(db, &f, add_study, &p, err, sizeof(err)) != CXR_OK) {
-        st_close(db);
-        cxr_buf_done(&p.b);
-        return reply_error(rs, 503, "the audit ledger cannot be read: %s", err);
-    }
-    st_close(db);
-    page_end(&p, rs);
+    list_page(s, rs, f.limit - 1, list_studies, &f);
 }
 
 static bool add_report(void *user, const struct st_report *r)
 {
-    struct page *p = user;
-    struct cxr_buf item;
-    bool more;
+    return page_add_obj(user, r->id, report_json_v, r);
+}
 
-    cxr_buf_init(&item, 1 << 20);
-    if (st_report_json(r, &item) != CXR_OK) {
-        p->err = CXR_ENOMEM;
-        cxr_buf_done(&item);
-        return false;
-    }
-    more = page_add(p, r->id, &item);
-    cxr_buf_done(&item);
-    return more;
+static cxr_err list_reports(st_db *db, void *filter, struct page *p, char *err, size_t errlen)
+{
+    return st_report_list(db, filter, add_report, p, err, errlen);
 }
 
 static void h_outbox(struct http_server *s, const struct http_request *rq,
                      struct http_response *rs, const char *param)
 {
     struct st_report_filter f;
-    struct page p;
-    st_db *db;
     const char *v;
-    char err[512];
 
     (void)param;
     memset(&f, 0, sizeof(f));
@@ -835,20 +836,8 @@ static void h_outbox(struct http_server *s, const struct http_request *rq,
             return reply_error(rs, 400, "state: expected pending, delivered or dead");
         f.has_state = true;
     }
-    if (!open_read(s, rs, &db))
-        return;
-    if (!page_begin(&p, f.limit)) {
-        st_close(db);
-        return reply_error(rs, 500, "out of memory");
-    }
     f.limit++;
-    if (st_report_list(db, &f, add_report, &p, err, sizeof(err)) != CXR_OK) {
-        st_close(db);
-        cxr_buf_done(&p.b);
-        return reply_error(rs, 503, "the outbox cannot be read: %s", err);
-    }
-    st_close(db);
-    page_end(&p, rs);
+    list_page(s, rs, f.limit - 1, list_reports, &f);
 }
 
 static void h_retry(struct http_server *s, const struct http_request *rq,
