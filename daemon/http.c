@@ -61,12 +61,12 @@ static void set_header(struct http_response *rs, const char *name, const char *v
 static void set_body(struct http_response *rs, int status, const char *type, char *body,
                      size_t len)
 {
-    if (!rs->body_static)
-        free(rs->body);
+    free(rs->owned);
     rs->body_static = false;
     rs->status = status;
     (void)cxr_strlcpy(rs->content_type, sizeof(rs->content_type), type);
-    rs->body = (unsigned char *)body;
+    rs->owned = (unsigned char *)body;
+    rs->body = rs->owned;
     rs->body_len = body ? len : 0;
 }
 
@@ -137,8 +137,8 @@ static void reply_error(struct http_response *rs, int status, const char *fmt, .
 
 void http_response_done(struct http_response *rs)
 {
-    if (!rs->body_static)
-        free(rs->body);
+    free(rs->owned);
+    rs->owned = NULL;
     rs->body = NULL;
     rs->body_len = 0;
 }
@@ -507,31 +507,67 @@ static void page_end(struct page *p, struct http_response *rs)
     reply_buf(rs, 200, "application/json", &p->b);
 }
 
-static bool add_instance(void *user, const struct st_instance *in)
+static cxr_err instance_json_v(const void *o, struct cxr_buf *b) { return st_instance_json(o, b); }
+static cxr_err report_json_v(const void *o, struct cxr_buf *b) { return st_report_json(o, b); }
+static cxr_err attempt_json_v(const void *o, struct cxr_buf *b) { return st_report_attempt_json(o, b); }
+
+/* Appends obj as fn writes it. */
+static bool page_add_obj(struct page *p, int64_t id, cxr_err (*fn)(const void *, struct cxr_buf *),
+                         const void *obj)
 {
-    struct page *p = user;
     struct cxr_buf item;
-    bool more;
+    bool more = false;
 
     cxr_buf_init(&item, 1 << 20);
-    if (st_instance_json(in, &item) != CXR_OK) {
+    if (fn(obj, &item) != CXR_OK)
         p->err = CXR_ENOMEM;
-        cxr_buf_done(&item);
-        return false;
-    }
-    more = page_add(p, in->id, &item);
+    else
+        more = page_add(p, id, &item);
     cxr_buf_done(&item);
     return more;
+}
+
+/* One page of a listing: list(db, filter, page) with limit + 1 rows (the extra one says whether
+ * there is a next page). */
+typedef cxr_err page_lister(st_db *db, void *filter, struct page *p, char *err, size_t errlen);
+
+static void list_page(struct http_server *s, struct http_response *rs, int limit,
+                      page_lister *list, void *filter)
+{
+    struct page p;
+    st_db *db;
+    char err[512];
+
+    if (!open_read(s, rs, &db))
+        return;
+    if (!page_begin(&p, limit)) {
+        st_close(db);
+        return reply_error(rs, 500, "out of memory");
+    }
+    if (list(db, filter, &p, err, sizeof(err)) != CXR_OK) {
+        st_close(db);
+        cxr_buf_done(&p.b);
+        return reply_error(rs, 503, "the audit ledger cannot be read: %s", err);
+    }
+    st_close(db);
+    page_end(&p, rs);
+}
+
+static bool add_instance(void *user, const struct st_instance *in)
+{
+    return page_add_obj(user, in->id, instance_json_v, in);
+}
+
+static cxr_err list_instances(st_db *db, void *filter, struct page *p, char *err, size_t errlen)
+{
+    return st_list(db, filter, add_instance, p, err, errlen);
 }
 
 static void h_instances(struct http_server *s, const struct http_request *rq,
                         struct http_response *rs, const char *param)
 {
     struct st_filter f;
-    struct page p;
-    st_db *db;
     const char *v;
-    char err[512];
 
     (void)param;
     memset(&f, 0, sizeof(f));
@@ -555,23 +591,11 @@ static void h_instances(struct http_server *s, const struct http_request *rq,
             return reply_error(rs, 400, "triage: expected urgent, routine, normal or none");
         f.has_triage = true;
     }
-    if (f.source[0] && strcmp(f.source, "dicom") && strcmp(f.source, "recovered") &&
-        strcmp(f.source, "upload"))
+    if (f.source[0] && strcmp(f.source, "dicom") != 0 && strcmp(f.source, "recovered") != 0 &&
+        strcmp(f.source, "upload") != 0)
         return reply_error(rs, 400, "source: expected dicom, recovered or upload");
-    if (!open_read(s, rs, &db))
-        return;
-    if (!page_begin(&p, f.limit)) {
-        st_close(db);
-        return reply_error(rs, 500, "out of memory");
-    }
     f.limit++; /* one more row tells whether there is a next page */
-    if (st_list(db, &f, add_instance, &p, err, sizeof(err)) != CXR_OK) {
-        st_close(db);
-        cxr_buf_done(&p.b);
-        return reply_error(rs, 503, "the audit ledger cannot be read: %s", err);
-    }
-    st_close(db);
-    page_end(&p, rs);
+    list_page(s, rs, f.limit - 1, list_instances, &f);
 }
 
 static json_t *json_of(cxr_err (*fn)(const void *, struct cxr_buf *), const void *obj)
@@ -586,9 +610,6 @@ static json_t *json_of(cxr_err (*fn)(const void *, struct cxr_buf *), const void
     return j;
 }
 
-static cxr_err instance_json_v(const void *o, struct cxr_buf *b) { return st_instance_json(o, b); }
-static cxr_err report_json_v(const void *o, struct cxr_buf *b) { return st_report_json(o, b); }
-static cxr_err attempt_json_v(const void *o, struct cxr_buf *b) { return st_report_attempt_json(o, b); }
 
 static bool add_event(void *user, const struct st_event *e)
 {
@@ -767,13 +788,15 @@ static bool add_study(void *user, int64_t id, const struct st_study *st)
     return more;
 }
 
+static cxr_err list_studies(st_db *db, void *filter, struct page *p, char *err, size_t errlen)
+{
+    return st_study_list(db, filter, add_study, p, err, errlen);
+}
+
 static void h_studies(struct http_server *s, const struct http_request *rq,
                       struct http_response *rs, const char *param)
 {
     struct st_study_filter f;
-    struct page p;
-    st_db *db;
-    char err[512];
 
     (void)param;
     memset(&f, 0, sizeof(f));
@@ -782,47 +805,25 @@ static void h_studies(struct http_server *s, const struct http_request *rq,
         !copy_arg(rq, rs, "patient", f.patient_id, sizeof(f.patient_id)) ||
         !copy_arg(rq, rs, "accession", f.accession, sizeof(f.accession)))
         return;
-    if (!open_read(s, rs, &db))
-        return;
-    if (!page_begin(&p, f.limit)) {
-        st_close(db);
-        return reply_error(rs, 500, "out of memory");
-    }
     f.limit++;
-    if (st_study_list(db, &f, add_study, &p, err, sizeof(err)) != CXR_OK) {
-        st_close(db);
-        cxr_buf_done(&p.b);
-        return reply_error(rs, 503, "the audit ledger cannot be read: %s", err);
-    }
-    st_close(db);
-    page_end(&p, rs);
+    list_page(s, rs, f.limit - 1, list_studies, &f);
 }
 
 static bool add_report(void *user, const struct st_report *r)
 {
-    struct page *p = user;
-    struct cxr_buf item;
-    bool more;
+    return page_add_obj(user, r->id, report_json_v, r);
+}
 
-    cxr_buf_init(&item, 1 << 20);
-    if (st_report_json(r, &item) != CXR_OK) {
-        p->err = CXR_ENOMEM;
-        cxr_buf_done(&item);
-        return false;
-    }
-    more = page_add(p, r->id, &item);
-    cxr_buf_done(&item);
-    return more;
+static cxr_err list_reports(st_db *db, void *filter, struct page *p, char *err, size_t errlen)
+{
+    return st_report_list(db, filter, add_report, p, err, errlen);
 }
 
 static void h_outbox(struct http_server *s, const struct http_request *rq,
                      struct http_response *rs, const char *param)
 {
     struct st_report_filter f;
-    struct page p;
-    st_db *db;
     const char *v;
-    char err[512];
 
     (void)param;
     memset(&f, 0, sizeof(f));
@@ -835,20 +836,8 @@ static void h_outbox(struct http_server *s, const struct http_request *rq,
             return reply_error(rs, 400, "state: expected pending, delivered or dead");
         f.has_state = true;
     }
-    if (!open_read(s, rs, &db))
-        return;
-    if (!page_begin(&p, f.limit)) {
-        st_close(db);
-        return reply_error(rs, 500, "out of memory");
-    }
     f.limit++;
-    if (st_report_list(db, &f, add_report, &p, err, sizeof(err)) != CXR_OK) {
-        st_close(db);
-        cxr_buf_done(&p.b);
-        return reply_error(rs, 503, "the outbox cannot be read: %s", err);
-    }
-    st_close(db);
-    page_end(&p, rs);
+    list_page(s, rs, f.limit - 1, list_reports, &f);
 }
 
 static void h_retry(struct http_server *s, const struct http_request *rq,
@@ -919,7 +908,8 @@ static void h_status(struct http_server *s, const struct http_request *rq,
                   "model_name", model_name(d), "kernel", kernel, "uptime_s",
                   (json_int_t)((st_now_ms() - d->met.start_ms) / 1000), "listener", listener,
                   "counts", "received",
-                  (json_int_t)(by_state[0] + by_state[1] + by_state[2] + by_state[3]), "queued",
+                  (json_int_t)by_state[0] + (json_int_t)by_state[1] +
+                      (json_int_t)by_state[2] + (json_int_t)by_state[3], "queued",
                   (json_int_t)by_state[ST_RECEIVED], "classified",
                   (json_int_t)by_state[ST_CLASSIFIED], "skipped", (json_int_t)by_state[ST_SKIPPED],
                   "failed", (json_int_t)by_state[ST_FAILED], "outbox", "pending",
@@ -1261,7 +1251,7 @@ static void h_static(struct http_server *s, const struct http_request *rq,
         return;
     }
     set_body(rs, 200, a->content_type, NULL, 0);
-    rs->body = (unsigned char *)(uintptr_t)a->data;
+    rs->body = a->data;
     rs->body_len = a->len;
     rs->body_static = true;
 }
@@ -1531,8 +1521,11 @@ static enum MHD_Result send_response(struct MHD_Connection *mc, const struct htt
 {
     struct MHD_Response *r;
     enum MHD_Result ret;
+    void *buf;
 
-    r = MHD_create_response_from_buffer(rs->body_len, rs->body,
+    /* MHD 0.9.75 takes a non-const pointer; it never writes through it in either mode */
+    memcpy(&buf, &rs->body, sizeof(buf));
+    r = MHD_create_response_from_buffer(rs->body_len, buf,
                                         rs->body_static ? MHD_RESPMEM_PERSISTENT
                                                         : MHD_RESPMEM_MUST_COPY);
     if (!r)
@@ -1601,11 +1594,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     rq.body_len = c->body.len;
     rq.body_too_large = c->too_large;
     http_handle(s, &rq, &rs);
-    if (!strcmp(method, "HEAD") && !rs.body_static) {
-        free(rs.body);
-        rs.body = NULL;
+    if (!strcmp(method, "HEAD"))
         rs.body_len = 0;
-    }
     ret = send_response(mc, &rs);
     if (rs.status >= 500 || rs.status == 413 || rs.status == 401)
         cxr_log(rs.status >= 500 ? CXR_LOG_WARNING : CXR_LOG_INFO, "http.request",
@@ -1661,7 +1651,7 @@ cxr_err http_start(struct daemon *d, struct http_server **ret)
     bool tls = c->http_tls_cert[0] && c->http_tls_key[0];
     int gai;
 
-    if (http_server_new(d, NULL, NULL, &s, err, sizeof(err)) != CXR_OK)
+    if (http_server_new(d, NULL, NULL, &s, err, sizeof(err)) != CXR_OK || !s)
         return cxr_log_err(CXR_EINVAL, "http.start", "msg='%s'", err);
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;

@@ -51,13 +51,13 @@ struct http_request {
 };
 
 #define HTTP_RESP_HEADERS 10
-/* The answer: status, content type, body (owned: free with http_response_done unless
- * body_static) and extra headers. */
+/* The answer: status, content type, body and extra headers; free with http_response_done. */
 struct http_response {
     int status;
     char content_type[96];
-    unsigned char *body;
+    const unsigned char *body;     /* what is sent: owned, or an embedded asset */
     size_t body_len;
+    unsigned char *owned;          /* the malloc'ed body, freed by http_response_done */
     bool body_static;              /* body points into the embedded assets */
     int n_headers;
     char header_name[HTTP_RESP_HEADERS][40];

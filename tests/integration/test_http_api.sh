@@ -12,7 +12,7 @@ need_data cxr4
 command -v jq >/dev/null || skip "needs jq: scripts/deps.sh test"
 command -v storescu >/dev/null || skip "needs DCMTK's storescu: scripts/deps.sh test"
 D="$CXR_DATA_DIR/dicom"
-PNG=$(find "$CXR_DATA_DIR/cxr4/Normal" -name '*.png' | sort | head -n1)
+PNG=$(find "$CXR_DATA_DIR/cxr4/Normal" -name '*.png' | sort | sed -n 1p) # sed reads it all: no SIGPIPE under pipefail
 [ -n "$PNG" ] || skip "no PNG under $CXR_DATA_DIR/cxr4/Normal"
 DCM="$D/cxr_siim_8bit_explicit_le.dcm"
 NONCHEST="$D/pydicomdata_RG3_J2KR_CR.dcm" # a real CR of an extremity: the gate refuses it
@@ -140,8 +140,8 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 jq -e '(.items | length) > 0' "$T/body" >/dev/null || fail "the C-STORE's study queued no report: $(cat "$T/body")"
-upload_study=$(dcmdump -q +P 0020,000d "$DCM" | sed -n 's/.*\[\(.*\)\].*/\1/p' | head -n1)
-sent_study=$(dcmdump -q +P 0020,000d "$T/sent.dcm" | sed -n 's/.*\[\(.*\)\].*/\1/p' | head -n1)
+upload_study=$(dcmdump -q +P 0020,000d "$DCM" | sed -n 's/.*\[\(.*\)\].*/\1/p' | sed -n 1p)
+sent_study=$(dcmdump -q +P 0020,000d "$T/sent.dcm" | sed -n 's/.*\[\(.*\)\].*/\1/p' | sed -n 1p)
 jq -e --arg u "$upload_study" --arg s "$sent_study" '[.items[].study_instance_uid] | (index($u) == null) and (index($s) != null)' \
   "$T/body" >/dev/null || fail "outbox: $(jq -c '[.items[].study_instance_uid]' "$T/body") (upload study $upload_study)"
 [ "$(code GET '/api/v1/studies')" = 200 ] || fail "studies"

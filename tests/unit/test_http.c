@@ -289,20 +289,19 @@ static void test_classify(void **state)
                                    "hi\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; "
                                    "filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n";
         static const char tail[] = "\r\n--XyZ--\r\n";
-        size_t n = strlen(head) + png_len + strlen(tail);
-        char *body = malloc(n);
+        struct cxr_buf body;
         struct http_kv h = {"content-type", "multipart/form-data; boundary=\"XyZ\""};
-        assert_non_null(body);
-        memcpy(body, head, strlen(head));
-        memcpy(body + strlen(head), png, png_len);
-        memcpy(body + strlen(head) + png_len, tail, strlen(tail));
-        j = call(s, "POST", "/api/v1/classify", NULL, 0, &h, 1, body, n, &rs);
+        cxr_buf_init(&body, 1 << 20);
+        assert_int_equal(cxr_buf_puts(&body, head), CXR_OK);
+        assert_int_equal(cxr_buf_append(&body, png, png_len), CXR_OK);
+        assert_int_equal(cxr_buf_puts(&body, tail), CXR_OK);
+        j = call(s, "POST", "/api/v1/classify", NULL, 0, &h, 1, body.data, body.len, &rs);
         assert_true(rs.status == 200 || rs.status == 422);
         assert_string_equal(json_string_value(json_object_get(j, "format")), "png");
         assert_int_equal(g_recorded, before + 2);
         json_decref(j);
         http_response_done(&rs);
-        free(body);
+        cxr_buf_done(&body);
     }
     free(png);
 
@@ -368,7 +367,7 @@ static void test_auth(void **state)
     f = fopen(pwfile, "w");
     assert_non_null(f);
     fputs("open sesame\n", f);
-    fclose(f);
+    (void)fclose(f);
     (void)snprintf(g_d.cfg.http_auth, sizeof(g_d.cfg.http_auth), "basic");
     (void)snprintf(g_d.cfg.http_user, sizeof(g_d.cfg.http_user), "ops");
     (void)snprintf(g_d.cfg.http_password_file, sizeof(g_d.cfg.http_password_file), "%s", pwfile);
