@@ -10,7 +10,8 @@
 //    "dicom_study_row": audit id of an instance received over DICOM whose study has a report,
 //    "nonchest": a real radiograph the gate refuses (422), or null,
 //    "heatmap": false when the daemon answers heatmap=1 with 501 (the test then fails at the end)}
-//    "mode": "heatmap" for the uploads with their heat maps only (it_web_heatmap), else everything
+//    "mode": "heatmap" for the uploads with their heat maps only (it_web_heatmap), "auth" for the
+//            bearer sign-in against a daemon with [http] auth = bearer ("token"), else everything
 // Prints "ok - ..." per check; exits 1 on the first failure (with a failure-*.png screenshot).
 'use strict';
 const fs = require('fs');
@@ -140,6 +141,28 @@ async function checkOverlay(w) {
   assert((await text('#r-opacity-out')) === '80 %', 'opacity output');
   ok('heat map overlay: switch (keyboard) hides and shows it, the slider sets its opacity');
   await page.locator('#r-opacity').fill('100');
+}
+
+// mode "auth" ([http] auth = bearer): the page asks for the token, a wrong one is refused, the
+// right one opens the API (status strip, audit).
+async function signIn(w) {
+  label = 'signin';
+  await visible('#signin');
+  assert((await text('#st-ready-text')) !== 'Ready', 'status strip without a token');
+  await labelled('sign-in form');
+  await shot('signin-' + w);
+  await page.fill('#signin-token', 'not-the-token');
+  await page.press('#signin-token', 'Enter');
+  await page.waitForFunction(() => !document.getElementById('signin').hidden &&
+    /refused/.test(document.getElementById('signin-why').textContent), null, { timeout: 20000 });
+  ok('bearer: the page asks for the token and says when one is refused: "' + await text('#signin-why') + '"');
+  await page.fill('#signin-token', cfg.token);
+  await page.press('#signin-token', 'Enter');
+  await page.waitForFunction(() => document.getElementById('st-ready-text').textContent === 'Ready', null, { timeout: 20000 });
+  assert(await page.isHidden('#signin'), 'the sign-in form goes away');
+  await openAudit('');
+  assert(await page.locator('#audit-table tbody tr').count() >= 1, 'audit with the token');
+  ok('bearer: with the right token the status strip is Ready and the audit loads');
 }
 
 // mode "heatmap": the uploads with their heat maps only (it_web_heatmap).
@@ -432,7 +455,9 @@ async function tablet(ids) {
 
 (async () => {
   let ids = null;
-  if (cfg.mode === 'heatmap') {
+  if (cfg.mode === 'auth') {
+    await session(1366, 768, 'auth', () => signIn('1366x768'));
+  } else if (cfg.mode === 'heatmap') {
     assert(cfg.heatmap, 'the daemon serves no heat map');
     await session(1366, 768, 'laptop', () => heatmapOnly('1366x768'));
     await session(768, 1024, 'tablet', () => heatmapOnly('768x1024'));
@@ -442,7 +467,8 @@ async function tablet(ids) {
   }
   // A 415 or 422 answer (and 501 from a daemon without Grad-CAM) is logged by chromium as a
   // failed resource load: those are expected.
-  const real = problems.filter((p) => !/Failed to load resource: the server responded with a status of (415|422|501)/.test(p));
+  const real = problems.filter((p) => !/Failed to load resource: the server responded with a status of (415|422|501)/.test(p) &&
+    !(cfg.mode === 'auth' && /status of 401/.test(p)));
   assert(real.length === 0, 'console errors or CSP violations:\n  ' + real.join('\n  '));
   ok('no console errors, no CSP violations, no uncaught exceptions');
   if (missing.length)

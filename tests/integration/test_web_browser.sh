@@ -8,7 +8,7 @@
 # opens a detail; a study sent over DICOM (storescu) whose
 # accession looks like markup is shown as text, and its detail lists its report's delivery
 # attempts; the outbox shows that report dead (the webhook answered 400), Retry puts it back
-# and it is delivered. At 1366x768 and 768x1024, with a screenshot of every step in
+# and it is delivered; behind [http] auth = bearer the page asks for the token. At 1366x768 and 768x1024, with a screenshot of every step in
 # $CXR_BUILD_DIR/tests/artifacts/web/. Console errors and CSP violations fail the test.
 #   test_web_browser.sh          everything (it_web_browser); without a heat map from the daemon
 #                                (501) the page scores without it, which is checked, and noted
@@ -110,6 +110,19 @@ echo "# screenshots: $ART"
 rc=0
 (cd "$NODE_DIR" && timeout 600 node web_test.cjs "$T/web.json") || rc=$?
 [ $rc -eq 0 ] || fail "the browser test failed (exit $rc); screenshots in $ART"
+if [ "$MODE" != heatmap ]; then
+  # The same page in front of a daemon with [http] auth = bearer: it asks for the token.
+  stop_pid "$DAEMON_PID"
+  printf 'tok-%s-%s\n' "$RANDOM" "$RANDOM" >"$T/token"
+  chmod 600 "$T/token"
+  DAEMON_CONF="[http]
+auth = bearer
+token_file = $T/token"
+  start_daemon auth
+  jq -n --arg url "http://127.0.0.1:$DAEMON_HTTP" --arg art "$ART" --arg tok "$(head -n1 "$T/token")" \
+    '{url: $url, artifacts: $art, mode: "auth", token: $tok, dicom: {expect: {model_digest: ""}}}' >"$T/auth.json"
+  (cd "$NODE_DIR" && timeout 300 node web_test.cjs "$T/auth.json") || fail "the browser test of the bearer sign-in failed"
+fi
 n=$(find "$ART" -name '*.png' | wc -l)
 want=15
 [ "$MODE" = heatmap ] && want=4

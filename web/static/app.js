@@ -149,8 +149,8 @@
     if (res.status !== 401 || !/^bearer/i.test(res.headers.get('WWW-Authenticate') || '')) return;
     var box = $('signin');
     if (!box.hidden) return;
-    setText('signin-why', (token() ? 'The token was refused. ' : '') + 'This daemon asks for a bearer token (' +
-      message + '). It is kept in this browser tab only.');
+    setText('signin-why', (token() ? 'The token was refused. ' : '') + 'This daemon asks for a bearer token: ' +
+      message + '. It is kept in this browser tab only.');
     box.hidden = false;
     $('signin-token').focus();
   }
@@ -301,8 +301,9 @@
       setText('st-ready-text', ready.ready ? 'Ready' : 'Not ready');
     } else {
       pill.className = 'pill pill-bad';
-      setText('st-ready-text', readyErr && readyErr.status === 0 ? 'Daemon unreachable' : 'Readiness unknown');
-      if (readyErr && readyErr.message) problems.push(readyErr.message);
+      var st401 = readyErr && readyErr.status === 401;
+      setText('st-ready-text', readyErr && readyErr.status === 0 ? 'Daemon unreachable' : st401 ? 'Sign-in needed' : 'Readiness unknown');
+      if (readyErr && readyErr.message && !st401) problems.push(readyErr.message);
     }
     setText('st-problems', problems.length ? 'Failing: ' + problems.join('; ') : '');
     if (st) {
