@@ -1333,9 +1333,12 @@ static bool authorized(const struct http_server *s, const struct http_request *r
     }
     if (!strcmp(mode, "basic")) {
         unsigned char dec[2 * CFG_STR_MAX + 4];
-        size_t in = strlen(auth + (auth[0] ? 6 : 0)), n = strlen(s->basic);
+        size_t in, n = strlen(s->basic);
         int out;
-        if (strncasecmp(auth, "Basic ", 6) != 0 || in == 0 || in % 4 || in > 4 * (sizeof(dec) / 3) - 8)
+        if (strncasecmp(auth, "Basic ", 6) != 0)
+            return false;
+        in = strlen(auth + 6);
+        if (in == 0 || in % 4 || in > 4 * (sizeof(dec) / 3) - 8)
             return false;
         out = EVP_DecodeBlock(dec, (const unsigned char *)auth + 6, (int)in);
         if (out < 0)
