@@ -1333,9 +1333,12 @@ static bool authorized(const struct http_server *s, const struct http_request *r
     }
     if (!strcmp(mode, "basic")) {
         unsigned char dec[2 * CFG_STR_MAX + 4];
-        size_t in = strlen(auth + (auth[0] ? 6 : 0)), n = strlen(s->basic);
+        size_t in, n = strlen(s->basic);
         int out;
-        if (strncasecmp(auth, "Basic ", 6) != 0 || in == 0 || in % 4 || in > 4 * (sizeof(dec) / 3) - 8)
+        if (strncasecmp(auth, "Basic ", 6) != 0)
+            return false;
+        in = strlen(auth + 6);
+        if (in == 0 || in % 4 || in > 4 * (sizeof(dec) / 3) - 8)
             return false;
         out = EVP_DecodeBlock(dec, (const unsigned char *)auth + 6, (int)in);
         if (out < 0)
@@ -1682,14 +1685,26 @@ cxr_err http_start(struct daemon *d, struct http_server **ret)
         }
         flags |= MHD_USE_TLS;
     }
-    s->mhd = MHD_start_daemon(
-        flags, (uint16_t)c->http_port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)c->http_threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)c->http_max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)c->http_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
-        tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, s->tls_cert, MHD_OPTION_HTTPS_MEM_KEY,
-        s->tls_key, MHD_OPTION_END);
+    {
+        struct MHD_OptionItem o[12];
+        int n = 0;
+#define OPT(opt, v, p) (o[n++] = (struct MHD_OptionItem){(opt), (intptr_t)(v), (p)})
+        OPT(MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr);
+        if (c->http_threads > 1) /* one thread: MHD's own polling thread serves every request */
+            OPT(MHD_OPTION_THREAD_POOL_SIZE, c->http_threads, NULL);
+        OPT(MHD_OPTION_CONNECTION_LIMIT, c->http_max_connections, NULL);
+        OPT(MHD_OPTION_CONNECTION_TIMEOUT, c->http_timeout_s, NULL);
+        OPT(MHD_OPTION_CONNECTION_MEMORY_LIMIT, 64 * 1024, NULL);
+        if (tls) {
+            OPT(MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert);
+            OPT(MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key);
+        }
+        OPT(MHD_OPTION_END, 0, NULL);
+#undef OPT
+        s->mhd = MHD_start_daemon(flags, (uint16_t)c->http_port, NULL, NULL, on_request, s,
+                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_ARRAY,
+                                  o, MHD_OPTION_END);
+    }
     freeaddrinfo(ai);
     if (!s->mhd) {
         http_server_free(s);

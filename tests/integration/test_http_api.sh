@@ -160,6 +160,7 @@ jq -e '.counts.received >= 5 and .counts.classified >= 4 and .counts.skipped >= 
   fail "status: $(cat "$T/body")"
 ok "status"
 stop_pid "$DAEMON_PID"
+[ "$STOP_RC" -eq 0 ] || fail "cxrtriaged exited $STOP_RC (sanitizer report in its log?)"
 
 # The retry endpoint on a ledger with report 1 delivered, 2 dead, 3 pending (tests/tools/store_fill)
 mkdir -p "$T/retry.state"
@@ -186,3 +187,5 @@ jq -e '(.reports | length) == 2 and ([.reports[].attempts | length] | add) >= 2'
   fail "instance 1's study reports with attempts: $(cat "$T/body")"
 "$CXRTRIAGE" audit verify --state-dir "$T/retry.state" >"$T/verify.out" 2>&1 || { cat "$T/verify.out"; fail "audit verify after the retry"; }
 ok "retry: dead -> pending with its idempotency key, 409 delivered, 404 unknown; the ledger verifies"
+stop_pid "$DAEMON_PID"
+[ "$STOP_RC" -eq 0 ] || fail "cxrtriaged exited $STOP_RC (sanitizer report in its log?)"

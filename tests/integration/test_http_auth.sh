@@ -72,6 +72,7 @@ jq -e '.error.code == "unauthorized"' "$T/b" >/dev/null || fail "401 body"
 [ "$("${C[@]}" -o /dev/null -w '%{http_code}' "$U/")" = 200 ] || fail "the page is open (it holds no data)"
 grep -q "$tok" "$DAEMON_LOG" && fail "the token is in the log"
 stop_pid "$DAEMON_PID"
+[ "$STOP_RC" -eq 0 ] || fail "cxrtriaged exited $STOP_RC (sanitizer report in its log?)"
 ok "bearer: 401 without or with a wrong token, 200 with it; healthz and the page open; token not logged"
 
 # ---- basic ----
@@ -90,6 +91,7 @@ grep -qi '^www-authenticate: Basic realm="cxrtriage"' "$T/h" || fail "WWW-Authen
 [ "$("${C[@]}" -o /dev/null -w '%{http_code}' -u 'ops:pa:ss word' "$U/api/v1/instances")" = 200 ] || fail "basic ok"
 [ "$("${C[@]}" -o /dev/null -w '%{http_code}' -H 'Authorization: Basic !!!!' "$U/api/v1/instances")" = 401 ] || fail "garbage"
 stop_pid "$DAEMON_PID"
+[ "$STOP_RC" -eq 0 ] || fail "cxrtriaged exited $STOP_RC (sanitizer report in its log?)"
 ok "basic: 401 without, with a wrong user or password and with garbage; 200 with ops:<file>"
 
 # ---- TLS ----
@@ -109,4 +111,5 @@ rc=0; "${C[@]}" -o /dev/null "https://127.0.0.1:$DAEMON_HTTP/healthz" 2>/dev/nul
 rc=0; "${C[@]}" -m 5 -o /dev/null "http://127.0.0.1:$DAEMON_HTTP/healthz" 2>/dev/null || rc=$?
 [ $rc -ne 0 ] || fail "plain HTTP answered on the TLS port"
 stop_pid "$DAEMON_PID"
+[ "$STOP_RC" -eq 0 ] || fail "cxrtriaged exited $STOP_RC (sanitizer report in its log?)"
 ok "TLS with a throwaway certificate (verified by curl), plain HTTP refused"

@@ -80,7 +80,7 @@ stop_pid "$DAEMON_PID"
 
 # readyz fails for real: a watermark above the disk's free space. The listener refuses
 # associations then, so start the daemon by hand (start_daemon waits for a C-ECHO).
-printf '[daemon]\nmin_free_mb = 1048576\n[report]\nmode = shadow\n' >"$T/full.conf"
+printf '[daemon]\nmin_free_mb = 1048576\n[report]\nmode = shadow\n[http]\ntimeout_s = 1\nmax_connections = 2\nthreads = 1\n' >"$T/full.conf"
 hp=$(free_port)
 start_bg full "$CXRTRIAGED" --config "$T/full.conf" --port "$(free_port)" --http-port "$hp" \
   --state-dir "$T/full.state"
@@ -93,3 +93,32 @@ jq -e '.ready == false and ([.checks[] | select(.ok == false) | .name] == ["spoo
   fail "readyz 503 body: $(cat "$T/r.json")"
 [ "$("${C[@]}" -o /dev/null -w '%{http_code}' "http://127.0.0.1:$hp/healthz")" = 200 ] || fail "healthz stays 200"
 ok "readyz 503 naming spool_space when free space is under min_free_mb; healthz still 200"
+
+# Connection limits (threads = 1: MHD spreads the limit over its threads): with max_connections = 2 a third connection is
+# not served while two idle ones are open; timeout_s = 1 closes those, then it is served.
+/usr/bin/python3 - "$hp" <<'PY' || fail "connection limit and idle timeout"
+import socket, sys, time
+port = int(sys.argv[1])
+req = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+t0 = time.time()
+a = socket.create_connection(("127.0.0.1", port), timeout=5)
+b = socket.create_connection(("127.0.0.1", port), timeout=5)
+time.sleep(0.2)
+c = socket.create_connection(("127.0.0.1", port), timeout=5)
+c.sendall(req)
+c.settimeout(0.5)
+try:
+    got = c.recv(100)
+    assert got == b"", f"a third connection was served while two were open: {got!r}"
+except socket.timeout:
+    pass  # waits: not served while the two idle ones hold the slots
+a.settimeout(5)
+assert a.recv(100) == b"", "idle connection got data"
+waited = time.time() - t0
+assert waited < 3.5, f"idle connection closed after {waited:.1f} s (timeout_s = 1)"
+c.settimeout(5)
+got = c.recv(100)
+assert got.startswith(b"HTTP/1.1 200"), f"the third connection, once slots were free: {got!r}"
+print(f"third connection waited; idle ones closed after {waited:.1f} s; then it was served")
+PY
+ok "max_connections = 2: a third connection waits while two idle ones are open; timeout_s = 1 closes them, then it is served"

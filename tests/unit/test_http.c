@@ -162,7 +162,7 @@ static void test_routing(void **state)
     json_decref(j);
     http_response_done(&rs);
 
-    (void)call(s, "GET", "/", NULL, 0, NULL, 0, NULL, 0, &rs);
+    json_decref(call(s, "GET", "/", NULL, 0, NULL, 0, NULL, 0, &rs));
     assert_int_equal(rs.status, 200);
     assert_true(rs.body_static);
     assert_non_null(header(&rs, "ETag"));
@@ -171,7 +171,7 @@ static void test_routing(void **state)
         struct http_kv h = {"If-None-Match", etag};
         (void)snprintf(etag, sizeof(etag), "%s", header(&rs, "ETag"));
         http_response_done(&rs);
-        (void)call(s, "GET", "/index.html", NULL, 0, &h, 1, NULL, 0, &rs);
+        json_decref(call(s, "GET", "/index.html", NULL, 0, &h, 1, NULL, 0, &rs));
         assert_int_equal(rs.status, 304);
         assert_int_equal(rs.body_len, 0);
         http_response_done(&rs);
@@ -213,7 +213,7 @@ static void test_ready_and_metrics(void **state)
             res.timings_ms[i] = 3.0;
         met_record(&g_d.met, &res, false);
     }
-    (void)call(s, "GET", "/metrics", NULL, 0, NULL, 0, NULL, 0, &rs);
+    json_decref(call(s, "GET", "/metrics", NULL, 0, NULL, 0, NULL, 0, &rs));
     assert_int_equal(rs.status, 200);
     assert_non_null(strstr(rs.content_type, "version=0.0.4"));
     {
@@ -347,17 +347,17 @@ static void test_auth(void **state)
     s = server();
     {
         struct http_kv good = {"Authorization", "Bearer t0ken"}, bad = {"authorization", "Bearer t0ke"};
-        (void)call(s, "GET", "/api/v1/status", NULL, 0, NULL, 0, NULL, 0, &rs);
+        json_decref(call(s, "GET", "/api/v1/status", NULL, 0, NULL, 0, NULL, 0, &rs));
         assert_int_equal(rs.status, 401);
         assert_non_null(strstr(header(&rs, "WWW-Authenticate"), "Bearer"));
         http_response_done(&rs);
-        (void)call(s, "GET", "/api/v1/status", NULL, 0, &bad, 1, NULL, 0, &rs);
+        json_decref(call(s, "GET", "/api/v1/status", NULL, 0, &bad, 1, NULL, 0, &rs));
         assert_int_equal(rs.status, 401);
         http_response_done(&rs);
-        (void)call(s, "GET", "/api/v1/status", NULL, 0, &good, 1, NULL, 0, &rs);
+        json_decref(call(s, "GET", "/api/v1/status", NULL, 0, &good, 1, NULL, 0, &rs));
         assert_int_equal(rs.status, 200);
         http_response_done(&rs);
-        (void)call(s, "GET", "/healthz", NULL, 0, NULL, 0, NULL, 0, &rs);
+        json_decref(call(s, "GET", "/healthz", NULL, 0, NULL, 0, NULL, 0, &rs));
         assert_int_equal(rs.status, 200);
         http_response_done(&rs);
     }
@@ -379,11 +379,11 @@ static void test_auth(void **state)
                                 {"Authorization", "Basic ====" },
                                 {"Authorization", "Basic"},
                                 {"Authorization", "Basic b3Bz"}};
-        (void)call(s, "GET", "/metrics", NULL, 0, &good, 1, NULL, 0, &rs);
+        json_decref(call(s, "GET", "/metrics", NULL, 0, &good, 1, NULL, 0, &rs));
         assert_int_equal(rs.status, 200);
         http_response_done(&rs);
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-            (void)call(s, "GET", "/metrics", NULL, 0, &bad[i], 1, NULL, 0, &rs);
+            json_decref(call(s, "GET", "/metrics", NULL, 0, &bad[i], 1, NULL, 0, &rs));
             assert_int_equal(rs.status, 401);
             http_response_done(&rs);
         }
