@@ -113,6 +113,7 @@ rc=0
 if [ "$MODE" != heatmap ]; then
   # The same page in front of a daemon with [http] auth = bearer: it asks for the token.
   stop_pid "$DAEMON_PID"
+  [ "$STOP_RC" -eq 0 ] || fail "cxrtriaged exited $STOP_RC (sanitizer report in its log?)"
   printf 'tok-%s-%s\n' "$RANDOM" "$RANDOM" >"$T/token"
   chmod 600 "$T/token"
   DAEMON_CONF="[http]
@@ -123,6 +124,8 @@ token_file = $T/token"
     '{url: $url, artifacts: $art, mode: "auth", token: $tok, dicom: {expect: {model_digest: ""}}}' >"$T/auth.json"
   (cd "$NODE_DIR" && timeout 300 node web_test.cjs "$T/auth.json") || fail "the browser test of the bearer sign-in failed"
 fi
+stop_pid "$DAEMON_PID"
+[ "$STOP_RC" -eq 0 ] || fail "cxrtriaged exited $STOP_RC (sanitizer report in its log?)"
 n=$(find "$ART" -name '*.png' | wc -l)
 want=15
 [ "$MODE" = heatmap ] && want=4
