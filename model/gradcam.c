@@ -257,9 +257,8 @@ cxr_err nn_gradcam_run(nn_gradcam *g, const float *input, int cls, float *probs,
             mx = cam[i];
     }
     if (mx > 0.0f && isfinite(mx)) {
-        const float inv = 1.0f / mx;
-        for (size_t i = 0; i < hw; i++)
-            cam[i] = fminf(cam[i] * inv, 1.0f);
+        for (size_t i = 0; i < hw; i++) /* (a division: the maximum becomes exactly 1) */
+            cam[i] = fminf(cam[i] / mx, 1.0f);
     } else {
         memset(cam, 0, sizeof(float) * hw);
     }
