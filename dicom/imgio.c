@@ -404,14 +404,14 @@ static float cam_at(const float *cam, int ch, int cw, int size, int x, int y)
     return v == v ? v : 0.0f; /* NaN -> 0 */
 }
 
-/* Opacity of the colour at value v: none at 0, growing to HEAT_ALPHA_MAX, so that the anatomy
- * stays visible under cool regions and the hot ones stand out. */
-#define HEAT_ALPHA_MAX 0.6f
+/* Opacity of the colour at value v: none at 0, growing linearly to HEAT_ALPHA_MAX, so that the
+ * anatomy stays visible under cool regions (a faint tint) and the hot ones stand out. */
+#define HEAT_ALPHA_MAX 0.65f
 
 static float heat_alpha(float v)
 {
     v = v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f;
-    return HEAT_ALPHA_MAX * sqrtf(v);
+    return HEAT_ALPHA_MAX * v;
 }
 
 cxr_err px_heatmap_png(const float *unit, int size, const float *cam, int ch, int cw,
