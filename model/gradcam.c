@@ -216,12 +216,13 @@ cxr_err nn_gradcam_run(nn_gradcam *g, const float *input, int cls, float *probs,
 {
     const nn_model *m;
     const float *A, *logits, *dA;
-    const size_t hw = (size_t)g->ah * (size_t)g->aw;
+    size_t hw;
     float mx = 0.0f;
 
     if (!g || !input || !cam)
         return CXR_EINVAL;
     m = g->m;
+    hw = (size_t)g->ah * (size_t)g->aw;
     if (cls < -1 || cls >= m->n_classes)
         return CXR_EINVAL;
     A = nn_ctx_forward_through(g->ctx, input, g->a);
