@@ -147,7 +147,7 @@ static void test_errors(void **state)
     nn_model *m;
     nn_gradcam *g = NULL;
     char err[256] = "";
-    float x[8 * 8], cam[16];
+    float x[8 * 8], cam[8 * 8]; /* A: the 8x8 output of the ReLU before the pooling */
     (void)state;
     m = build("input 8 1\nflatten\ndense 6\nrelu\ndense classes\n", 0);
     assert_int_equal(nn_gradcam_new(m, &g, err, sizeof(err)), CXR_EMODEL);
@@ -157,6 +157,11 @@ static void test_errors(void **state)
     m = build("input 8 1\nconv 4 3 1 1\nbn\nrelu\nmaxpool 2 2\ndense classes\n", 0);
     nn_fill_hashed_input(x, 64, 3);
     assert_int_equal(nn_gradcam_new(m, &g, err, sizeof(err)), CXR_OK);
+    {
+        int h, w;
+        nn_gradcam_dims(g, &h, &w);
+        assert_int_equal(h * w, 8 * 8);
+    }
     assert_int_equal(nn_gradcam_run(g, x, 4, NULL, cam, NULL), CXR_EINVAL);
     assert_int_equal(nn_gradcam_run(g, x, -2, NULL, cam, NULL), CXR_EINVAL);
     assert_int_equal(nn_gradcam_run(g, NULL, 0, NULL, cam, NULL), CXR_EINVAL);
