@@ -60,13 +60,16 @@ jq -e '.format == "dicom" and .gate.applicable == true and (.id | type) == "numb
        and (.timings_ms.decode >= 0) and (.timings_ms.infer > 0) and (.timings_ms.total > 0)
        and (.disclaimer | test("not a diagnosis"))' "$T/body" >/dev/null || fail "classify body: $(cat "$T/body")"
 ID_DCM=$(jq .id "$T/body")
+UPLOADS=1
 ok "classify a real DICOM: 200, the CLI's scores, id $ID_DCM"
 
 [ "$(code POST /api/v1/classify -H 'Content-Type: application/octet-stream' --data-binary "@$PNG")" = 200 ] ||
   fail "classify PNG: $(cat "$T/body")"
 same_scores "$PNG"
 jq -e '.format == "png"' "$T/body" >/dev/null || fail "format png"
+UPLOADS=$((UPLOADS + 1))
 [ "$(code POST /api/v1/classify -F "file=@$PNG;type=image/png")" = 200 ] || fail "multipart: $(cat "$T/body")"
+UPLOADS=$((UPLOADS + 1))
 same_scores "$PNG"
 [ "$(code POST /api/v1/classify -F "other=@$PNG")" = 400 ] || fail "multipart without a file part"
 is_error 400 bad_request
@@ -87,6 +90,7 @@ is_error 413 payload_too_large
 ok "415 on a text file, 400 on an empty body, 413 over max_body_mb (with and without Content-Length) in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 
 [ "$(code POST /api/v1/classify --data-binary "@$NONCHEST")" = 422 ] || fail "422: $(cat "$T/body")"
+UPLOADS=$((UPLOADS + 1))
 is_error 422 unprocessable
 jq -e '.gate.applicable == false and (.gate.reason | length > 0) and .error.message == .gate.reason
        and .scores == null' "$T/body" >/dev/null || fail "422 body: $(cat "$T/body")"
@@ -106,23 +110,27 @@ is_error 400 bad_request
 [ "$(code GET '/api/v1/instances?state=lost')" = 400 ] || fail "400 state"
 ok "405, 404 and 400 as JSON errors"
 
-# Audited as uploads: 5 rows (DICOM, PNG x2, 422 non-chest as skipped); paged 2 at a time
-[ "$(code GET '/api/v1/instances?source=upload&limit=2')" = 200 ] || fail "instances"
-jq -e '(.items | length) == 2 and (.next_after_id | type) == "number"
-       and ([.items[] | .source == "upload" and .peer == "" and .calling_aet == ""] | all)' "$T/body" >/dev/null ||
+# Every scored or skipped upload is audited (source upload, no peer, no AE): UPLOADS of them
+# (400/413/415 are not). Paged UPLOADS-1 + 1, then nothing after the last.
+[ "$(code GET '/api/v1/instances?source=upload&limit=1000')" = 200 ] || fail "instances"
+n=$(jq '.items | length' "$T/body")
+[ "$n" -eq "$UPLOADS" ] || fail "$n upload rows, $UPLOADS uploads were scored or skipped"
+jq -e '.next_after_id == null and ([.items[] | .source == "upload" and .peer == "" and .calling_aet == ""] | all)' \
+  "$T/body" >/dev/null || fail "upload rows: $(cat "$T/body")"
+[ "$(code GET "/api/v1/instances?source=upload&limit=$((n - 1))")" = 200 ] || fail "page 1"
+jq -e --argjson n "$((n - 1))" '(.items | length) == $n and .next_after_id == .items[-1].id' "$T/body" >/dev/null ||
   fail "page 1: $(cat "$T/body")"
-ids=$(jq -r '[.items[].id] | map(tostring) | join(",")' "$T/body")
 after=$(jq .next_after_id "$T/body")
-[ "$(code GET "/api/v1/instances?source=upload&limit=2&after_id=$after")" = 200 ] || fail "page 2"
-jq -e --argjson a "$after" '(.items | length) == 2 and ([.items[].id < $a] | all) and .next_after_id == null' \
-  "$T/body" >/dev/null || fail "page 2, the last (4 uploads were audited): $(cat "$T/body")"
+[ "$(code GET "/api/v1/instances?source=upload&limit=$((n - 1))&after_id=$after")" = 200 ] || fail "page 2"
+jq -e --argjson a "$after" '(.items | length) == 1 and .items[0].id < $a and .next_after_id == null' \
+  "$T/body" >/dev/null || fail "page 2, the last: $(cat "$T/body")"
 last=$(jq '.items[-1].id' "$T/body")
 [ "$(code GET "/api/v1/instances?source=upload&after_id=$last")" = 200 ] || fail "after the last"
 jq -e '.items == [] and .next_after_id == null' "$T/body" >/dev/null || fail "after_id $last: $(cat "$T/body")"
 [ "$(code GET '/api/v1/instances?source=upload&state=skipped')" = 200 ] || fail "state filter"
 jq -e '(.items | length) == 1 and (.items[0].gate_reason | length > 0)' "$T/body" >/dev/null ||
   fail "the 422 upload audited as skipped: $(cat "$T/body")"
-ok "4 uploads audited (source upload, no peer, no AE), paged 2 + 2 (first page $ids)"
+ok "$n uploads audited (source upload, no peer, no AE), paged $((n - 1)) + 1 + 0"
 
 [ "$(code GET "/api/v1/instances/$ID_DCM")" = 200 ] || fail "instance detail"
 jq -e --argjson id "$ID_DCM" '.id == $id and .state == "classified" and (.scores | length) == 4

@@ -351,6 +351,52 @@ static void test_destinations(void **state)
     free(errors);
 }
 
+static void test_http_exposure(void **state)
+{
+    struct cfg_config c;
+    struct cxr_buf errors;
+    const char *path;
+
+    (void)state;
+    assert_true(cfg_is_loopback("127.0.0.1"));
+    assert_true(cfg_is_loopback("127.8.9.10"));
+    assert_true(cfg_is_loopback("::1"));
+    assert_true(cfg_is_loopback("localhost"));
+    assert_false(cfg_is_loopback("0.0.0.0"));
+    assert_false(cfg_is_loopback("::"));
+    assert_false(cfg_is_loopback("10.1.2.3"));
+    assert_false(cfg_is_loopback("host.example.org"));
+
+    path = write_file("open.conf", "[http]\nport = 8443\nbind = 0.0.0.0\n");
+    cfg_defaults(&c);
+    cxr_buf_init(&errors, 1 << 16);
+    assert_int_equal(cfg_load(&c, path, &errors), CXR_EPARSE);
+    assert_non_null(strstr(cxr_buf_str(&errors), "open.conf:3: [http] bind: found '0.0.0.0'"));
+    cxr_buf_done(&errors);
+
+    /* disabled: nothing listens, nothing to refuse */
+    path = write_file("off.conf", "[http]\nenabled = false\nbind = 0.0.0.0\n");
+    cfg_defaults(&c);
+    cxr_buf_init(&errors, 1 << 16);
+    assert_int_equal(cfg_load(&c, path, &errors), CXR_OK);
+    cxr_buf_done(&errors);
+
+    /* TLS and auth together are enough; the check counts each missing piece */
+    cfg_defaults(&c);
+    cxr_buf_init(&errors, 1 << 16);
+    (void)snprintf(c.http_bind, sizeof(c.http_bind), "192.0.2.1");
+    assert_int_equal(cfg_check(&c, "x: ", &errors), 1);
+    (void)snprintf(c.http_auth, sizeof(c.http_auth), "bearer");
+    cxr_buf_reset(&errors);
+    assert_int_equal(cfg_check(&c, "x: ", &errors), 2); /* no token, no TLS */
+    (void)snprintf(c.http_token, sizeof(c.http_token), "t");
+    (void)snprintf(c.http_tls_cert, sizeof(c.http_tls_cert), "/c.pem");
+    (void)snprintf(c.http_tls_key, sizeof(c.http_tls_key), "/k.pem");
+    cxr_buf_reset(&errors);
+    assert_int_equal(cfg_check(&c, "x: ", &errors), 0);
+    cxr_buf_done(&errors);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -360,7 +406,7 @@ int main(void)
         cmocka_unit_test(test_huge_line),         cmocka_unit_test(test_binary_garbage),
         cmocka_unit_test(test_override_and_dump), cmocka_unit_test(test_example_file_is_valid),
         cmocka_unit_test(test_ae_title_rule),     cmocka_unit_test(test_thresholds_and_allow_list),
-        cmocka_unit_test(test_destinations),
+        cmocka_unit_test(test_destinations),      cmocka_unit_test(test_http_exposure),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
