@@ -9,6 +9,9 @@
  * error on its own line; the others are still scored and the exit status is 1 at the end.
  * A file the gate refuses (not a frontal chest radiograph) is reported with the reason and no
  * scores, as the daemon would audit it.
+ * With --heatmap OUT.png (one FILE) the scores come from a Grad-CAM context (model/gradcam.c,
+ * the same numbers nn_predict gives) and the map of the top class (or --heatmap-class NAME) is
+ * blended over the preprocessed image and written atomically, mode 0600 (it is patient data).
  */
 #include <malloc.h>
 #include <stdio.h>
@@ -27,11 +30,16 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: cxrtriage classify [--model FILE] [--json] [--threads N] FILE...\n"
+            "       cxrtriage classify [options] --heatmap OUT.png [--heatmap-class NAME] FILE\n"
             "Scores DICOM, PNG or JPEG chest radiographs with the model (default: the bundled\n"
             "%s). Prints the class probabilities and the triage priority (urgent, routine or\n"
             "normal, by the model's triage rule) per file as a table, or with --json one\n"
             "object per line: file, verdict, reason, scores, top, triage, triage_reason,\n"
-            "model_digest, ms.\n"
+            "model_digest, ms (and heatmap, heatmap_class with --heatmap).\n"
+            "  --heatmap OUT.png      also write where the model looked (Grad-CAM of its last\n"
+            "                         convolutional layer) over the preprocessed image, as an\n"
+            "                         RGB PNG (blue/green = low, yellow/red = high; mode 0600)\n"
+            "  --heatmap-class NAME   the map of class NAME rather than the top-scoring one\n"
             "Exit status: 0 all files read, 1 a file or the model could not be read, 2 usage.\n"
             "%s\n",
             CXR_DEFAULT_MODEL_NAME, CXR_DISCLAIMER);
@@ -82,14 +90,32 @@ static const char *default_model(char *buf, size_t len, char *tried, size_t tlen
     return NULL;
 }
 
+/* The map blended over the preprocessed image, written atomically (0600: patient data). */
+static cxr_err write_heatmap(const char *path, const float *unit, int size, const float *cam,
+                             int ch, int cw, char *err, size_t errlen)
+{
+    unsigned char *png = NULL;
+    size_t len = 0;
+    cxr_err e = px_heatmap_png(unit, size, cam, ch, cw, &png, &len, err, errlen);
+    if (e)
+        return e;
+    e = cxr_file_write_atomic(path, png, len, 0600);
+    if (e)
+        (void)snprintf(err, errlen, "%s: cannot write the heat map: %s", path, cxr_strerror(e));
+    free(png);
+    return e;
+}
+
 int cli_classify(int argc, char **argv)
 {
-    const char *model_path = NULL;
+    const char *model_path = NULL, *heatmap = NULL, *heatmap_class = NULL;
     char pathbuf[4096], tried[8300] = "", err[1024];
     int json = 0, threads = 1, first = 0, rc = 0;
     nn_model *m = NULL;
     nn_ctx *ctx = NULL;
-    float *input = NULL, probs[NN_MAX_CLASSES];
+    nn_gradcam *gc = NULL;
+    float *input = NULL, *unit = NULL, *cam = NULL, probs[NN_MAX_CLASSES];
+    int cam_h = 0, cam_w = 0, cam_cls = -1;
     const struct nn_input_spec *spec;
     struct px_spec px;
     struct nn_triage_rule rule;
@@ -103,6 +129,10 @@ int cli_classify(int argc, char **argv)
             json = 1;
         } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
             model_path = argv[++i];
+        } else if (!strcmp(argv[i], "--heatmap") && i + 1 < argc) {
+            heatmap = argv[++i];
+        } else if (!strcmp(argv[i], "--heatmap-class") && i + 1 < argc) {
+            heatmap_class = argv[++i];
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             char *end;
             long v = strtol(argv[++i], &end, 10);
@@ -125,6 +155,15 @@ int cli_classify(int argc, char **argv)
     }
     if (first == 0 || first >= argc) {
         usage(stderr);
+        return 2;
+    }
+    if (heatmap_class && !heatmap) {
+        fprintf(stderr, "cxrtriage classify: --heatmap-class needs --heatmap OUT.png\n");
+        return 2;
+    }
+    if (heatmap && argc - first != 1) {
+        fprintf(stderr, "cxrtriage classify: --heatmap takes exactly one FILE (got %d)\n",
+                argc - first);
         return 2;
     }
     if (!model_path) {
@@ -159,16 +198,45 @@ int cli_classify(int argc, char **argv)
         return 1;
     }
     (void)nn_triage_rule_text(&rule, m, rule_text, sizeof(rule_text));
+    if (heatmap_class) {
+        for (int c = 0; c < nn_model_num_classes(m); c++)
+            if (!strcmp(nn_model_class_name(m, c), heatmap_class))
+                cam_cls = c;
+        if (cam_cls < 0) {
+            fprintf(stderr, "cxrtriage classify: --heatmap-class '%s': the model has no such "
+                    "class (it has:", heatmap_class);
+            for (int c = 0; c < nn_model_num_classes(m); c++)
+                fprintf(stderr, "%s '%s'", c ? "," : "", nn_model_class_name(m, c));
+            fprintf(stderr, ")\n");
+            nn_model_free(m);
+            return 2;
+        }
+    }
     (void)nn_set_threads(threads > NN_MAX_THREADS ? NN_MAX_THREADS : threads);
     px.size = spec->size;
     px.channels = spec->channels;
     px.mean = spec->mean;
     px.std = spec->std;
     input = malloc(sizeof(float) * nn_model_input_len(m));
-    if (!input || nn_ctx_new(m, 1, &ctx) != CXR_OK) {
+    unit = malloc(sizeof(float) * (size_t)spec->size * (size_t)spec->size);
+    if (!input || !unit || nn_ctx_new(m, 1, &ctx) != CXR_OK) {
         fprintf(stderr, "cxrtriage classify: out of memory\n");
         rc = 1;
         goto out;
+    }
+    if (heatmap) {
+        if (nn_gradcam_new(m, &gc, err, sizeof(err)) != CXR_OK) {
+            fprintf(stderr, "cxrtriage classify: %s: %s\n", model_path, err);
+            rc = 1;
+            goto out;
+        }
+        nn_gradcam_dims(gc, &cam_h, &cam_w);
+        cam = malloc(sizeof(float) * (size_t)cam_h * (size_t)cam_w);
+        if (!cam) {
+            fprintf(stderr, "cxrtriage classify: out of memory\n");
+            rc = 1;
+            goto out;
+        }
     }
     if (!json) {
         printf("%-10s", "verdict");
@@ -179,10 +247,20 @@ int cli_classify(int argc, char **argv)
     for (int i = first; i < argc; i++) {
         struct px_verdict v = {0};
         double t0 = now_ms();
-        int top = 0, nc = nn_model_num_classes(m);
-        cxr_err e = px_load_file(argv[i], &px, input, &v, err, sizeof(err));
-        if (e == CXR_OK && v.applicable)
+        int top = 0, nc = nn_model_num_classes(m), used = -1;
+        const char *heat_done = NULL;
+        cxr_err e = px_load_unit(argv[i], px.size, unit, &v, err, sizeof(err));
+        if (e == CXR_OK)
+            px_normalize(&px, unit, input);
+        if (e == CXR_OK && v.applicable && gc)
+            e = nn_gradcam_run(gc, input, cam_cls, probs, cam, &used);
+        else if (e == CXR_OK && v.applicable)
             e = nn_predict(ctx, input, 1, probs);
+        if (e == CXR_OK && v.applicable && gc) {
+            e = write_heatmap(heatmap, unit, px.size, cam, cam_h, cam_w, err, sizeof(err));
+            if (e == CXR_OK)
+                heat_done = heatmap;
+        }
         if (e != CXR_OK) {
             rc = 1;
             if (json) {
@@ -231,6 +309,12 @@ int cli_classify(int argc, char **argv)
             } else {
                 printf(",\"scores\":null,\"top\":null,\"triage\":null,\"triage_reason\":null");
             }
+            if (heat_done) {
+                printf(",\"heatmap\":");
+                json_str(stdout, heat_done);
+                printf(",\"heatmap_class\":");
+                json_str(stdout, nn_model_class_name(m, used));
+            }
             printf(",\"model_digest\":\"%s\",\"ms\":%.2f}\n", nn_model_digest(m), ms);
         } else {
             printf("%-10s", v.applicable ? "applicable" : "skipped");
@@ -246,6 +330,14 @@ int cli_classify(int argc, char **argv)
                 printf("  skipped: %s\n", v.reason);
             else
                 printf("  triage: %s\n", why);
+            if (heat_done)
+                printf("  heat map (Grad-CAM, class %s): %s\n", nn_model_class_name(m, used),
+                       heat_done);
+        }
+        if (gc && !v.applicable) {
+            fprintf(stderr, "cxrtriage classify: %s: no heat map written: the image was not "
+                    "scored (%s)\n", argv[i], v.reason);
+            rc = 1;
         }
         (void)fflush(stdout);
     }
@@ -254,6 +346,9 @@ int cli_classify(int argc, char **argv)
                rule_text, CXR_DISCLAIMER);
 out:
     free(input);
+    free(unit);
+    free(cam);
+    nn_gradcam_free(gc);
     nn_ctx_free(ctx);
     nn_model_free(m);
     return rc;

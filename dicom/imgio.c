@@ -1,12 +1,14 @@
 /*
  * imgio.c - PNG and JPEG in and out for the pixel path: format detection by content, decoding
- * with libpng and libjpeg-turbo into struct px_image, and the 8-bit PNG writer of
- * `cxrtriage preprocess`.
+ * with libpng and libjpeg-turbo into struct px_image, the 8-bit PNG writer of
+ * `cxrtriage preprocess`, and the Grad-CAM heat-map pictures (blended over the image for the
+ * CLI, or an RGBA overlay for the web page).
  *
  * Both decoders read from memory, install error handlers that longjmp back here (the libraries'
  * defaults print and exit), and check the image size against PX_MAX_SIDE and
  * DCM_MAX_DECODED_BYTES before allocating anything for the pixels. Nothing here logs.
  */
+#include <math.h>
 #include <png.h>
 #include <setjmp.h>
 #include <stdio.h>
@@ -277,47 +279,174 @@ out_free:
 
 /* ---- PNG writer --------------------------------------------------------------------------- */
 
-cxr_err px_write_png(const char *path, const float *unit, int size, char *errbuf, size_t errlen)
+/* Encodes width x height pixels of `format` (PNG_FORMAT_GRAY, _RGB or _RGBA) into a malloc'ed
+ * PNG; what names the output in messages. */
+static cxr_err encode_png(const unsigned char *pix, int width, int height, png_uint_32 format,
+                          const char *what, unsigned char **ret_png, size_t *ret_len,
+                          char *errbuf, size_t errlen)
 {
     png_image image;
-    unsigned char *pix = NULL, *mem = NULL;
+    unsigned char *mem = NULL;
     png_alloc_size_t memlen = 0;
-    size_t n = (size_t)size * (size_t)size;
     cxr_err err = CXR_OK;
 
-    if (size <= 0 || size > PX_MAX_SIZE)
-        return px_err(errbuf, errlen, CXR_EINVAL, "%s: bad image size %d", path, size);
-    pix = malloc(n);
-    if (!pix)
-        return px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", path);
-    for (size_t i = 0; i < n; i++) {
-        float v = unit[i] * 255.0f + 0.5f;
-        pix[i] = (unsigned char)(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v);
-    }
     memset(&image, 0, sizeof(image));
     image.version = PNG_IMAGE_VERSION;
-    image.width = (png_uint_32)size;
-    image.height = (png_uint_32)size;
-    image.format = PNG_FORMAT_GRAY;
+    image.width = (png_uint_32)width;
+    image.height = (png_uint_32)height;
+    image.format = format;
     if (!png_image_write_to_memory(&image, NULL, &memlen, 0, pix, 0, NULL) || memlen == 0) {
-        err = px_err(errbuf, errlen, CXR_EIO, "%s: cannot encode PNG: %s", path, image.message);
-        goto out_free;
+        err = px_err(errbuf, errlen, CXR_EIO, "%s: cannot encode PNG: %s", what, image.message);
+        goto out;
     }
     mem = malloc(memlen);
     if (!mem) {
-        err = px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", path);
-        goto out_free;
+        err = px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", what);
+        goto out;
     }
     if (!png_image_write_to_memory(&image, mem, &memlen, 0, pix, 0, NULL)) {
-        err = px_err(errbuf, errlen, CXR_EIO, "%s: cannot encode PNG: %s", path, image.message);
-        goto out_free;
+        err = px_err(errbuf, errlen, CXR_EIO, "%s: cannot encode PNG: %s", what, image.message);
+        goto out;
     }
+    *ret_png = mem;
+    *ret_len = memlen;
+    mem = NULL;
+out:
+    png_image_free(&image);
+    free(mem);
+    return err;
+}
+
+static unsigned char to_byte(float v)
+{
+    v = v * 255.0f + 0.5f;
+    return (unsigned char)(v > 0.0f ? (v < 255.0f ? v : 255.0f) : 0.0f); /* NaN -> 0 */
+}
+
+cxr_err px_png_mem(const float *unit, int size, unsigned char **ret_png, size_t *ret_len,
+                   char *errbuf, size_t errlen)
+{
+    unsigned char *pix;
+    size_t n = (size_t)size * (size_t)size;
+    cxr_err err;
+
+    if (!unit || !ret_png || !ret_len || size <= 0 || size > PX_MAX_SIZE)
+        return px_err(errbuf, errlen, CXR_EINVAL, "PNG: bad image (size %d)", size);
+    pix = malloc(n);
+    if (!pix)
+        return px_err(errbuf, errlen, CXR_ENOMEM, "PNG: out of memory");
+    for (size_t i = 0; i < n; i++)
+        pix[i] = to_byte(unit[i]);
+    err = encode_png(pix, size, size, PNG_FORMAT_GRAY, "PNG", ret_png, ret_len, errbuf, errlen);
+    free(pix);
+    return err;
+}
+
+cxr_err px_write_png(const char *path, const float *unit, int size, char *errbuf, size_t errlen)
+{
+    unsigned char *mem = NULL;
+    size_t memlen = 0;
+    cxr_err err;
+
+    if (size <= 0 || size > PX_MAX_SIZE)
+        return px_err(errbuf, errlen, CXR_EINVAL, "%s: bad image size %d", path, size);
+    err = px_png_mem(unit, size, &mem, &memlen, errbuf, errlen);
+    if (err)
+        return err;
     err = cxr_file_write_atomic(path, mem, memlen, 0644);
     if (err)
         err = px_err(errbuf, errlen, err, "%s: cannot write: %s", path, cxr_strerror(err));
-out_free:
-    png_image_free(&image);
     free(mem);
+    return err;
+}
+
+/* The colour of a heat-map value v in [0,1]: Turbo-like (dark blue, cyan, green, yellow,
+ * orange, dark red), brightness rising then falling so that both ends stay readable over a
+ * grey radiograph; linear between these anchors. */
+static void heat_colour(float v, unsigned char rgb[3])
+{
+    static const float anchors[][3] = {
+        {0.19f, 0.07f, 0.23f}, {0.27f, 0.41f, 0.89f}, {0.13f, 0.74f, 0.87f},
+        {0.28f, 0.97f, 0.47f}, {0.76f, 0.93f, 0.20f}, {0.99f, 0.70f, 0.21f},
+        {0.93f, 0.35f, 0.07f}, {0.70f, 0.09f, 0.01f},
+    };
+    const int last = (int)(sizeof(anchors) / sizeof(anchors[0])) - 1;
+    float t, f;
+    int i;
+    v = v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f;
+    t = v * (float)last;
+    i = (int)t;
+    if (i >= last)
+        i = last - 1;
+    f = t - (float)i;
+    for (int c = 0; c < 3; c++)
+        rgb[c] = to_byte(anchors[i][c] + f * (anchors[i + 1][c] - anchors[i][c]));
+}
+
+/* The map (ch x cw) sampled bilinearly at pixel (x, y) of a size x size picture (pixel centres
+ * aligned, edges clamped). */
+static float cam_at(const float *cam, int ch, int cw, int size, int x, int y)
+{
+    float sy = ((float)y + 0.5f) * (float)ch / (float)size - 0.5f;
+    float sx = ((float)x + 0.5f) * (float)cw / (float)size - 0.5f;
+    int y0, x0, y1, x1;
+    float fy, fx, v;
+    sy = sy < 0.0f ? 0.0f : (sy > (float)(ch - 1) ? (float)(ch - 1) : sy);
+    sx = sx < 0.0f ? 0.0f : (sx > (float)(cw - 1) ? (float)(cw - 1) : sx);
+    y0 = (int)sy;
+    x0 = (int)sx;
+    y1 = y0 + 1 < ch ? y0 + 1 : y0;
+    x1 = x0 + 1 < cw ? x0 + 1 : x0;
+    fy = sy - (float)y0;
+    fx = sx - (float)x0;
+    v = (1.0f - fy) * ((1.0f - fx) * cam[y0 * cw + x0] + fx * cam[y0 * cw + x1]) +
+        fy * ((1.0f - fx) * cam[y1 * cw + x0] + fx * cam[y1 * cw + x1]);
+    return v == v ? v : 0.0f; /* NaN -> 0 */
+}
+
+/* Opacity of the colour at value v: none at 0, growing linearly to HEAT_ALPHA_MAX, so that the
+ * anatomy stays visible under cool regions (a faint tint) and the hot ones stand out. */
+#define HEAT_ALPHA_MAX 0.65f
+
+static float heat_alpha(float v)
+{
+    v = v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f;
+    return HEAT_ALPHA_MAX * v;
+}
+
+cxr_err px_heatmap_png(const float *unit, int size, const float *cam, int ch, int cw,
+                       unsigned char **ret_png, size_t *ret_len, char *errbuf, size_t errlen)
+{
+    const int bpp = unit ? 3 : 4;
+    unsigned char *pix;
+    cxr_err err;
+
+    if (!cam || !ret_png || !ret_len || size <= 0 || size > PX_MAX_SIZE || ch <= 0 ||
+        cw <= 0 || ch > PX_MAX_SIZE || cw > PX_MAX_SIZE)
+        return px_err(errbuf, errlen, CXR_EINVAL, "heat map: bad sizes (image %d, map %dx%d)",
+                      size, ch, cw);
+    pix = malloc((size_t)size * (size_t)size * (size_t)bpp);
+    if (!pix)
+        return px_err(errbuf, errlen, CXR_ENOMEM, "heat map: out of memory");
+    for (int y = 0; y < size; y++) {
+        for (int x = 0; x < size; x++) {
+            const float v = cam_at(cam, ch, cw, size, x, y), a = heat_alpha(v);
+            unsigned char rgb[3], *p = pix + ((size_t)y * (size_t)size + (size_t)x) * bpp;
+            heat_colour(v, rgb);
+            if (unit) {
+                const float grey = unit[(size_t)y * (size_t)size + (size_t)x];
+                for (int c = 0; c < 3; c++)
+                    p[c] = to_byte((1.0f - a) * grey + a * (float)rgb[c] / 255.0f);
+            } else {
+                p[0] = rgb[0];
+                p[1] = rgb[1];
+                p[2] = rgb[2];
+                p[3] = to_byte(a);
+            }
+        }
+    }
+    err = encode_png(pix, size, size, unit ? PNG_FORMAT_RGB : PNG_FORMAT_RGBA, "heat map",
+                     ret_png, ret_len, errbuf, errlen);
     free(pix);
     return err;
 }

@@ -120,18 +120,13 @@ oom:
     return CXR_ENOMEM;
 }
 
-cxr_err nn_predict(nn_ctx *c, const float *input, int batch, float *probs)
+/* Runs the first n_steps steps on `batch` images; returns the last step's output (the logits
+ * when n_steps is every step). */
+static const float *run_steps(nn_ctx *c, const float *input, int batch, int n_steps)
 {
-    const nn_model *m;
-    const float *x;
-    float *y, *spare;
-    if (!c || !input || !probs || batch < 1 || batch > c->max_batch)
-        return CXR_EINVAL;
-    m = c->m;
-    x = input;
-    y = c->a;
-    spare = c->b;
-    for (int i = 0; i < c->n_steps; i++) {
+    const float *x = input;
+    float *y = c->a, *spare = c->b;
+    for (int i = 0; i < n_steps; i++) {
         const struct nn_step *s = &c->steps[i];
         const struct nn_layer *l = s->l;
         const float *P = c->params;
@@ -176,8 +171,43 @@ cxr_err nn_predict(nn_ctx *c, const float *input, int batch, float *probs)
             spare = t;
         }
     }
-    nn_softmax_forward(c->logits, probs, batch, m->n_classes);
+    return x;
+}
+
+cxr_err nn_predict(nn_ctx *c, const float *input, int batch, float *probs)
+{
+    if (!c || !input || !probs || batch < 1 || batch > c->max_batch)
+        return CXR_EINVAL;
+    (void)run_steps(c, input, batch, c->n_steps);
+    nn_softmax_forward(c->logits, probs, batch, c->m->n_classes);
     return CXR_OK;
+}
+
+/* The steps that end at or before layer `last`, or -1 when layer last's output is not the
+ * output of a step (a later layer was folded or fused into it) or is the logits. */
+static int steps_through(const nn_ctx *c, int last)
+{
+    const struct nn_layer *L = c->m->layers;
+    int n = 0;
+    while (n < c->n_steps && c->steps[n].l - L <= last)
+        n++;
+    if (n == 0 || n == c->n_steps)
+        return -1;
+    for (long i = last + 1; i < c->steps[n].l - L; i++)
+        if (L[i].type != NN_L_DROPOUT && L[i].type != NN_L_FLATTEN)
+            return -1;
+    return n;
+}
+
+int nn_ctx_can_stop_after(const nn_ctx *c, int last)
+{
+    return steps_through(c, last) > 0;
+}
+
+const float *nn_ctx_forward_through(nn_ctx *c, const float *input, int last)
+{
+    const int n = steps_through(c, last);
+    return n > 0 ? run_steps(c, input, 1, n) : NULL;
 }
 
 const float *nn_ctx_logits(const nn_ctx *c)

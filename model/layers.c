@@ -413,6 +413,23 @@ void nn_bn_forward_infer(const struct nn_layer *l, const float *gamma, const flo
     nn_parallel(bn_infer_channel, &j, l->ic);
 }
 
+/* Inference mode: the statistics are constants, so the batch norm is y = x * a + b per channel
+ * and its input gradient is dy * a (Grad-CAM's backward pass, model/gradcam.c). */
+static void bn_backward_infer_channel(void *arg, int c, int worker)
+{
+    const struct bn_job *j = arg;
+    const size_t hw = (size_t)j->l->ih * j->l->iw;
+    const float a = j->gamma[c] / sqrtf(j->var[c] + NN_BN_EPS);
+    bn_scale_shift(j->dy, j->dx, j->batch, j->l->ic, c, hw, a, 0.0f, 0);
+}
+
+void nn_bn_backward_infer(const struct nn_layer *l, const float *gamma, const float *var,
+                          const float *dy, float *dx, int batch)
+{
+    struct bn_job j = {.l = l, .gamma = gamma, .var = var, .dy = dy, .dx = dx, .batch = batch};
+    nn_parallel(bn_backward_infer_channel, &j, l->ic);
+}
+
 /* With relu_y (the output of a ReLU that follows, in place), the gradient reaching the batch
  * norm is dy where relu_y > 0 and 0 elsewhere: the ReLU's backward, fused. */
 static void bn_backward_channel(void *arg, int c, int worker)

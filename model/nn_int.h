@@ -141,6 +141,9 @@ void nn_bn_forward_train(const struct nn_layer *l, const float *gamma, const flo
 void nn_bn_forward_infer(const struct nn_layer *l, const float *gamma, const float *beta,
                          const float *mean, const float *var, const float *x, float *y,
                          int batch);
+/* Batch norm in inference mode, backward to its input: dx = dy * gamma / sqrt(var + eps). */
+void nn_bn_backward_infer(const struct nn_layer *l, const float *gamma, const float *var,
+                          const float *dy, float *dx, int batch);
 void nn_bn_backward(const struct nn_layer *l, const float *gamma, const float *x,
                     const float *dy, const float *save_mean, const float *save_istd,
                     float *dgamma, float *dbeta, float *dx, int batch, const float *relu_y);
@@ -175,6 +178,11 @@ nn_model *nn_model_alloc(void);
  * nn_predict (batch x classes). */
 const float *nn_train_grad(const nn_train *t);
 const float *nn_ctx_logits(const nn_ctx *c);
+/* infer.c, for Grad-CAM: whether layer `last`'s output is a step's output (no later layer folded
+ * or fused into it, and it is not the logits); the forward of one image through that layer
+ * (NULL when it is not), returning the context's buffer holding it, valid until the next call. */
+int nn_ctx_can_stop_after(const nn_ctx *c, int last);
+const float *nn_ctx_forward_through(nn_ctx *c, const float *input, int last);
 cxr_err nn_model_alloc_params(nn_model *m);
 
 void nn_errf(char *errbuf, size_t errlen, const char *fmt, ...)
