@@ -30,6 +30,8 @@ struct score_slot {
     bool busy;
     nn_ctx *ctx;
     float *input, *unit;
+    nn_gradcam *cam_ctx;           /* made on the first heatmap=1 on this slot */
+    float *cam;
 };
 
 struct http_server {
@@ -110,7 +112,6 @@ static const char *error_code(int status)
     case 413: return "payload_too_large";
     case 415: return "unsupported_media_type";
     case 422: return "unprocessable";
-    case 501: return "not_implemented";
     case 503: return "not_ready";
     default: return "internal";
     }
@@ -1067,6 +1068,76 @@ static cxr_err record_via_loop(void *user, const struct st_receipt *r, const str
     return e;
 }
 
+/* "data:image/png;base64,..." of png (malloc'ed), or NULL. */
+static char *png_data_url(const unsigned char *png, size_t len)
+{
+    static const char prefix[] = "data:image/png;base64,";
+    size_t n = sizeof(prefix) - 1 + 4 * ((len + 2) / 3) + 1;
+    char *out;
+
+    if (len > (size_t)INT32_MAX / 2)
+        return NULL;
+    out = malloc(n);
+    if (!out)
+        return NULL;
+    memcpy(out, prefix, sizeof(prefix) - 1);
+    (void)EVP_EncodeBlock((unsigned char *)out + sizeof(prefix) - 1, png, (int)len);
+    return out;
+}
+
+/* The Grad-CAM of the slot's input (scored just before) for class cls: the model's input as a
+ * grey PNG and the map as an RGBA overlay of the same size, both as data URLs, into j. */
+static cxr_err add_heatmap(struct http_server *s, struct score_slot *sl, int cls, json_t *j,
+                           double *ret_ms, char *err, size_t errlen)
+{
+    const nn_model *m = s->d->model;
+    int size = nn_model_input_spec(m)->size, gh = 0, gw = 0, used = -1;
+    unsigned char *png = NULL;
+    size_t len = 0;
+    char *url;
+    double t0 = mono_ms();
+    cxr_err e;
+
+    if (!sl->cam_ctx) {
+        e = nn_gradcam_new(m, &sl->cam_ctx, err, errlen);
+        if (e != CXR_OK)
+            return e;
+        nn_gradcam_dims(sl->cam_ctx, &gh, &gw);
+        sl->cam = malloc((size_t)gh * (size_t)gw * sizeof(float));
+        if (!sl->cam) {
+            nn_gradcam_free(sl->cam_ctx);
+            sl->cam_ctx = NULL;
+            return cxr_errf(err, errlen, CXR_ENOMEM, "out of memory for the heat map");
+        }
+    }
+    nn_gradcam_dims(sl->cam_ctx, &gh, &gw);
+    e = nn_gradcam_run(sl->cam_ctx, sl->input, cls, NULL, sl->cam, &used);
+    if (e != CXR_OK)
+        return cxr_errf(err, errlen, e, "Grad-CAM failed: %s", cxr_strerror(e));
+    e = px_png_mem(sl->unit, size, &png, &len, err, errlen);
+    if (e != CXR_OK)
+        return e;
+    url = png_data_url(png, len);
+    free(png);
+    if (!url)
+        return cxr_errf(err, errlen, CXR_ENOMEM, "out of memory for the image");
+    (void)json_object_set_new(j, "image", json_string(url));
+    free(url);
+    e = px_heatmap_png(NULL, size, sl->cam, gh, gw, &png, &len, err, errlen);
+    if (e != CXR_OK)
+        return e;
+    url = png_data_url(png, len);
+    free(png);
+    if (!url)
+        return cxr_errf(err, errlen, CXR_ENOMEM, "out of memory for the heat map");
+    (void)json_object_set_new(j, "heatmap",
+                              json_pack("{s:s,s:s,s:[i,i]}", "class", nn_model_class_name(m, used),
+                                        "png", url, "grid", gh, gw));
+    free(url);
+    *ret_ms = mono_ms() - t0;
+    return CXR_OK;
+}
+
 static const char *format_name(enum px_format f)
 {
     switch (f) {
@@ -1089,6 +1160,12 @@ static void h_classify(struct http_server *s, const struct http_request *rq,
     const unsigned char *data = rq->body;
     size_t len = rq->body_len;
     const char *ctype = header_get(rq, "Content-Type"), *hm = query_get(rq, "heatmap");
+    const char *cname = query_get(rq, "class");
+    bool want_map = false;
+    int map_class = -1;
+    double map_ms = -1;
+    char map_err[512] = "";
+    json_t *map = NULL;
     enum px_format fmt;
     struct st_result *res = NULL;
     struct st_receipt *r = NULL;
@@ -1123,10 +1200,16 @@ static void h_classify(struct http_server *s, const struct http_request *rq,
         return reply_error(rs, 415, "the body is neither DICOM, PNG nor JPEG (first bytes %s%s)",
                            hex, len > 8 ? " ..." : "");
     }
-    if (hm && (!strcmp(hm, "1") || !strcmp(hm, "true"))) {
-        atomic_fetch_add(&d->met.uploads[0], 1);
-        return reply_error(rs, 501, "heatmap=1: the Grad-CAM heat map is not built into this "
-                                    "daemon yet; ask without heatmap for the scores");
+    if (hm && (!strcmp(hm, "1") || !strcmp(hm, "true")))
+        want_map = true;
+    else if (hm && *hm && strcmp(hm, "0") != 0 && strcmp(hm, "false") != 0)
+        return reply_error(rs, 400, "heatmap: expected 1 or 0");
+    if (cname && *cname) {
+        for (int c = 0; d->model && c < nn_model_num_classes(d->model); c++)
+            if (!strcmp(nn_model_class_name(d->model, c), cname))
+                map_class = c;
+        if (map_class < 0)
+            return reply_error(rs, 400, "class: '%.64s' is not one of the model's classes", cname);
     }
     if (!d->model)
         return reply_error(rs, 503, "no model is loaded");
@@ -1152,6 +1235,14 @@ static void h_classify(struct http_server *s, const struct http_request *rq,
     pthread_mutex_unlock(&d->rule_lock);
     pipeline_score_ex(d->model, s->slots[slot].ctx, s->slots[slot].input, s->slots[slot].unit,
                       &rule, data, len, "upload", res, &pinfo);
+    if (want_map && res->state == ST_CLASSIFIED) {
+        map = json_object();
+        if (!map || add_heatmap(s, &s->slots[slot], map_class, map, &map_ms, map_err,
+                                sizeof(map_err)) != CXR_OK) {
+            json_decref(map);
+            map = NULL;
+        }
+    }
     slot_give(s, slot);
 
     /* the audit row: what the upload is, from whom nobody knows (peer and AE empty) */
@@ -1216,6 +1307,13 @@ static void h_classify(struct http_server *s, const struct http_request *rq,
         if (!nc)
             json_decref(scores);
     }
+    if (j && map) {
+        (void)json_object_update(j, map);
+        (void)json_object_set_new(json_object_get(j, "timings_ms"), "heatmap", json_real(map_ms));
+    } else if (j && want_map && res->state == ST_CLASSIFIED) {
+        (void)json_object_set_new(j, "heatmap_error", json_string(map_err));
+    }
+    json_decref(map);
     if (j && res->state != ST_CLASSIFIED) {
         json_t *e = error_obj(422, res->state == ST_SKIPPED ? res->gate_reason : res->error);
         (void)json_object_set(j, "error", json_object_get(e, "error"));
@@ -1471,6 +1569,8 @@ void http_server_free(struct http_server *s)
     if (!s)
         return;
     for (int i = 0; i < s->n_slots; i++) {
+        nn_gradcam_free(s->slots[i].cam_ctx);
+        free(s->slots[i].cam);
         nn_ctx_free(s->slots[i].ctx);
         free(s->slots[i].input);
         free(s->slots[i].unit);

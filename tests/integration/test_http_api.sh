@@ -96,8 +96,22 @@ jq -e '.gate.applicable == false and (.gate.reason | length > 0) and .error.mess
        and .scores == null' "$T/body" >/dev/null || fail "422 body: $(cat "$T/body")"
 ok "422 on a real non-chest CR: $(jq -r .gate.reason "$T/body")"
 
-[ "$(code POST '/api/v1/classify?heatmap=1' --data-binary "@$PNG")" = 501 ] || [ "$(cat "$T/body" | jq -r '.heatmap.png // empty' | head -c 22)" = "data:image/png;base64," ] ||
-  fail "heatmap=1: $(head -c 300 "$T/body")"
+# heatmap=1: the model's input and the Grad-CAM overlay as PNG data URLs, same size; scores unchanged
+[ "$(code POST '/api/v1/classify?heatmap=1' --data-binary "@$DCM")" = 200 ] || fail "heatmap=1: $(head -c 300 "$T/body")"
+same_scores "$DCM"
+jq -e '(.image | startswith("data:image/png;base64,")) and (.heatmap.png | startswith("data:image/png;base64,"))
+       and .heatmap.class == .top_class and (.heatmap.grid | length) == 2 and .timings_ms.heatmap > 0' "$T/body" >/dev/null ||
+  fail "heatmap body: $(jq -c '{heatmap: (.heatmap | if . then {class, grid} else . end), heatmap_error, timings_ms}' "$T/body")"
+jq -r .image "$T/body" | sed 's/^data:image\/png;base64,//' | base64 -d >"$T/image.png"
+jq -r .heatmap.png "$T/body" | sed 's/^data:image\/png;base64,//' | base64 -d >"$T/heatmap.png"
+file "$T/image.png" | grep -q "PNG image data, 224 x 224, 8-bit grayscale" || fail "image: $(file "$T/image.png")"
+file "$T/heatmap.png" | grep -q "PNG image data, 224 x 224, 8-bit/color RGBA" || fail "heat map: $(file "$T/heatmap.png")"
+[ "$(code POST '/api/v1/classify?heatmap=1&class=Normal' --data-binary "@$DCM")" = 200 ] || fail "class=Normal"
+UPLOADS=$((UPLOADS + 2))
+jq -e '.heatmap.class == "Normal"' "$T/body" >/dev/null || fail "class=Normal: $(jq -c .heatmap.class "$T/body")"
+[ "$(code POST '/api/v1/classify?heatmap=1&class=Nope' --data-binary "@$DCM")" = 400 ] || fail "class=Nope"
+is_error 400 bad_request
+ok "heatmap=1: 224 x 224 grey input and RGBA Grad-CAM overlay as data URLs, for the top class or class=Normal; 400 on an unknown class"
 
 [ "$(code DELETE /api/v1/classify)" = 405 ] || fail "405"
 is_error 405 method_not_allowed
