@@ -82,6 +82,15 @@ static const char *default_model(char *buf, size_t len, char *tried, size_t tlen
     return NULL;
 }
 
+cxr_err cli_classify_file(nn_ctx *ctx, const struct px_spec *px, float *input, const char *path,
+                          float *probs, struct px_verdict *v, char *err, size_t errlen)
+{
+    cxr_err e = px_load_file(path, px, input, v, err, errlen);
+    if (e == CXR_OK && v->applicable)
+        e = nn_predict(ctx, input, 1, probs);
+    return e;
+}
+
 int cli_classify(int argc, char **argv)
 {
     const char *model_path = NULL;
@@ -180,9 +189,7 @@ int cli_classify(int argc, char **argv)
         struct px_verdict v = {0};
         double t0 = now_ms();
         int top = 0, nc = nn_model_num_classes(m);
-        cxr_err e = px_load_file(argv[i], &px, input, &v, err, sizeof(err));
-        if (e == CXR_OK && v.applicable)
-            e = nn_predict(ctx, input, 1, probs);
+        cxr_err e = cli_classify_file(ctx, &px, input, argv[i], probs, &v, err, sizeof(err));
         if (e != CXR_OK) {
             rc = 1;
             if (json) {
