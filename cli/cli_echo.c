@@ -130,6 +130,12 @@ void cli_scu_print_failure(const char *cmd, const struct dcm_scu_config *c,
     case DCM_SCU_TLS:
         if (!c->use_tls)
             fprintf(stderr, "%s: hint: if the peer wants DICOM over TLS, add --tls\n", cmd);
+        else
+            fprintf(stderr,
+                    "%s: hint: a TLS server closes the connection like this when it refuses our "
+                    "client certificate (missing: give --tls-cert and --tls-key; or not signed "
+                    "by a CA it trusts), or when it does not speak TLS on this port\n",
+                    cmd);
         break;
     default:
         break;
