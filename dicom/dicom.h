@@ -290,7 +290,13 @@ cxr_err px_read_file(const char *path, char **ret_data, size_t *ret_len, char *e
  * when the disk is full or the object is over max_object_bytes, 0xC000 (cannot understand) when
  * the data set cannot be read, 0xA900 when the SOP class does not match the presentation
  * context. Callbacks run on association threads, concurrently: they must be thread-safe and
- * must not block for long. No PHI is passed to ops->event. */
+ * must not block for long. No PHI is passed to ops->event.
+ * DICOM TLS: with tls_listen_fd the listener also accepts on a second socket where every
+ * connection must be TLS (DCMTK's dcmtls, the profile and verification of cfg->tls). A plain
+ * A-ASSOCIATE-RQ there (its first byte) is refused by closing, and a failed handshake (no or an
+ * untrusted client certificate, no common suite) too; both are "association.refused" events
+ * whose detail carries tls= and the reason. The handshake runs in the connection's own thread,
+ * outside the lock that serialises the hand-over of the socket to DCMTK. */
 
 typedef struct dcm_listener dcm_listener;
 
