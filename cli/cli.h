@@ -26,10 +26,20 @@ int cli_selftest(int argc, char **argv);
 /* Prints "cxrtriage: 'what' is not built yet (arrives with: when)" and returns 2. */
 int cli_not_built(const char *what, const char *when);
 
-/* What `classify` does to one file (cli_classify.c), shared with `selftest`: the one pixel path
- * into input, the gate's verdict in v, and when applicable the model's probabilities in probs
- * (nn_model_num_classes values). err receives "FILE: problem". */
-cxr_err cli_classify_file(nn_ctx *ctx, const struct px_spec *px, float *input, const char *path,
-                          float *probs, struct px_verdict *v, char *err, size_t errlen);
+/* What `classify` does (cli_classify.c), shared with `selftest`: the model with its input
+ * buffers, and the scoring of one file through the one pixel path. */
+struct cli_scorer {
+    nn_model *m;
+    nn_ctx *ctx;
+    float *input;
+    struct px_spec px;
+};
+/* Loads the model and checks it wants this build's preprocessing; err gets one line. */
+cxr_err cli_scorer_open(struct cli_scorer *s, const char *model_path, char *err, size_t errlen);
+/* The gate's verdict in v and, when applicable, the model's probabilities in probs
+ * (nn_model_num_classes values); err receives "FILE: problem". */
+cxr_err cli_scorer_file(struct cli_scorer *s, const char *path, float *probs,
+                        struct px_verdict *v, char *err, size_t errlen);
+void cli_scorer_close(struct cli_scorer *s);
 
 #endif

@@ -19,6 +19,7 @@
 
 
 #include "cli.h"
+#include "cli_util.h"
 #include "common.h"
 #include "dicom.h"
 #include "model.h"
@@ -35,13 +36,6 @@ static void usage(FILE *out)
             "Exit status: 0 all files read, 1 a file or the model could not be read, 2 usage.\n"
             "%s\n",
             CXR_DEFAULT_MODEL_NAME, CXR_DISCLAIMER);
-}
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 /* Writes s as a JSON string (quotes included). */
@@ -82,13 +76,51 @@ static const char *default_model(char *buf, size_t len, char *tried, size_t tlen
     return NULL;
 }
 
-cxr_err cli_classify_file(nn_ctx *ctx, const struct px_spec *px, float *input, const char *path,
-                          float *probs, struct px_verdict *v, char *err, size_t errlen)
+cxr_err cli_scorer_open(struct cli_scorer *s, const char *model_path, char *err, size_t errlen)
 {
-    cxr_err e = px_load_file(path, px, input, v, err, errlen);
+    const struct nn_input_spec *spec;
+    cxr_err e;
+
+    memset(s, 0, sizeof(*s));
+    e = nn_model_load(model_path, &s->m, err, errlen);
+    if (e != CXR_OK)
+        return e;
+    spec = nn_model_input_spec(s->m);
+    if (strcmp(spec->preprocessing, PX_PREPROC_NAME) != 0) {
+        (void)snprintf(err, errlen,
+                       "%s: the model wants preprocessing '%s', this build implements '%s'",
+                       model_path, spec->preprocessing, PX_PREPROC_NAME);
+        cli_scorer_close(s);
+        return CXR_EUNSUPPORTED;
+    }
+    s->px.size = spec->size;
+    s->px.channels = spec->channels;
+    s->px.mean = spec->mean;
+    s->px.std = spec->std;
+    s->input = malloc(sizeof(float) * nn_model_input_len(s->m));
+    if (!s->input || nn_ctx_new(s->m, 1, &s->ctx) != CXR_OK) {
+        (void)snprintf(err, errlen, "out of memory");
+        cli_scorer_close(s);
+        return CXR_ENOMEM;
+    }
+    return CXR_OK;
+}
+
+cxr_err cli_scorer_file(struct cli_scorer *s, const char *path, float *probs,
+                        struct px_verdict *v, char *err, size_t errlen)
+{
+    cxr_err e = px_load_file(path, &s->px, s->input, v, err, errlen);
     if (e == CXR_OK && v->applicable)
-        e = nn_predict(ctx, input, 1, probs);
+        e = nn_predict(s->ctx, s->input, 1, probs);
     return e;
+}
+
+void cli_scorer_close(struct cli_scorer *s)
+{
+    free(s->input);
+    nn_ctx_free(s->ctx);
+    nn_model_free(s->m);
+    memset(s, 0, sizeof(*s));
 }
 
 int cli_classify(int argc, char **argv)
@@ -96,11 +128,9 @@ int cli_classify(int argc, char **argv)
     const char *model_path = NULL;
     char pathbuf[4096], tried[8300] = "", err[1024];
     int json = 0, threads = 1, first = 0, rc = 0;
-    nn_model *m = NULL;
-    nn_ctx *ctx = NULL;
-    float *input = NULL, probs[NN_MAX_CLASSES];
-    const struct nn_input_spec *spec;
-    struct px_spec px;
+    struct cli_scorer sc;
+    const nn_model *m;
+    float probs[NN_MAX_CLASSES];
     struct nn_triage_rule rule;
     char rule_text[2048], why[512];
 
@@ -149,36 +179,18 @@ int cli_classify(int argc, char **argv)
     /* Reuse the large per-image buffers instead of fresh mmap'ed pages (see cxrtriaged). */
     (void)mallopt(M_MMAP_THRESHOLD, 256 << 20);
     (void)mallopt(M_TRIM_THRESHOLD, 512 << 20);
-    if (nn_model_load(model_path, &m, err, sizeof(err)) != CXR_OK) {
+    if (cli_scorer_open(&sc, model_path, err, sizeof(err)) != CXR_OK) {
         fprintf(stderr, "cxrtriage classify: %s\n", err);
         return 1;
     }
-    spec = nn_model_input_spec(m);
-    if (strcmp(spec->preprocessing, PX_PREPROC_NAME) != 0) {
-        fprintf(stderr,
-                "cxrtriage classify: %s: the model wants preprocessing '%s', this build "
-                "implements '%s'\n",
-                model_path, spec->preprocessing, PX_PREPROC_NAME);
-        nn_model_free(m);
-        return 1;
-    }
+    m = sc.m;
     if (nn_triage_rule_init(m, &rule, err, sizeof(err)) != CXR_OK) {
         fprintf(stderr, "cxrtriage classify: %s: %s\n", model_path, err);
-        nn_model_free(m);
+        cli_scorer_close(&sc);
         return 1;
     }
     (void)nn_triage_rule_text(&rule, m, rule_text, sizeof(rule_text));
     (void)nn_set_threads(threads > NN_MAX_THREADS ? NN_MAX_THREADS : threads);
-    px.size = spec->size;
-    px.channels = spec->channels;
-    px.mean = spec->mean;
-    px.std = spec->std;
-    input = malloc(sizeof(float) * nn_model_input_len(m));
-    if (!input || nn_ctx_new(m, 1, &ctx) != CXR_OK) {
-        fprintf(stderr, "cxrtriage classify: out of memory\n");
-        rc = 1;
-        goto out;
-    }
     if (!json) {
         printf("%-10s", "verdict");
         for (int c = 0; c < nn_model_num_classes(m); c++)
@@ -187,9 +199,9 @@ int cli_classify(int argc, char **argv)
     }
     for (int i = first; i < argc; i++) {
         struct px_verdict v = {0};
-        double t0 = now_ms();
+        double t0 = cli_mono_ms();
         int top = 0, nc = nn_model_num_classes(m);
-        cxr_err e = cli_classify_file(ctx, &px, input, argv[i], probs, &v, err, sizeof(err));
+        cxr_err e = cli_scorer_file(&sc, argv[i], probs, &v, err, sizeof(err));
         if (e != CXR_OK) {
             rc = 1;
             if (json) {
@@ -207,7 +219,7 @@ int cli_classify(int argc, char **argv)
             err[0] = '\0';
             continue;
         }
-        double ms = now_ms() - t0;
+        double ms = cli_mono_ms() - t0;
         const char *prio = NULL;
         for (int c = 1; v.applicable && c < nc; c++)
             if (probs[c] > probs[top])
@@ -259,9 +271,6 @@ int cli_classify(int argc, char **argv)
     if (!json)
         printf("model %s (sha256:%s)\ntriage rule: %s\n%s\n", model_path, nn_model_digest(m),
                rule_text, CXR_DISCLAIMER);
-out:
-    free(input);
-    nn_ctx_free(ctx);
-    nn_model_free(m);
+    cli_scorer_close(&sc);
     return rc;
 }

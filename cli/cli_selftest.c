@@ -56,13 +56,6 @@ static void usage(FILE *out)
             CXR_SELFTEST_PATIENT_ID, CLI_SCU_HELP);
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 static int result(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int result(bool ok, const char *fmt, ...)
 {
@@ -98,27 +91,14 @@ struct expected {
 /* Step 1: the file's scores by the classify path, with the daemon's model. */
 static int score_locally(const char *model_path, const char *file, struct expected *ex)
 {
-    nn_model *m = NULL;
-    nn_ctx *ctx = NULL;
-    float *input = NULL;
-    struct px_spec px;
+    struct cli_scorer sc;
     struct px_verdict v = {0};
     char err[1024] = "";
     int rc = 1;
 
-    if (nn_model_load(model_path, &m, err, sizeof(err)) != CXR_OK)
+    if (cli_scorer_open(&sc, model_path, err, sizeof(err)) != CXR_OK)
         return result(false, "classify: %s", err);
-    const struct nn_input_spec *spec = nn_model_input_spec(m);
-    px.size = spec->size;
-    px.channels = spec->channels;
-    px.mean = spec->mean;
-    px.std = spec->std;
-    input = malloc(sizeof(float) * nn_model_input_len(m));
-    if (!input || nn_ctx_new(m, 1, &ctx) != CXR_OK) {
-        rc = result(false, "classify: out of memory");
-        goto out;
-    }
-    if (cli_classify_file(ctx, &px, input, file, ex->probs, &v, err, sizeof(err)) != CXR_OK) {
+    if (cli_scorer_file(&sc, file, ex->probs, &v, err, sizeof(err)) != CXR_OK) {
         rc = result(false, "classify: %s", err);
         goto out;
     }
@@ -126,19 +106,17 @@ static int score_locally(const char *model_path, const char *file, struct expect
         rc = result(false, "classify: %s: the gate refuses it: %s", file, v.reason);
         goto out;
     }
-    ex->n = nn_model_num_classes(m);
+    ex->n = nn_model_num_classes(sc.m);
     for (int c = 0; c < ex->n; c++)
-        (void)cxr_strlcpy(ex->names[c], sizeof(ex->names[c]), nn_model_class_name(m, c));
-    (void)cxr_strlcpy(ex->digest, sizeof(ex->digest), nn_model_digest(m));
+        (void)cxr_strlcpy(ex->names[c], sizeof(ex->names[c]), nn_model_class_name(sc.m, c));
+    (void)cxr_strlcpy(ex->digest, sizeof(ex->digest), nn_model_digest(sc.m));
     printf("     classify (in-process, the daemon's model sha256:%.12s):", ex->digest);
     for (int c = 0; c < ex->n; c++)
         printf(" %s %.4f", ex->names[c], (double)ex->probs[c]);
     putchar('\n');
     rc = result(true, "classify: %s scored in-process", file);
 out:
-    free(input);
-    nn_ctx_free(ctx);
-    nn_model_free(m);
+    cli_scorer_close(&sc);
     return rc;
 }
 
@@ -148,7 +126,7 @@ static int check_row(st_db *db, const char *uid, const struct expected *ex, doub
 {
     struct st_instance in;
     char err[512] = "";
-    double deadline = now_ms() + 1000.0 * wait_s;
+    double deadline = cli_mono_ms() + 1000.0 * wait_s;
     cxr_err e;
     int fails = 0;
 
@@ -158,7 +136,7 @@ static int check_row(st_db *db, const char *uid, const struct expected *ex, doub
             break;
         if (e != CXR_OK && e != CXR_ENOTFOUND)
             return result(false, "ledger: %s", err);
-        if (now_ms() >= deadline)
+        if (cli_mono_ms() >= deadline)
             return result(false,
                           "ledger: no final row for SOP Instance UID %s within %.0f s (%s): is "
                           "the daemon scoring? (cxrtriage audit list)",
@@ -168,7 +146,7 @@ static int check_row(st_db *db, const char *uid, const struct expected *ex, doub
     }
     fails += result(in.res.state == ST_CLASSIFIED,
                     "ledger: row %lld %s %.0f ms after the C-STORE response%s%s",
-                    (long long)in.id, st_state_name(in.res.state), now_ms() - t_sent,
+                    (long long)in.id, st_state_name(in.res.state), cli_mono_ms() - t_sent,
                     in.res.state == ST_CLASSIFIED ? "" : ": ",
                     in.res.state == ST_CLASSIFIED ? ""
                     : in.res.error[0]            ? in.res.error
@@ -332,7 +310,7 @@ int cli_selftest(int argc, char **argv)
         cli_scu_print_failure(prog, &c, &r, err);
         return 1;
     }
-    t_sent = now_ms();
+    t_sent = cli_mono_ms();
     result(true, "store: C-STORE answered 0x%04x in %.1f ms (SOP Instance UID %s)", r.status,
            r.rtt_avg_ms, edit.sop_instance_uid);
 

@@ -765,6 +765,21 @@ void peer_address(int fd, char *dst, size_t len)
                         OFstatic_cast(socklen_t, len));
 }
 
+/* One step of the waits below: "stopping", "timeout" (deadline, mono_ms), or nullptr after up
+ * to 200 ms of poll(2) on fd (*readable: it has data). */
+const char *wait_readable(dcm_listener *l, int fd, double deadline, bool *readable)
+{
+    if (l->stopping.load())
+        return "stopping";
+    double left = deadline - mono_ms();
+    if (left <= 0)
+        return "timeout";
+    struct pollfd p = {fd, POLLIN, 0};
+    (void)poll(&p, 1, OFstatic_cast(int, left < 200 ? left : 200));
+    *readable = (p.revents & POLLIN) != 0;
+    return nullptr;
+}
+
 /* Waits (outside g_ext_lock) until the whole A-ASSOCIATE-RQ is queued on fd. 0 ok, else a reason.
  */
 const char *wait_for_rq(dcm_listener *l, int fd)
@@ -791,14 +806,10 @@ const char *wait_for_rq(dcm_listener *l, int fd)
         } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
             return "closed";
         }
-        if (l->stopping.load())
-            return "stopping";
-        double left = deadline - mono_ms();
-        if (left <= 0)
-            return "timeout";
-        struct pollfd p = {fd, POLLIN, 0};
-        (void)poll(&p, 1, OFstatic_cast(int, left < 200 ? left : 200));
-        if (n == 6 && (p.revents & POLLIN)) {
+        bool readable = false;
+        if (const char *why = wait_readable(l, fd, deadline, &readable))
+            return why;
+        if (n == 6 && readable) {
             /* more bytes than the header are queued but not yet all: wait a little */
             struct timespec ts = {0, 2 * 1000 * 1000};
             (void)nanosleep(&ts, nullptr);
@@ -821,13 +832,9 @@ const char *wait_for_tls(dcm_listener *l, int fd)
             return b == 0x16 ? nullptr : b == 0x01 ? "plain-dicom-on-tls-port" : "not-tls";
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
             return "closed";
-        if (l->stopping.load())
-            return "stopping";
-        double left = deadline - mono_ms();
-        if (left <= 0)
-            return "timeout";
-        struct pollfd p = {fd, POLLIN, 0};
-        (void)poll(&p, 1, OFstatic_cast(int, left < 200 ? left : 200));
+        bool readable = false;
+        if (const char *why = wait_readable(l, fd, deadline, &readable))
+            return why;
     }
 }
 

@@ -94,8 +94,10 @@ bool contains(const char *hay, const char *needle)
 void classify(const OFCondition &c, struct dcm_scu_result *r, const char *step)
 {
     const char *t = c.text();
+    const bool tls = c.module() == OFM_dcmtls || contains(t, "SSL") || contains(t, "TLS") ||
+                     contains(t, "certificate");
     enum dcm_scu_fail f = DCM_SCU_NETWORK;
-    if (c.module() == OFM_dcmtls)
+    if (tls)
         f = DCM_SCU_TLS;
     else if (c == DUL_PEERABORTEDASSOCIATION)
         f = DCM_SCU_ABORTED;
@@ -104,8 +106,6 @@ void classify(const OFCondition &c, struct dcm_scu_result *r, const char *step)
     else if (c == DUL_READTIMEOUT || c == DIMSE_NODATAAVAILABLE || contains(t, "timed out") ||
              contains(t, "Timeout") || contains(t, "timeout"))
         f = DCM_SCU_TIMEOUT;
-    else if (contains(t, "SSL") || contains(t, "TLS") || contains(t, "certificate"))
-        f = DCM_SCU_TLS;
     if (f == DCM_SCU_ABORTED)
         set_fail(r, f, "during %s: the peer aborted or closed the connection (%s)", step, t);
     else
@@ -229,7 +229,7 @@ cxr_err check_cfg(const struct dcm_scu_config *cfg, struct dcm_scu_result *r, ch
         cfg->timeout_s < 1 || cfg->timeout_s > 3600 || !cfg->calling_aet[0] ||
         !cfg->called_aet[0])
         return px_err(errbuf, errlen, CXR_EINVAL, "SCU: invalid configuration");
-    std::memset(r, 0, sizeof(*r));
+    *r = dcm_scu_result{};
     if (dcm_global_init() != CXR_OK)
         return px_err(errbuf, errlen, CXR_EDICOM, "SCU: DCMTK data dictionary missing");
     return CXR_OK;
