@@ -368,7 +368,8 @@ const char *dcm_tls_profile_name(enum dcm_tls_profile p);
 struct dcm_listener_config {
     int listen_fd;           /* plain DICOM: bound and listening (the listener does not close
                                 it), or -1 for none (TLS only) */
-    int tls_listen_fd;       /* DICOM over TLS: bound and listening, or -1 for none */
+    int tls_listen_fd;       /* DICOM over TLS: bound and listening, or 0 / -1 for none (a
+                                zeroed config has no TLS socket) */
     struct dcm_tls_config tls; /* for tls_listen_fd: cert and key required; verify_peer needs ca */
     char ae_title[17];       /* called AE title we answer to */
     int max_associations;

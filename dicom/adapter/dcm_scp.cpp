@@ -1094,7 +1094,7 @@ extern "C" cxr_err dcm_listener_start(const struct dcm_listener_config *cfg,
 {
     dcm_listener *l = nullptr;
     try {
-        if (!cfg || !ops || !ret || (cfg->listen_fd < 0 && cfg->tls_listen_fd < 0) ||
+        if (!cfg || !ops || !ret || (cfg->listen_fd < 0 && cfg->tls_listen_fd <= 0) ||
             cfg->max_associations < 1 ||
             cfg->max_associations > 4096 || cfg->max_pdu < 4096 || cfg->max_pdu > 131072 ||
             cfg->acse_timeout < 1 || cfg->dimse_timeout < 1 || cfg->idle_timeout < 1 ||
@@ -1105,6 +1105,8 @@ extern "C" cxr_err dcm_listener_start(const struct dcm_listener_config *cfg,
             return px_err(errbuf, errlen, CXR_EDICOM, "listener: DCMTK data dictionary missing");
         l = new dcm_listener;
         l->cfg = *cfg;
+        if (l->cfg.tls_listen_fd <= 0)
+            l->cfg.tls_listen_fd = -1; /* none (0 in a zeroed config is not a socket of ours) */
         /* A peer that stalls in the middle of a PDU: DCMTK's reads block until its socket
          * receive timeout (60 s by default), not dimse_timeout. Bound them by dimse_timeout
          * (process-wide, like dcmExternalSocketHandle: one listener per process). */
@@ -1135,7 +1137,7 @@ extern "C" cxr_err dcm_listener_start(const struct dcm_listener_config *cfg,
             return px_err(errbuf, errlen, CXR_EIO, "listener: %s", std::strerror(e));
         }
         configure(l);
-        if (cfg->tls_listen_fd >= 0) {
+        if (l->cfg.tls_listen_fd >= 0) {
             auto *tl = new Layer<DcmTLSTransportLayer>(NET_ACCEPTOR, nullptr, OFTrue);
             l->layer.reset(tl);
             cxr_err te = dcm_tls_setup(*tl, cfg->tls, true, errbuf, errlen);
@@ -1147,7 +1149,7 @@ extern "C" cxr_err dcm_listener_start(const struct dcm_listener_config *cfg,
             l->layer.reset(new Layer<DcmTransportLayer>());
         }
         /* A connection reset between poll and accept must not block the acceptor (and stop). */
-        for (int lfd : {cfg->listen_fd, cfg->tls_listen_fd}) {
+        for (int lfd : {l->cfg.listen_fd, l->cfg.tls_listen_fd}) {
             if (lfd < 0)
                 continue;
             const int fl = fcntl(lfd, F_GETFL);
@@ -1162,7 +1164,8 @@ extern "C" cxr_err dcm_listener_start(const struct dcm_listener_config *cfg,
         {
             /* With the global set, the acceptor network binds nothing (see DESIGN). */
             std::lock_guard<std::mutex> g(g_ext_lock);
-            dcmExternalSocketHandle.set(cfg->listen_fd >= 0 ? cfg->listen_fd : cfg->tls_listen_fd);
+            dcmExternalSocketHandle.set(l->cfg.listen_fd >= 0 ? l->cfg.listen_fd
+                                                              : l->cfg.tls_listen_fd);
             c = ASC_initializeNetwork(NET_ACCEPTOR, 0, cfg->acse_timeout, &l->net);
             dcmExternalSocketHandle.set(-1);
         }

@@ -90,8 +90,11 @@ bool contains(const char *hay, const char *needle)
     return hay && std::strstr(hay, needle) != nullptr;
 }
 
-/* Classifies a failed ASC_requestAssociation or DIMSE exchange. */
-void classify(const OFCondition &c, struct dcm_scu_result *r, const char *step)
+/* Classifies a failed ASC_requestAssociation or DIMSE exchange. over_tls: the association
+ * step over TLS, where a server that refuses our certificate (or has no TLS on the port) just
+ * closes the connection: a reset or an abort there is reported as a TLS failure. */
+void classify(const OFCondition &c, struct dcm_scu_result *r, const char *step,
+              bool over_tls = false)
 {
     const char *t = c.text();
     const bool tls = c.module() == OFM_dcmtls || contains(t, "SSL") || contains(t, "TLS") ||
@@ -106,6 +109,13 @@ void classify(const OFCondition &c, struct dcm_scu_result *r, const char *step)
     else if (c == DUL_READTIMEOUT || c == DIMSE_NODATAAVAILABLE || contains(t, "timed out") ||
              contains(t, "Timeout") || contains(t, "timeout"))
         f = DCM_SCU_TIMEOUT;
+    if (over_tls && (f == DCM_SCU_ABORTED || f == DCM_SCU_NETWORK)) {
+        set_fail(r, DCM_SCU_TLS,
+                 "during %s: the server closed the connection in the TLS handshake or before "
+                 "answering (%s)",
+                 step, t);
+        return;
+    }
     if (f == DCM_SCU_ABORTED)
         set_fail(r, f, "during %s: the peer aborted or closed the connection (%s)", step, t);
     else
@@ -186,7 +196,7 @@ cxr_err open_assoc(Scu &s, const struct dcm_scu_config *cfg,
                     ch = ' ';
             set_fail(r, DCM_SCU_REJECTED, "%s", text.c_str());
         } else {
-            classify(c, r, "association");
+            classify(c, r, "association", cfg->use_tls);
         }
         s.released = true; /* nothing to abort */
         return fail_err(r, errbuf, errlen);
