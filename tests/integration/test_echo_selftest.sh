@@ -37,9 +37,11 @@ grep -Eq "^association .* accepted in [0-9.]+ ms" "$T/out" || { cat "$T/out"; fa
 grep -Eq "^echo +3/3 answered status 0x0000 \(Success\); round trip min [0-9.]+ avg ([0-9.]+) max" "$T/out" ||
   { cat "$T/out"; fail "no round trip / status"; }
 avg=$(sed -n 's/.* avg \([0-9.]*\) max.*/\1/p' "$T/out")
-/usr/bin/python3 -c "import sys; sys.exit(0 if float('$avg') < 20 else 1)" ||
-  fail "C-ECHO round trip ${avg} ms: Nagle's delayed ACK is back (PEERS.md)"
-ok "echo to the daemon: 3/3 Success, round trip avg ${avg} ms"
+min=$(sed -n 's/.* min \([0-9.]*\) avg.*/\1/p' "$T/out")
+# Nagle's delayed ACK would make every echo take ~40 ms; a loaded machine slows some, not all
+/usr/bin/python3 -c "import sys; sys.exit(0 if float('$min') < 20 else 1)" ||
+  fail "C-ECHO round trip min ${min} ms: Nagle's delayed ACK is back (PEERS.md)"
+ok "echo to the daemon: 3/3 Success, round trip min ${min} avg ${avg} ms"
 
 # --- echo: failures, each named -----------------------------------------------------------------
 expect_rc 1 "$CXRTRIAGE" echo 127.0.0.1 "$DAEMON_PORT" NOTTHEDAEMON
