@@ -22,7 +22,8 @@ static const struct {
     {"outbox", cli_outbox, "list or retry reports waiting for delivery"},
     {"model", cli_model, "show a model file's architecture, input and metadata"},
     {"config", cli_config, "check a configuration file"},
-    {"echo", cli_echo, "send a DICOM C-ECHO to a peer"},
+    {"echo", cli_echo, "send a DICOM C-ECHO to a peer, with timing"},
+    {"selftest", cli_selftest, "send the test radiograph through the running daemon, check it"},
 };
 
 static void usage(FILE *out)

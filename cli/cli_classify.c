@@ -22,6 +22,7 @@
 
 
 #include "cli.h"
+#include "cli_util.h"
 #include "common.h"
 #include "dicom.h"
 #include "model.h"
@@ -43,13 +44,6 @@ static void usage(FILE *out)
             "Exit status: 0 all files read, 1 a file or the model could not be read, 2 usage.\n"
             "%s\n",
             CXR_DEFAULT_MODEL_NAME, CXR_DISCLAIMER);
-}
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 /* Writes s as a JSON string (quotes included). */
@@ -106,18 +100,86 @@ static cxr_err write_heatmap(const char *path, const float *unit, int size, cons
     return e;
 }
 
+cxr_err cli_scorer_open(struct cli_scorer *s, const char *model_path, char *err, size_t errlen)
+{
+    const struct nn_input_spec *spec;
+    cxr_err e;
+
+    memset(s, 0, sizeof(*s));
+    s->cam_cls = -1;
+    e = nn_model_load(model_path, &s->m, err, errlen);
+    if (e != CXR_OK)
+        return e;
+    spec = nn_model_input_spec(s->m);
+    if (strcmp(spec->preprocessing, PX_PREPROC_NAME) != 0) {
+        (void)snprintf(err, errlen,
+                       "%s: the model wants preprocessing '%s', this build implements '%s'",
+                       model_path, spec->preprocessing, PX_PREPROC_NAME);
+        cli_scorer_close(s);
+        return CXR_EUNSUPPORTED;
+    }
+    s->px.size = spec->size;
+    s->px.channels = spec->channels;
+    s->px.mean = spec->mean;
+    s->px.std = spec->std;
+    s->input = malloc(sizeof(float) * nn_model_input_len(s->m));
+    s->unit = malloc(sizeof(float) * (size_t)spec->size * (size_t)spec->size);
+    if (!s->input || !s->unit || nn_ctx_new(s->m, 1, &s->ctx) != CXR_OK) {
+        (void)snprintf(err, errlen, "out of memory");
+        cli_scorer_close(s);
+        return CXR_ENOMEM;
+    }
+    return CXR_OK;
+}
+
+cxr_err cli_scorer_heatmap(struct cli_scorer *s, int cls, char *err, size_t errlen)
+{
+    cxr_err e = nn_gradcam_new(s->m, &s->gc, err, errlen);
+    if (e != CXR_OK)
+        return e;
+    nn_gradcam_dims(s->gc, &s->cam_h, &s->cam_w);
+    s->cam = malloc(sizeof(float) * (size_t)s->cam_h * (size_t)s->cam_w);
+    if (!s->cam) {
+        (void)snprintf(err, errlen, "out of memory");
+        return CXR_ENOMEM;
+    }
+    s->cam_cls = cls;
+    return CXR_OK;
+}
+
+cxr_err cli_scorer_file(struct cli_scorer *s, const char *path, float *probs,
+                        struct px_verdict *v, char *err, size_t errlen)
+{
+    cxr_err e = px_load_unit(path, s->px.size, s->unit, v, err, errlen);
+    s->cam_used = -1;
+    if (e != CXR_OK || !v->applicable)
+        return e;
+    px_normalize(&s->px, s->unit, s->input);
+    if (s->gc)
+        return nn_gradcam_run(s->gc, s->input, s->cam_cls, probs, s->cam, &s->cam_used);
+    return nn_predict(s->ctx, s->input, 1, probs);
+}
+
+void cli_scorer_close(struct cli_scorer *s)
+{
+    free(s->input);
+    free(s->unit);
+    free(s->cam);
+    nn_gradcam_free(s->gc);
+    nn_ctx_free(s->ctx);
+    nn_model_free(s->m);
+    memset(s, 0, sizeof(*s));
+}
+
 int cli_classify(int argc, char **argv)
 {
     const char *model_path = NULL, *heatmap = NULL, *heatmap_class = NULL;
     char pathbuf[4096], tried[8300] = "", err[1024];
     int json = 0, threads = 1, first = 0, rc = 0;
-    nn_model *m = NULL;
-    nn_ctx *ctx = NULL;
-    nn_gradcam *gc = NULL;
-    float *input = NULL, *unit = NULL, *cam = NULL, probs[NN_MAX_CLASSES];
-    int cam_h = 0, cam_w = 0, cam_cls = -1;
-    const struct nn_input_spec *spec;
-    struct px_spec px;
+    struct cli_scorer sc;
+    const nn_model *m;
+    float probs[NN_MAX_CLASSES];
+    int cam_cls = -1;
     struct nn_triage_rule rule;
     char rule_text[2048], why[512];
 
@@ -179,22 +241,14 @@ int cli_classify(int argc, char **argv)
     /* Reuse the large per-image buffers instead of fresh mmap'ed pages (see cxrtriaged). */
     (void)mallopt(M_MMAP_THRESHOLD, 256 << 20);
     (void)mallopt(M_TRIM_THRESHOLD, 512 << 20);
-    if (nn_model_load(model_path, &m, err, sizeof(err)) != CXR_OK) {
+    if (cli_scorer_open(&sc, model_path, err, sizeof(err)) != CXR_OK) {
         fprintf(stderr, "cxrtriage classify: %s\n", err);
         return 1;
     }
-    spec = nn_model_input_spec(m);
-    if (strcmp(spec->preprocessing, PX_PREPROC_NAME) != 0) {
-        fprintf(stderr,
-                "cxrtriage classify: %s: the model wants preprocessing '%s', this build "
-                "implements '%s'\n",
-                model_path, spec->preprocessing, PX_PREPROC_NAME);
-        nn_model_free(m);
-        return 1;
-    }
+    m = sc.m;
     if (nn_triage_rule_init(m, &rule, err, sizeof(err)) != CXR_OK) {
         fprintf(stderr, "cxrtriage classify: %s: %s\n", model_path, err);
-        nn_model_free(m);
+        cli_scorer_close(&sc);
         return 1;
     }
     (void)nn_triage_rule_text(&rule, m, rule_text, sizeof(rule_text));
@@ -208,35 +262,15 @@ int cli_classify(int argc, char **argv)
             for (int c = 0; c < nn_model_num_classes(m); c++)
                 fprintf(stderr, "%s '%s'", c ? "," : "", nn_model_class_name(m, c));
             fprintf(stderr, ")\n");
-            nn_model_free(m);
+            cli_scorer_close(&sc);
             return 2;
         }
     }
     (void)nn_set_threads(threads > NN_MAX_THREADS ? NN_MAX_THREADS : threads);
-    px.size = spec->size;
-    px.channels = spec->channels;
-    px.mean = spec->mean;
-    px.std = spec->std;
-    input = malloc(sizeof(float) * nn_model_input_len(m));
-    unit = malloc(sizeof(float) * (size_t)spec->size * (size_t)spec->size);
-    if (!input || !unit || nn_ctx_new(m, 1, &ctx) != CXR_OK) {
-        fprintf(stderr, "cxrtriage classify: out of memory\n");
+    if (heatmap && cli_scorer_heatmap(&sc, cam_cls, err, sizeof(err)) != CXR_OK) {
+        fprintf(stderr, "cxrtriage classify: %s: %s\n", model_path, err);
         rc = 1;
         goto out;
-    }
-    if (heatmap) {
-        if (nn_gradcam_new(m, &gc, err, sizeof(err)) != CXR_OK) {
-            fprintf(stderr, "cxrtriage classify: %s: %s\n", model_path, err);
-            rc = 1;
-            goto out;
-        }
-        nn_gradcam_dims(gc, &cam_h, &cam_w);
-        cam = malloc(sizeof(float) * (size_t)cam_h * (size_t)cam_w);
-        if (!cam) {
-            fprintf(stderr, "cxrtriage classify: out of memory\n");
-            rc = 1;
-            goto out;
-        }
     }
     if (!json) {
         printf("%-10s", "verdict");
@@ -246,18 +280,14 @@ int cli_classify(int argc, char **argv)
     }
     for (int i = first; i < argc; i++) {
         struct px_verdict v = {0};
-        double t0 = now_ms();
-        int top = 0, nc = nn_model_num_classes(m), used = -1;
+        double t0 = cli_mono_ms();
+        int top = 0, nc = nn_model_num_classes(m), used;
         const char *heat_done = NULL;
-        cxr_err e = px_load_unit(argv[i], px.size, unit, &v, err, sizeof(err));
-        if (e == CXR_OK)
-            px_normalize(&px, unit, input);
-        if (e == CXR_OK && v.applicable && gc)
-            e = nn_gradcam_run(gc, input, cam_cls, probs, cam, &used);
-        else if (e == CXR_OK && v.applicable)
-            e = nn_predict(ctx, input, 1, probs);
-        if (e == CXR_OK && v.applicable && gc) {
-            e = write_heatmap(heatmap, unit, px.size, cam, cam_h, cam_w, err, sizeof(err));
+        cxr_err e = cli_scorer_file(&sc, argv[i], probs, &v, err, sizeof(err));
+        used = sc.cam_used;
+        if (e == CXR_OK && v.applicable && sc.gc) {
+            e = write_heatmap(heatmap, sc.unit, sc.px.size, sc.cam, sc.cam_h, sc.cam_w, err,
+                              sizeof(err));
             if (e == CXR_OK)
                 heat_done = heatmap;
         }
@@ -278,7 +308,7 @@ int cli_classify(int argc, char **argv)
             err[0] = '\0';
             continue;
         }
-        double ms = now_ms() - t0;
+        double ms = cli_mono_ms() - t0;
         const char *prio = NULL;
         for (int c = 1; v.applicable && c < nc; c++)
             if (probs[c] > probs[top])
@@ -334,7 +364,7 @@ int cli_classify(int argc, char **argv)
                 printf("  heat map (Grad-CAM, class %s): %s\n", nn_model_class_name(m, used),
                        heat_done);
         }
-        if (gc && !v.applicable) {
+        if (sc.gc && !v.applicable) {
             fprintf(stderr, "cxrtriage classify: %s: no heat map written: the image was not "
                     "scored (%s)\n", argv[i], v.reason);
             rc = 1;
@@ -345,11 +375,6 @@ int cli_classify(int argc, char **argv)
         printf("model %s (sha256:%s)\ntriage rule: %s\n%s\n", model_path, nn_model_digest(m),
                rule_text, CXR_DISCLAIMER);
 out:
-    free(input);
-    free(unit);
-    free(cam);
-    nn_gradcam_free(gc);
-    nn_ctx_free(ctx);
-    nn_model_free(m);
+    cli_scorer_close(&sc);
     return rc;
 }

@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "common.h"
 #include "config.h"
+#include "dicom.h"
 
 static void usage(FILE *out)
 {
@@ -38,6 +39,22 @@ int cli_config(int argc, char **argv)
         return 1;
     }
     cxr_buf_done(&errors);
+    if (strcmp(cfg.tls, "off") != 0) {
+        /* the TLS files' content, loaded as the listener will load them */
+        struct dcm_tls_config tc;
+        char terr[1024];
+        memset(&tc, 0, sizeof(tc));
+        (void)cxr_strlcpy(tc.cert, sizeof(tc.cert), cfg.tls_cert);
+        (void)cxr_strlcpy(tc.key, sizeof(tc.key), cfg.tls_key);
+        (void)cxr_strlcpy(tc.ca, sizeof(tc.ca), cfg.tls_ca);
+        tc.verify_peer = cfg.require_client_cert;
+        (void)dcm_tls_profile_from_name(cfg.tls_profile, &tc.profile);
+        if (dcm_tls_check(&tc, true, terr, sizeof(terr)) != CXR_OK) {
+            fprintf(stderr, "%s: [dicom] %s\n%s: configuration is NOT valid\n", argv[2], terr,
+                    argv[2]);
+            return 1;
+        }
+    }
     (void)cfg_resolve(&cfg);
     cxr_buf_init(&dump, 1 << 20);
     if (cfg_dump(&cfg, &dump) != CXR_OK) {

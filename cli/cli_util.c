@@ -281,3 +281,10 @@ void cli_list_done(struct cli_list *l)
     cli_table_done(&l->table);
     cxr_buf_done(&l->line);
 }
+
+double cli_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}

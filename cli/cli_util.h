@@ -39,6 +39,8 @@ bool cli_set_text(char *dst, size_t len, const char *value);
 int cli_open_ledger(const char *prog, const char *config, const char *state_dir, const char *db,
                     int mode, st_db **ret);
 
+/* CLOCK_MONOTONIC in milliseconds, for durations. */
+double cli_mono_ms(void);
 /* ms as "YYYY-MM-DD HH:MM:SS" in UTC or local time ("?" when it cannot be shown). */
 void cli_table_time(int64_t ms, bool utc, char *out, size_t len);
 /* Copies s into out, cut to max characters with "..." when longer; control bytes as '?'. */

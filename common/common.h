@@ -18,4 +18,8 @@
 #define CXR_DISCLAIMER \
     "Decision support only, not a diagnosis: scores must be reviewed by a qualified radiologist."
 
+/* The Patient ID of `cxrtriage selftest`'s instance (data/selftest/README.md): the daemon scores
+ * and audits it like any other but never reports its study to the EHR. */
+#define CXR_SELFTEST_PATIENT_ID "CXRTRIAGE-SELFTEST"
+
 #endif

@@ -57,10 +57,13 @@ static const struct cfg_key keys[] = {
     {"dicom", "max_object_mb", T_INT, OFF(max_object_mb), 1, 1024, "256", NULL, 0},
     {"dicom", "other_sop_classes", T_ENUM, OFF(other_sop_classes), 0, 0, "skip", "skip|refuse", 0},
     {"dicom", "duplicates", T_ENUM, OFF(duplicates), 0, 0, "acknowledge", "acknowledge|rescore", 0},
-    {"dicom", "tls", T_BOOL, OFF(tls), 0, 0, "false", NULL, 0},
+    {"dicom", "tls", T_ENUM, OFF(tls), 0, 0, "off", "off|on|required", 0},
+    {"dicom", "tls_port", T_PORT, OFF(tls_port), 1, 65535, "2762", NULL, 0},
     {"dicom", "tls_cert", T_PATH, OFF(tls_cert), 0, 0, "", NULL, 0},
     {"dicom", "tls_key", T_PATH, OFF(tls_key), 0, 0, "", NULL, F_SECRET},
     {"dicom", "tls_ca", T_PATH, OFF(tls_ca), 0, 0, "", NULL, 0},
+    {"dicom", "require_client_cert", T_BOOL, OFF(require_client_cert), 0, 0, "true", NULL, 0},
+    {"dicom", "tls_profile", T_ENUM, OFF(tls_profile), 0, 0, "bcp195-nd", "bcp195-nd|bcp195|bcp195-ext", 0},
     {"model", "path", T_PATH, OFF(model_path), 0, 0, "", NULL, 0},
     {"triage", "thresholds", T_THRESHOLDS, OFF(thresholds), 0, 0, "", NULL, 0},
     {"triage", "study_quiet_seconds", T_INT, OFF(study_quiet_seconds), 0, 86400, "10", NULL, 0},
@@ -738,6 +741,33 @@ static int handler(void *user, const char *section, const char *name, const char
     return 1;
 }
 
+/* The [dicom] TLS keys together: what tls = on|required needs, reported at the line of the
+ * tls key (or of the key at fault). The files themselves are checked for readability by their
+ * own keys, and for content by dcm_tls_check() (cxrtriage config check, cxrtriaged --check). */
+static void check_tls(struct parse_ctx *p)
+{
+    const struct cfg_config *c = p->c;
+    const struct cfg_key *k = key_find("dicom", "tls");
+    int line = k ? p->seen_line[k - keys] : 0;
+
+    if (!strcmp(c->tls, "off"))
+        return;
+    p->lineno = line;
+    if (!c->tls_cert[0])
+        add_error(p, "[dicom] tls_cert: missing, tls = %s needs the listener's certificate",
+                  c->tls);
+    if (!c->tls_key[0])
+        add_error(p, "[dicom] tls_key: missing, tls = %s needs the certificate's private key",
+                  c->tls);
+    if (c->require_client_cert && !c->tls_ca[0])
+        add_error(p, "[dicom] tls_ca: missing, require_client_cert = true needs the CA "
+                     "certificates that client certificates are verified against (or set "
+                     "require_client_cert = false)");
+    if (!strcmp(c->tls, "on") && c->tls_port == c->dicom_port)
+        add_error(p, "[dicom] tls_port: %d is also the plain port; tls = on listens on both",
+                  c->tls_port);
+}
+
 cxr_err cfg_load(struct cfg_config *c, const char *path, struct cxr_buf *errors)
 {
     struct parse_ctx p;
@@ -770,6 +800,7 @@ cxr_err cfg_load(struct cfg_config *c, const char *path, struct cxr_buf *errors)
         p.lineno = r;
         add_error(&p, "syntax error");
     }
+    check_tls(&p);
     for (int i = 0; i < c->n_named; i++) {
         const struct cfg_dest *d = &c->named[i];
         p.lineno = p.dest_line[2 + i];

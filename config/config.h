@@ -62,10 +62,14 @@ struct cfg_config {
     int max_object_mb;
     char other_sop_classes[8]; /* skip | refuse */
     char duplicates[12];       /* acknowledge | rescore */
-    bool tls;
+    char tls[10];              /* off | on (plain on port and TLS on tls_port) | required (TLS
+                                  on tls_port only) */
+    int tls_port;
     char tls_cert[CFG_PATH_MAX];
     char tls_key[CFG_PATH_MAX];
     char tls_ca[CFG_PATH_MAX];
+    bool require_client_cert;  /* clients must present a certificate that tls_ca verifies */
+    char tls_profile[12];      /* bcp195-nd | bcp195 | bcp195-ext */
     /* [model] */
     char model_path[CFG_PATH_MAX];
     /* [triage] */

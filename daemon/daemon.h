@@ -142,7 +142,8 @@ struct daemon {
 
     st_db *db;
     dcm_listener *listener;
-    int listen_fd;
+    int listen_fd;               /* plain DICOM, -1 when [dicom] tls = required */
+    int tls_listen_fd;           /* DICOM over TLS, -1 when [dicom] tls = off */
     struct pipeline *pipe;
     struct reporter *rep;        /* report.c */
     bool snd_fd_changed;         /* the sender was re-created: register its fd again */
@@ -173,6 +174,9 @@ struct daemon {
 };
 
 enum refuse_reason { REFUSE_NONE = 0, REFUSE_DISK, REFUSE_QUEUE, REFUSE_STOPPING };
+
+/* The listener's TLS settings from [dicom] (loop.c); for the listener and `cxrtriaged --check`. */
+void daemon_tls_config(const struct cfg_config *c, struct dcm_tls_config *ret);
 
 /* Runs the daemon until SIGTERM/SIGINT; returns the exit status. */
 int daemon_run(struct daemon *d);

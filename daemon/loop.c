@@ -115,7 +115,9 @@ static bool study_try_complete(struct daemon *d, struct open_study *s, double no
             "study=%s instances=%d scored=%d skipped=%d failed=%d triage=%s report=%s",
             cxr_log_phi(s->uid), st.n_instances, st.n_scored, st.n_skipped, st.n_failed,
             st_triage_name(st.triage) ? st_triage_name(st.triage) : "none",
-            d->shadow ? "shadow(not sent)" : "queued");
+            d->shadow                                       ? "shadow(not sent)"
+            : !strcmp(st.patient_id, CXR_SELFTEST_PATIENT_ID) ? "none(selftest)"
+                                                              : "queued");
     return true;
 }
 
@@ -598,18 +600,38 @@ static cxr_err setup_fds(struct daemon *d, int *ret_ep, int *ret_tfd)
     return CXR_OK;
 }
 
+void daemon_tls_config(const struct cfg_config *c, struct dcm_tls_config *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    (void)cxr_strlcpy(ret->cert, sizeof(ret->cert), c->tls_cert);
+    (void)cxr_strlcpy(ret->key, sizeof(ret->key), c->tls_key);
+    (void)cxr_strlcpy(ret->ca, sizeof(ret->ca), c->tls_ca);
+    ret->verify_peer = c->require_client_cert;
+    if (!dcm_tls_profile_from_name(c->tls_profile, &ret->profile))
+        ret->profile = DCM_TLS_BCP195_ND;
+}
+
 static cxr_err start_listener(struct daemon *d)
 {
     static struct dcm_listener_ops ops;
     struct dcm_listener_config lc;
     char err[512];
+    const bool plain = strcmp(d->cfg.tls, "required") != 0, tls = strcmp(d->cfg.tls, "off") != 0;
 
     memset(&lc, 0, sizeof(lc));
-    if (dcm_listen_socket(d->cfg.dicom_bind, d->cfg.dicom_port, &d->listen_fd, err,
-                          sizeof(err)) != CXR_OK)
+    d->listen_fd = d->tls_listen_fd = -1;
+    if (plain && dcm_listen_socket(d->cfg.dicom_bind, d->cfg.dicom_port, &d->listen_fd, err,
+                                   sizeof(err)) != CXR_OK)
         return cxr_log_err(CXR_EDICOM, "dicom.listen", "bind=%s port=%d msg='%s'",
                            d->cfg.dicom_bind, d->cfg.dicom_port, err);
+    if (tls && dcm_listen_socket(d->cfg.dicom_bind, d->cfg.tls_port, &d->tls_listen_fd, err,
+                                 sizeof(err)) != CXR_OK)
+        return cxr_log_err(CXR_EDICOM, "dicom.listen", "bind=%s tls_port=%d msg='%s'",
+                           d->cfg.dicom_bind, d->cfg.tls_port, err);
     lc.listen_fd = d->listen_fd;
+    lc.tls_listen_fd = d->tls_listen_fd;
+    if (tls)
+        daemon_tls_config(&d->cfg, &lc.tls);
     (void)snprintf(lc.ae_title, sizeof(lc.ae_title), "%s", d->cfg.ae_title);
     lc.max_associations = d->cfg.max_associations;
     lc.max_pdu = d->cfg.max_pdu;
@@ -623,9 +645,12 @@ static cxr_err start_listener(struct daemon *d)
     ops.user = d;
     if (dcm_listener_start(&lc, &ops, &d->listener, err, sizeof(err)) != CXR_OK)
         return cxr_log_err(CXR_EDICOM, "dicom.listen", "msg='%s'", err);
+    memset(&lc.tls, 0, sizeof(lc.tls)); /* paths only, but keep no copy */
     cxr_log(CXR_LOG_NOTICE, "dicom.listen",
-            "bind=%s port=%d ae_title=%s max_associations=%d max_pdu=%d other_sop_classes=%s",
-            d->cfg.dicom_bind, d->cfg.dicom_port, d->cfg.ae_title, d->cfg.max_associations,
+            "bind=%s port=%d tls=%s tls_port=%d ae_title=%s max_associations=%d max_pdu=%d "
+            "other_sop_classes=%s",
+            d->cfg.dicom_bind, plain ? d->cfg.dicom_port : 0, d->cfg.tls,
+            tls ? d->cfg.tls_port : 0, d->cfg.ae_title, d->cfg.max_associations,
             d->cfg.max_pdu, d->cfg.other_sop_classes);
     return CXR_OK;
 }
@@ -659,7 +684,7 @@ int daemon_run(struct daemon *d)
     pthread_mutex_init(&d->rule_lock, NULL);
     d->met.start_ms = st_now_ms();
     (void)snprintf(d->allowed_aets, sizeof(d->allowed_aets), "%s", d->cfg.allowed_calling_aets);
-    d->listen_fd = -1;
+    d->listen_fd = d->tls_listen_fd = -1;
     if (setup_fds(d, &ep, &tfd) != CXR_OK)
         goto out;
     if (st_open(d->cfg.audit_db, ST_OPEN_WRITE, &d->db, err, sizeof(err)) != CXR_OK) {
@@ -687,9 +712,9 @@ int daemon_run(struct daemon *d)
     (void)sd_notifyf(0, "READY=1\nSTATUS=Listening on %s:%d", d->cfg.dicom_bind,
                      d->cfg.dicom_port);
     cxr_log(CXR_LOG_NOTICE, "daemon.ready",
-            "dicom=%s:%d ae_title=%s http=%s workers=%d model=%s rule='%s' report_mode=%s "
-            "state_dir='%s'",
-            d->cfg.dicom_bind, d->cfg.dicom_port, d->cfg.ae_title,
+            "dicom=%s:%d tls=%s tls_port=%d ae_title=%s http=%s workers=%d model=%s rule='%s' "
+            "report_mode=%s state_dir='%s'",
+            d->cfg.dicom_bind, d->cfg.dicom_port, d->cfg.tls, d->cfg.tls_port, d->cfg.ae_title,
             d->http ? http_url(d->http) : "off", d->cfg.workers,
             nn_model_digest(d->model), d->rule_text, d->cfg.report_mode, d->cfg.state_dir);
 
@@ -771,6 +796,8 @@ out:
     report_stop(d);
     if (d->listen_fd >= 0)
         (void)close(d->listen_fd);
+    if (d->tls_listen_fd >= 0)
+        (void)close(d->tls_listen_fd);
     st_close(d->db);
     d->db = NULL;
     while (d->studies) {

@@ -219,6 +219,16 @@ int main(int argc, char **argv)
     }
     level = cxr_log_level_from_name(cfg.log_level);
     cxr_log_setup(level, cfg.log_phi, NULL);
+    if (strcmp(cfg.tls, "off") != 0) {
+        /* the certificate, key and CA files as the listener will load them */
+        struct dcm_tls_config tc;
+        char terr[1024];
+        daemon_tls_config(&cfg, &tc);
+        if (dcm_tls_check(&tc, true, terr, sizeof(terr)) != CXR_OK) {
+            fprintf(stderr, "cxrtriaged: configuration errors:\n[dicom] %s\n", terr);
+            return 1;
+        }
+    }
     if (check_only) {
         struct cxr_buf dump;
         cxr_buf_init(&dump, 1 << 20);

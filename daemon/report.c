@@ -238,6 +238,12 @@ static int build_reports(void *user, st_db *db, const struct st_study *s, struct
     int nd = cfg_destinations(&d->cfg, dests, (int)CXR_ARRAY_SIZE(dests)), n = 0;
     int64_t now = s->completed_ms;
 
+    if (!strcmp(s->patient_id, CXR_SELFTEST_PATIENT_ID)) {
+        /* `cxrtriage selftest`'s test image: scored and audited, never sent as a patient's */
+        cxr_log(CXR_LOG_INFO, "report.skipped", "study=%s reason=selftest patient_id=%s",
+                cxr_log_phi(s->study_uid), CXR_SELFTEST_PATIENT_ID);
+        return 0;
+    }
     memset(&f, 0, sizeof(f));
     memset(&flt, 0, sizeof(flt));
     (void)cxr_strlcpy(flt.study_uid, sizeof(flt.study_uid), s->study_uid);

@@ -290,7 +290,13 @@ cxr_err px_read_file(const char *path, char **ret_data, size_t *ret_len, char *e
  * when the disk is full or the object is over max_object_bytes, 0xC000 (cannot understand) when
  * the data set cannot be read, 0xA900 when the SOP class does not match the presentation
  * context. Callbacks run on association threads, concurrently: they must be thread-safe and
- * must not block for long. No PHI is passed to ops->event. */
+ * must not block for long. No PHI is passed to ops->event.
+ * DICOM TLS: with tls_listen_fd the listener also accepts on a second socket where every
+ * connection must be TLS (DCMTK's dcmtls, the profile and verification of cfg->tls). A plain
+ * A-ASSOCIATE-RQ there (its first byte) is refused by closing, and a failed handshake (no or an
+ * untrusted client certificate, no common suite) too; both are "association.refused" events
+ * whose detail carries tls= and the reason. The handshake runs in the connection's own thread,
+ * outside the lock that serialises the hand-over of the socket to DCMTK. */
 
 typedef struct dcm_listener dcm_listener;
 
@@ -334,8 +340,37 @@ struct dcm_listener_ops {
     void (*event)(void *user, const struct dcm_assoc *a, const char *kind, const char *detail);
 };
 
+/* DICOM TLS (DCMTK's dcmtls over OpenSSL), for the listener and the SCU. All paths PEM. */
+enum dcm_tls_profile {
+    DCM_TLS_BCP195_ND = 0, /* Non-downgrading BCP 195: TLS 1.2+, the four AES-GCM (EC)DHE-RSA
+                              suites (DICOM PS3.15 B.10); the default */
+    DCM_TLS_BCP195,        /* BCP 195: prefers those, falls back to TLS 1.0 and the AES/Basic
+                              profiles' suites */
+    DCM_TLS_BCP195_EXT,    /* Extended BCP 195: TLS 1.2 only, adds the ECDSA GCM suites */
+};
+struct dcm_tls_config {
+    char cert[1024];  /* our certificate ("" = none; the listener needs one) */
+    char key[1024];   /* its private key (unencrypted) */
+    char ca[1024];    /* CA certificates the peer's certificate is verified against ("" = none) */
+    bool verify_peer; /* listener: a client certificate is required and verified against ca;
+                         SCU: the server's certificate is verified against ca */
+    enum dcm_tls_profile profile;
+};
+/* Loads cert, key and ca as the listener (server) or an SCU (server false) would, and checks that
+ * the key matches the certificate: CXR_OK, or CXR_EINVAL with "tls_cert 'PATH': problem" (the
+ * file and what is wrong with it) in errbuf. */
+cxr_err dcm_tls_check(const struct dcm_tls_config *tls, bool server, char *errbuf,
+                      size_t errlen);
+/* "bcp195-nd", "bcp195", "bcp195-ext" <-> the enum; false for an unknown name. */
+bool dcm_tls_profile_from_name(const char *name, enum dcm_tls_profile *ret);
+const char *dcm_tls_profile_name(enum dcm_tls_profile p);
+
 struct dcm_listener_config {
-    int listen_fd;           /* bound and listening (the listener does not close it) */
+    int listen_fd;           /* plain DICOM: bound and listening (the listener does not close
+                                it), or -1 for none (TLS only) */
+    int tls_listen_fd;       /* DICOM over TLS: bound and listening, or 0 / -1 for none (a
+                                zeroed config has no TLS socket) */
+    struct dcm_tls_config tls; /* for tls_listen_fd: cert and key required; verify_peer needs ca */
     char ae_title[17];       /* called AE title we answer to */
     int max_associations;
     int max_pdu;             /* bytes, 4096..131072 */
@@ -356,6 +391,68 @@ int dcm_listener_active(const dcm_listener *l);
 /* Stops accepting new associations, lets the running ones finish for up to timeout_ms, aborts
  * the rest, joins every thread and frees l. Safe with NULL. */
 void dcm_listener_stop(dcm_listener *l, int timeout_ms);
+
+/* ---- the SCU: C-ECHO and C-STORE to a peer (dicom/adapter/dcm_scu.cpp) --------------------
+ *
+ * One association per call, DCMTK's dcmnet (and dcmtls for TLS) underneath, every wait bounded by
+ * timeout_s (TCP connect, association negotiation, each DIMSE exchange). A failure says which step
+ * failed in ret->fail and ret->reason (and errbuf), so the CLI can name it: connection refused,
+ * timeout, association rejected (with DICOM's result, source and reason), TLS handshake. */
+
+enum dcm_scu_fail {
+    DCM_SCU_OK = 0,
+    DCM_SCU_CONNECT_REFUSED, /* nothing listens at host:port (ECONNREFUSED) */
+    DCM_SCU_TIMEOUT,         /* connect, negotiation or a response took longer than timeout_s */
+    DCM_SCU_NETWORK,         /* host unknown or unreachable, connection reset or closed */
+    DCM_SCU_TLS,             /* TLS setup or handshake failed (certificate, profile) */
+    DCM_SCU_REJECTED,        /* A-ASSOCIATE-RJ: reason holds result, source and reason */
+    DCM_SCU_ABORTED,         /* A-ABORT from the peer */
+    DCM_SCU_NO_CONTEXT,      /* the peer accepted no presentation context we proposed */
+    DCM_SCU_STATUS,          /* the DIMSE response's status was not Success (ret->status) */
+    DCM_SCU_FILE,            /* the file to send could not be read */
+};
+const char *dcm_scu_fail_name(enum dcm_scu_fail f); /* "connection refused", "timeout", ... */
+
+struct dcm_scu_config {
+    char host[256];
+    int port;
+    char calling_aet[17], called_aet[17];
+    int timeout_s;             /* 1..3600 */
+    bool use_tls;
+    struct dcm_tls_config tls; /* with use_tls */
+};
+
+struct dcm_scu_result {
+    enum dcm_scu_fail fail;
+    char reason[256];  /* what failed, in words (no PHI) */
+    double assoc_ms;   /* TCP connect + TLS + A-ASSOCIATE-RQ/AC */
+    int n_ok;          /* echoes answered Success (dcm_scu_echo) */
+    double rtt_min_ms, rtt_avg_ms, rtt_max_ms; /* C-ECHO round trips, or the C-STORE's */
+    uint16_t status;   /* last DIMSE status received */
+    char tls_cipher[64]; /* the negotiated TLS cipher suite, "" without TLS */
+};
+
+/* Opens an association proposing Verification, sends count (1..1000) C-ECHO-RQ one after the
+ * other, releases it. CXR_OK only when every echo was answered Success; else CXR_EIO (network,
+ * timeout, rejection, TLS: see ret->fail) or CXR_EINVAL (config). */
+cxr_err dcm_scu_echo(const struct dcm_scu_config *cfg, int count, struct dcm_scu_result *ret,
+                     char *errbuf, size_t errlen);
+
+/* What dcm_scu_store changes in the data set before sending it ("" = keep). */
+struct dcm_store_edit {
+    char study_uid[65], series_uid[65], sop_instance_uid[65];
+    char patient_id[65];
+};
+/* Reads the DICOM file at path, applies edit (may be NULL), and sends it by C-STORE on one
+ * association proposing its SOP class with its own transfer syntax (and Explicit / Implicit VR
+ * Little Endian), then releases. CXR_OK when the status was Success (0000) or a warning (Bxxx);
+ * else as dcm_scu_echo, with ret->status holding a failure status. */
+cxr_err dcm_scu_store(const struct dcm_scu_config *cfg, const char *path,
+                      const struct dcm_store_edit *edit, struct dcm_scu_result *ret,
+                      char *errbuf, size_t errlen);
+
+/* A new UID "2.25.<decimal of 128 random bits>" (ITU-T X.667 UUID form; out holds 65). */
+cxr_err dcm_new_uid(char out[65]);
 
 /* Makes a TCP socket bound to address:port and listening (backlog 64, SO_REUSEADDR, close on
  * exec): the socket handed to dcm_listener_start. address is numeric IPv4 or IPv6. */

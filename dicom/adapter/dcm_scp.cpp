@@ -61,6 +61,7 @@
 #include <cstring>
 #include <dirent.h>
 #include <list>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <set>
@@ -81,6 +82,8 @@
 #include <dcmtk/dcmnet/dul.h>
 #include <dcmtk/dcmnet/scpthrd.h>
 
+#include "dcm_tls.h"
+
 extern "C" {
 #include "dicom.h"
 #include "dicom_int.h"
@@ -94,6 +97,37 @@ constexpr size_t DCM_MAX_RQ_PDU = 1u << 20; /* an A-ASSOCIATE-RQ larger than thi
 
 /* ASC_receiveAssociation() reads the process-global dcmExternalSocketHandle: one at a time. */
 std::mutex g_ext_lock;
+
+/* The hold on g_ext_lock of this thread's ASC_receiveAssociation(), released by the transport
+ * layer as soon as DCMTK has taken the socket (see Layer): the TLS handshake and the reading of
+ * the A-ASSOCIATE-RQ then run outside the lock. */
+thread_local std::unique_lock<std::mutex> *t_ext_hold = nullptr;
+
+void release_ext_hold()
+{
+    if (t_ext_hold && t_ext_hold->owns_lock()) {
+        dcmExternalSocketHandle.set(-1);
+        t_ext_hold->unlock();
+    }
+}
+
+/* DCMTK's transport layer (plain, or TLS from dcmtls) with one change: createConnection(), which
+ * DUL calls right after it has read dcmExternalSocketHandle and before the TLS handshake,
+ * releases this thread's hold on g_ext_lock. A slow or hostile TLS client then stalls only its
+ * own thread (up to dimse_timeout, the socket's timeouts), never the others' admission. */
+template <class Base> class Layer : public Base
+{
+  public:
+    template <class... Args> explicit Layer(Args &&...args) : Base(args...)
+    {
+    }
+    DcmTransportConnection *createConnection(DcmNativeSocketType sock,
+                                             OFBool useSecureLayer) override
+    {
+        release_ext_hold();
+        return Base::createConnection(sock, useSecureLayer);
+    }
+};
 
 int64_t now_ms()
 {
@@ -262,6 +296,7 @@ struct dcm_listener {
     struct dcm_listener_config cfg;
     struct dcm_listener_ops ops;
     T_ASC_Network *net = nullptr;
+    std::unique_ptr<DcmTransportLayer> layer; /* Layer<>: plain, or TLS when tls_listen_fd >= 0 */
     DcmSharedSCPConfig shared;
     int wakefd = -1;  /* eventfd: stop */
     int indirfd = -1; /* spool_dir/in, for fsync after each rename */
@@ -275,6 +310,7 @@ struct dcm_listener {
     std::atomic<bool> stopping{false};
     std::atomic<uint64_t> next_id{0};
     std::atomic<uint64_t> counter{0};
+    unsigned rounds = 0; /* acceptor only */
 
     void event(const struct dcm_assoc *a, const char *kind, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
@@ -290,6 +326,7 @@ struct dcm_listener {
 struct dcm_conn {
     dcm_listener *l = nullptr;
     int fd = -1; /* ours; DCMTK owns a dup */
+    bool tls = false; /* accepted on the TLS socket */
     struct dcm_assoc a {
     };
     std::thread th;
@@ -728,6 +765,21 @@ void peer_address(int fd, char *dst, size_t len)
                         OFstatic_cast(socklen_t, len));
 }
 
+/* One step of the waits below: "stopping", "timeout" (deadline, mono_ms), or nullptr after up
+ * to 200 ms of poll(2) on fd (*readable: it has data). */
+const char *wait_readable(dcm_listener *l, int fd, double deadline, bool *readable)
+{
+    if (l->stopping.load())
+        return "stopping";
+    double left = deadline - mono_ms();
+    if (left <= 0)
+        return "timeout";
+    struct pollfd p = {fd, POLLIN, 0};
+    (void)poll(&p, 1, OFstatic_cast(int, left < 200 ? left : 200));
+    *readable = (p.revents & POLLIN) != 0;
+    return nullptr;
+}
+
 /* Waits (outside g_ext_lock) until the whole A-ASSOCIATE-RQ is queued on fd. 0 ok, else a reason.
  */
 const char *wait_for_rq(dcm_listener *l, int fd)
@@ -754,18 +806,35 @@ const char *wait_for_rq(dcm_listener *l, int fd)
         } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
             return "closed";
         }
-        if (l->stopping.load())
-            return "stopping";
-        double left = deadline - mono_ms();
-        if (left <= 0)
-            return "timeout";
-        struct pollfd p = {fd, POLLIN, 0};
-        (void)poll(&p, 1, OFstatic_cast(int, left < 200 ? left : 200));
-        if (n == 6 && (p.revents & POLLIN)) {
+        bool readable = false;
+        if (const char *why = wait_readable(l, fd, deadline, &readable))
+            return why;
+        if (n == 6 && readable) {
             /* more bytes than the header are queued but not yet all: wait a little */
             struct timespec ts = {0, 2 * 1000 * 1000};
             (void)nanosleep(&ts, nullptr);
         }
+    }
+}
+
+/* On the TLS socket: waits (outside g_ext_lock, up to acse_timeout) for the peer's first byte.
+ * A TLS handshake record (0x16) goes on; an A-ASSOCIATE-RQ (0x01) is plain DICOM where TLS is
+ * required, refused by closing. 0 ok, else a reason. */
+const char *wait_for_tls(dcm_listener *l, int fd)
+{
+    const double deadline = mono_ms() + 1000.0 * l->cfg.acse_timeout;
+    for (;;) {
+        unsigned char b = 0;
+        ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0)
+            return "closed";
+        if (n == 1)
+            return b == 0x16 ? nullptr : b == 0x01 ? "plain-dicom-on-tls-port" : "not-tls";
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            return "closed";
+        bool readable = false;
+        if (const char *why = wait_readable(l, fd, deadline, &readable))
+            return why;
     }
 }
 
@@ -782,7 +851,22 @@ void run_connection(dcm_conn *c)
     (void)setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     peer_address(c->fd, c->a.peer, sizeof(c->a.peer));
 
-    const char *why = wait_for_rq(l, c->fd);
+    if (c->tls) {
+        const char *tw = wait_for_tls(l, c->fd);
+        if (tw && std::strcmp(tw, "plain-dicom-on-tls-port") == 0) {
+            l->event(&c->a, "association.refused",
+                     "calling_aet= called_aet= peer=%s tls=required reason=%s", c->a.peer, tw);
+            return;
+        }
+        if (tw) {
+            l->event(&c->a,
+                     std::strcmp(tw, "timeout") == 0 ? "association.timeout"
+                                                     : "association.aborted",
+                     "peer=%s phase=tls-hello reason=%s", c->a.peer, tw);
+            return;
+        }
+    }
+    const char *why = c->tls ? nullptr : wait_for_rq(l, c->fd);
     if (why) {
         l->event(&c->a,
                  std::strcmp(why, "timeout") == 0 ? "association.timeout" : "association.aborted",
@@ -798,11 +882,17 @@ void run_connection(dcm_conn *c)
     T_ASC_Association *assoc = nullptr;
     OFCondition cond;
     {
-        std::lock_guard<std::mutex> g(g_ext_lock);
+        std::unique_lock<std::mutex> g(g_ext_lock);
+        t_ext_hold = &g;
         dcmExternalSocketHandle.set(dfd);
+        /* a TLS association's A-ASSOCIATE-RQ arrives after the handshake: wait for it (bounded by
+         * acse_timeout) once the layer has released the lock */
         cond = ASC_receiveAssociation(l->net, &assoc, OFstatic_cast(Uint32, l->cfg.max_pdu),
-                                      nullptr, nullptr, OFFalse, DUL_NOBLOCK, 1);
-        dcmExternalSocketHandle.set(-1);
+                                      nullptr, nullptr, c->tls ? OFTrue : OFFalse,
+                                      DUL_NOBLOCK,
+                                      c->tls ? l->cfg.acse_timeout : 1);
+        release_ext_hold();
+        t_ext_hold = nullptr;
     }
     if (cond.bad()) {
         if (assoc) {
@@ -811,8 +901,15 @@ void run_connection(dcm_conn *c)
         } else {
             (void)::close(dfd);
         }
-        l->event(&c->a, "association.aborted", "peer=%s phase=associate-rq reason=%s", c->a.peer,
-                 cond.text());
+        if (c->tls && cond.module() == OFM_dcmtls) {
+            /* certificate missing, not trusted, or no common protocol / cipher suite */
+            l->event(&c->a, "association.refused",
+                     "calling_aet= called_aet= peer=%s tls=yes reason=tls-handshake-failed: %s",
+                     c->a.peer, cond.text());
+            return;
+        }
+        l->event(&c->a, "association.aborted", "peer=%s phase=associate-rq%s reason=%s",
+                 c->a.peer, c->tls ? " tls=yes" : "", cond.text());
         return;
     }
     ListenerSCP scp(l, c, assoc);
@@ -864,14 +961,20 @@ void reap(dcm_listener *l, bool all)
 void accept_loop(dcm_listener *l)
 {
     while (!l->stopping.load()) {
-        struct pollfd p[2] = {{l->cfg.listen_fd, POLLIN, 0}, {l->wakefd, POLLIN, 0}};
-        int n = poll(p, 2, 1000);
+        /* poll(2) skips the negative descriptor of a socket not configured */
+        struct pollfd p[3] = {{l->cfg.listen_fd, POLLIN, 0},
+                              {l->cfg.tls_listen_fd, POLLIN, 0},
+                              {l->wakefd, POLLIN, 0}};
+        int n = poll(p, 3, 1000);
         reap(l, false);
-        if (n <= 0 || (p[1].revents & POLLIN))
+        if (n <= 0 || (p[2].revents & POLLIN))
             continue;
-        if (!(p[0].revents & POLLIN))
+        /* take the TLS socket first every other round, so neither starves the other */
+        const bool tls = (p[1].revents & POLLIN) && (!(p[0].revents & POLLIN) || (l->rounds++ & 1));
+        if (!tls && !(p[0].revents & POLLIN))
             continue;
-        int fd = accept4(l->cfg.listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+        int fd = accept4(tls ? l->cfg.tls_listen_fd : l->cfg.listen_fd, nullptr, nullptr,
+                         SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* the connection stays queued; do not spin on it */
@@ -890,6 +993,7 @@ void accept_loop(dcm_listener *l)
             c = new dcm_conn;
             c->l = l;
             c->fd = fd;
+            c->tls = tls;
             c->a.id = l->next_id.fetch_add(1) + 1;
             if (live >= OFstatic_cast(size_t, l->cfg.max_associations) + DCM_SCP_SLACK) {
                 /* even the refusing threads are all busy: close without an A-ASSOCIATE-RJ */
@@ -990,7 +1094,8 @@ extern "C" cxr_err dcm_listener_start(const struct dcm_listener_config *cfg,
 {
     dcm_listener *l = nullptr;
     try {
-        if (!cfg || !ops || !ret || cfg->listen_fd < 0 || cfg->max_associations < 1 ||
+        if (!cfg || !ops || !ret || (cfg->listen_fd < 0 && cfg->tls_listen_fd <= 0) ||
+            cfg->max_associations < 1 ||
             cfg->max_associations > 4096 || cfg->max_pdu < 4096 || cfg->max_pdu > 131072 ||
             cfg->acse_timeout < 1 || cfg->dimse_timeout < 1 || cfg->idle_timeout < 1 ||
             cfg->max_object_bytes == 0 || !cfg->spool_dir[0] || !ops->stored || !cfg->ae_title[0] ||
@@ -1000,6 +1105,8 @@ extern "C" cxr_err dcm_listener_start(const struct dcm_listener_config *cfg,
             return px_err(errbuf, errlen, CXR_EDICOM, "listener: DCMTK data dictionary missing");
         l = new dcm_listener;
         l->cfg = *cfg;
+        if (l->cfg.tls_listen_fd <= 0)
+            l->cfg.tls_listen_fd = -1; /* none (0 in a zeroed config is not a socket of ours) */
         /* A peer that stalls in the middle of a PDU: DCMTK's reads block until its socket
          * receive timeout (60 s by default), not dimse_timeout. Bound them by dimse_timeout
          * (process-wide, like dcmExternalSocketHandle: one listener per process). */
@@ -1030,21 +1137,40 @@ extern "C" cxr_err dcm_listener_start(const struct dcm_listener_config *cfg,
             return px_err(errbuf, errlen, CXR_EIO, "listener: %s", std::strerror(e));
         }
         configure(l);
+        if (l->cfg.tls_listen_fd >= 0) {
+            auto *tl = new Layer<DcmTLSTransportLayer>(NET_ACCEPTOR, nullptr, OFTrue);
+            l->layer.reset(tl);
+            cxr_err te = dcm_tls_setup(*tl, cfg->tls, true, errbuf, errlen);
+            if (te != CXR_OK) {
+                destroy(l);
+                return te;
+            }
+        } else {
+            l->layer.reset(new Layer<DcmTransportLayer>());
+        }
         /* A connection reset between poll and accept must not block the acceptor (and stop). */
-        const int fl = fcntl(cfg->listen_fd, F_GETFL);
-        if (fl < 0 || fcntl(cfg->listen_fd, F_SETFL, fl | O_NONBLOCK) != 0) {
-            int e = errno;
-            destroy(l);
-            return px_err(errbuf, errlen, CXR_EINVAL, "listener: listen_fd: %s", std::strerror(e));
+        for (int lfd : {l->cfg.listen_fd, l->cfg.tls_listen_fd}) {
+            if (lfd < 0)
+                continue;
+            const int fl = fcntl(lfd, F_GETFL);
+            if (fl < 0 || fcntl(lfd, F_SETFL, fl | O_NONBLOCK) != 0) {
+                int e = errno;
+                destroy(l);
+                return px_err(errbuf, errlen, CXR_EINVAL, "listener: listen_fd: %s",
+                              std::strerror(e));
+            }
         }
         OFCondition c;
         {
             /* With the global set, the acceptor network binds nothing (see DESIGN). */
             std::lock_guard<std::mutex> g(g_ext_lock);
-            dcmExternalSocketHandle.set(cfg->listen_fd);
+            dcmExternalSocketHandle.set(l->cfg.listen_fd >= 0 ? l->cfg.listen_fd
+                                                              : l->cfg.tls_listen_fd);
             c = ASC_initializeNetwork(NET_ACCEPTOR, 0, cfg->acse_timeout, &l->net);
             dcmExternalSocketHandle.set(-1);
         }
+        if (c.good())
+            c = ASC_setTransportLayer(l->net, l->layer.get(), 0);
         if (c.bad()) {
             l->net = nullptr;
             destroy(l);
