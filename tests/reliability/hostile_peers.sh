@@ -10,8 +10,10 @@
 #  2. Limits: with max_associations associations held open (raw peers, admitted), more attempts
 #     (storescu, and a raw A-ASSOCIATE-RQ) get an A-ASSOCIATE-RJ "rejected transient, local
 #     limit exceeded", logged; the held ones then each store an instance (Success) and release;
-#     then a burst of more concurrent storescu than the limit: each one is either refused at
-#     association or stores everything, nothing in between.
+#     then max_associations + 4 silent connections (every listener thread busy): one more is
+#     closed at once and logged, and the daemon serves again after acse_timeout; then a burst
+#     of more concurrent storescu than the limit: each one is either refused at association or
+#     stores everything, nothing in between.
 #  3. Malformed PDUs: wrong PDU length, truncated PDU then close, PDU length 0xFFFFFFFF (before
 #     and after association), unknown PDU type (before and after association), garbage right
 #     after an A-ASSOCIATE-RQ, a P-DATA-TF before any association, 5000 and 15000 presentation
@@ -237,6 +239,27 @@ jq -e --argjson n "$LIMIT" '.outcome == "stored" and (.detail.results | length =
   { echo "$R"; fail "limit: the admitted associations did not all store Success and release"; }
 SUCCESS=$((SUCCESS + LIMIT))
 ok "limit $LIMIT: $LIMIT held associations admitted; 1 raw RQ + 3 storescu rejected (transient, local limit exceeded), logged and audited; the $LIMIT admitted then stored Success and released"
+# a flood of silent connections: the listener runs at most max_associations + 4 connection
+# threads (the 4 only to refuse properly); past that it closes new connections at once, logged
+# "too-many-connections", and serves again as soon as the silent ones reach acse_timeout
+blog=$(log_count 'association\.refused .*reason=too-many-connections')
+bled=$(ledger_events 'association\.refused .*reason=too-many-connections')
+fpids=()
+for k in $(seq 1 $((LIMIT + 4))); do
+  "${PEER[@]}" --port "$DAEMON_PORT" --wait $((ACSE + 30)) silent >"$T/flood$k.json" 2>"$T/flood$k.err" &
+  fpids+=($!)
+  _pids+=($!)
+done
+sleep 1
+peer flood-extra --wait 10 associate
+[[ "$(field .outcome)" =~ ^(closed|reset)$ ]] && [ "$(field '.elapsed_s < 2')" = true ] ||
+  { echo "$R"; fail "flood: a connection past max_associations + 4 was not closed at once"; }
+expect_event flood 'association\.refused .*reason=too-many-connections' "$blog" "$bled"
+for p in "${fpids[@]}"; do wait "$p" || fail "flood: a silent peer failed"; done
+jq -e -s --argjson t "$ACSE" 'all(.outcome == "closed" or .outcome == "reset") and all(.elapsed_s <= $t + 3)' \
+  "$T"/flood*.json >/dev/null || { cat "$T"/flood*.json; fail "flood: the silent connections were not ended by acse_timeout"; }
+still_serves flood
+ok "flood: $((LIMIT + 4)) silent connections held every thread; one more was closed at once (too-many-connections, logged and audited); all released by acse_timeout=$ACSE s; then served again"
 # a burst of BURST storescu (3 instances each) at once: all or nothing for each
 sleep 0.5 # the held associations' threads end just after their A-RELEASE-RP
 bpids=()
