@@ -12,8 +12,8 @@
 #     limit exceeded", logged; the held ones then each store an instance (Success) and release;
 #     then max_associations + 4 silent connections (every listener thread busy): one more is
 #     closed at once and logged, and the daemon serves again after acse_timeout; then a burst
-#     of more concurrent storescu than the limit: each one is either refused at association or
-#     stores everything, nothing in between.
+#     of more concurrent storescu than the limit: each one is either refused at association (an
+#     A-ASSOCIATE-RJ, or closed at once while every thread is busy) or stores everything.
 #  3. Malformed PDUs: wrong PDU length, truncated PDU then close, PDU length 0xFFFFFFFF (before
 #     and after association), unknown PDU type (before and after association), garbage right
 #     after an A-ASSOCIATE-RQ, a P-DATA-TF before any association, 5000 and 15000 presentation
