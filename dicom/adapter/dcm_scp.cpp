@@ -343,6 +343,11 @@ void dcm_listener::event(const struct dcm_assoc *a, const char *kind, const char
     va_start(ap, fmt);
     (void)std::vsnprintf(detail, sizeof(detail), fmt, ap);
     va_end(ap);
+    /* One line: DCMTK's condition texts are multi-line ("DIMSE Failed to receive message\n
+     * 0006:020c ..."); the log flattened them but the audit ledger stored the line breaks. */
+    for (char *p = detail; *p; p++)
+        if (OFstatic_cast(unsigned char, *p) < 0x20 || *p == 0x7f)
+            *p = ' ';
     ops.event(ops.user, a, kind, detail);
 }
 
@@ -780,12 +785,36 @@ const char *wait_readable(dcm_listener *l, int fd, double deadline, bool *readab
     return nullptr;
 }
 
+/* Makes room in fd's receive queue for an A-ASSOCIATE-RQ of `need` bytes. The kernel queues
+ * only about SO_RCVBUF bytes that nobody reads (tcp_rmem's default, 128 KiB here) and receive
+ * autotuning grows it only as the application reads, which wait_for_rq does not: a larger RQ
+ * (PS3.8 allows 128 presentation contexts, and user identity items of up to 64 KiB) stalled
+ * at a zero window until acse_timeout. Setting SO_RCVBUF (only for such RQs; it pins the buffer
+ * of this connection) opens the window; the peer's next window probe carries on. False when
+ * the kernel's limit (net.core.rmem_max) leaves no room for it. */
+bool room_for_rq(int fd, size_t need)
+{
+    int have = 0;
+    socklen_t sl = sizeof(have);
+    /* getsockopt reports the doubled value the kernel accounts with; half of it is payload
+     * room in the worst case (small segments), hence the factor 2 on top of the doubling */
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &have, &sl) == 0 &&
+        OFstatic_cast(size_t, have) / 2 >= need)
+        return true;
+    const int want = OFstatic_cast(int, std::min(need * 2, 2 * DCM_MAX_RQ_PDU));
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof(want));
+    sl = sizeof(have);
+    return getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &have, &sl) == 0 &&
+           OFstatic_cast(size_t, have) / 2 >= need;
+}
+
 /* Waits (outside g_ext_lock) until the whole A-ASSOCIATE-RQ is queued on fd. 0 ok, else a reason.
  */
 const char *wait_for_rq(dcm_listener *l, int fd)
 {
     const double deadline = mono_ms() + 1000.0 * l->cfg.acse_timeout;
     size_t need = 6;
+    bool sized = false, hup = false;
     for (;;) {
         unsigned char h[6];
         ssize_t n = recv(fd, h, sizeof(h), MSG_PEEK | MSG_DONTWAIT);
@@ -800,16 +829,29 @@ const char *wait_for_rq(dcm_listener *l, int fd)
             if (plen > DCM_MAX_RQ_PDU)
                 return "associate-rq-too-large";
             need = plen + 6;
+            if (!sized && !room_for_rq(fd, need))
+                return "associate-rq-too-large-for-socket-buffer";
+            sized = true;
             int q = 0;
             if (ioctl(fd, FIONREAD, &q) == 0 && OFstatic_cast(size_t, q) >= need)
                 return nullptr;
         } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
             return "closed";
         }
-        bool readable = false;
-        if (const char *why = wait_readable(l, fd, deadline, &readable))
-            return why;
-        if (n == 6 && readable) {
+        /* The peer closed (or reset) before the whole RQ came (looked at once more above, as
+         * the last bytes may come with the FIN): nothing more will come. A truncated RQ used
+         * to spin here (POLLIN at EOF) until acse_timeout. */
+        if (hup)
+            return n > 0 ? "closed-mid-associate-rq" : "closed";
+        if (l->stopping.load())
+            return "stopping";
+        double left = deadline - mono_ms();
+        if (left <= 0)
+            return "timeout";
+        struct pollfd p = {fd, POLLIN | POLLRDHUP, 0};
+        (void)poll(&p, 1, OFstatic_cast(int, left < 200 ? left : 200));
+        hup = (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+        if (!hup && n == 6 && (p.revents & POLLIN)) {
             /* more bytes than the header are queued but not yet all: wait a little */
             struct timespec ts = {0, 2 * 1000 * 1000};
             (void)nanosleep(&ts, nullptr);

@@ -101,6 +101,29 @@ static bool saw_event(const char *a, const char *b)
     return found;
 }
 
+/* dcm_listener_active once it is `want`, waiting up to 5 s (a slot is freed just after the
+ * association's last event). */
+static int wait_active(const dcm_listener *l, int want)
+{
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    for (int i = 0; i < 500 && dcm_listener_active(l) != want; i++)
+        (void)nanosleep(&ts, NULL);
+    return dcm_listener_active(l);
+}
+
+/* saw_event, waiting up to 5 s: an event the listener posts after it answered (the release of
+ * an association, after the A-RELEASE-RP) may come after the peer has exited. */
+static bool wait_event(const char *a, const char *b)
+{
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    for (int i = 0; i < 500; i++) {
+        if (saw_event(a, b))
+            return true;
+        (void)nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
 /* ---- a listener on a free port --------------------------------------------------------- */
 
 struct lsn {
@@ -388,8 +411,8 @@ static void test_echo(void **state)
     assert_int_equal(sh("env TCP_NODELAY=1 echoscu -aet SCU -aec %s 127.0.0.1 %d >/dev/null 2>&1",
                         AET, g_main.port),
                      0);
-    assert_true(saw_event("association.released", "calling_aet=SCU"));
-    assert_int_equal(dcm_listener_active(g_main.l), 0);
+    assert_true(wait_event("association.released", "calling_aet=SCU"));
+    assert_int_equal(wait_active(g_main.l, 0), 0);
 }
 
 static void test_store_one(void **state)
