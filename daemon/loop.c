@@ -220,12 +220,8 @@ static void handle_receipt(struct daemon *d, struct st_receipt *r, bool scored)
             "id=%lld source=%s calling_aet=%s peer=%s size=%lld receive_ms=%.1f%s", (long long)id,
             r->source, r->calling_aet, r->peer, (long long)r->size_bytes, r->receive_ms,
             prev ? " duplicate=rescore" : "");
-    if (r->study_uid[0]) {
-        if (st_study_touch(d->db, r->study_uid, r->patient_id, r->accession, r->received_at_ms,
-                           err, sizeof(err)) != CXR_OK)
-            cxr_log_err(CXR_EDB, "study.touch", "msg='%s'", err);
+    if (r->study_uid[0]) /* its study row came with the insert, in the same transaction */
         study_arm(d, r->study_uid, mono_ms() + 1000.0 * d->cfg.study_quiet_seconds);
-    }
     if (!scored) {
         finish_unscored(d, id, r);
         return;
