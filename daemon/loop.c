@@ -431,19 +431,20 @@ static cxr_err recover(struct daemon *d)
 
 /* ---- admission, status, retention ---- */
 
-/* 0 when a file can be created in the spool's tmp/ (the listener's first write), else errno.
- * An ext4 that turned read-only after an error (errors=remount-ro) shows it only here: statvfs
- * does not report ST_RDONLY for it. The name ends in .part: the listener removes leftovers at
- * its start. */
+/* 0 when a file can be created in spool_dir (the listener's first write goes to its tmp/),
+ * else errno. An ext4 that turned read-only after an error (errors=remount-ro) shows it only
+ * here: statvfs does not report ST_RDONLY for it. The probe lives beside in/ and tmp/, not in
+ * them: nothing that looks at received or partial files ever sees it; one left by a crash is
+ * an empty file that the next probe reuses. */
 static int spool_writable(const struct daemon *d)
 {
     char path[CFG_PATH_MAX + 40];
     int fd, e = 0;
 
-    (void)snprintf(path, sizeof(path), "%s/tmp/.admission-probe.part", d->cfg.spool_dir);
+    (void)snprintf(path, sizeof(path), "%s/.admission-probe", d->cfg.spool_dir);
     fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
-        return errno == ENOENT ? 0 : errno; /* no tmp/ yet: the listener creates it */
+        return errno == ENOENT ? 0 : errno; /* no spool_dir yet: the listener creates it */
     if (close(fd) != 0)
         e = errno;
     if (unlink(path) != 0 && !e)
