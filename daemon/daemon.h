@@ -166,6 +166,13 @@ struct daemon {
     pthread_mutex_t rule_lock;   /* guards rule for the HTTP threads (the loop writes it) */
 
     /* loop-only state */
+    /* Ledger writes that failed (disk full, read-only or failing file system): the receipt
+     * (durable in the spool, already acknowledged) or the finished job is kept here and retried
+     * every second until it commits, so it gets its row without a restart. */
+    struct inbox_item *retry_receipts, *retry_receipts_tail;
+    struct job *retry_results;
+    int n_retry;                 /* items on both lists */
+    double retry_at;             /* monotonic ms of the next retry */
     int queued;                  /* rows received and not yet final */
     int64_t n_received, n_final;
     struct open_study *studies;  /* studies waiting for quiet */
@@ -173,7 +180,7 @@ struct daemon {
     double stop_deadline;
 };
 
-enum refuse_reason { REFUSE_NONE = 0, REFUSE_DISK, REFUSE_QUEUE, REFUSE_STOPPING };
+enum refuse_reason { REFUSE_NONE = 0, REFUSE_DISK, REFUSE_QUEUE, REFUSE_STOPPING, REFUSE_UNWRITABLE };
 
 /* The listener's TLS settings from [dicom] (loop.c); for the listener and `cxrtriaged --check`. */
 void daemon_tls_config(const struct cfg_config *c, struct dcm_tls_config *ret);

@@ -49,6 +49,7 @@ static const char *refuse_text(int r)
     case REFUSE_DISK: return "free disk space under the spool is below [daemon] min_free_mb";
     case REFUSE_QUEUE: return "more instances wait to be scored than [daemon] max_queue";
     case REFUSE_STOPPING: return "the daemon is stopping";
+    case REFUSE_UNWRITABLE: return "the spool cannot be written (read-only or failing file system)";
     default: return "";
     }
 }

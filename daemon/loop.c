@@ -228,7 +228,10 @@ static void handle_upload(struct daemon *d, struct inbox_item *it)
     pthread_mutex_unlock(&w->lock);
 }
 
-static void handle_receipt(struct daemon *d, struct st_receipt *r, bool scored)
+/* Records a durable receipt: its row (or, for an acknowledged duplicate, an event on the first
+ * row) and its job. Returns false when the ledger refused the write: the caller keeps the
+ * receipt and retries it (retry_ledger). */
+static bool handle_receipt(struct daemon *d, struct st_receipt *r, bool scored)
 {
     char err[512];
     int64_t id = 0, prev = 0;
@@ -243,22 +246,24 @@ static void handle_receipt(struct daemon *d, struct st_receipt *r, bool scored)
                        "policy=acknowledge calling_aet=%s peer=%s size=%lld source=%s", r->calling_aet,
                        r->peer, (long long)r->size_bytes, r->source);
         if (st_add_event(d->db, prev, "duplicate", detail, err, sizeof(err)) != CXR_OK) {
-            cxr_log_err(CXR_EDB, "audit.duplicate", "msg='%s' (the spool file is kept)", err);
-            return;
+            cxr_log_err(CXR_EDB, "audit.duplicate", "msg='%s' (kept and retried)", err);
+            return false;
         }
         cxr_log(CXR_LOG_NOTICE, "instance.duplicate", "id=%lld policy=acknowledge sop=%s",
                 (long long)prev, cxr_log_phi(r->sop_instance_uid));
         if (unlink(r->spool_path) != 0 && errno != ENOENT)
             cxr_log(CXR_LOG_WARNING, "spool.unlink", "path='%s' error='%s'", r->spool_path,
                     strerror(errno));
-        return;
+        return true;
     }
     e = st_insert_received(d->db, r, prev, &id, err, sizeof(err));
     atomic_store(&d->met.db_ok, e == CXR_OK);
     if (e != CXR_OK) {
-        /* The file is durable; the row will be made from it at the next start. */
-        cxr_log_err(CXR_EDB, "audit.insert", "msg='%s' spool='%s'", err, r->spool_path);
-        return;
+        /* The file is durable and acknowledged: keep the receipt and retry (after a crash
+         * the start-up scan makes the row from the file instead). */
+        cxr_log_err(CXR_EDB, "audit.insert", "msg='%s' spool='%s' (kept and retried)", err,
+                    r->spool_path);
+        return false;
     }
     d->n_received++;
     atomic_fetch_add_explicit(&d->met.received, 1, memory_order_relaxed);
@@ -266,17 +271,25 @@ static void handle_receipt(struct daemon *d, struct st_receipt *r, bool scored)
             "id=%lld source=%s calling_aet=%s peer=%s size=%lld receive_ms=%.1f%s", (long long)id,
             r->source, r->calling_aet, r->peer, (long long)r->size_bytes, r->receive_ms,
             prev ? " duplicate=rescore" : "");
-    if (r->study_uid[0]) {
-        if (st_study_touch(d->db, r->study_uid, r->patient_id, r->accession, r->received_at_ms,
-                           err, sizeof(err)) != CXR_OK)
-            cxr_log_err(CXR_EDB, "study.touch", "msg='%s'", err);
+    if (r->study_uid[0]) /* its study row came with the insert, in the same transaction */
         study_arm(d, r->study_uid, mono_ms() + 1000.0 * d->cfg.study_quiet_seconds);
-    }
     if (!scored) {
         finish_unscored(d, id, r);
-        return;
+        return true;
     }
     submit(d, id, r->spool_path, r->sop_instance_uid, r->study_uid, r->receive_ms);
+    return true;
+}
+
+static void retry_receipt(struct daemon *d, struct inbox_item *it)
+{
+    it->next = NULL;
+    if (d->retry_receipts_tail)
+        d->retry_receipts_tail->next = it;
+    else
+        d->retry_receipts = it;
+    d->retry_receipts_tail = it;
+    d->n_retry++;
 }
 
 static void handle_inbox(struct daemon *d)
@@ -300,13 +313,42 @@ static void handle_inbox(struct daemon *d)
             if (strcmp(it->kind, "association.released") != 0 &&
                 st_add_event(d->db, 0, it->kind, it->detail, err, sizeof(err)) != CXR_OK)
                 cxr_log_err(CXR_EDB, "audit.event", "kind=%s msg='%s'", it->kind, err);
+            free(it);
         } else if (it->upload) {
             handle_upload(d, it); /* hands it->upload back to the waiting HTTP thread */
+            free(it);
+        } else if (d->retry_receipts || !handle_receipt(d, &it->r, it->scored_class)) {
+            retry_receipt(d, it); /* behind the ones already waiting: retry_ledger */
         } else {
-            handle_receipt(d, &it->r, it->scored_class);
+            free(it);
         }
-        free(it);
     }
+}
+
+/* Commits a finished job's result; false when the ledger refused the write (kept, retried). */
+static bool finish_job(struct daemon *d, struct job *j)
+{
+    char err[512];
+
+    if (j->study_uid[0])
+        study_arm(d, j->study_uid, mono_ms() + 1000.0 * d->cfg.study_quiet_seconds);
+    j->res.timings_ms[ST_T_RECEIVE] = j->receive_ms;
+    j->res.timings_ms[ST_T_COMMIT] = mono_ms() - j->done_at; /* waiting for the writer */
+    if (st_finish(d->db, j->id, &j->res, err, sizeof(err)) != CXR_OK) {
+        atomic_store(&d->met.db_ok, false);
+        cxr_log_err(CXR_EDB, "audit.finish", "id=%lld msg='%s' (kept and retried)",
+                    (long long)j->id, err);
+        return false;
+    }
+    d->n_final++;
+    atomic_store(&d->met.db_ok, true);
+    met_record(&d->met, &j->res, false);
+    cxr_log(CXR_LOG_INFO, "instance.done", "id=%lld state=%s triage=%s ms=%.1f%s%s",
+            (long long)j->id, st_state_name(j->res.state),
+            st_triage_name(j->res.triage) ? st_triage_name(j->res.triage) : "-",
+            mono_ms() - j->queued_at, j->res.error[0] ? " error=" : "",
+            j->res.error[0] ? j->res.error : "");
+    return true;
 }
 
 static void handle_done(struct daemon *d)
@@ -316,34 +358,73 @@ static void handle_done(struct daemon *d)
     drain_fd(d->done_fd);
     l = pipeline_take_done(d->pipe);
     while ((j = l)) {
-        char err[512];
-
         l = j->next;
         d->queued--;
-        if (j->study_uid[0])
-            study_arm(d, j->study_uid, mono_ms() + 1000.0 * d->cfg.study_quiet_seconds);
-        j->res.timings_ms[ST_T_RECEIVE] = j->receive_ms;
-        j->res.timings_ms[ST_T_COMMIT] = mono_ms() - j->done_at; /* waiting for the writer */
-        if (st_finish(d->db, j->id, &j->res, err, sizeof(err)) != CXR_OK) {
-            atomic_store(&d->met.db_ok, false);
-            cxr_log_err(CXR_EDB, "audit.finish", "id=%lld msg='%s' (resumes at the next start)",
-                        (long long)j->id, err);
+        if (d->retry_results || !finish_job(d, j)) {
+            j->next = d->retry_results; /* retry_ledger */
+            d->retry_results = j;
+            d->n_retry++;
         } else {
-            d->n_final++;
-            atomic_store(&d->met.db_ok, true);
-            met_record(&d->met, &j->res, false);
-            cxr_log(CXR_LOG_INFO, "instance.done", "id=%lld state=%s triage=%s ms=%.1f%s%s",
-                    (long long)j->id, st_state_name(j->res.state),
-                    st_triage_name(j->res.triage) ? st_triage_name(j->res.triage) : "-",
-                    mono_ms() - j->queued_at, j->res.error[0] ? " error=" : "",
-                    j->res.error[0] ? j->res.error : "");
+            free(j);
         }
-        free(j);
     }
     if (d->cfg.study_quiet_seconds == 0) {
         studies_tick(d);
         report_pump(d); /* send what just completed now, not at the next 250 ms tick */
     }
+}
+
+/* Every second while writes wait: results first (their rows exist), then receipts in arrival
+ * order; stops at the first write the ledger still refuses. */
+static void retry_ledger(struct daemon *d)
+{
+    double now = mono_ms();
+    int before = d->n_retry;
+
+    if (!d->n_retry || now < d->retry_at)
+        return;
+    d->retry_at = now + 1000.0;
+    while (d->retry_results) {
+        struct job *j = d->retry_results;
+        if (!finish_job(d, j))
+            return;
+        d->retry_results = j->next;
+        d->n_retry--;
+        free(j);
+    }
+    while (d->retry_receipts) {
+        struct inbox_item *it = d->retry_receipts;
+        if (!handle_receipt(d, &it->r, it->scored_class))
+            return;
+        d->retry_receipts = it->next;
+        if (!d->retry_receipts)
+            d->retry_receipts_tail = NULL;
+        d->n_retry--;
+        free(it);
+    }
+    cxr_log(CXR_LOG_NOTICE, "audit.recovered", "committed=%d msg='the ledger takes writes again'",
+            before);
+}
+
+static void retry_free(struct daemon *d)
+{
+    if (d->n_retry)
+        cxr_log(CXR_LOG_WARNING, "audit.uncommitted",
+                "writes=%d msg='the ledger refused them until the end; their spool files and rows "
+                "are taken up at the next start'",
+                d->n_retry);
+    while (d->retry_results) {
+        struct job *j = d->retry_results;
+        d->retry_results = j->next;
+        free(j);
+    }
+    while (d->retry_receipts) {
+        struct inbox_item *it = d->retry_receipts;
+        d->retry_receipts = it->next;
+        free(it);
+    }
+    d->retry_receipts_tail = NULL;
+    d->n_retry = 0;
 }
 
 /* ---- start-up recovery ---- */
@@ -365,7 +446,14 @@ static bool recover_one(void *user, struct st_receipt *r, bool scored)
 
     cxr_log(CXR_LOG_NOTICE, "spool.recovered", "path='%s' msg='durable file without a row'",
             r->spool_path);
-    handle_receipt(d, r, scored);
+    if (!handle_receipt(d, r, scored)) {
+        struct inbox_item *it = calloc(1, sizeof(*it));
+        if (!it)
+            return false; /* the next start finds the file again */
+        it->r = *r;
+        it->scored_class = scored;
+        retry_receipt(d, it);
+    }
     return true;
 }
 
@@ -395,23 +483,48 @@ static cxr_err recover(struct daemon *d)
 
 /* ---- admission, status, retention ---- */
 
+/* 0 when a file can be created in spool_dir (the listener's first write goes to its tmp/),
+ * else errno. An ext4 that turned read-only after an error (errors=remount-ro) shows it only
+ * here: statvfs does not report ST_RDONLY for it. The probe lives beside in/ and tmp/, not in
+ * them: nothing that looks at received or partial files ever sees it; one left by a crash is
+ * an empty file that the next probe reuses. */
+static int spool_writable(const struct daemon *d)
+{
+    char path[CFG_PATH_MAX + 40];
+    int fd, e = 0;
+
+    (void)snprintf(path, sizeof(path), "%s/.admission-probe", d->cfg.spool_dir);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : errno; /* no spool_dir yet: the listener creates it */
+    if (close(fd) != 0)
+        e = errno;
+    if (unlink(path) != 0 && !e)
+        e = errno;
+    return e;
+}
+
 static void check_admission(struct daemon *d)
 {
-    int want = REFUSE_NONE, had = atomic_load(&d->refusing);
+    int want = REFUSE_NONE, had = atomic_load(&d->refusing), werr;
     struct statvfs sv;
     char detail[256] = "";
 
     if (d->stopping) {
         want = REFUSE_STOPPING;
+    } else if ((werr = spool_writable(d)) != 0 && werr != ENOSPC && werr != EDQUOT) {
+        want = REFUSE_UNWRITABLE;
+        (void)snprintf(detail, sizeof(detail), "reason=unwritable error='%s' (read-only or failing file system under spool_dir)",
+                       strerror(werr));
     } else if (d->cfg.min_free_mb > 0 && statvfs(d->cfg.spool_dir, &sv) == 0 &&
                (double)sv.f_bavail * (double)sv.f_frsize < (double)d->cfg.min_free_mb * 1048576.0) {
         want = REFUSE_DISK;
         (void)snprintf(detail, sizeof(detail), "reason=disk free_mb=%.0f min_free_mb=%d",
                        (double)sv.f_bavail * (double)sv.f_frsize / 1048576.0, d->cfg.min_free_mb);
-    } else if (d->queued >= d->cfg.max_queue) {
+    } else if (d->queued + d->n_retry >= d->cfg.max_queue) {
         want = REFUSE_QUEUE;
-        (void)snprintf(detail, sizeof(detail), "reason=queue queued=%d max_queue=%d", d->queued,
-                       d->cfg.max_queue);
+        (void)snprintf(detail, sizeof(detail), "reason=queue queued=%d uncommitted=%d max_queue=%d",
+                       d->queued, d->n_retry, d->cfg.max_queue);
     }
     if (want == had)
         return;
@@ -436,9 +549,10 @@ static void notify_status(struct daemon *d)
                      (long long)d->n_received, (long long)d->n_final, d->queued,
                      dcm_listener_active(d->listener),
                      (long long)atomic_load(&d->n_assoc_refused),
-                     atomic_load(&d->refusing) == REFUSE_DISK    ? " (refusing: disk)"
-                     : atomic_load(&d->refusing) == REFUSE_QUEUE ? " (refusing: queue)"
-                                                                  : "");
+                     atomic_load(&d->refusing) == REFUSE_DISK         ? " (refusing: disk)"
+                     : atomic_load(&d->refusing) == REFUSE_QUEUE      ? " (refusing: queue)"
+                     : atomic_load(&d->refusing) == REFUSE_UNWRITABLE ? " (refusing: spool unwritable)"
+                                                                       : "");
 }
 
 static bool expire_one(void *user, int64_t id, const char *path)
@@ -754,6 +868,7 @@ int daemon_run(struct daemon *d)
             } else if (fd == tfd) {
                 drain_fd(tfd);
                 ticks++;
+                retry_ledger(d);
                 studies_tick(d);
                 check_admission(d);
                 atomic_store(&d->met.queue_depth, d->queued);
@@ -798,6 +913,7 @@ out:
         (void)close(d->listen_fd);
     if (d->tls_listen_fd >= 0)
         (void)close(d->tls_listen_fd);
+    retry_free(d);
     st_close(d->db);
     d->db = NULL;
     while (d->studies) {

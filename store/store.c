@@ -536,6 +536,10 @@ static int scores_parse(const char *text, char (*names)[64], double *scores)
 
 /* ---- instances ---- */
 
+static cxr_err study_touch_tx(st_db *db, const char *study_uid, const char *patient_id,
+                              const char *accession, int64_t received_ms, const char *what,
+                              char *errbuf, size_t errlen);
+
 cxr_err st_insert_received(st_db *db, const struct st_receipt *r, int64_t duplicate_of,
                            int64_t *ret_id, char *errbuf, size_t errlen)
 {
@@ -596,6 +600,11 @@ cxr_err st_insert_received(st_db *db, const struct st_receipt *r, int64_t duplic
         if (err)
             goto out_end;
     }
+    /* The study row in the same transaction: a crash between two commits left a row whose
+     * study did not exist, and that study never completed (no report) after the restart. */
+    if (r->study_uid[0])
+        err = study_touch_tx(db, r->study_uid, r->patient_id, r->accession, r->received_at_ms,
+                             what, errbuf, errlen);
 out_end:
     err = st__end(db, st, err, what, errbuf, errlen);
     free(timings);
@@ -998,16 +1007,14 @@ cxr_err st_events(st_db *db, int64_t instance_id, bool (*fn)(void *user, const s
 
 /* ---- studies ---- */
 
-cxr_err st_study_touch(st_db *db, const char *study_uid, const char *patient_id,
-                       const char *accession, int64_t received_ms, char *errbuf, size_t errlen)
+/* The study upsert of st_study_touch, inside the caller's transaction. */
+static cxr_err study_touch_tx(st_db *db, const char *study_uid, const char *patient_id,
+                              const char *accession, int64_t received_ms, const char *what,
+                              char *errbuf, size_t errlen)
 {
-    static const char *what = "touch study";
     sqlite3_stmt *st = NULL;
     cxr_err err;
 
-    err = st__begin(db, what, errbuf, errlen);
-    if (err)
-        return err;
     err = st__prepare(db,
                       "INSERT INTO studies (study_uid, patient_id, accession, first_received,"
                       " last_received) VALUES (?1, ?2, ?3, ?4, ?4)"
@@ -1017,14 +1024,27 @@ cxr_err st_study_touch(st_db *db, const char *study_uid, const char *patient_id,
                       " completed = 0",
                       &st, what, errbuf, errlen);
     if (err)
-        goto out_end;
+        return err;
     st__bind_text(st, 1, study_uid);
     st__bind_text(st, 2, patient_id);
     st__bind_text(st, 3, accession);
     (void)sqlite3_bind_int64(st, 4, received_ms);
     err = st__step_done(db, st, what, errbuf, errlen);
-out_end:
-    return st__end(db, st, err, what, errbuf, errlen);
+    sqlite3_finalize(st);
+    return err;
+}
+
+cxr_err st_study_touch(st_db *db, const char *study_uid, const char *patient_id,
+                       const char *accession, int64_t received_ms, char *errbuf, size_t errlen)
+{
+    static const char *what = "touch study";
+    cxr_err err;
+
+    err = st__begin(db, what, errbuf, errlen);
+    if (err)
+        return err;
+    err = study_touch_tx(db, study_uid, patient_id, accession, received_ms, what, errbuf, errlen);
+    return st__end(db, NULL, err, what, errbuf, errlen);
 }
 
 cxr_err st_study_settled(st_db *db, const char *study_uid, bool *ret, char *errbuf, size_t errlen)

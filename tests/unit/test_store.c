@@ -650,6 +650,34 @@ static bool study_fn(void *user, const struct st_study *s)
     return true;
 }
 
+/* Issue 13 (tests/reliability/run, kill -9 rounds): the instance row and its study row are one
+ * transaction. They were two, and a daemon killed between the commits left a row whose study
+ * did not exist: after the restart that study never completed ("no such study") and its report
+ * was never sent. Now the insert alone opens the study, and an instance without a study UID
+ * opens none. */
+static void test_study_with_insert(void **state)
+{
+    st_db *db = open_db(ST_OPEN_WRITE);
+    struct st_result res;
+    struct st_study s;
+    struct study_list l = {0};
+    int64_t a;
+    (void)state;
+
+    a = insert(db, 1, "P", "1.8", T0);
+    (void)insert(db, 2, "P", "", T0 + 1000);
+    assert_int_equal(st_each_open_study(db, study_fn, &l, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.uids[0], "1.8");
+    classified(&res, 0.30, 0.70, 0.10, 0.05, ST_TRIAGE_ROUTINE);
+    finish(db, a, &res);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(st_study_complete(db, "1.8", T0 + 5000, &s, errbuf, sizeof(errbuf)), CXR_OK);
+    assert_int_equal(s.n_instances, 1);
+    assert_int_equal(s.first_received_ms, T0);
+    st_close(db);
+}
+
 static void test_study(void **state)
 {
     st_db *db = open_db(ST_OPEN_WRITE);
@@ -1489,6 +1517,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_verify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_study, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_study_with_insert, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_complete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_corrections, setup, teardown),
