@@ -601,8 +601,9 @@ cxr_err st_insert_received(st_db *db, const struct st_receipt *r, int64_t duplic
             goto out_end;
     }
     /* The study row in the same transaction: a crash between two commits left a row whose
-     * study did not exist, and that study never completed (no report) after the restart. */
-    if (r->study_uid[0])
+     * study did not exist, and that study never completed (no report) after the restart.
+     * Uploads (HTTP classify) never join a study: they are not reported to the EHR. */
+    if (r->study_uid[0] && strcmp(r->source, "upload") != 0)
         err = study_touch_tx(db, r->study_uid, r->patient_id, r->accession, r->received_at_ms,
                              what, errbuf, errlen);
 out_end:

@@ -132,7 +132,8 @@ void st_close(st_db *db);
 int st_schema_version(const st_db *db);
 
 /* Inserts a received instance (state received), its "received" event and, when it names a
- * study, the study's st_study_touch, all in one transaction. Returns its id. */
+ * study (and is not an upload: source "upload"), the study's st_study_touch, all in one
+ * transaction. Returns its id. */
 cxr_err st_insert_received(st_db *db, const struct st_receipt *r, int64_t duplicate_of,
                            int64_t *ret_id, char *errbuf, size_t errlen);
 /* Records the pipeline's result for id (state, scores, ...) and its event in one transaction.
