@@ -42,7 +42,9 @@ NONCHEST="$CXR_DATA_DIR/dicom/pydicomdata_RG3_J2KR_CR.dcm" # a real CR of an ext
 jq -e '.verdict == "applicable"' "$T/dcm.json" >/dev/null || fail "the gate refuses $DCM: $(cat "$T/dcm.json")"
 # The PNG: the first of cxr4/Normal (sorted) that classify scores, preferring one whose triage
 # is not urgent so that the two uploads show two different triage banners.
-find "$CXR_DATA_DIR/cxr4/Normal" -name '*.png' | sort | head -n 12 >"$T/pngs"
+# (no `| head` in a pipeline: with pipefail, sort killed by SIGPIPE would end the test silently)
+find "$CXR_DATA_DIR/cxr4/Normal" -name '*.png' | sort >"$T/all_pngs"
+head -n 12 "$T/all_pngs" >"$T/pngs"
 [ -s "$T/pngs" ] || skip "no PNG under $CXR_DATA_DIR/cxr4/Normal"
 mapfile -t pngs <"$T/pngs"
 "$CXRTRIAGE" classify --json "${pngs[@]}" >"$T/pngs.json" 2>/dev/null || true
@@ -75,7 +77,7 @@ if [ "$MODE" != heatmap ]; then
   dcmodify -q -nb -i "AccessionNumber=$ACC" "$T/study/img1.dcm" >/dev/null
   scu study -- "$T/study/img1.dcm" || { cat "$T/study.scu"; fail "storescu of the study"; }
   wait_rows 1 60
-  DICOM_ROW=$(jq -r 'select(.source != "upload") | .id' "$T/audit.json" | head -n1)
+  DICOM_ROW=$(jq -rs 'map(select(.source != "upload"))[0].id' "$T/audit.json")
   wait_jq 60 "the study's report refused by the webhook (dead)" outbox_json 'length == 1 and .[0].state == "dead"'
   DEAD=$(outbox_json | jq '.[0].id')
   ok "a DICOM study (instance $DICOM_ROW) with its report $DEAD dead (webhook answered 400)"
