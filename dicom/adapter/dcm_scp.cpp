@@ -797,8 +797,9 @@ bool user_info_sub_ok(unsigned type, const unsigned char *v, size_t n)
     case 0x56: /* SOP class extended negotiation: UID, application information */
         return next_uid(v, n, &off);
     case 0x57: /* SOP class common extended negotiation: two UIDs, an optional UID list */
-        if (!next_uid(v, n, &off) || !next_uid(v, n, &off))
-            return false;
+        for (int k = 0; k < 2; k++)
+            if (!next_uid(v, n, &off))
+                return false;
         if (off == n)
             return true;
         if (n - off < 2 || be16(v + off) != n - off - 2)
