@@ -34,7 +34,7 @@ mkdir -p "$fb"
 ) 9>"$fb/.build.lock"
 
 case "$name" in
-  dicom) max_len=32768 ;;
+  dicom) max_len=4096 ;;
   model) max_len=16384 ;;
   pdu) max_len=20000 ;;
   config) max_len=4096 ;;
