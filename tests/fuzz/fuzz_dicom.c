@@ -58,7 +58,10 @@ static bool utf8_ok(const char *s, size_t cap)
     return true;
 }
 
-#define FIELD(x) {#x, rf.x, sizeof(rf.x)}
+#define FIELD(x)                                                                                   \
+    {                                                                                              \
+#x, rf.x, sizeof(rf.x)                                                                     \
+    }
 
 static void report_fields(const uint8_t *data, size_t size)
 {
@@ -80,18 +83,33 @@ static void report_fields(const uint8_t *data, size_t size)
             const char *name;
             const char *v;
             size_t cap;
-        } f[] = {FIELD(sop_class_uid), FIELD(study_uid), FIELD(series_uid),
-                 FIELD(sop_instance_uid), FIELD(study_date), FIELD(study_time),
-                 FIELD(timezone_offset), FIELD(patient_id), FIELD(issuer_of_patient_id),
-                 FIELD(patient_name), FIELD(birth_date), FIELD(sex), FIELD(accession),
-                 FIELD(placer_order), FIELD(filler_order), FIELD(requested_procedure_id),
-                 FIELD(scheduled_step_id), FIELD(procedure_code), FIELD(procedure_scheme),
-                 FIELD(procedure_meaning), FIELD(specific_character_set), FIELD(modality),
-                 FIELD(body_part), FIELD(view_position)};
+        } f[] = {FIELD(sop_class_uid),
+                 FIELD(study_uid),
+                 FIELD(series_uid),
+                 FIELD(sop_instance_uid),
+                 FIELD(study_date),
+                 FIELD(study_time),
+                 FIELD(timezone_offset),
+                 FIELD(patient_id),
+                 FIELD(issuer_of_patient_id),
+                 FIELD(patient_name),
+                 FIELD(birth_date),
+                 FIELD(sex),
+                 FIELD(accession),
+                 FIELD(placer_order),
+                 FIELD(filler_order),
+                 FIELD(requested_procedure_id),
+                 FIELD(scheduled_step_id),
+                 FIELD(procedure_code),
+                 FIELD(procedure_scheme),
+                 FIELD(procedure_meaning),
+                 FIELD(specific_character_set),
+                 FIELD(modality),
+                 FIELD(body_part),
+                 FIELD(view_position)};
         for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
             if (!utf8_ok(f[i].v, f[i].cap)) {
-                fprintf(stderr, "fuzz_dicom: report field %s: not terminated UTF-8\n",
-                        f[i].name);
+                fprintf(stderr, "fuzz_dicom: report field %s: not terminated UTF-8\n", f[i].name);
                 abort();
             }
         for (size_t i = 0; i < strnlen(rf.warning_text, sizeof(rf.warning_text)); i++)

@@ -4,9 +4,9 @@
  *
  * Asserted on every Bundle built (abort() = a finding): jansson parses it (strict UTF-8, no
  * duplicate keys, nothing after the value); it is a transaction Bundle with a Device, the
- * Observations and the DiagnosticReport (only the report when not assessed); the patient id and the accession number, when
- * given, appear verbatim as a string value (so JSON encoding round-trips); no string value is
- * empty (FHIR forbids ""). A failed build leaves the output buffer empty.
+ * Observations and the DiagnosticReport (only the report when not assessed); the patient id and the
+ * accession number, when given, appear verbatim as a string value (so JSON encoding round-trips);
+ * no string value is empty (FHIR forbids ""). A failed build leaves the output buffer empty.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,7 +52,8 @@ static bool walk(json_t *v, const char *want, bool *found, int depth)
     } else if (json_is_object(v)) {
         const char *k;
         json_t *x;
-        json_object_foreach(v, k, x) {
+        json_object_foreach(v, k, x)
+        {
             if (!walk(x, want, found, depth + 1))
                 return false;
         }
@@ -73,15 +74,15 @@ static void check_bundle(const struct fz_report *f, const char *m, size_t len)
         fail("not a transaction Bundle", m, len);
     entries = json_object_get(root, "entry");
     /* assessed: the Device, an Observation per score, the report; else the report only */
-    if (!json_is_array(entries) || json_array_size(entries) < (f->r.assessed ? (size_t)f->r.n_classes + 2 : 1u))
+    if (!json_is_array(entries) ||
+        json_array_size(entries) < (f->r.assessed ? (size_t)f->r.n_classes + 2 : 1u))
         fail("Bundle.entry: fewer entries than the result needs", m, len);
     for (size_t i = 0; i < 2; i++) {
         bool found = false;
         if (!walk(root, wants[i] && wants[i][0] ? wants[i] : NULL, &found, 0))
             fail("an empty string value (or nesting over 64)", m, len);
         if (wants[i] && wants[i][0] && !found)
-            fail(i ? "accession number not in the Bundle" : "patient id not in the Bundle", m,
-                 len);
+            fail(i ? "accession number not in the Bundle" : "patient id not in the Bundle", m, len);
     }
     json_decref(root);
 }
