@@ -13,11 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "common.h"
 #include "config.h"
+#include "fz_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -88,8 +87,6 @@ static void set_triples(const uint8_t *data, size_t size)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static int fd = -1;
-    static char path[64];
     static struct cfg_config c; /* about 20 KB: not on the stack */
     struct cxr_buf errs;
     cxr_err rc;
@@ -98,17 +95,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         set_triples(data, size);
         return 0;
     }
-    if (fd < 0) {
-        fd = memfd_create("fuzz_config", MFD_CLOEXEC);
-        if (fd < 0)
-            abort();
-        (void)snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-    }
-    if (ftruncate(fd, 0) != 0 || (size && pwrite(fd, data, size, 0) != (ssize_t)size))
-        abort();
     cfg_defaults(&c);
     cxr_buf_init(&errs, 1u << 16);
-    rc = cfg_load(&c, path, &errs);
+    rc = cfg_load(&c, fz_as_file(data, size), &errs);
     check_errors(rc, &errs);
     if (rc == CXR_OK)
         use(&c);

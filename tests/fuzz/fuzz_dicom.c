@@ -15,10 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "dicom.h"
+#include "fz_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -65,20 +64,10 @@ static bool utf8_ok(const char *s, size_t cap)
 
 static void report_fields(const uint8_t *data, size_t size)
 {
-    static int fd = -1;
-    static char path[64];
     static struct dcm_report_fields rf;
     char err[256];
 
-    if (fd < 0) {
-        fd = memfd_create("fuzz_dicom", MFD_CLOEXEC);
-        if (fd < 0)
-            abort();
-        (void)snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-    }
-    if (ftruncate(fd, 0) != 0 || (size && pwrite(fd, data, size, 0) != (ssize_t)size))
-        abort();
-    if (dcm_read_report_fields(path, &rf, err, sizeof(err)) == CXR_OK) {
+    if (dcm_read_report_fields(fz_as_file(data, size), &rf, err, sizeof(err)) == CXR_OK) {
         const struct {
             const char *name;
             const char *v;
