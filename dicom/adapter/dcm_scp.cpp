@@ -509,11 +509,40 @@ void ListenerSCP::handleAssociation()
     }
 }
 
+bool uid_ok(const unsigned char *v, size_t n); /* below, with the A-ASSOCIATE-RQ checks */
+
+/* A UID field of a DIMSE command as DCMTK hands it over (NUL-terminated). */
+bool command_uid_ok(const char *uid)
+{
+    return uid_ok(reinterpret_cast<const unsigned char *>(uid), std::strlen(uid));
+}
+
+/* A C-STORE or C-ECHO request whose affected SOP class or instance UID is not a UID ends the
+ * association (DIMSE_BADMESSAGE, logged as an abort) without an answer: DCMTK 3.6.7 leaks the
+ * response command it was building when it cannot encode those UIDs back (found by
+ * tests/fuzz/fuzz_pdu.c, regress_store_rq_bad_uid_leak.bin). */
 OFCondition ListenerSCP::handleIncomingCommand(T_DIMSE_Message *msg,
                                                const DcmPresentationContextInfo &info)
 {
-    if (msg->CommandField == DIMSE_C_STORE_RQ)
-        return store(msg->msg.CStoreRQ, info);
+    if (msg->CommandField == DIMSE_C_STORE_RQ) {
+        T_DIMSE_C_StoreRQ &req = msg->msg.CStoreRQ;
+        if (!command_uid_ok(req.AffectedSOPClassUID) ||
+            !command_uid_ok(req.AffectedSOPInstanceUID)) {
+            const struct dcm_assoc *a = &c_->a;
+            l_->event(a, "store.failed", "calling_aet=%s peer=%s reason=malformed-uid",
+                      a->calling_aet, a->peer);
+            if (req.DataSetType != DIMSE_DATASET_NULL) {
+                DIC_UL bytes = 0, pdvs = 0;
+                (void)DIMSE_ignoreDataSet(assoc_, DIMSE_NONBLOCKING, l_->cfg.dimse_timeout, &bytes,
+                                          &pdvs);
+            }
+            return DIMSE_BADMESSAGE;
+        }
+        return store(req, info);
+    }
+    if (msg->CommandField == DIMSE_C_ECHO_RQ &&
+        !command_uid_ok(msg->msg.CEchoRQ.AffectedSOPClassUID))
+        return DIMSE_BADMESSAGE;
     return DcmThreadSCP::handleIncomingCommand(msg, info);
 }
 
