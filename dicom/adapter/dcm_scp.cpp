@@ -509,18 +509,22 @@ void ListenerSCP::handleAssociation()
     }
 }
 
-bool uid_ok(const unsigned char *v, size_t n); /* below, with the A-ASSOCIATE-RQ checks */
-
-/* A UID field of a DIMSE command as DCMTK hands it over (NUL-terminated). */
+/* A UID field of a DIMSE command as DCMTK hands it over (NUL-terminated): at most 64 printable
+ * ASCII characters. (Whether it is a well-formed UID is the C-STORE path's question, answered
+ * with 0xC000 on the association.) */
 bool command_uid_ok(const char *uid)
 {
-    return uid_ok(reinterpret_cast<const unsigned char *>(uid), std::strlen(uid));
+    size_t n = 0;
+    for (; uid[n]; n++)
+        if (static_cast<unsigned char>(uid[n]) < 0x20 || static_cast<unsigned char>(uid[n]) > 0x7E)
+            return false;
+    return n <= 64;
 }
 
-/* A C-STORE or C-ECHO request whose affected SOP class or instance UID is not a UID ends the
- * association (DIMSE_BADMESSAGE, logged as an abort) without an answer: DCMTK 3.6.7 leaks the
- * response command it was building when it cannot encode those UIDs back (found by
- * tests/fuzz/fuzz_pdu.c, regress_store_rq_bad_uid_leak.bin). */
+/* A C-STORE or C-ECHO request whose affected SOP class or instance UID holds bytes outside
+ * printable ASCII ends the association (DIMSE_BADMESSAGE, logged as an abort) without an
+ * answer: DCMTK 3.6.7 leaks the response command it was building when it cannot encode such a
+ * UID back (found by tests/fuzz/fuzz_pdu.c, regress_store_rq_bad_uid_leak.bin). */
 OFCondition ListenerSCP::handleIncomingCommand(T_DIMSE_Message *msg,
                                                const DcmPresentationContextInfo &info)
 {
