@@ -102,6 +102,26 @@ static void png_on_warning(png_structp png, png_const_charp msg)
     (void)msg;
 }
 
+/* True when every chunk of the PNG in p[0..len) (after the 8-byte signature, up to IEND) has its
+ * data and CRC inside len. libpng allocates a chunk's length before it reads the chunk (a
+ * 154-byte file claiming a 2 GB tEXt made it allocate 2 GB, png_set_chunk_malloc_max
+ * notwithstanding; found by tests/fuzz/fuzz_dicom.c), so lengths are checked here first. */
+static bool png_chunks_fit(const unsigned char *p, size_t len)
+{
+    size_t pos = 8;
+
+    while (len - pos >= 8) {
+        size_t n = ((size_t)p[pos] << 24) | ((size_t)p[pos + 1] << 16) | ((size_t)p[pos + 2] << 8) |
+                   p[pos + 3];
+        if (len - pos < 12 || n > len - pos - 12)
+            return false;
+        if (memcmp(p + pos + 4, "IEND", 4) == 0)
+            return true;
+        pos += 12 + n;
+    }
+    return true; /* no IEND: libpng reports what is missing */
+}
+
 cxr_err px_image_read_png(const void *data, size_t len, const char *name, struct px_image *ret,
                           char *errbuf, size_t errlen)
 {
@@ -113,6 +133,8 @@ cxr_err px_image_read_png(const void *data, size_t len, const char *name, struct
     png_bytep volatile rows = NULL;
     volatile cxr_err err = CXR_OK;
 
+    if (len < 8 || !png_chunks_fit(data, len))
+        return px_err(errbuf, errlen, CXR_EPARSE, "%s: bad PNG: a chunk runs past the end", name);
     png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, png_on_error, png_on_warning);
     if (!png)
         return px_err(errbuf, errlen, CXR_ENOMEM, "%s: out of memory", name);

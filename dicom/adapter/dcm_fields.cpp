@@ -285,6 +285,17 @@ std::string ascii_fallback(const char *p, size_t n)
     return out;
 }
 
+/* s with every byte outside printable ASCII as '?': a CS value such as a character set name,
+ * shown in a field or a warning (which must stay ASCII text without control characters). */
+std::string printable(const std::string &s)
+{
+    std::string out(s);
+    for (char &ch : out)
+        if (static_cast<unsigned char>(ch) < 0x20 || static_cast<unsigned char>(ch) > 0x7E)
+            ch = '?';
+    return out;
+}
+
 class reader
 {
   public:
@@ -300,7 +311,8 @@ class reader
             return;
         (void)std::snprintf(r_->warning_text + used, sizeof(r_->warning_text) - used,
                             "%s%s: %s%s%s%s", used ? "; " : "", field, what,
-                            set.empty() ? "" : " ('", set.c_str(), set.empty() ? "" : "')");
+                            set.empty() ? "" : " ('", printable(set).c_str(),
+                            set.empty() ? "" : "')");
     }
 
     /* The raw bytes of tag in it (not searching into sequences); false when absent, empty or
@@ -461,7 +473,13 @@ void read_fields(DcmFileFormat &ff, struct dcm_report_fields *r)
     charset cs;
 
     select_charset(ds, cs);
-    rd.store(cs.name, r->specific_character_set, sizeof(r->specific_character_set),
+    /* a CS value: bytes outside the default repertoire (a damaged or hostile file) are shown as
+     * '?', so the field stays ASCII like the others (found by tests/fuzz/fuzz_dicom.c) */
+    const std::string shown = printable(cs.name);
+    if (shown != cs.name)
+        rd.warn(DCM_RF_LOSSY, "specific_character_set", "bytes outside the default repertoire, '?'",
+                "");
+    rd.store(shown, r->specific_character_set, sizeof(r->specific_character_set),
              "specific_character_set");
     if (!cs.ok && !cs.jis && !cs.name.empty())
         rd.warn(DCM_RF_UNKNOWN_CHARSET, "specific_character_set", "not supported by the converter",

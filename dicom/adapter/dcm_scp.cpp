@@ -67,6 +67,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <dcmtk/config/osconfig.h>
 
@@ -550,11 +551,44 @@ void ListenerSCP::handleAssociation()
     }
 }
 
+/* A UID field of a DIMSE command as DCMTK hands it over (NUL-terminated): at most 64 printable
+ * ASCII characters. (Whether it is a well-formed UID is the C-STORE path's question, answered
+ * with 0xC000 on the association.) */
+bool command_uid_ok(const char *uid)
+{
+    size_t n = 0;
+    for (; uid[n]; n++)
+        if (static_cast<unsigned char>(uid[n]) < 0x20 || static_cast<unsigned char>(uid[n]) > 0x7E)
+            return false;
+    return n <= 64;
+}
+
+/* A C-STORE or C-ECHO request whose affected SOP class or instance UID holds bytes outside
+ * printable ASCII ends the association (DIMSE_BADMESSAGE, logged as an abort) without an
+ * answer: DCMTK 3.6.7 leaks the response command it was building when it cannot encode such a
+ * UID back (found by tests/fuzz/fuzz_pdu.c, regress_store_rq_bad_uid_leak.bin). */
 OFCondition ListenerSCP::handleIncomingCommand(T_DIMSE_Message *msg,
                                                const DcmPresentationContextInfo &info)
 {
-    if (msg->CommandField == DIMSE_C_STORE_RQ)
-        return store(msg->msg.CStoreRQ, info);
+    if (msg->CommandField == DIMSE_C_STORE_RQ) {
+        T_DIMSE_C_StoreRQ &req = msg->msg.CStoreRQ;
+        if (!command_uid_ok(req.AffectedSOPClassUID) ||
+            !command_uid_ok(req.AffectedSOPInstanceUID)) {
+            const struct dcm_assoc *a = &c_->a;
+            l_->event(a, "store.failed", "calling_aet=%s peer=%s reason=malformed-uid",
+                      a->calling_aet, a->peer);
+            if (req.DataSetType != DIMSE_DATASET_NULL) {
+                DIC_UL bytes = 0, pdvs = 0;
+                (void)DIMSE_ignoreDataSet(assoc_, DIMSE_NONBLOCKING, l_->cfg.dimse_timeout, &bytes,
+                                          &pdvs);
+            }
+            return DIMSE_BADMESSAGE;
+        }
+        return store(req, info);
+    }
+    if (msg->CommandField == DIMSE_C_ECHO_RQ &&
+        !command_uid_ok(msg->msg.CEchoRQ.AffectedSOPClassUID))
+        return DIMSE_BADMESSAGE;
     return DcmThreadSCP::handleIncomingCommand(msg, info);
 }
 
@@ -808,8 +842,143 @@ bool room_for_rq(int fd, size_t need)
            OFstatic_cast(size_t, have) / 2 >= need;
 }
 
-/* Waits (outside g_ext_lock) until the whole A-ASSOCIATE-RQ is queued on fd. 0 ok, else a reason.
- */
+/* The A-ASSOCIATE-RQ's structure (PS3.8 9.3.2) is checked before DCMTK parses it: DCMTK 3.6.7
+ * leaks the lists it has built when it fails on a malformed request, while parsing it or while
+ * building the answer (over 100 bytes a time), so a hostile peer could grow the daemon with
+ * every one. Found by tests/fuzz/fuzz_pdu.c; its regress_* inputs are such requests. */
+
+size_t be16(const unsigned char *p)
+{
+    return (OFstatic_cast(size_t, p[0]) << 8) | p[1];
+}
+
+/* Items (type, reserved, 2-byte length, value) that exactly fill p[0..len), each checked by
+ * ok(type, value, length). */
+template <typename F> bool items_ok(const unsigned char *p, size_t len, F ok)
+{
+    size_t off = 0;
+    while (off < len) {
+        if (len - off < 4)
+            return false;
+        const size_t n = be16(p + off + 2);
+        if (n > len - off - 4 || !ok(p[off], p + off + 4, n))
+            return false;
+        off += 4 + n;
+    }
+    return true;
+}
+
+/* A UID: 1..64 digits and dots, padded with one NUL or space at most. */
+bool uid_ok(const unsigned char *v, size_t n)
+{
+    if (n > 0 && (v[n - 1] == 0 || v[n - 1] == ' '))
+        n--;
+    if (n < 1 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!(v[i] == '.' || (v[i] >= '0' && v[i] <= '9')))
+            return false;
+    return true;
+}
+
+/* A UID after its 2-byte length at v[*off], inside v[0..n); moves *off past it. */
+bool next_uid(const unsigned char *v, size_t n, size_t *off)
+{
+    if (n - *off < 2)
+        return false;
+    const size_t ul = be16(v + *off);
+    if (ul > n - *off - 2 || !uid_ok(v + *off + 2, ul))
+        return false;
+    *off += 2 + ul;
+    return true;
+}
+
+/* A User Information sub-item of an RQ (PS3.7 D.3.3, PS3.8 D.1). */
+bool user_info_sub_ok(unsigned type, const unsigned char *v, size_t n)
+{
+    size_t off = 0;
+    switch (type) {
+    case 0x51: /* maximum length */
+    case 0x53: /* asynchronous operations window */
+        return n == 4;
+    case 0x52: /* implementation class UID */
+        return uid_ok(v, n);
+    case 0x54: /* SCU/SCP role selection: UID, SCU role, SCP role */
+        return next_uid(v, n, &off) && off + 2 == n;
+    case 0x55: /* implementation version name */
+        return n >= 1 && n <= 16;
+    case 0x56: /* SOP class extended negotiation: UID, application information */
+        return next_uid(v, n, &off);
+    case 0x57: /* SOP class common extended negotiation: two UIDs, an optional UID list */
+        for (int k = 0; k < 2; k++)
+            if (!next_uid(v, n, &off))
+                return false;
+        if (off == n)
+            return true;
+        if (n - off < 2 || be16(v + off) != n - off - 2)
+            return false;
+        for (off += 2; off < n;)
+            if (!next_uid(v, n, &off))
+                return false;
+        return true;
+    case 0x58: /* user identity: type 1..5, response wanted, two length-prefixed fields */
+        if (n < 6 || v[0] < 1 || v[0] > 5 || be16(v + 2) > n - 6)
+            return false;
+        return 6 + be16(v + 2) + be16(v + 4 + be16(v + 2)) == n;
+    default: /* 0x59 (user identity AC) and unknown sub-items have no place in an RQ */
+        return false;
+    }
+}
+
+/* A 16-byte AE title field: printable ASCII without backslash (PS3.5 AE), padded with spaces
+ * (or trailing NULs), not blank. */
+bool ae_title_ok(const unsigned char *p)
+{
+    bool seen = false, nul = false;
+    for (int i = 0; i < 16; i++) {
+        if (p[i] == 0) {
+            nul = true;
+            continue;
+        }
+        if (nul || p[i] < 0x20 || p[i] > 0x7e || p[i] == '\\')
+            return false;
+        seen |= p[i] != ' ';
+    }
+    return seen;
+}
+
+/* The need bytes of the A-ASSOCIATE-RQ queued on fd: both AE titles, then only the items an RQ
+ * has, filling the PDU exactly: Application Context (0x10), Presentation Contexts (0x20: 4
+ * fixed bytes, then one Abstract Syntax 0x30 and one or more Transfer Syntax 0x40 sub-items)
+ * and User Information (0x50, sub-items as above); every UID as uid_ok() says. */
+bool associate_rq_ok(int fd, size_t need)
+{
+    std::vector<unsigned char> pdu(need);
+    ssize_t got = recv(fd, pdu.data(), need, MSG_PEEK | MSG_DONTWAIT);
+    if (got < 0 || OFstatic_cast(size_t, got) != need || need < 6 + 68 ||
+        !ae_title_ok(pdu.data() + 10) || !ae_title_ok(pdu.data() + 26))
+        return false;
+    const auto item = [](unsigned type, const unsigned char *v, size_t n) {
+        if (type == 0x10)
+            return uid_ok(v, n);
+        if (type == 0x50)
+            return items_ok(v, n, user_info_sub_ok);
+        if (type != 0x20 || n < 4)
+            return false;
+        int abstract = 0, transfer = 0;
+        const auto sub = [&](unsigned st, const unsigned char *sv, size_t sn) {
+            abstract += st == 0x30;
+            transfer += st == 0x40;
+            return (st == 0x30 || st == 0x40) && uid_ok(sv, sn);
+        };
+        return items_ok(v + 4, n - 4, sub) && abstract == 1 && transfer >= 1;
+    };
+    return items_ok(pdu.data() + 6 + 68, need - 6 - 68, item);
+}
+
+/* Waits (outside g_ext_lock) until the whole A-ASSOCIATE-RQ is queued on fd and checks its
+ * structure. 0 ok, else a reason. A peer that half-closes before the whole PDU is queued is
+ * answered at once ("closed-mid-associate-rq"), not after acse_timeout. */
 const char *wait_for_rq(dcm_listener *l, int fd)
 {
     const double deadline = mono_ms() + 1000.0 * l->cfg.acse_timeout;
@@ -834,7 +1003,7 @@ const char *wait_for_rq(dcm_listener *l, int fd)
             sized = true;
             int q = 0;
             if (ioctl(fd, FIONREAD, &q) == 0 && OFstatic_cast(size_t, q) >= need)
-                return nullptr;
+                return associate_rq_ok(fd, need) ? nullptr : "malformed-associate-rq";
         } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
             return "closed";
         }

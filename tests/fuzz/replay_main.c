@@ -1,7 +1,8 @@
 /*
  * replay_main.c - runs a libFuzzer target without libFuzzer (systemd's fuzz-main.c): every file
  * named on the command line, and every regular file in every directory named, is passed to
- * LLVMFuzzerTestOneInput() once. Used as a plain regression test under gcc and the sanitizers.
+ * LLVMFuzzerTestOneInput() once, after LLVMFuzzerInitialize() when the target has one. Used as a
+ * plain regression test under gcc and the sanitizers.
  */
 #include <dirent.h>
 #include <stdint.h>
@@ -13,6 +14,7 @@
 #include "common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
 
 static int replay_file(const char *path, size_t *count)
 {
@@ -67,6 +69,8 @@ int main(int argc, char **argv)
     size_t count = 0;
     int rc = 0;
 
+    if (LLVMFuzzerInitialize)
+        (void)LLVMFuzzerInitialize(&argc, &argv);
     for (int i = 1; i < argc; i++)
         rc |= replay_path(argv[i], &count, 0);
     printf("replayed %zu inputs\n", count);

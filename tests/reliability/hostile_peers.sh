@@ -301,7 +301,7 @@ still_serves burst
 # ---------------------------------------------------------------------------------------------
 for round in $(seq 1 $ROUNDS); do
   [ "$ROUNDS" = 1 ] || echo "--- malformed PDUs, round $round of $ROUNDS"
-  case_run bad-length 'closed|reset|aborted' 'association\.aborted .*phase=associate-rq reason=DUL ' bad-length
+  case_run bad-length 'closed|reset|aborted' 'association\.aborted .*phase=associate-rq reason=malformed-associate-rq'  bad-length
   case_run truncated 'closed|reset' 'association\.aborted .*phase=associate-rq reason=closed-mid-associate-rq' truncated
   # ended at once, not after acse_timeout (the listener used to poll a half RQ until then)
   [ "$(field '.elapsed_s < 2')" = true ] || fail "truncated: released after $(field .elapsed_s) s, not at once"
@@ -321,13 +321,15 @@ for round in $(seq 1 $ROUNDS); do
   still_serves many-contexts
   ok "many-contexts: 5000 proposed (~365 KB RQ) -> 128 answered in $(field .elapsed_s) s, released"
   case_run too-many-contexts 'closed|reset' 'association\.aborted .*phase=associate-rq reason=associate-rq-too-large' many-contexts 15000
-  case_run long-aet rejected 'association\.refused .*called-aet-not-ours' long-aet
+  # AE titles that are not PS3.5 AE text make the RQ malformed: checked (and the connection
+  # ended) before DCMTK parses it, as DCMTK 3.6.7 leaks on malformed RQs (tests/fuzz/fuzz_pdu.c)
+  case_run long-aet 'closed|reset|aborted' 'association\.aborted .*phase=associate-rq reason=malformed-associate-rq' long-aet
   # the control bytes of the AE titles never reach the log
   if LC_ALL=C grep -naP '[\x00-\x08\x0b-\x1f\x7f-\xff]' "$DAEMON_LOG" >"$T/ctl.txt"; then
     cat -v "$T/ctl.txt" | head -n 3
     fail "long-aet: control or 8-bit bytes in the daemon's log"
   fi
-  case_run long-user-item 'closed|reset|aborted' 'association\.aborted .*phase=associate-rq reason=DUL illegal subitem length 4000' long-user-item
+  case_run long-user-item 'closed|reset|aborted' 'association\.aborted .*phase=associate-rq reason=malformed-associate-rq' long-user-item
   next_file
   uid=$(uid_of "$FILE")
   case_run half-store sent-half-and-closed 'store\.failed .*calling_aet=HOSTILE .*reason=receive: ' --file "$FILE" half-store
