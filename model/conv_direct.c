@@ -1020,7 +1020,24 @@ static int wino_tiles_h(const struct nn_layer *l)
 /* Tile positions (all images) rounded up to whole tiles of the forward loop. */
 static size_t wino_q(const struct nn_layer *l, int batch)
 {
-    return round_up((size_t)wino_tiles_w(l) * wino_tiles_h(l) * batch, DC_NR);
+    /* at least 16 more: the transforms run over whole vectors past a tile row's end */
+    return round_up((size_t)wino_tiles_w(l) * wino_tiles_h(l) * batch + 16, DC_NR);
+}
+
+/* The floats from one transformed position's plane (xi) to the next, for ch channels: one
+ * cache line more than ch * q, so that the 16 planes (q and ch are often such that ch * q
+ * floats are a multiple of 4 KiB) do not all fall into the same L1 set: the transforms write
+ * and read 16 planes at once, which with a 4 KiB stride evicted each other (the input
+ * transform took as long as the products). */
+static size_t wino_plane(size_t ch, size_t q)
+{
+    return ch * q + 16;
+}
+
+/* A tile row in the transforms' scratch rows: whole vectors of 16. */
+static size_t wino_tws(const struct nn_layer *l)
+{
+    return round_up((size_t)wino_tiles_w(l), 16);
 }
 
 int nn_conv_is_winograd(const struct nn_layer *l)
@@ -1064,19 +1081,19 @@ void nn_wino_pack(const struct nn_layer *l, const float *w, float *wpk)
         }
 }
 
-/* Per worker scratch. */
+/* Per worker scratch: one padded input row, its even and its odd samples, and the row
+ * transforms of every padded row of one image; the output transform's four rows of tw fit in
+ * the same space. */
 static size_t wino_scratch_len(const struct nn_layer *l)
 {
-    const size_t tw = (size_t)wino_tiles_w(l), th = (size_t)wino_tiles_h(l);
-    /* one padded row and the row transforms of every padded row; the output transform's two
-     * rows fit in the same space */
-    return round_up((2 * tw + 2) + 4 * tw * (2 * th + 2), DC_ALIGN);
+    const size_t tw = (size_t)wino_tiles_w(l), th = (size_t)wino_tiles_h(l), tws = wino_tws(l);
+    return round_up(2 * tw + 2, 16) + 2 * (tws + 16) + 4 * tws * (2 * th + 2);
 }
 
 size_t nn_wino_ws_len(const struct nn_layer *l, int batch)
 {
     const size_t q = wino_q(l, batch);
-    return WG_T * (size_t)l->ic * q + WG_T * round_up((size_t)l->oc, DC_MR) * q +
+    return WG_T * wino_plane(l->ic, q) + WG_T * wino_plane(round_up((size_t)l->oc, DC_MR), q) +
            NN_MAX_THREADS * wino_scratch_len(l) + 8 * DC_ALIGN;
 }
 
@@ -1085,57 +1102,68 @@ struct wino_job {
     const float *x, *b;
     float *v, *m, *scratch, *y;
     size_t q, ocr;
-    int batch, relu, nob, nq;
+    int batch, relu, nob, nq, pool;
     const float *wpk;
     const struct dgeo *g;
 };
 
 /* Input transform of channel c: V[xi][c][tile] = (B^T d B)[xi], B^T = [1 0 -1 0; 0 1 1 0;
  * 0 -1 1 0; 0 1 0 -1]: first along every padded input row (once per row, though each row
- * serves two tile rows), then down the columns, a whole tile row at a time. Written once and
- * compiled twice (plain, and for AVX2 where that kernel runs) by the wrappers below. */
+ * serves two tile rows), then down the columns, a whole tile row at a time. The row pass works
+ * on the row's even and odd samples (ev[m] = r[2m], od[m] = r[2m + 1]), split once, so that
+ * every stream is unit-stride: h0 = ev[tx] - ev[tx + 1], h1 = od[tx] + ev[tx + 1],
+ * h2 = ev[tx + 1] - od[tx], h3 = od[tx] - od[tx + 1]. Written once and compiled per kernel
+ * (plain, AVX2, AVX-512) by the wrappers below. */
 static inline __attribute__((always_inline)) void wino_in_body(const struct wino_job *j, int c,
-                                                               int worker)
+                                                               int worker, const int avx512)
 {
     const struct nn_layer *l = j->l;
     const int tw = wino_tiles_w(l), th = wino_tiles_h(l), p = l->pad, W = 2 * tw + 2;
-    const int rows = 2 * th + 2;
-    const size_t ntiles = (size_t)tw * th * j->batch, plane = (size_t)l->ic * j->q;
-    float *r = j->scratch + (size_t)worker * wino_scratch_len(l), *hr = r + W;
+    const int rows = 2 * th + 2, tws = (int)wino_tws(l);
+    const size_t ntiles = (size_t)tw * th * j->batch, plane = wino_plane(l->ic, j->q);
+    float *r = j->scratch + (size_t)worker * wino_scratch_len(l);
+    float *ev = r + round_up((size_t)W, 16), *od = ev + tws + 16, *hr = od + tws + 16;
     float *vc = j->v + (size_t)c * j->q;
     const int x1 = p + l->iw < W ? p + l->iw : W; /* r[p, x1): the input row */
     for (int n = 0; n < j->batch; n++) {
         const float *xc = j->x + ((size_t)n * l->ic + c) * l->ih * l->iw;
         for (int py = 0; py < rows; py++) {
-            float *h = hr + (size_t)py * 4 * tw;
+            float *h = hr + (size_t)py * 4 * tws;
             const int y = py - p;
             if (y < 0 || y >= l->ih) {
-                memset(h, 0, sizeof(float) * 4 * tw);
+                memset(h, 0, sizeof(float) * 4 * tws);
                 continue;
             }
             memset(r, 0, sizeof(float) * p);
             memcpy(r + p, xc + (size_t)y * l->iw, sizeof(float) * (x1 - p));
             memset(r + x1, 0, sizeof(float) * (W - x1));
+            if (avx512)
+                deinterleave(r, W, ev, od);
+            else
+                deinterleave_c(r, W, ev, od);
+            /* whole vectors: lanes past tw hold leftovers of the scratch and are never read
+             * as outputs */
 #pragma omp simd
-            for (int tx = 0; tx < tw; tx++) {
-                const float a0 = r[2 * tx], a1 = r[2 * tx + 1], a2 = r[2 * tx + 2],
-                            a3 = r[2 * tx + 3];
-                h[tx] = a0 - a2;
-                h[tw + tx] = a1 + a2;
-                h[2 * tw + tx] = a2 - a1;
-                h[3 * tw + tx] = a1 - a3;
+            for (int tx = 0; tx < tws; tx++) {
+                const float e0 = ev[tx], o0 = od[tx], e1 = ev[tx + 1], o1 = od[tx + 1];
+                h[tx] = e0 - e1;
+                h[tws + tx] = o0 + e1;
+                h[2 * tws + tx] = e1 - o0;
+                h[3 * tws + tx] = o0 - o1;
             }
         }
         for (int ty = 0; ty < th; ty++) {
             const size_t t0 = ((size_t)n * th + ty) * tw;
-            const float *hb = hr + (size_t)(2 * ty) * 4 * tw;
+            const float *hb = hr + (size_t)(2 * ty) * 4 * tws;
             for (int jj = 0; jj < 4; jj++) {
-                const float *h0 = hb + (size_t)jj * tw, *h1 = h0 + 4 * tw, *h2 = h1 + 4 * tw,
-                            *h3 = h2 + 4 * tw;
+                const float *h0 = hb + (size_t)jj * tws, *h1 = h0 + 4 * tws, *h2 = h1 + 4 * tws,
+                            *h3 = h2 + 4 * tws;
                 float *v0 = vc + (size_t)jj * plane + t0, *v1 = v0 + 4 * plane,
                       *v2 = v1 + 4 * plane, *v3 = v2 + 4 * plane;
+                /* whole vectors too: the lanes past tw land on the next tile row, written
+                 * after this one, or past the last tile (wino_q leaves room; zeroed below) */
 #pragma omp simd
-                for (int tx = 0; tx < tw; tx++) {
+                for (int tx = 0; tx < tws; tx++) {
                     v0[tx] = h0[tx] - h2[tx];
                     v1[tx] = h1[tx] + h2[tx];
                     v2[tx] = h2[tx] - h1[tx];
@@ -1153,16 +1181,28 @@ static inline __attribute__((always_inline)) void wino_in_body(const struct wino
 __attribute__((target("avx2,fma"))) static void wino_in_avx2(const struct wino_job *j, int c,
                                                              int worker)
 {
-    wino_in_body(j, c, worker);
+    wino_in_body(j, c, worker, 0);
+}
+
+__attribute__((target("avx512f,fma"))) static void wino_in_avx512(const struct wino_job *j,
+                                                                  int c, int worker)
+{
+    wino_in_body(j, c, worker, 1);
 }
 
 static void wino_in_task(void *arg, int c, int worker)
 {
     const struct wino_job *j = arg;
-    if (nn_kernel() == NN_KERNEL_AVX2)
+    switch (nn_kernel()) {
+    case NN_KERNEL_AVX512:
+        wino_in_avx512(j, c, worker);
+        break;
+    case NN_KERNEL_AVX2:
         wino_in_avx2(j, c, worker);
-    else
-        wino_in_body(j, c, worker);
+        break;
+    default:
+        wino_in_body(j, c, worker, 0);
+    }
 }
 
 /* The 16 products, task = (xi, block of tiles, group of output channels). */
@@ -1170,11 +1210,11 @@ static void wino_gemm_task(void *arg, int task, int worker)
 {
     const struct wino_job *j = arg;
     const int per = j->nq * j->nob, xi = task / per;
-    struct rows_job r = {j->v + (size_t)xi * j->l->ic * j->q,
+    struct rows_job r = {j->v + (size_t)xi * wino_plane(j->l->ic, j->q),
                                j->wpk + (size_t)xi * j->ocr * j->l->ic,
                                NULL,
                                j->g,
-                               j->m + (size_t)xi * j->ocr * j->q,
+                               j->m + (size_t)xi * wino_plane(j->ocr, j->q),
                                j->l->ic,
                                j->l->oc,
                                0,
@@ -1184,22 +1224,51 @@ static void wino_gemm_task(void *arg, int task, int worker)
 }
 
 /* Output transform of channel o: Y = A^T M A + bias (and ReLU), A^T = [1 1 1 0; 0 1 -1 -1],
- * for a whole tile row at once (16 unit-stride streams in, two interleaved output rows out). */
+ * for a whole tile row at once: 16 unit-stride streams in, the four outputs of each tile into
+ * four unit-stride rows, then woven into the two output rows. With pool (a 2x2 stride-2 max
+ * pool follows, and the output's sides are even) each tile is one pooling window: the one
+ * output is the largest of the four, stored unit-stride into the pooled output. */
 static inline __attribute__((always_inline)) void wino_out_body(const struct wino_job *j, int o,
-                                                                int worker)
+                                                                int worker, const int avx512)
 {
     const struct nn_layer *l = j->l;
     const int tw = wino_tiles_w(l), th = wino_tiles_h(l), oh = l->oh, ow = l->ow;
-    const size_t plane = j->ocr * j->q;
+    const int tws = (int)wino_tws(l);
+    const size_t plane = wino_plane(j->ocr, j->q);
     const float bias = j->b ? j->b[o] : 0.0f, lo = j->relu ? 0.0f : -INFINITY;
     const float *mo = j->m + (size_t)o * j->q;
-    float *row0 = j->scratch + (size_t)worker * wino_scratch_len(l), *row1 = row0 + 2 * tw;
+    float *t00 = j->scratch + (size_t)worker * wino_scratch_len(l), *t01 = t00 + tws,
+          *t10 = t01 + tws, *t11 = t10 + tws;
+    /* every loop runs over whole vectors (tws): the products' planes have room past the last
+     * tile (wino_q), and the lanes past tw are dropped */
     for (int n = 0; n < j->batch; n++) {
-        float *yo = j->y + ((size_t)n * l->oc + o) * oh * ow;
+        float *yo = j->y + ((size_t)n * l->oc + o) * (j->pool ? (size_t)th * tw
+                                                               : (size_t)oh * ow);
         for (int ty = 0; ty < th; ty++) {
             const float *m = mo + ((size_t)n * th + ty) * tw;
+            if (j->pool) {
 #pragma omp simd
-            for (int tx = 0; tx < tw; tx++) {
+                for (int tx = 0; tx < tws; tx++) {
+                    float s0[4], s1[4];
+                    for (int i = 0; i < 4; i++) {
+                        const float a = m[(size_t)(4 * i) * plane + tx],
+                                    b = m[(size_t)(4 * i + 1) * plane + tx],
+                                    c = m[(size_t)(4 * i + 2) * plane + tx],
+                                    d = m[(size_t)(4 * i + 3) * plane + tx];
+                        s0[i] = a + b + c;
+                        s1[i] = b - c - d;
+                    }
+                    const float r00 = s0[0] + s0[1] + s0[2], r01 = s1[0] + s1[1] + s1[2];
+                    const float r10 = s0[1] - s0[2] - s0[3], r11 = s1[1] - s1[2] - s1[3];
+                    const float m0 = r00 > r01 ? r00 : r01, m1 = r10 > r11 ? r10 : r11;
+                    const float mx = (m0 > m1 ? m0 : m1) + bias;
+                    t00[tx] = mx > lo ? mx : lo;
+                }
+                memcpy(yo + (size_t)ty * tw, t00, sizeof(float) * tw);
+                continue;
+            }
+#pragma omp simd
+            for (int tx = 0; tx < tws; tx++) {
                 float s0[4], s1[4];
                 for (int i = 0; i < 4; i++) {
                     const float a = m[(size_t)(4 * i) * plane + tx],
@@ -1211,14 +1280,20 @@ static inline __attribute__((always_inline)) void wino_out_body(const struct win
                 }
                 const float r00 = s0[0] + s0[1] + s0[2] + bias, r01 = s1[0] + s1[1] + s1[2] + bias;
                 const float r10 = s0[1] - s0[2] - s0[3] + bias, r11 = s1[1] - s1[2] - s1[3] + bias;
-                row0[2 * tx] = r00 > lo ? r00 : lo;
-                row0[2 * tx + 1] = r01 > lo ? r01 : lo;
-                row1[2 * tx] = r10 > lo ? r10 : lo;
-                row1[2 * tx + 1] = r11 > lo ? r11 : lo;
+                t00[tx] = r00 > lo ? r00 : lo;
+                t01[tx] = r01 > lo ? r01 : lo;
+                t10[tx] = r10 > lo ? r10 : lo;
+                t11[tx] = r11 > lo ? r11 : lo;
             }
-            memcpy(yo + (size_t)(2 * ty) * ow, row0, sizeof(float) * ow);
-            if (2 * ty + 1 < oh)
-                memcpy(yo + (size_t)(2 * ty + 1) * ow, row1, sizeof(float) * ow);
+            if (avx512) {
+                interleave(t00, t01, ow, yo + (size_t)(2 * ty) * ow);
+                if (2 * ty + 1 < oh)
+                    interleave(t10, t11, ow, yo + (size_t)(2 * ty + 1) * ow);
+            } else {
+                interleave_c(t00, t01, ow, yo + (size_t)(2 * ty) * ow);
+                if (2 * ty + 1 < oh)
+                    interleave_c(t10, t11, ow, yo + (size_t)(2 * ty + 1) * ow);
+            }
         }
     }
 }
@@ -1226,29 +1301,49 @@ static inline __attribute__((always_inline)) void wino_out_body(const struct win
 __attribute__((target("avx2,fma"))) static void wino_out_avx2(const struct wino_job *j, int o,
                                                               int worker)
 {
-    wino_out_body(j, o, worker);
+    wino_out_body(j, o, worker, 0);
+}
+
+__attribute__((target("avx512f,fma"))) static void wino_out_avx512(const struct wino_job *j,
+                                                                   int o, int worker)
+{
+    wino_out_body(j, o, worker, 1);
 }
 
 static void wino_out_task(void *arg, int o, int worker)
 {
     const struct wino_job *j = arg;
-    if (nn_kernel() == NN_KERNEL_AVX2)
+    switch (nn_kernel()) {
+    case NN_KERNEL_AVX512:
+        wino_out_avx512(j, o, worker);
+        break;
+    case NN_KERNEL_AVX2:
         wino_out_avx2(j, o, worker);
-    else
-        wino_out_body(j, o, worker);
+        break;
+    default:
+        wino_out_body(j, o, worker, 0);
+    }
+}
+
+int nn_wino_can_pool(const struct nn_layer *l, const struct nn_layer *pool)
+{
+    return pool->type == NN_L_MAXPOOL && pool->k == 2 && pool->stride == 2 && pool->pad == 0 &&
+           l->oh % 2 == 0 && l->ow % 2 == 0 && pool->oh == l->oh / 2 && pool->ow == l->ow / 2 &&
+           pool->ic == l->oc;
 }
 
 void nn_wino_forward(const struct nn_layer *l, const float *wpk, const float *b, const float *x,
-                     float *y, int batch, float *ws, int relu)
+                     float *y, int batch, float *ws, int relu, int pool)
 {
     const size_t q = wino_q(l, batch), ocr = round_up((size_t)l->oc, DC_MR);
     const size_t ntiles = (size_t)wino_tiles_w(l) * wino_tiles_h(l) * batch;
-    float *v = align_up(ws), *m = align_up(v + WG_T * (size_t)l->ic * q);
-    float *scratch = align_up(m + WG_T * ocr * q);
+    float *v = align_up(ws), *m = align_up(v + WG_T * wino_plane(l->ic, q));
+    float *scratch = align_up(m + WG_T * wino_plane(ocr, q));
     struct dgeo g;
     const int threads = nn_get_threads(), nblk = (int)(ocr / DC_MR);
     struct wino_job j = {l, x, b, v, m, scratch, y, q, ocr, batch, relu, 1,
-                         (int)((q + DC_QB - 1) / DC_QB), wpk, &g};
+                         (int)((q + DC_QB - 1) / DC_QB), pool && l->oh % 2 == 0 && l->ow % 2 == 0,
+                         wpk, &g};
     /* the products' geometry: one plane per input channel, q floats apart, one tap */
     memset(&g, 0, sizeof(g));
     g.nph = 1;
@@ -1297,7 +1392,7 @@ void nn_wino_forward_train(const struct nn_layer *l, const float *w, const float
 {
     float *wpk = align_up(ws + nn_wino_ws_len(l, batch));
     nn_wino_pack(l, w, wpk);
-    nn_wino_forward(l, wpk, b, x, y, batch, ws, relu);
+    nn_wino_forward(l, wpk, b, x, y, batch, ws, relu, 0);
 }
 
 void nn_wino_input_grad(const struct nn_layer *l, const float *w, const float *dy, float *dx,
@@ -1310,5 +1405,5 @@ void nn_wino_input_grad(const struct nn_layer *l, const float *w, const float *d
             for (int k = 0; k < 9; k++)
                 wf[((size_t)c * l->oc + o) * 9 + k] = w[((size_t)o * l->ic + c) * 9 + 8 - k];
     nn_wino_pack(&t, wf, wpk);
-    nn_wino_forward(&t, wpk, NULL, dy, dx, batch, ws, 0);
+    nn_wino_forward(&t, wpk, NULL, dy, dx, batch, ws, 0, 0);
 }

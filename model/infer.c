@@ -4,13 +4,15 @@
  * nn_ctx_new() copies the model's parameters and folds each batch normalisation that follows a
  * convolution into that convolution's weights and bias (w' = w * g / sqrt(v + eps),
  * b' = (b - mean) * g / sqrt(v + eps) + beta); a ReLU that follows a convolution or dense
- * layer (directly or after a folded BN) becomes its epilogue; dropout and flatten vanish. The
- * result is a short list of steps. Two ping-pong activation buffers and one im2col buffer
+ * layer (directly or after a folded BN) becomes its epilogue; a 2x2 max pool that follows a
+ * Winograd convolution is taken in its output transform (each 2x2 output tile is one pooling
+ * window); dropout and flatten vanish. The result is a short list of steps. Two ping-pong activation buffers and one im2col buffer
  * sized for max_batch are allocated once; nn_predict() only computes.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "nn_int.h"
 
@@ -19,6 +21,7 @@ struct nn_step {
     int relu;      /* fused ReLU epilogue */
     float *wpk;    /* direct convolution: the folded weights, packed once */
     int wino;      /* wpk holds Winograd-transformed weights (nn_wino_pack) */
+    const struct nn_layer *pool; /* a 2x2 max pool fused into the Winograd output transform */
 };
 
 struct nn_ctx {
@@ -41,6 +44,15 @@ void nn_ctx_free(nn_ctx *c)
     nn_free(c->col);
     nn_free(c->logits);
     free(c);
+}
+
+/* No layer after m->layers[i] becomes a step of its own (only dropout and flatten follow). */
+static int last_step(const nn_model *m, int i)
+{
+    for (int k = i + 1; k < m->n_layers; k++)
+        if (m->layers[k].type != NN_L_DROPOUT && m->layers[k].type != NN_L_FLATTEN)
+            return 0;
+    return 1;
 }
 
 cxr_err nn_ctx_new(const nn_model *m, int max_batch, nn_ctx **ret_ctx)
@@ -87,11 +99,18 @@ cxr_err nn_ctx_new(const nn_model *m, int max_batch, nn_ctx **ret_ctx)
                 prev->relu = 1;
                 continue;
             }
+            /* conv (+ BN + ReLU) + 2x2 max pool: the pool is taken in the output transform */
+            if (l->type == NN_L_MAXPOOL && pl->type == NN_L_CONV && !prev->pool &&
+                nn_conv_is_winograd(pl) && nn_wino_can_pool(pl, l) && !last_step(m, i)) {
+                prev->pool = l;
+                continue;
+            }
         }
         s = &c->steps[c->n_steps++];
         s->l = l;
         s->relu = 0;
         s->wpk = NULL;
+        s->pool = NULL;
     }
     for (int i = 0; i < c->n_steps; i++) {
         struct nn_step *s = &c->steps[i];
@@ -120,30 +139,56 @@ oom:
     return CXR_ENOMEM;
 }
 
+static double step_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 cxr_err nn_predict(nn_ctx *c, const float *input, int batch, float *probs)
+{
+    return nn_predict_timed(c, input, batch, probs, NULL);
+}
+
+int nn_ctx_steps(const nn_ctx *c, const char **names, int max)
+{
+    for (int i = 0; i < c->n_steps && i < max; i++)
+        names[i] = nn_layer_type_name(c->steps[i].l->type);
+    return c->n_steps;
+}
+
+cxr_err nn_predict_timed(nn_ctx *c, const float *input, int batch, float *probs, double *step_s)
 {
     const nn_model *m;
     const float *x;
-    float *y, *spare;
     if (!c || !input || !probs || batch < 1 || batch > c->max_batch)
         return CXR_EINVAL;
     m = c->m;
     x = input;
-    y = c->a;
-    spare = c->b;
     for (int i = 0; i < c->n_steps; i++) {
         const struct nn_step *s = &c->steps[i];
         const struct nn_layer *l = s->l;
         const float *P = c->params;
         const size_t n = nn_layer_in_len(l) * batch;
-        float *out = (i == c->n_steps - 1) ? c->logits : y;
+        /* the next step writes into the buffer that is not its input */
+        float *y = x == c->a ? c->b : c->a;
+        float *out = (i == c->n_steps - 1) ? c->logits : y, *res = out;
+        const double t0 = step_s ? step_clock() : 0.0;
         switch (l->type) {
         case NN_L_CONV:
-            if (s->wino && nn_conv_is_winograd(l))
-                nn_wino_forward(l, s->wpk, P + l->b, x, out, batch, c->col, s->relu);
-            else /* (weights packed for another kernel than the one now in use: repacked) */
-                nn_conv_forward_packed(l, s->wino ? NULL : s->wpk, P + l->w, P + l->b, x, out,
-                                       batch, c->col, s->relu);
+            if (s->wino && nn_conv_is_winograd(l)) {
+                nn_wino_forward(l, s->wpk, P + l->b, x, out, batch, c->col, s->relu,
+                                s->pool != NULL);
+                break;
+            }
+            /* (weights packed for another kernel than the one now in use: repacked) */
+            nn_conv_forward_packed(l, s->wino ? NULL : s->wpk, P + l->w, P + l->b, x, out, batch,
+                                   c->col, s->relu);
+            if (s->pool) { /* the fused pool, apart: into the buffer the input came from */
+                res = x == c->a ? c->a : x == c->b ? c->b : (out == c->a ? c->b : c->a);
+                nn_maxpool_forward(s->pool, out, res, NULL, batch);
+            }
             break;
         case NN_L_BN:
             nn_bn_forward_infer(l, P + l->gamma, P + l->beta, P + l->mean, P + l->var, x, out,
@@ -168,13 +213,9 @@ cxr_err nn_predict(nn_ctx *c, const float *input, int batch, float *probs)
         case NN_L_DROPOUT:
             break;
         }
-        x = out;
-        /* the next step writes into the buffer that is not its input */
-        {
-            float *t = y;
-            y = spare;
-            spare = t;
-        }
+        if (step_s)
+            step_s[i] = step_clock() - t0;
+        x = res;
     }
     nn_softmax_forward(c->logits, probs, batch, m->n_classes);
     return CXR_OK;
