@@ -159,6 +159,25 @@ size_t nn_conv_pack_len(const struct nn_layer *l)
     return round_up((size_t)l->oc, DC_MR) * l->ic * 9;
 }
 
+#define FL_ROWS 8 /* output rows per task */
+
+static int first_layer(const struct nn_layer *l)
+{
+    return l->ic == 1 && l->stride == 2 && l->k == 3;
+}
+
+static size_t first_row_len(const struct nn_layer *l)
+{
+    return round_up((size_t)l->ow + 1, 16) + 16;
+}
+
+/* Per worker: the padded input row, and the even and odd samples of 2 FL_ROWS + 1 rows. */
+static size_t first_scratch_len(const struct nn_layer *l)
+{
+    return round_up(2 * (size_t)l->ow + 2 + (size_t)l->iw + 2 * (size_t)l->pad, 16) +
+           2 * (2 * FL_ROWS + 1) * first_row_len(l);
+}
+
 size_t nn_direct_ws_len(const struct nn_layer *l, int batch)
 {
     struct dgeo gi = fwd_geo(l, batch), gd;
@@ -173,6 +192,8 @@ size_t nn_direct_ws_len(const struct nn_layer *l, int batch)
         gd = geo(l->oh, l->ow, 1, 1, batch, l->oh + 1, l->ow + 1);
     bwd = (size_t)l->ic * gi.nph * gi.cs + (size_t)l->oc * gi.cs + ic8 * l->oc * 9 +
           (size_t)l->oc * gd.cs + (l->stride == 1 ? 1 : 2) * ic8 * gd.q;
+    if (first_layer(l) && fwd < NN_MAX_THREADS * first_scratch_len(l))
+        fwd = NN_MAX_THREADS * first_scratch_len(l);
     return (fwd > bwd ? fwd : bwd) + 8 * DC_ALIGN;
 }
 
@@ -829,10 +850,113 @@ static float *align_up(float *p)
     return mis ? p + (64 - mis) / sizeof(float) : p;
 }
 
+/* ---- the first layer: one input channel, stride 2 ----
+ *
+ * With one input channel the phase planes and the padded output grid cost more than the
+ * products (at 224 x 224 -> 16 x 112 x 112, copying in and out took twice the convolution).
+ * Here each task takes a band of output rows of one image: the band's input rows, padded, are
+ * split once into their even and odd samples (ev[m] = xpad[2m], od[m] = xpad[2m + 1]), so the
+ * three taps of a kernel row read ev[ox], od[ox] and ev[ox + 1], unit-stride; every output row
+ * of every channel is then nine multiply-adds per pixel written straight into y. */
+struct first_job {
+    const struct nn_layer *l;
+    const float *w, *b, *x;
+    float *y, *scratch;
+    int bands, relu;
+};
+
+static inline __attribute__((always_inline)) void first_body(const struct first_job *j,
+                                                             int task, int worker,
+                                                             const int avx512)
+{
+    const struct nn_layer *l = j->l;
+    const int n = task / j->bands, oy0 = task % j->bands * FL_ROWS;
+    const int oy1 = oy0 + FL_ROWS < l->oh ? oy0 + FL_ROWS : l->oh, ow = l->ow, p = l->pad;
+    const int W = 2 * ow + 2, nrows = 2 * (oy1 - oy0) + 1;
+    const size_t rl = first_row_len(l);
+    float *r = j->scratch + (size_t)worker * first_scratch_len(l);
+    float *eo = r + round_up(2 * (size_t)ow + 2 + (size_t)l->iw + 2 * (size_t)p, 16);
+    const float *xn = j->x + (size_t)n * l->ih * l->iw;
+    /* padded input rows 2 oy0 .. 2 oy1 (input row 2 oy - p + ky), split */
+    for (int k = 0; k < nrows; k++) {
+        const int iy = 2 * oy0 + k - p;
+        float *ev = eo + (size_t)(2 * k) * rl, *od = ev + rl;
+        if (iy < 0 || iy >= l->ih) {
+            memset(ev, 0, sizeof(float) * (size_t)(ow + 1));
+            memset(od, 0, sizeof(float) * (size_t)(ow + 1));
+            continue;
+        }
+        {
+            const int x1 = p + l->iw < W ? p + l->iw : W; /* r[p, x1): the input row */
+            memset(r, 0, sizeof(float) * (size_t)p);
+            memcpy(r + p, xn + (size_t)iy * l->iw, sizeof(float) * (size_t)(x1 - p));
+            if (x1 < W)
+                memset(r + x1, 0, sizeof(float) * (size_t)(W - x1));
+        }
+        if (avx512)
+            deinterleave(r, W, ev, od);
+        else
+            deinterleave_c(r, W, ev, od);
+    }
+    for (int o = 0; o < l->oc; o++) {
+        const float *wo = j->w + (size_t)o * 9;
+        const float w0 = wo[0], w1 = wo[1], w2 = wo[2], w3 = wo[3], w4 = wo[4], w5 = wo[5],
+                    w6 = wo[6], w7 = wo[7], w8 = wo[8];
+        const float bias = j->b ? j->b[o] : 0.0f, lo = j->relu ? 0.0f : -INFINITY;
+        for (int oy = oy0; oy < oy1; oy++) {
+            const float *e0 = eo + (size_t)(2 * (2 * (oy - oy0))) * rl, *o0 = e0 + rl;
+            const float *e1 = o0 + rl, *o1 = e1 + rl, *e2 = o1 + rl, *o2 = e2 + rl;
+            float *yr = j->y + (((size_t)n * l->oc + o) * l->oh + oy) * ow;
+#pragma omp simd
+            for (int ox = 0; ox < ow; ox++) {
+                /* three short chains of multiply-adds rather than one of nine */
+                const float a = bias + w0 * e0[ox] + w1 * o0[ox] + w2 * e0[ox + 1];
+                const float c = w3 * e1[ox] + w4 * o1[ox] + w5 * e1[ox + 1];
+                const float d = w6 * e2[ox] + w7 * o2[ox] + w8 * e2[ox + 1];
+                const float v = a + (c + d);
+                yr[ox] = v > lo ? v : lo;
+            }
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void first_avx2(const struct first_job *j, int task,
+                                                           int worker)
+{
+    first_body(j, task, worker, 0);
+}
+
+__attribute__((target("avx512f,fma"))) static void first_avx512(const struct first_job *j,
+                                                                int task, int worker)
+{
+    first_body(j, task, worker, 1);
+}
+
+static void first_task(void *arg, int task, int worker)
+{
+    const struct first_job *j = arg;
+    switch (nn_kernel()) {
+    case NN_KERNEL_AVX512:
+        first_avx512(j, task, worker);
+        break;
+    case NN_KERNEL_AVX2:
+        first_avx2(j, task, worker);
+        break;
+    default:
+        first_body(j, task, worker, 0);
+    }
+}
+
 void nn_direct_forward(const struct nn_layer *l, const float *wpk, const float *w,
                        const float *b, const float *x, float *y, int batch, float *ws, int relu)
 {
     struct dgeo g = fwd_geo(l, batch);
+    if (first_layer(l) && w) {
+        const int bands = (l->oh + FL_ROWS - 1) / FL_ROWS;
+        struct first_job j = {l, w, b, x, y, align_up(ws), bands, relu};
+        nn_parallel(first_task, &j, batch * bands);
+        return;
+    }
     float *p = align_up(ws), *xp, *out;
     if (!wpk) {
         pack_weights(l, &g, w, p);

@@ -239,6 +239,10 @@ static void test_conv_direct_vs_im2col(void **state)
     direct_vs_im2col("input 25 5\nconv 12 3 2 1\ndense classes\n");
     direct_vs_im2col("input 24 3\nconv 9 3 2 0\ndense classes\n");
     direct_vs_im2col("input 30 1\nconv 16 3 2 1\ndense classes\n");
+    /* one input channel, stride 2: the first-layer kernel (pad 0 and 2, odd sizes, bands of
+     * rows not a multiple of 8) */
+    direct_vs_im2col("input 37 1\nconv 7 3 2 0\ndense classes\n");
+    direct_vs_im2col("input 20 1\nconv 5 3 2 2\ndense classes\n");
     direct_vs_im2col("input 21 4\nconv 11 3 2 2\ndense classes\n");
     /* rows longer than one 32-float vector pair plus a rest (the phase split's main loop) */
     direct_vs_im2col("input 70 2\nconv 5 3 2 1\ndense classes\n");
