@@ -226,13 +226,47 @@ __attribute__((target("avx512f"))) static void deinterleave(const float *s, int 
     }
 }
 
-/* The same without AVX-512 (the copies are a small part of the work). */
+/* The same without AVX-512. */
 static void deinterleave_c(const float *s, int w, float *ev, float *od)
 {
     for (int m = 0; 2 * m < w; m++) {
         ev[m] = s[2 * m];
         if (2 * m + 1 < w)
             od[m] = s[2 * m + 1];
+    }
+}
+
+/* The same on AVX2: 16 floats at a time (two shuffles and two lane permutes), the rest in C. */
+__attribute__((target("avx2"))) static void deinterleave2(const float *s, int w, float *ev,
+                                                          float *od)
+{
+    int m = 0;
+    for (; 2 * m + 16 <= w; m += 8) {
+        const __m256 a = _mm256_loadu_ps(s + 2 * m), b = _mm256_loadu_ps(s + 2 * m + 8);
+        /* [a0 a2 b0 b2 | a4 a6 b4 b6] and [a1 a3 b1 b3 | a5 a7 b5 b7], then the middle
+         * 64-bit pairs swapped */
+        const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+        _mm256_storeu_ps(ev + m, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e),
+                                                                        _MM_SHUFFLE(3, 1, 2, 0))));
+        _mm256_storeu_ps(od + m, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o),
+                                                                        _MM_SHUFFLE(3, 1, 2, 0))));
+    }
+    deinterleave_c(s + 2 * m, w - 2 * m, ev + m, od + m);
+}
+
+/* A row split into its even and odd samples on the kernel in use. */
+static void split_row(const float *s, int w, float *ev, float *od)
+{
+    switch (nn_kernel()) {
+    case NN_KERNEL_AVX512:
+        deinterleave(s, w, ev, od);
+        break;
+    case NN_KERNEL_AVX2:
+        deinterleave2(s, w, ev, od);
+        break;
+    default:
+        deinterleave_c(s, w, ev, od);
     }
 }
 
@@ -283,7 +317,7 @@ static void pack_s2_task(void *arg, int task, int worker)
     const int r0 = band * j->band_rows, r1 = r0 + j->band_rows < 2 * g->hp
                                                  ? r0 + j->band_rows
                                                  : 2 * g->hp;
-    const int be = j->off % 2, bo = (j->off + 1) % 2, avx512 = nn_kernel() == NN_KERNEL_AVX512;
+    const int be = j->off % 2, bo = (j->off + 1) % 2;
     float *d = j->dst + (size_t)c * g->nph * g->cs;
     const float *s = j->src + ((size_t)n * j->C + c) * j->h * j->w;
     for (int py = r0; py < r1; py++) {
@@ -296,12 +330,8 @@ static void pack_s2_task(void *arg, int task, int worker)
             continue;
         /* phase b holds x = 2 jj + b - off: the even samples go to phase off % 2 at
          * (off - b) / 2, the odd ones to phase (off + 1) % 2 at (off + 1 - b) / 2 */
-        if (avx512)
-            deinterleave(s + (size_t)y * j->w, j->w, pe + (j->off - be) / 2,
-                         po + (j->off + 1 - bo) / 2);
-        else
-            deinterleave_c(s + (size_t)y * j->w, j->w, pe + (j->off - be) / 2,
-                           po + (j->off + 1 - bo) / 2);
+        split_row(s + (size_t)y * j->w, j->w, pe + (j->off - be) / 2,
+                  po + (j->off + 1 - bo) / 2);
     }
     if (n == j->batch - 1 && band == j->bands - 1)
         for (int ph = 0; ph < g->nph; ph++)
@@ -866,8 +896,7 @@ struct first_job {
 };
 
 static inline __attribute__((always_inline)) void first_body(const struct first_job *j,
-                                                             int task, int worker,
-                                                             const int avx512)
+                                                             int task, int worker)
 {
     const struct nn_layer *l = j->l;
     const int n = task / j->bands, oy0 = task % j->bands * FL_ROWS;
@@ -893,10 +922,7 @@ static inline __attribute__((always_inline)) void first_body(const struct first_
             if (x1 < W)
                 memset(r + x1, 0, sizeof(float) * (size_t)(W - x1));
         }
-        if (avx512)
-            deinterleave(r, W, ev, od);
-        else
-            deinterleave_c(r, W, ev, od);
+        split_row(r, W, ev, od);
     }
     for (int o = 0; o < l->oc; o++) {
         const float *wo = j->w + (size_t)o * 9;
@@ -923,13 +949,13 @@ static inline __attribute__((always_inline)) void first_body(const struct first_
 __attribute__((target("avx2,fma"))) static void first_avx2(const struct first_job *j, int task,
                                                            int worker)
 {
-    first_body(j, task, worker, 0);
+    first_body(j, task, worker);
 }
 
 __attribute__((target("avx512f,fma"))) static void first_avx512(const struct first_job *j,
                                                                 int task, int worker)
 {
-    first_body(j, task, worker, 1);
+    first_body(j, task, worker);
 }
 
 static void first_task(void *arg, int task, int worker)
@@ -943,7 +969,7 @@ static void first_task(void *arg, int task, int worker)
         first_avx2(j, task, worker);
         break;
     default:
-        first_body(j, task, worker, 0);
+        first_body(j, task, worker);
     }
 }
 
@@ -1239,7 +1265,7 @@ struct wino_job {
  * h2 = ev[tx + 1] - od[tx], h3 = od[tx] - od[tx + 1]. Written once and compiled per kernel
  * (plain, AVX2, AVX-512) by the wrappers below. */
 static inline __attribute__((always_inline)) void wino_in_body(const struct wino_job *j, int c,
-                                                               int worker, const int avx512)
+                                                               int worker)
 {
     const struct nn_layer *l = j->l;
     const int tw = wino_tiles_w(l), th = wino_tiles_h(l), p = l->pad, W = 2 * tw + 2;
@@ -1261,10 +1287,7 @@ static inline __attribute__((always_inline)) void wino_in_body(const struct wino
             memset(r, 0, sizeof(float) * p);
             memcpy(r + p, xc + (size_t)y * l->iw, sizeof(float) * (x1 - p));
             memset(r + x1, 0, sizeof(float) * (W - x1));
-            if (avx512)
-                deinterleave(r, W, ev, od);
-            else
-                deinterleave_c(r, W, ev, od);
+            split_row(r, W, ev, od);
             /* whole vectors: lanes past tw hold leftovers of the scratch and are never read
              * as outputs */
 #pragma omp simd
@@ -1305,13 +1328,13 @@ static inline __attribute__((always_inline)) void wino_in_body(const struct wino
 __attribute__((target("avx2,fma"))) static void wino_in_avx2(const struct wino_job *j, int c,
                                                              int worker)
 {
-    wino_in_body(j, c, worker, 0);
+    wino_in_body(j, c, worker);
 }
 
 __attribute__((target("avx512f,fma"))) static void wino_in_avx512(const struct wino_job *j,
                                                                   int c, int worker)
 {
-    wino_in_body(j, c, worker, 1);
+    wino_in_body(j, c, worker);
 }
 
 static void wino_in_task(void *arg, int c, int worker)
@@ -1325,7 +1348,7 @@ static void wino_in_task(void *arg, int c, int worker)
         wino_in_avx2(j, c, worker);
         break;
     default:
-        wino_in_body(j, c, worker, 0);
+        wino_in_body(j, c, worker);
     }
 }
 
