@@ -1020,8 +1020,42 @@ __attribute__((target("avx512f"))) static void interleave(const float *ev, const
 
 static void interleave_c(const float *ev, const float *od, int w, float *dst)
 {
-    for (int x = 0; x < w; x++)
-        dst[x] = x % 2 ? od[x / 2] : ev[x / 2];
+    int m = 0;
+    for (; 2 * m + 1 < w; m++) {
+        dst[2 * m] = ev[m];
+        dst[2 * m + 1] = od[m];
+    }
+    if (2 * m < w)
+        dst[2 * m] = ev[m];
+}
+
+/* The same on AVX2: 16 floats at a time, the rest in C. */
+__attribute__((target("avx2"))) static void interleave2(const float *ev, const float *od, int w,
+                                                        float *dst)
+{
+    int m = 0;
+    for (; 2 * m + 16 <= w; m += 8) {
+        const __m256 e = _mm256_loadu_ps(ev + m), o = _mm256_loadu_ps(od + m);
+        const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
+        _mm256_storeu_ps(dst + 2 * m, _mm256_permute2f128_ps(lo, hi, 0x20));
+        _mm256_storeu_ps(dst + 2 * m + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+    }
+    interleave_c(ev + m, od + m, w - 2 * m, dst + 2 * m);
+}
+
+/* dst woven from ev and od on the kernel in use. */
+static void weave_row(const float *ev, const float *od, int w, float *dst)
+{
+    switch (nn_kernel()) {
+    case NN_KERNEL_AVX512:
+        interleave(ev, od, w, dst);
+        break;
+    case NN_KERNEL_AVX2:
+        interleave2(ev, od, w, dst);
+        break;
+    default:
+        interleave_c(ev, od, w, dst);
+    }
 }
 
 /*
@@ -1054,10 +1088,7 @@ static void weave_task(void *arg, int c, int worker)
                 continue;
             const size_t row = (size_t)c * g->q + (size_t)n * g->img + (size_t)(py / 2) * g->wp;
             float *d = j->dx + (((size_t)n * j->C + c) * j->h + y) * j->w;
-            if (nn_kernel() == NN_KERNEL_AVX512)
-                interleave(pe + row + se, po + row + so, j->w, d);
-            else
-                interleave_c(pe + row + se, po + row + so, j->w, d);
+            weave_row(pe + row + se, po + row + so, j->w, d);
         }
 }
 
@@ -1376,7 +1407,7 @@ static void wino_gemm_task(void *arg, int task, int worker)
  * pool follows, and the output's sides are even) each tile is one pooling window: the one
  * output is the largest of the four, stored unit-stride into the pooled output. */
 static inline __attribute__((always_inline)) void wino_out_body(const struct wino_job *j, int o,
-                                                                int worker, const int avx512)
+                                                                int worker)
 {
     const struct nn_layer *l = j->l;
     const int tw = wino_tiles_w(l), th = wino_tiles_h(l), oh = l->oh, ow = l->ow;
@@ -1432,15 +1463,9 @@ static inline __attribute__((always_inline)) void wino_out_body(const struct win
                 t10[tx] = r10 > lo ? r10 : lo;
                 t11[tx] = r11 > lo ? r11 : lo;
             }
-            if (avx512) {
-                interleave(t00, t01, ow, yo + (size_t)(2 * ty) * ow);
-                if (2 * ty + 1 < oh)
-                    interleave(t10, t11, ow, yo + (size_t)(2 * ty + 1) * ow);
-            } else {
-                interleave_c(t00, t01, ow, yo + (size_t)(2 * ty) * ow);
-                if (2 * ty + 1 < oh)
-                    interleave_c(t10, t11, ow, yo + (size_t)(2 * ty + 1) * ow);
-            }
+            weave_row(t00, t01, ow, yo + (size_t)(2 * ty) * ow);
+            if (2 * ty + 1 < oh)
+                weave_row(t10, t11, ow, yo + (size_t)(2 * ty + 1) * ow);
         }
     }
 }
@@ -1448,13 +1473,13 @@ static inline __attribute__((always_inline)) void wino_out_body(const struct win
 __attribute__((target("avx2,fma"))) static void wino_out_avx2(const struct wino_job *j, int o,
                                                               int worker)
 {
-    wino_out_body(j, o, worker, 0);
+    wino_out_body(j, o, worker);
 }
 
 __attribute__((target("avx512f,fma"))) static void wino_out_avx512(const struct wino_job *j,
                                                                    int o, int worker)
 {
-    wino_out_body(j, o, worker, 1);
+    wino_out_body(j, o, worker);
 }
 
 static void wino_out_task(void *arg, int o, int worker)
@@ -1468,7 +1493,7 @@ static void wino_out_task(void *arg, int o, int worker)
         wino_out_avx2(j, o, worker);
         break;
     default:
-        wino_out_body(j, o, worker, 0);
+        wino_out_body(j, o, worker);
     }
 }
 
