@@ -197,6 +197,34 @@ size_t nn_direct_ws_len(const struct nn_layer *l, int batch)
     return (fwd > bwd ? fwd : bwd) + 8 * DC_ALIGN;
 }
 
+/* A pool task built from one always-inline body(job, task, worker) three times, for AVX-512,
+ * for AVX2 and for the baseline, and name(arg, task, worker) running the one for the kernel in
+ * use: plain C loops that the compiler vectorises for each instruction set. */
+#define DC_PER_KERNEL(name, jtype, body)                                                      \
+    __attribute__((target("avx2,fma"))) static void name##_avx2(const jtype *j, int t, int w)  \
+    {                                                                                       \
+        body(j, t, w);                                                                      \
+    }                                                                                       \
+    __attribute__((target("avx512f,fma"))) static void name##_avx512(const jtype *j, int t,    \
+                                                                     int w)                 \
+    {                                                                                       \
+        body(j, t, w);                                                                      \
+    }                                                                                       \
+    static void name(void *arg, int t, int w)                                               \
+    {                                                                                       \
+        const jtype *j = arg;                                                               \
+        switch (nn_kernel()) {                                                              \
+        case NN_KERNEL_AVX512:                                                              \
+            name##_avx512(j, t, w);                                                         \
+            break;                                                                          \
+        case NN_KERNEL_AVX2:                                                                \
+            name##_avx2(j, t, w);                                                           \
+            break;                                                                          \
+        default:                                                                            \
+            body(j, t, w);                                                                  \
+        }                                                                                   \
+    }
+
 /* ---- copies in and out of the flat layout, one task per channel ---- */
 
 
@@ -946,32 +974,7 @@ static inline __attribute__((always_inline)) void first_body(const struct first_
     }
 }
 
-__attribute__((target("avx2,fma"))) static void first_avx2(const struct first_job *j, int task,
-                                                           int worker)
-{
-    first_body(j, task, worker);
-}
-
-__attribute__((target("avx512f,fma"))) static void first_avx512(const struct first_job *j,
-                                                                int task, int worker)
-{
-    first_body(j, task, worker);
-}
-
-static void first_task(void *arg, int task, int worker)
-{
-    const struct first_job *j = arg;
-    switch (nn_kernel()) {
-    case NN_KERNEL_AVX512:
-        first_avx512(j, task, worker);
-        break;
-    case NN_KERNEL_AVX2:
-        first_avx2(j, task, worker);
-        break;
-    default:
-        first_body(j, task, worker);
-    }
-}
+DC_PER_KERNEL(first_task, struct first_job, first_body)
 
 void nn_direct_forward(const struct nn_layer *l, const float *wpk, const float *w,
                        const float *b, const float *x, float *y, int batch, float *ws, int relu)
@@ -1356,32 +1359,7 @@ static inline __attribute__((always_inline)) void wino_in_body(const struct wino
                sizeof(float) * (round_up(ntiles, 16) - ntiles));
 }
 
-__attribute__((target("avx2,fma"))) static void wino_in_avx2(const struct wino_job *j, int c,
-                                                             int worker)
-{
-    wino_in_body(j, c, worker);
-}
-
-__attribute__((target("avx512f,fma"))) static void wino_in_avx512(const struct wino_job *j,
-                                                                  int c, int worker)
-{
-    wino_in_body(j, c, worker);
-}
-
-static void wino_in_task(void *arg, int c, int worker)
-{
-    const struct wino_job *j = arg;
-    switch (nn_kernel()) {
-    case NN_KERNEL_AVX512:
-        wino_in_avx512(j, c, worker);
-        break;
-    case NN_KERNEL_AVX2:
-        wino_in_avx2(j, c, worker);
-        break;
-    default:
-        wino_in_body(j, c, worker);
-    }
-}
+DC_PER_KERNEL(wino_in_task, struct wino_job, wino_in_body)
 
 /* The 16 products, task = (xi, block of tiles, group of output channels). */
 static void wino_gemm_task(void *arg, int task, int worker)
@@ -1470,32 +1448,7 @@ static inline __attribute__((always_inline)) void wino_out_body(const struct win
     }
 }
 
-__attribute__((target("avx2,fma"))) static void wino_out_avx2(const struct wino_job *j, int o,
-                                                              int worker)
-{
-    wino_out_body(j, o, worker);
-}
-
-__attribute__((target("avx512f,fma"))) static void wino_out_avx512(const struct wino_job *j,
-                                                                   int o, int worker)
-{
-    wino_out_body(j, o, worker);
-}
-
-static void wino_out_task(void *arg, int o, int worker)
-{
-    const struct wino_job *j = arg;
-    switch (nn_kernel()) {
-    case NN_KERNEL_AVX512:
-        wino_out_avx512(j, o, worker);
-        break;
-    case NN_KERNEL_AVX2:
-        wino_out_avx2(j, o, worker);
-        break;
-    default:
-        wino_out_body(j, o, worker);
-    }
-}
+DC_PER_KERNEL(wino_out_task, struct wino_job, wino_out_body)
 
 int nn_wino_can_pool(const struct nn_layer *l, const struct nn_layer *pool)
 {
