@@ -455,8 +455,8 @@ static cxr_err px_resize_core(px_row_fn get_row, const void *ctx, int w, int h, 
      * sums, and the order in which rows are added into the output, are as one row at a time. */
     for (int y0 = 0; y0 < h; y0 += PX_RB) {
         const int nr = h - y0 < PX_RB ? h - y0 : PX_RB;
-        const float *rows[PX_RB];
-        double *cr[PX_RB];
+        const float *rows[PX_RB] = {NULL};
+        double *cr[PX_RB] = {NULL};
         for (int r = 0; r < nr; r++) {
             rows[r] = get_row(ctx, y0 + r, scratch + (size_t)r * (size_t)w);
             cr[r] = cum + (size_t)r * ((size_t)w + 1);
