@@ -130,6 +130,26 @@ static void px_grey_done(struct px_grey *g)
     g->lutf = NULL;
 }
 
+/* The smallest and largest of n samples. The per-pixel loops of this file also have an AVX2
+ * build (the x86-64 baseline has no 32-bit integer min/max nor gather), chosen at load time;
+ * integer work and IEEE arithmetic without FMA contraction give the same bits on either. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define PX_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define PX_CLONES
+#endif
+
+PX_CLONES static void px_minmax(const int32_t *s, size_t n, int32_t *ret_min, int32_t *ret_max)
+{
+    int32_t vmin = *ret_min, vmax = *ret_max;
+    for (size_t i = 0; i < n; i++) {
+        vmin = s[i] < vmin ? s[i] : vmin;
+        vmax = s[i] > vmax ? s[i] : vmax;
+    }
+    *ret_min = vmin;
+    *ret_max = vmax;
+}
+
 static cxr_err px_grey_init(struct px_grey *g, const struct px_image *img,
                             const struct dcm_info *info, struct px_info *ret_pinfo, char *errbuf,
                             size_t errlen, const char *name)
@@ -163,12 +183,7 @@ static cxr_err px_grey_init(struct px_grey *g, const struct px_image *img,
                                      0.114 * s[3 * i + 2]);
         s = lum;
     }
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < vmin)
-            vmin = s[i];
-        if (s[i] > vmax)
-            vmax = s[i];
-    }
+    px_minmax(s, n, &vmin, &vmax);
 
     if (info && img->channels == 1) {
         if (info->has_rescale && info->rescale_slope != 0.0) {
@@ -264,17 +279,20 @@ out_free:
 }
 
 /* Row y of the [0,1] image: into scratch, returned. */
-static const float *px_grey_row(const struct px_grey *g, int y, float *scratch)
+PX_CLONES static const float *px_grey_row(const struct px_grey *g, int y, float *scratch)
 {
     const int32_t *s = g->s + (size_t)y * (size_t)g->w;
+    const int w = g->w; /* in a register: the stores into scratch could alias g */
 
     if (g->lutf) {
-        const float *lut = g->lutf;
+        const float *restrict lut = g->lutf;
+        const int32_t *restrict sr = s;
+        float *restrict dst = scratch;
         int32_t vmin = g->vmin;
-        for (int i = 0; i < g->w; i++)
-            scratch[i] = lut[s[i] - vmin];
+        for (int i = 0; i < w; i++)
+            dst[i] = lut[sr[i] - vmin];
     } else {
-        for (int i = 0; i < g->w; i++)
+        for (int i = 0; i < w; i++)
             scratch[i] = px_apply(&g->x, (double)s[i]);
     }
     return scratch;
@@ -375,6 +393,8 @@ static const float *px_grey_row_fn(const void *ctx, int y, float *scratch)
  * vertically, each resampled source row is added with its overlap weight into the (at most two,
  * going down in size) output rows it covers. Each source row is fetched once, so a LUT-mapped
  * copy of the whole image never exists. */
+#define PX_RB 4 /* source rows resampled together */
+
 static cxr_err px_resize_core(px_row_fn get_row, const void *ctx, int w, int h, int size,
                               float *out, int *ret_ow, int *ret_oh)
 {
@@ -403,9 +423,9 @@ static cxr_err px_resize_core(px_row_fn get_row, const void *ctx, int w, int h, 
     offy = (size - oh) / 2;
     if (px_spans(h, oh, &sy, &wy))
         goto out_free;
-    hr = malloc((size_t)ow * sizeof(float));
-    scratch = calloc((size_t)w, sizeof(float));
-    cum = malloc(((size_t)w + 1) * sizeof(double));
+    hr = malloc((size_t)PX_RB * (size_t)ow * sizeof(float));
+    scratch = calloc((size_t)PX_RB * (size_t)w, sizeof(float));
+    cum = malloc((size_t)PX_RB * ((size_t)w + 1) * sizeof(double));
     fa = malloc((size_t)ow * sizeof(double));
     fb = malloc((size_t)ow * sizeof(double));
     ia = malloc((size_t)ow * sizeof(int));
@@ -430,23 +450,56 @@ static cxr_err px_resize_core(px_row_fn get_row, const void *ctx, int w, int h, 
             fa[j] = a - ia[j];
         }
     }
-    for (int y = 0; y < h; y++) {
-        const float *row = get_row(ctx, y, scratch);
-        double c = 0.0;
-        cum[0] = 0.0;
-        for (int i = 0; i < w; i++) {
-            c += row[i];
-            cum[i + 1] = c;
+    /* PX_RB rows at a time: their running sums are independent chains of additions, which
+     * interleaved keep the adder busy (one row's chain waits ~4 cycles per pixel); every row's
+     * sums, and the order in which rows are added into the output, are as one row at a time. */
+    for (int y0 = 0; y0 < h; y0 += PX_RB) {
+        const int nr = h - y0 < PX_RB ? h - y0 : PX_RB;
+        const float *rows[PX_RB] = {NULL};
+        double *cr[PX_RB] = {NULL};
+        for (int r = 0; r < nr; r++) {
+            rows[r] = get_row(ctx, y0 + r, scratch + (size_t)r * (size_t)w);
+            cr[r] = cum + (size_t)r * ((size_t)w + 1);
+            cr[r][0] = 0.0;
         }
-        for (int j = 0; j < ow; j++) {
-            double A = cum[ia[j]] + fa[j] * row[ia[j]], B = cum[ib[j]] + fb[j] * row[ib[j]];
-            hr[j] = (float)((B - A) * inv);
+        if (nr == PX_RB) {
+            double c0 = 0.0, c1 = 0.0, c2 = 0.0, c3 = 0.0;
+            const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3];
+            double *s0 = cr[0], *s1 = cr[1], *s2 = cr[2], *s3 = cr[3];
+            for (int i = 0; i < w; i++) {
+                c0 += r0[i];
+                c1 += r1[i];
+                c2 += r2[i];
+                c3 += r3[i];
+                s0[i + 1] = c0;
+                s1[i + 1] = c1;
+                s2[i + 1] = c2;
+                s3[i + 1] = c3;
+            }
+        } else {
+            for (int r = 0; r < nr; r++) {
+                double c = 0.0;
+                for (int i = 0; i < w; i++) {
+                    c += rows[r][i];
+                    cr[r][i + 1] = c;
+                }
+            }
         }
-        for (int k = 0; k < sy[y].count; k++) {
-            float *o = out + (size_t)(offy + sy[y].first + k) * (size_t)size + offx;
-            float wk = sy[y].w[k];
-            for (int j = 0; j < ow; j++)
-                o[j] += hr[j] * wk;
+        for (int r = 0; r < nr; r++) {
+            const float *row = rows[r];
+            const double *cs = cr[r];
+            float *h_r = hr + (size_t)r * (size_t)ow;
+            const int y = y0 + r;
+            for (int j = 0; j < ow; j++) {
+                double A = cs[ia[j]] + fa[j] * row[ia[j]], B = cs[ib[j]] + fb[j] * row[ib[j]];
+                h_r[j] = (float)((B - A) * inv);
+            }
+            for (int k = 0; k < sy[y].count; k++) {
+                float *o = out + (size_t)(offy + sy[y].first + k) * (size_t)size + offx;
+                float wk = sy[y].w[k];
+                for (int j = 0; j < ow; j++)
+                    o[j] += h_r[j] * wk;
+            }
         }
     }
     if (ret_ow)

@@ -4,13 +4,15 @@
  * nn_ctx_new() copies the model's parameters and folds each batch normalisation that follows a
  * convolution into that convolution's weights and bias (w' = w * g / sqrt(v + eps),
  * b' = (b - mean) * g / sqrt(v + eps) + beta); a ReLU that follows a convolution or dense
- * layer (directly or after a folded BN) becomes its epilogue; dropout and flatten vanish. The
- * result is a short list of steps. Two ping-pong activation buffers and one im2col buffer
+ * layer (directly or after a folded BN) becomes its epilogue; a 2x2 max pool that follows a
+ * Winograd convolution is taken in its output transform (each 2x2 output tile is one pooling
+ * window); dropout and flatten vanish. The result is a short list of steps. Two ping-pong activation buffers and one im2col buffer
  * sized for max_batch are allocated once; nn_predict() only computes.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "nn_int.h"
 
@@ -19,6 +21,7 @@ struct nn_step {
     int relu;      /* fused ReLU epilogue */
     float *wpk;    /* direct convolution: the folded weights, packed once */
     int wino;      /* wpk holds Winograd-transformed weights (nn_wino_pack) */
+    const struct nn_layer *pool; /* a 2x2 max pool fused into the Winograd output transform */
 };
 
 struct nn_ctx {
@@ -41,6 +44,15 @@ void nn_ctx_free(nn_ctx *c)
     nn_free(c->col);
     nn_free(c->logits);
     free(c);
+}
+
+/* No layer after m->layers[i] becomes a step of its own (only dropout and flatten follow). */
+static int last_step(const nn_model *m, int i)
+{
+    for (int k = i + 1; k < m->n_layers; k++)
+        if (m->layers[k].type != NN_L_DROPOUT && m->layers[k].type != NN_L_FLATTEN)
+            return 0;
+    return 1;
 }
 
 cxr_err nn_ctx_new(const nn_model *m, int max_batch, nn_ctx **ret_ctx)
@@ -87,11 +99,18 @@ cxr_err nn_ctx_new(const nn_model *m, int max_batch, nn_ctx **ret_ctx)
                 prev->relu = 1;
                 continue;
             }
+            /* conv (+ BN + ReLU) + 2x2 max pool: the pool is taken in the output transform */
+            if (l->type == NN_L_MAXPOOL && pl->type == NN_L_CONV && !prev->pool &&
+                nn_conv_is_winograd(pl) && nn_wino_can_pool(pl, l) && !last_step(m, i)) {
+                prev->pool = l;
+                continue;
+            }
         }
         s = &c->steps[c->n_steps++];
         s->l = l;
         s->relu = 0;
         s->wpk = NULL;
+        s->pool = NULL;
     }
     for (int i = 0; i < c->n_steps; i++) {
         struct nn_step *s = &c->steps[i];
@@ -120,25 +139,53 @@ oom:
     return CXR_ENOMEM;
 }
 
-/* Runs the first n_steps steps on `batch` images; returns the last step's output (the logits
- * when n_steps is every step). */
-static const float *run_steps(nn_ctx *c, const float *input, int batch, int n_steps)
+static double step_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+
+int nn_ctx_steps(const nn_ctx *c, const char **names, int max)
+{
+    for (int i = 0; i < c->n_steps && i < max; i++)
+        names[i] = nn_layer_type_name(c->steps[i].l->type);
+    return c->n_steps;
+}
+
+/* Runs the first n_steps steps on `batch` images and returns the last one's output (the logits
+ * when n_steps is every step); step_s (may be NULL) gets each step's CPU time. With unpool_last,
+ * a max pool fused into the last step run is left out, so its output is the convolution's own
+ * (Grad-CAM's activation: the tail runs the pool itself). */
+static const float *run_steps(nn_ctx *c, const float *input, int batch, int n_steps,
+                              double *step_s, int unpool_last)
 {
     const float *x = input;
-    float *y = c->a, *spare = c->b;
     for (int i = 0; i < n_steps; i++) {
         const struct nn_step *s = &c->steps[i];
         const struct nn_layer *l = s->l;
         const float *P = c->params;
         const size_t n = nn_layer_in_len(l) * batch;
-        float *out = (i == c->n_steps - 1) ? c->logits : y;
+        const struct nn_layer *pool = (unpool_last && i == n_steps - 1) ? NULL : s->pool;
+        /* the next step writes into the buffer that is not its input */
+        float *y = x == c->a ? c->b : c->a;
+        float *out = (i == c->n_steps - 1) ? c->logits : y, *res = out;
+        const double t0 = step_s ? step_clock() : 0.0;
         switch (l->type) {
         case NN_L_CONV:
-            if (s->wino && nn_conv_is_winograd(l))
-                nn_wino_forward(l, s->wpk, P + l->b, x, out, batch, c->col, s->relu);
-            else /* (weights packed for another kernel than the one now in use: repacked) */
-                nn_conv_forward_packed(l, s->wino ? NULL : s->wpk, P + l->w, P + l->b, x, out,
-                                       batch, c->col, s->relu);
+            if (s->wino && nn_conv_is_winograd(l)) {
+                nn_wino_forward(l, s->wpk, P + l->b, x, out, batch, c->col, s->relu,
+                                pool != NULL);
+                break;
+            }
+            /* (weights packed for another kernel than the one now in use: repacked) */
+            nn_conv_forward_packed(l, s->wino ? NULL : s->wpk, P + l->w, P + l->b, x, out, batch,
+                                   c->col, s->relu);
+            if (pool) { /* the fused pool, apart: into the buffer the input came from */
+                res = x == c->a ? c->a : x == c->b ? c->b : (out == c->a ? c->b : c->a);
+                nn_maxpool_forward(pool, out, res, NULL, batch);
+            }
             break;
         case NN_L_BN:
             nn_bn_forward_infer(l, P + l->gamma, P + l->beta, P + l->mean, P + l->var, x, out,
@@ -163,51 +210,61 @@ static const float *run_steps(nn_ctx *c, const float *input, int batch, int n_st
         case NN_L_DROPOUT:
             break;
         }
-        x = out;
-        /* the next step writes into the buffer that is not its input */
-        {
-            float *t = y;
-            y = spare;
-            spare = t;
-        }
+        if (step_s)
+            step_s[i] = step_clock() - t0;
+        x = res;
     }
     return x;
 }
 
-cxr_err nn_predict(nn_ctx *c, const float *input, int batch, float *probs)
+cxr_err nn_predict_timed(nn_ctx *c, const float *input, int batch, float *probs, double *step_s)
 {
     if (!c || !input || !probs || batch < 1 || batch > c->max_batch)
         return CXR_EINVAL;
-    (void)run_steps(c, input, batch, c->n_steps);
+    (void)run_steps(c, input, batch, c->n_steps, step_s, 0);
     nn_softmax_forward(c->logits, probs, batch, c->m->n_classes);
     return CXR_OK;
 }
 
-/* The steps that end at or before layer `last`, or -1 when layer last's output is not the
- * output of a step (a later layer was folded or fused into it) or is the logits. */
-static int steps_through(const nn_ctx *c, int last)
+cxr_err nn_predict(nn_ctx *c, const float *input, int batch, float *probs)
+{
+    return nn_predict_timed(c, input, batch, probs, NULL);
+}
+
+/* How many steps produce layer `last`'s output (their last step's output; before its fused pool
+ * when that pool comes after `last`: *unpool); -1 when another later layer is folded or fused
+ * into that step, or when it is the last step (its output is the logits). */
+static int steps_through(const nn_ctx *c, int last, int *unpool)
 {
     const struct nn_layer *L = c->m->layers;
     int n = 0;
+    *unpool = 0;
     while (n < c->n_steps && c->steps[n].l - L <= last)
         n++;
     if (n == 0 || n == c->n_steps)
         return -1;
-    for (long i = last + 1; i < c->steps[n].l - L; i++)
+    for (long i = last + 1; i < c->steps[n].l - L; i++) {
+        if (&L[i] == c->steps[n - 1].pool && c->steps[n - 1].pool - L > last) {
+            *unpool = 1;
+            continue;
+        }
         if (L[i].type != NN_L_DROPOUT && L[i].type != NN_L_FLATTEN)
             return -1;
+    }
     return n;
 }
 
 int nn_ctx_can_stop_after(const nn_ctx *c, int last)
 {
-    return steps_through(c, last) > 0;
+    int unpool;
+    return steps_through(c, last, &unpool) > 0;
 }
 
 const float *nn_ctx_forward_through(nn_ctx *c, const float *input, int last)
 {
-    const int n = steps_through(c, last);
-    return n > 0 ? run_steps(c, input, 1, n) : NULL;
+    int unpool;
+    const int n = steps_through(c, last, &unpool);
+    return n > 0 ? run_steps(c, input, 1, n, NULL, unpool) : NULL;
 }
 
 const float *nn_ctx_logits(const nn_ctx *c)

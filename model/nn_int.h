@@ -122,7 +122,11 @@ size_t nn_wino_pack_len(const struct nn_layer *l);
 void nn_wino_pack(const struct nn_layer *l, const float *w, float *wpk);
 size_t nn_wino_ws_len(const struct nn_layer *l, int batch);
 void nn_wino_forward(const struct nn_layer *l, const float *wpk, const float *b, const float *x,
-                     float *y, int batch, float *ws, int relu);
+                     float *y, int batch, float *ws, int relu, int pool);
+/* pool: the layer pool (a maxpool) that follows l can be fused into l's Winograd output
+ * transform (2x2, stride 2, even output sides); nn_wino_forward(..., pool = 1) then writes
+ * the pooled output. */
+int nn_wino_can_pool(const struct nn_layer *l, const struct nn_layer *pool);
 /* Training: the forward with the weights transformed on the fly, and the input gradient as the
  * forward of the transposed layer (where nn_wino_train_dx); nn_wino_train_ws_len floats. */
 int nn_wino_train_dx(const struct nn_layer *l);
@@ -183,6 +187,10 @@ const float *nn_ctx_logits(const nn_ctx *c);
  * (NULL when it is not), returning the context's buffer holding it, valid until the next call. */
 int nn_ctx_can_stop_after(const nn_ctx *c, int last);
 const float *nn_ctx_forward_through(nn_ctx *c, const float *input, int last);
+/* nn_predict with each step's CPU time of the calling thread in step_s[i] (bench_cnn --steps);
+ * nn_ctx_steps: the number of steps and their layer types (at most max names). */
+cxr_err nn_predict_timed(nn_ctx *c, const float *input, int batch, float *probs, double *step_s);
+int nn_ctx_steps(const nn_ctx *c, const char **names, int max);
 cxr_err nn_model_alloc_params(nn_model *m);
 
 void nn_errf(char *errbuf, size_t errlen, const char *fmt, ...)

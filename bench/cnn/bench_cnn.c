@@ -1,6 +1,6 @@
 /*
  * bench_cnn.c - our CNN engine's speed on one architecture, for bench/cnn/run.
- *   bench_cnn ARCH THREADS SECONDS [--layers]
+ *   bench_cnn ARCH THREADS SECONDS [--layers|--steps]
  *   bench_cnn --kernel      (prints the convolution kernel in use, nn_kernel_describe)
  * Prints key=value lines: batch-1 latency (median), batch-16 and training (batch 32:
  * forward, loss, backward, Adam) throughput, and, for the conv layers' shapes (M = out
@@ -138,6 +138,53 @@ static int layer_table(const nn_model *m, double budget)
     return 0;
 }
 
+/* --steps: batch-1 inference step by step (the fused steps of nn_ctx), the best of many runs
+ * of each step's CPU time on the calling thread (robust to other processes on the machine;
+ * with THREADS > 1 the workers' share is not counted), and the wall time of the whole. */
+static int step_table(const nn_model *m, double budget)
+{
+    nn_ctx *ctx = NULL;
+    const char *names[NN_MAX_LAYERS];
+    double best[NN_MAX_LAYERS], st[NN_MAX_LAYERS], tot = 1e9, wall = 1e9, sum = 0.0;
+    float probs[16];
+    size_t in_len = nn_model_input_len(m);
+    float *x = malloc(sizeof(float) * in_len);
+    int ns, reps = 0;
+    if (!x || nn_ctx_new(m, 1, &ctx)) {
+        free(x);
+        return 1;
+    }
+    nn_fill_hashed_input(x, in_len, 1000);
+    ns = nn_ctx_steps(ctx, names, NN_MAX_LAYERS);
+    for (int i = 0; i < ns; i++)
+        best[i] = 1e9;
+    {
+        double t0 = now();
+        while (now() - t0 < budget || reps < 20) {
+            double t = now(), s = 0.0;
+            (void)nn_predict_timed(ctx, x, 1, probs, st);
+            t = now() - t;
+            for (int i = 0; i < ns; i++) {
+                best[i] = st[i] < best[i] ? st[i] : best[i];
+                s += st[i];
+            }
+            tot = s < tot ? s : tot;
+            wall = t < wall ? t : wall;
+            reps++;
+        }
+    }
+    printf("| step | layer | best CPU us |\n|---|---|---|\n");
+    for (int i = 0; i < ns; i++) {
+        printf("| %d | %s | %.1f |\n", i, names[i], best[i] * 1e6);
+        sum += best[i];
+    }
+    printf("steps_sum_us=%.1f best_total_cpu_us=%.1f best_wall_us=%.1f runs=%d\n", sum * 1e6,
+           tot * 1e6, wall * 1e6, reps);
+    nn_ctx_free(ctx);
+    free(x);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const char *const classes[] = {"COVID-19", "Lung Opacity", "Normal",
@@ -156,8 +203,9 @@ int main(int argc, char **argv)
         printf("kernel=%s\nkernel_desc=%s\n", nn_kernel_name(), desc);
         return 0;
     }
-    if (argc != 4 && !(argc == 5 && !strcmp(argv[4], "--layers"))) {
-        fprintf(stderr, "usage: bench_cnn ARCH THREADS SECONDS [--layers] | bench_cnn --kernel\n");
+    if (argc != 4 && !(argc == 5 && (!strcmp(argv[4], "--layers") || !strcmp(argv[4], "--steps")))) {
+        fprintf(stderr,
+                "usage: bench_cnn ARCH THREADS SECONDS [--layers|--steps] | bench_cnn --kernel\n");
         return 2;
     }
     threads = (int)strtol(argv[2], NULL, 10);
@@ -172,7 +220,7 @@ int main(int argc, char **argv)
     }
     nn_model_fill_hashed(m);
     if (argc == 5) {
-        int rc = layer_table(m, budget);
+        int rc = !strcmp(argv[4], "--steps") ? step_table(m, budget) : layer_table(m, budget);
         nn_model_free(m);
         return rc;
     }

@@ -33,9 +33,10 @@
  * we write first (bit-preserving: the PDV bytes as received). The consumer refuses bytes past
  * max_object_bytes and fails on ENOSPC/EDQUOT; DCMTK then drains the rest of the data set without
  * writing it and the association survives to carry our 0xA700 answer: an oversized object never
- * takes more than max_object_bytes of disk. Then fsync, header read up to the pixel data
- * (loadFileUntilTag), UID checks, rename to spool_dir/in/<UID>.<unique>.dcm, fsync of in/, and
- * only then ops->stored(), whose status is the response; a failure status removes the file.
+ * takes more than max_object_bytes of disk. Then the header read up to the pixel data
+ * (loadFileUntilTag) and UID checks while the last pages are written back, fsync, rename to
+ * spool_dir/in/<UID>.<unique>.dcm, fsync of in/, and only then ops->stored(), whose status is
+ * the response; a failure status removes the file.
  *
  * Every exported function catches every exception; DCMTK's logger is off (dcm_global_init).
  */
@@ -273,7 +274,7 @@ class SpoolConsumer : public DcmConsumer
     }
 
   private:
-    static constexpr size_t k_writeback_chunk = 2u << 20;
+    static constexpr size_t k_writeback_chunk = 1u << 20;
     int fd_;
     size_t cap_;
     size_t written_ = 0;
@@ -380,8 +381,9 @@ class ListenerSCP : public DcmThreadSCP
 
   private:
     OFCondition store(T_DIMSE_C_StoreRQ &req, const DcmPresentationContextInfo &info);
-    Uint16 store_file(T_DIMSE_C_StoreRQ &req, const DcmPresentationContextInfo &info,
-                      const std::string &tmp, const std::string &uniq, size_t bytes, double t0);
+    Uint16 store_file(T_DIMSE_C_StoreRQ &req, const DcmPresentationContextInfo &info, int fd,
+                      const std::string &tmp, const std::string &uniq, size_t bytes, double t0,
+                      const char **why);
     void refuse_event(const char *reason);
 
     dcm_listener *l_;
@@ -678,18 +680,7 @@ OFCondition ListenerSCP::store(T_DIMSE_C_StoreRQ &req, const DcmPresentationCont
             (void)::close(fd);
             (void)::unlink(tmp.c_str());
         } else {
-            int e = ::fsync(fd) == 0 ? 0 : errno;
-            if (::close(fd) != 0 && e == 0)
-                e = errno;
-            if (e != 0) {
-                status = STATUS_STORE_Refused_OutOfResources;
-                why = disk_full(e) ? "disk-full" : "fsync-error";
-                (void)::unlink(tmp.c_str());
-            } else {
-                status = store_file(req, info, tmp, uniq, bytes, t0);
-                if (status != STATUS_Success)
-                    why = "refused";
-            }
+            status = store_file(req, info, fd, tmp, uniq, bytes, t0, &why);
         }
     }
     if (why && std::strcmp(why, "refused") != 0)
@@ -698,17 +689,23 @@ OFCondition ListenerSCP::store(T_DIMSE_C_StoreRQ &req, const DcmPresentationCont
     return sendSTOREResponse(pres, req, status);
 }
 
-/* The durable part: header read, checks, rename, directory fsync, ops->stored(). The temporary
- * file is removed on every failure. */
+/* The durable part, for the complete data set in fd (open, written): header read and checks,
+ * fsync, close, rename, directory fsync, ops->stored(). The header is read while the file's
+ * last pages are being written back (their writeback is started first), so the fsync waits
+ * for less; nothing is renamed or answered before the fsync. fd is closed and the temporary
+ * file removed on every failure; *why is set for a failed fsync (the caller audits it), else
+ * "refused" for a status this function has audited itself. */
 Uint16 ListenerSCP::store_file(T_DIMSE_C_StoreRQ &req, const DcmPresentationContextInfo &info,
-                               const std::string &tmp, const std::string &uniq, size_t bytes,
-                               double t0)
+                               int fd, const std::string &tmp, const std::string &uniq,
+                               size_t bytes, double t0, const char **ret_why)
 {
     const struct dcm_assoc *a = &c_->a;
     struct dcm_stored s = {};
     s.assoc = a;
     Uint16 status = STATUS_Success;
     const char *why = nullptr;
+
+    (void)::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); /* the tail's writeback */
 
     DcmFileFormat ff;
     OFCondition c = ff.loadFileUntilTag(tmp.c_str(), EXS_Unknown, EGL_noChange, 4096,
@@ -753,10 +750,22 @@ Uint16 ListenerSCP::store_file(T_DIMSE_C_StoreRQ &req, const DcmPresentationCont
         }
     }
     if (status != STATUS_Success) {
+        (void)::close(fd);
         (void)::unlink(tmp.c_str());
         l_->event(a, "store.failed", "calling_aet=%s peer=%s status=0x%04x reason=%s",
                   a->calling_aet, a->peer, status, why);
+        *ret_why = "refused";
         return status;
+    }
+    {
+        int fe = ::fsync(fd) == 0 ? 0 : errno;
+        if (::close(fd) != 0 && fe == 0)
+            fe = errno;
+        if (fe != 0) {
+            (void)::unlink(tmp.c_str());
+            *ret_why = disk_full(fe) ? "disk-full" : "fsync-error";
+            return STATUS_STORE_Refused_OutOfResources;
+        }
     }
     int n = std::snprintf(s.path, sizeof(s.path), "%s/%s.%s.dcm", l_->indir.c_str(),
                           s.sop_instance_uid, uniq.c_str());
@@ -773,6 +782,7 @@ Uint16 ListenerSCP::store_file(T_DIMSE_C_StoreRQ &req, const DcmPresentationCont
         (void)::unlink(tmp.c_str());
         l_->event(a, "store.failed", "calling_aet=%s peer=%s status=0xa700 reason=%s",
                   a->calling_aet, a->peer, disk_full(e) ? "disk-full" : "rename-error");
+        *ret_why = "refused";
         return STATUS_STORE_Refused_OutOfResources;
     }
     s.size_bytes = OFstatic_cast(int64_t, bytes);
@@ -781,6 +791,7 @@ Uint16 ListenerSCP::store_file(T_DIMSE_C_StoreRQ &req, const DcmPresentationCont
     s.scored_class = is_scored_class(s.sop_class_uid);
     status = l_->ops.stored ? l_->ops.stored(l_->ops.user, &s) : STATUS_Success;
     if (status != STATUS_Success) {
+        *ret_why = "refused";
         (void)::unlink(s.path);
         l_->event(a, "store.failed",
                   "calling_aet=%s peer=%s status=0x%04x reason=refused-by-daemon", a->calling_aet,

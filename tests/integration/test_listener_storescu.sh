@@ -159,6 +159,35 @@ ok "$want rows for $want Success answers, all final"
 check_scores "${sent[@]}"
 ok "scores equal classify's; skipped and failed rows where classify skips or cannot read"
 
+# The audit's pixel hash: SHA-256 of "WxHxC:16" and the samples as 16-bit little-endian (at
+# most 16 significant bits), recomputed here with pydicom for an 8-bit and a 15-bit image, and
+# the same for every lossless encoding of the same pixels.
+/usr/bin/python3 - "$T/audit.json" "$T/uids.tsv" "$T/one.dcm" "$T/par/p01.dcm" "$T/ts/ELE.dcm" \
+  "$T/ts/EBE.dcm" "$T/ts/RLE.dcm" "$T/ts/J2KL.dcm" <<'PY' || fail "pixel_sha256 is not the hash of the decoded samples"
+import hashlib, json, sys
+import numpy as np, pydicom
+rows = {}
+for l in open(sys.argv[1]):
+    if l.strip():
+        r = json.loads(l)
+        rows[r["sop_instance_uid"]] = r
+uid = dict(l.rstrip("\n").split("\t") for l in open(sys.argv[2]) if l.strip())
+def want(path):
+    ds = pydicom.dcmread(path)
+    a = ds.pixel_array
+    dt = "<i2" if int(ds.PixelRepresentation) else "<u2"
+    h = hashlib.sha256(f"{ds.Columns}x{ds.Rows}x{ds.SamplesPerPixel}:16".encode())
+    h.update(np.ascontiguousarray(a).astype(dt).tobytes())
+    return h.hexdigest()
+one, p01 = want(sys.argv[3]), want(sys.argv[4])
+for f, w in [(sys.argv[3], one), (sys.argv[4], p01), (sys.argv[5], one), (sys.argv[6], p01),
+             (sys.argv[7], p01), (sys.argv[8], p01)]:
+    got = rows[uid[f]]["pixel_sha256"]
+    assert got == w, f"{f}: {got} != {w}"
+print("pixel hashes: 6 rows agree with pydicom")
+PY
+ok "pixel_sha256: the decoded samples at 16 bits, the same for every lossless encoding"
+
 /usr/bin/python3 - "$T/audit.json" "$T/uids.tsv" <<'PY' || fail "gate reasons or failure not audited as expected"
 import json, sys
 rows = {}

@@ -181,10 +181,35 @@ static void golden_pytorch(const char *path_name)
     assert_int_equal(archs, 4);
 }
 
+/* A context made on a Winograd kernel (its pools fused into the convolutions) still predicts
+ * the same after the process switched to im2col (the convolution and the pool then run apart). */
+static void kernel_switch_same_probs(enum nn_kernel k)
+{
+    nn_model *m = build("compact", 4, CLASSES4);
+    nn_ctx *ctx = NULL;
+    size_t in_len = nn_model_input_len(m) * 2;
+    float *x = malloc(sizeof(float) * in_len), p0[8], p1[8];
+    assert_non_null(x);
+    nn_model_fill_hashed(m);
+    nn_fill_hashed_input(x, in_len, 1000);
+    assert_int_equal(nn_ctx_new(m, 2, &ctx), CXR_OK);
+    assert_int_equal(nn_predict(ctx, x, 2, p0), CXR_OK);
+    assert_int_equal(nn_kernel_set(NN_KERNEL_IM2COL), CXR_OK);
+    assert_int_equal(nn_predict(ctx, x, 2, p1), CXR_OK);
+    assert_int_equal(nn_kernel_set(k), CXR_OK);
+    for (int i = 0; i < 8; i++)
+        assert_true(fabs((double)p0[i] - p1[i]) < 1e-4);
+    free(x);
+    nn_ctx_free(ctx);
+    nn_model_free(m);
+}
+
 static void test_golden_pytorch(void **state)
 {
     const enum nn_kernel k = nn_kernel();
     golden_pytorch(nn_kernel_name());
+    if (nn_kernel_winograd())
+        kernel_switch_same_probs(k);
     if (k != NN_KERNEL_IM2COL) {
         assert_int_equal(nn_kernel_set(NN_KERNEL_IM2COL), CXR_OK);
         golden_pytorch("im2col");

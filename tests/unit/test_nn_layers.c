@@ -239,38 +239,56 @@ static void test_conv_direct_vs_im2col(void **state)
     direct_vs_im2col("input 25 5\nconv 12 3 2 1\ndense classes\n");
     direct_vs_im2col("input 24 3\nconv 9 3 2 0\ndense classes\n");
     direct_vs_im2col("input 30 1\nconv 16 3 2 1\ndense classes\n");
+    /* one input channel, stride 2: the first-layer kernel (pad 0 and 2, odd sizes, bands of
+     * rows not a multiple of 8) */
+    direct_vs_im2col("input 37 1\nconv 7 3 2 0\ndense classes\n");
+    direct_vs_im2col("input 20 1\nconv 5 3 2 2\ndense classes\n");
     direct_vs_im2col("input 21 4\nconv 11 3 2 2\ndense classes\n");
     /* rows longer than one 32-float vector pair plus a rest (the phase split's main loop) */
     direct_vs_im2col("input 70 2\nconv 5 3 2 1\ndense classes\n");
     direct_vs_im2col("input 67 3\nconv 6 3 2 0\ndense classes\n");
 }
 
-/* Inference's Winograd F(2x2, 3x3) against the direct (or im2col) convolution: odd and even
+/* Inference's Winograd F(2x2, 3x3) against the im2col convolution: odd and even
  * sizes (a last tile half outside), pad 0, 1 and 2, output channels not a multiple of 4,
  * bias and ReLU; 1e-4 of the output's scale (the transforms round differently). */
 static void winograd_vs_direct(const char *arch)
 {
     struct nn_model *m = model_from(arch, 2);
     const struct nn_layer *l = &m->layers[0];
-    const int batch = 3;
+    /* with a 2x2 max pool after the convolution: fused into the output transform (inference's
+     * conv + pool), against the convolution followed by nn_maxpool_forward */
+    const struct nn_layer *pl = m->layers[1].type == NN_L_MAXPOOL ? &m->layers[1] : NULL;
+    const int batch = pl ? 2 : 3;
     size_t in = nn_layer_in_len(l) * batch, out = nn_layer_out_len(l) * batch;
+    size_t res = pl ? nn_layer_out_len(pl) * batch : out;
     float *x = rand_buf(in, 1.0f), *w = rand_buf((size_t)l->nw, 0.5f);
     float *b = rand_buf((size_t)l->oc, 0.5f), *col = rand_buf(nn_conv_ws_len(l, batch), 0.0f);
-    float *y0 = rand_buf(out, 0.0f), *y1 = rand_buf(out, 0.0f);
+    float *y0 = rand_buf(out, 0.0f), *r0 = rand_buf(res, 0.0f), *r1 = rand_buf(res, 0.0f);
     float *wpk = rand_buf(nn_wino_pack_len(l), 0.0f);
     double scale = 0.0, worst = 0.0;
+    const enum nn_kernel k = nn_kernel();
     assert_true(nn_conv_is_winograd(l));
+    assert_true(!pl || nn_wino_can_pool(l, pl));
+    /* the reference on im2col + sgemm (nn_conv_forward itself runs Winograd on this kernel) */
+    assert_int_equal(nn_kernel_set(NN_KERNEL_IM2COL), CXR_OK);
     nn_conv_forward(l, w, b, x, y0, batch, col, 1);
+    assert_int_equal(nn_kernel_set(k), CXR_OK);
+    if (pl)
+        nn_maxpool_forward(pl, y0, r0, NULL, batch);
+    else
+        memcpy(r0, y0, sizeof(float) * out);
     nn_wino_pack(l, w, wpk);
-    nn_wino_forward(l, wpk, b, x, y1, batch, col, 1);
-    for (size_t i = 0; i < out; i++)
-        scale = fmax(scale, fabs((double)y0[i]));
-    for (size_t i = 0; i < out; i++)
-        worst = fmax(worst, fabs((double)y1[i] - y0[i]) / scale);
-    printf("winograd %dx%d p%d %d->%d: worst difference %.2e of the scale\n", l->ih, l->iw,
-           l->pad, l->ic, l->oc, worst);
+    nn_wino_forward(l, wpk, b, x, r1, batch, col, 1, pl != NULL);
+    for (size_t i = 0; i < res; i++)
+        scale = fmax(scale, fabs((double)r0[i]));
+    for (size_t i = 0; i < res; i++)
+        worst = fmax(worst, fabs((double)r1[i] - r0[i]) / scale);
+    printf("winograd%s %dx%d p%d %d->%d: worst difference %.2e of the scale\n",
+           pl ? " + max pool" : "", l->ih, l->iw, l->pad, l->ic, l->oc, worst);
     assert_true(worst < 1e-4);
-    nn_free(x), nn_free(w), nn_free(b), nn_free(col), nn_free(y0), nn_free(y1), nn_free(wpk);
+    nn_free(x), nn_free(w), nn_free(b), nn_free(col), nn_free(y0), nn_free(r0), nn_free(r1);
+    nn_free(wpk);
     nn_model_free(m);
 }
 
@@ -284,6 +302,17 @@ static void test_conv_winograd(void **state)
     winograd_vs_direct("input 14 8\nconv 12 3 1 0\ndense classes\n");
     winograd_vs_direct("input 9 8\nconv 9 3 1 2\ndense classes\n");
     winograd_vs_direct("input 30 16\nconv 21 3 1 1\ndense classes\n");
+    /* tile rows of 8 and of 17 tiles (whole vectors past the row's end), the pool fused */
+    winograd_vs_direct("input 16 9\nconv 10 3 1 1\nmaxpool 2 2\ndense classes\n");
+    winograd_vs_direct("input 34 12\nconv 13 3 1 1\nmaxpool 2 2\ndense classes\n");
+    {
+        struct nn_model *m = model_from("input 14 9\nconv 10 3 1 1\nmaxpool 3 2\ndense classes\n", 2);
+        assert_false(nn_wino_can_pool(&m->layers[0], &m->layers[1])); /* overlapping windows */
+        nn_model_free(m);
+        m = model_from("input 15 9\nconv 10 3 1 1\nmaxpool 2 2\ndense classes\n", 2);
+        assert_false(nn_wino_can_pool(&m->layers[0], &m->layers[1])); /* odd sides */
+        nn_model_free(m);
+    }
 }
 
 /* ---- batch norm (training mode) ---- */
