@@ -929,8 +929,13 @@ static bool multipart_file(const struct http_request *rq, const char *ctype,
     const char *b = strcasestr(ctype, "boundary=");
     char delim[200];
     size_t dl, blen;
-    const unsigned char *p, *end = rq->body + rq->body_len;
+    const unsigned char *p, *end;
 
+    if (!rq->body || rq->body_len == 0) { /* (NULL + 0 is undefined: found by fuzz_http) */
+        (void)snprintf(why, whylen, "empty multipart/form-data body");
+        return false;
+    }
+    end = rq->body + rq->body_len;
     if (!b) {
         (void)snprintf(why, whylen, "multipart/form-data without a boundary parameter");
         return false;
