@@ -144,9 +144,12 @@
     return h;
   }
 
-  /* [http] auth = bearer: ask for the token (basic is asked by the browser itself). */
-  function needToken(res, message) {
+  /* [http] auth = bearer: ask for the token (basic is asked by the browser itself). sent is
+   * the token the request carried: a 401 for a token that has since been replaced (a request
+   * still in flight when the user signed in again) says nothing about the current one. */
+  function needToken(res, message, sent) {
     if (res.status !== 401 || !/^bearer/i.test(res.headers.get('WWW-Authenticate') || '')) return;
+    if (sent !== token()) return;
     var box = $('signin');
     if (!box.hidden) return;
     setText('signin-why', (token() ? 'The token was refused. ' : '') + 'This daemon asks for a bearer token: ' +
@@ -169,6 +172,7 @@
 
   function api(path, opts) {
     opts = opts || {};
+    var sent = token();
     opts.headers = authHeaders(opts.headers);
     opts.cache = 'no-store';
     return fetch(path, opts).then(function (res) {
@@ -176,7 +180,7 @@
         var body = null;
         try { body = text ? JSON.parse(text) : null; } catch (e) { body = null; }
         if (res.ok && body !== null) return body;
-        if (body && body.error && body.error.message) needToken(res, String(body.error.message));
+        if (body && body.error && body.error.message) needToken(res, String(body.error.message), sent);
         if (body && body.error && body.error.message)
           throw new ApiError(res.status, body.error.code || '', String(body.error.message));
         if (res.ok)
@@ -266,10 +270,11 @@
 
   /* /readyz answers 200 or 503 with the same body: read the checks from either. */
   function refreshStatus() {
+    var sent = token();
     var ready = fetch('/readyz', { cache: 'no-store', headers: authHeaders() }).then(function (r) {
       return r.json().then(function (b) {
         if (b && b.ready === undefined && b.error && b.error.message) {
-          needToken(r, String(b.error.message));
+          needToken(r, String(b.error.message), sent);
           return { body: null, err: new ApiError(r.status, b.error.code || '', String(b.error.message)) };
         }
         return { body: b, err: null };
@@ -280,7 +285,10 @@
       return { body: null, err: new ApiError(0, 'network', 'Cannot reach the daemon: is cxrtriaged running?') };
     });
     var status = api('/api/v1/status').catch(function () { return null; });
-    return Promise.all([ready, status]).then(function (r) { renderStatus(r[0].body, r[0].err, r[1]); });
+    return Promise.all([ready, status]).then(function (r) {
+      if (sent !== token()) return; /* answered for a replaced token: a newer refresh is on its way */
+      renderStatus(r[0].body, r[0].err, r[1]);
+    });
   }
 
   function renderStatus(ready, readyErr, st) {
