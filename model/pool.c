@@ -37,8 +37,13 @@ static struct {
     int n; /* threads including the caller */
     pthread_t tid[NN_MAX_THREADS];
     int ids[NN_MAX_THREADS];
-    _Atomic uint64_t ticket;
-    atomic_int pending, sleeping_caller;
+    /* the two words every task touches, each on its own cache line, apart from the fields
+     * that are only read during a loop: on a VM whose two vCPUs sit on different dies a line
+     * passed back and forth costs ~350 ns, and with one line for all of them every claim
+     * also evicted fn, arg and ntasks from the other core */
+    _Alignas(64) _Atomic uint64_t ticket;
+    _Alignas(64) atomic_int pending;
+    _Alignas(64) atomic_int sleeping_caller;
     nn_task_fn fn;
     void *arg;
     int ntasks;
@@ -63,18 +68,30 @@ static uint32_t loop_of(uint64_t t)
     return (uint32_t)(t >> 32);
 }
 
-/* Runs tasks of loop `loop` until none is left to claim. */
+/* Runs tasks of loop `loop` until none is left to claim. Tasks are claimed in runs, half of
+ * what is left shared among the threads (guided scheduling): a loop of n tasks costs each
+ * thread about log2(n) claims instead of n, and every claim moves the ticket's cache line
+ * between cores (measured on the 2-vCPU AMD EPYC VM: ~75 ns when the vCPUs share a CCX,
+ * ~350 ns when the hypervisor has put them on different dies, where one claim per task made
+ * batch 1 on two threads 4.3 ms instead of 1.8). The last runs are single tasks, so the
+ * threads still finish together. */
 static void run_tasks(uint32_t loop, int worker)
 {
     uint64_t t = atomic_load_explicit(&pool.ticket, memory_order_acquire);
     for (;;) {
-        if (loop_of(t) != loop || (uint32_t)t >= (uint32_t)pool.ntasks)
+        const uint32_t next = (uint32_t)t, n = (uint32_t)pool.ntasks;
+        uint32_t k;
+        if (loop_of(t) != loop || next >= n)
             return;
-        if (!atomic_compare_exchange_weak_explicit(&pool.ticket, &t, t + 1,
+        k = (n - next) / (2u * (uint32_t)pool.n);
+        if (k < 1)
+            k = 1;
+        if (!atomic_compare_exchange_weak_explicit(&pool.ticket, &t, t + k,
                                                    memory_order_acq_rel, memory_order_acquire))
             continue; /* t now holds the current ticket */
-        pool.fn(pool.arg, (int)(uint32_t)t, worker);
-        if (atomic_fetch_sub(&pool.pending, 1) == 1 &&
+        for (uint32_t i = next; i < next + k; i++)
+            pool.fn(pool.arg, (int)i, worker);
+        if (atomic_fetch_sub(&pool.pending, (int)k) == (int)k &&
             atomic_load(&pool.sleeping_caller)) {
             pthread_mutex_lock(&pool.mu);
             pthread_cond_signal(&pool.done);
