@@ -10,12 +10,20 @@
  * packed once as inference does, bias and ReLU fused; im2col + sgemm elsewhere). The first
  * line names the kernel (kernel=avx512|avx2|generic|im2col).
  * Weights are the deterministic hash fill that the PyTorch side uses too.
+ * With THREADS > 1 it also prints core_rtt_ns: the round trip of one cache line between two
+ * threads on the first two CPUs the process may use (ping-pong through an atomic; the main
+ * thread's affinity is restored afterwards), measured before and after the batch-1
+ * loop, the larger shown. On a VM whose vCPUs the hypervisor moves, this tells whether they
+ * shared a die during the run (~75 ns on the AMD EPYC VM) or not (~350 ns), which decides
+ * how much every layer's hand-over between the engine's threads costs.
  * THREADS is the engine's thread count (nn_set_threads: the layers split their work across
  * the engine's threads, OpenBLAS runs one thread). With THREADS > 1, batch-16 throughput is
  * measured two ways and the better one is reported: the engine's threads inside each layer,
  * or THREADS workers with one context and one thread each sharing the batch (the daemon's
  * throughput mode, DESIGN.md "Threads").
  */
+/* _GNU_SOURCE (the build defines it): pthread_setaffinity_np, for core_rtt_ns */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +65,69 @@ static void *worker_main(void *arg)
         w->images += w->batch;
     }
     return NULL;
+}
+
+/* core_rtt: two threads pass one cache line back and forth through an atomic */
+static _Atomic int rtt_flag;
+enum { RTT_ROUNDS = 20000 };
+
+static int rtt_cpu[2];
+
+static void pin(int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+static void *rtt_peer(void *arg)
+{
+    (void)arg;
+    pin(rtt_cpu[1]);
+    __atomic_store_n(&rtt_flag, 2, __ATOMIC_RELEASE); /* ready, on its CPU */
+    while (__atomic_load_n(&rtt_flag, __ATOMIC_ACQUIRE) == 2)
+        ;
+    for (int i = 0; i < RTT_ROUNDS; i++) {
+        while (__atomic_load_n(&rtt_flag, __ATOMIC_ACQUIRE) != 1)
+            ;
+        __atomic_store_n(&rtt_flag, 0, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
+static double core_rtt_ns(void)
+{
+    pthread_t t;
+    cpu_set_t saved;
+    double t0;
+    int k = 0;
+    if (pthread_getaffinity_np(pthread_self(), sizeof(saved), &saved) != 0)
+        return -1.0;
+    for (int c = 0; c < CPU_SETSIZE && k < 2; c++)
+        if (CPU_ISSET(c, &saved))
+            rtt_cpu[k++] = c;
+    if (k < 2)
+        return -1.0;
+    pin(rtt_cpu[0]);
+    __atomic_store_n(&rtt_flag, 0, __ATOMIC_RELEASE);
+    if (pthread_create(&t, NULL, rtt_peer, NULL) != 0) {
+        (void)pthread_setaffinity_np(pthread_self(), sizeof(saved), &saved);
+        return -1.0;
+    }
+    while (__atomic_load_n(&rtt_flag, __ATOMIC_ACQUIRE) != 2)
+        ;
+    __atomic_store_n(&rtt_flag, 0, __ATOMIC_RELEASE);
+    t0 = now();
+    for (int i = 0; i < RTT_ROUNDS; i++) {
+        __atomic_store_n(&rtt_flag, 1, __ATOMIC_RELEASE);
+        while (__atomic_load_n(&rtt_flag, __ATOMIC_ACQUIRE) != 0)
+            ;
+    }
+    t0 = now() - t0;
+    (void)pthread_join(t, NULL);
+    (void)pthread_setaffinity_np(pthread_self(), sizeof(saved), &saved);
+    return t0 / RTT_ROUNDS * 1e9;
 }
 
 /* THREADS workers, each with its own context, share batches of 16 (one BLAS thread). */
@@ -238,6 +309,7 @@ int main(int argc, char **argv)
            nn_model_param_count(m), nn_model_flops(m) / 1e6, nn_kernel_name());
 
     /* batch 1 latency */
+    double rtt = threads > 1 ? core_rtt_ns() : 0.0;
     (void)nn_predict(ctx, x, 1, probs);
     n = 0;
     t0 = now();
@@ -248,6 +320,10 @@ int main(int argc, char **argv)
     }
     qsort(times, (size_t)n, sizeof(double), cmp_d);
     printf("b1_ms=%.3f b1_ips=%.2f\n", times[n / 2] * 1e3, 1.0 / times[n / 2]);
+    if (threads > 1) {
+        double after = core_rtt_ns();
+        printf("core_rtt_ns=%.0f\n", after > rtt ? after : rtt);
+    }
 
     /* batch 16 throughput */
     n = 0;
