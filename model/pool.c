@@ -3,8 +3,8 @@
  *
  * OpenBLAS splits each sgemm across its threads, which pays off for large matrices only; a
  * network's layers are many small pieces of work. So the engine splits them itself: a layer
- * calls nn_parallel(fn, arg, ntasks) and the caller plus the n - 1 pool threads take task
- * indices from one atomic counter until none are left. Workers spin briefly between loops (a
+ * calls nn_parallel(fn, arg, ntasks) and the caller plus the n - 1 pool threads take runs of
+ * task indices from one atomic counter until none are left. Workers spin briefly between loops (a
  * training step or a batch is a quick succession of loops), then sleep on a condition variable.
  *
  * One user at a time: a second thread calling nn_parallel while the pool is busy (two inference
