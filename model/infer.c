@@ -30,7 +30,37 @@ struct nn_ctx {
     struct nn_step steps[NN_MAX_LAYERS];
     float *params; /* folded copy */
     float *a, *b, *col, *logits;
+    struct nn_adapt adapt; /* batch 1: the pool or serial (nn_int.h) */
 };
+
+int nn_adapt_pick(struct nn_adapt *a)
+{
+    const int best = a->ms[1] > 0.0 && a->ms[1] < a->ms[0] ? 1 : 0;
+    a->calls++;
+    if (a->calls <= NN_ADAPT_FIRST) /* both modes in turn at first: the first calls are cold */
+        return (int)(a->calls % 2u == 0u);
+    return a->calls % NN_ADAPT_PROBE == 0 ? !best : best;
+}
+
+/* Fast down, slow up: a faster time is taken at once (one probe notices that the pool has
+ * become fast again), a slower one moves the average by a quarter (one slow call, a page fault
+ * or a preempted worker, does not flip the choice; a run of them does, within a few calls). */
+void nn_adapt_note(struct nn_adapt *a, int mode, double ms)
+{
+    if (ms <= 0.0)
+        ms = 1e-6;
+    if (a->ms[mode] <= 0.0 || ms < a->ms[mode])
+        a->ms[mode] = ms;
+    else
+        a->ms[mode] = 0.75 * a->ms[mode] + 0.25 * ms;
+}
+
+static double wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
 
 void nn_ctx_free(nn_ctx *c)
 {
@@ -221,7 +251,16 @@ cxr_err nn_predict_timed(nn_ctx *c, const float *input, int batch, float *probs,
 {
     if (!c || !input || !probs || batch < 1 || batch > c->max_batch)
         return CXR_EINVAL;
-    (void)run_steps(c, input, batch, c->n_steps, step_s, 0);
+    if (batch == 1 && !step_s && nn_get_threads() > 1) {
+        const int mode = nn_adapt_pick(&c->adapt);
+        const double t0 = wall_ms();
+        nn_serial(mode);
+        (void)run_steps(c, input, batch, c->n_steps, step_s, 0);
+        nn_serial(0);
+        nn_adapt_note(&c->adapt, mode, wall_ms() - t0);
+    } else {
+        (void)run_steps(c, input, batch, c->n_steps, step_s, 0);
+    }
     nn_softmax_forward(c->logits, probs, batch, c->m->n_classes);
     return CXR_OK;
 }

@@ -64,6 +64,25 @@ struct nn_model {
  * must write disjoint outputs. Serial when the pool has one thread or is busy. */
 typedef void (*nn_task_fn)(void *arg, int task, int worker);
 void nn_parallel(nn_task_fn fn, void *arg, int ntasks);
+/* nn_serial(1): the calling thread's loops run on itself alone (and nn_get_threads() says 1)
+ * until nn_serial(0). */
+void nn_serial(int on);
+
+/* Batch 1 on the pool or on the caller alone, whichever has lately been faster (infer.c).
+ * Handing a layer's data between two cores can cost more than the second core saves: on a VM
+ * whose vCPUs the hypervisor has put on different dies (a cache line's round trip ~330 ns
+ * instead of ~60) batch 1 took 3.6-4.0 ms on two threads and 2.6-3.0 ms on one. Each mode's
+ * wall time is kept (the lowest lately, nn_adapt_note); the first NN_ADAPT_FIRST calls
+ * alternate, then the faster mode runs and the other is tried every NN_ADAPT_PROBE-th call, so
+ * a change of placement is noticed within a few dozen inferences. Results do not depend on the mode (tasks write disjoint outputs). */
+#define NN_ADAPT_PROBE 32
+#define NN_ADAPT_FIRST 8 /* the first calls alternate */
+struct nn_adapt {
+    double ms[2]; /* [0] the pool, [1] serial; 0: not timed yet */
+    unsigned calls;
+};
+int nn_adapt_pick(struct nn_adapt *a); /* 0 pool, 1 serial; counts the call */
+void nn_adapt_note(struct nn_adapt *a, int mode, double ms);
 
 /* The engine's one pseudo-random generator (xorshift64): weight initialisation, dropout. */
 static inline uint64_t nn_xorshift(uint64_t *s)

@@ -169,9 +169,18 @@ cxr_err nn_set_threads(int n)
     return err;
 }
 
+/* Set by nn_serial_begin on the calling thread: its loops run serially and nn_get_threads()
+ * says 1, so each layer splits its work exactly as on one thread. */
+static _Thread_local int serial;
+
+void nn_serial(int on)
+{
+    serial = on;
+}
+
 int nn_get_threads(void)
 {
-    return pool.n;
+    return serial ? 1 : pool.n;
 }
 
 void nn_parallel(nn_task_fn fn, void *arg, int ntasks)
@@ -179,7 +188,7 @@ void nn_parallel(nn_task_fn fn, void *arg, int ntasks)
     uint32_t loop;
     if (ntasks <= 0)
         return;
-    if (pool.n <= 1 || ntasks == 1 || pthread_mutex_trylock(&pool.user) != 0) {
+    if (serial || pool.n <= 1 || ntasks == 1 || pthread_mutex_trylock(&pool.user) != 0) {
         for (int i = 0; i < ntasks; i++)
             fn(arg, i, 0);
         return;

@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include <cblas.h>
 
@@ -68,7 +69,7 @@ static void *worker_main(void *arg)
 }
 
 /* core_rtt: two threads pass one cache line back and forth through an atomic */
-static _Atomic int rtt_flag;
+static atomic_int rtt_flag;
 enum { RTT_ROUNDS = 20000 };
 
 static int rtt_cpu[2];
@@ -85,13 +86,13 @@ static void *rtt_peer(void *arg)
 {
     (void)arg;
     pin(rtt_cpu[1]);
-    __atomic_store_n(&rtt_flag, 2, __ATOMIC_RELEASE); /* ready, on its CPU */
-    while (__atomic_load_n(&rtt_flag, __ATOMIC_ACQUIRE) == 2)
+    atomic_store_explicit(&rtt_flag, 2, memory_order_release); /* ready, on its CPU */
+    while (atomic_load_explicit(&rtt_flag, memory_order_acquire) == 2)
         ;
     for (int i = 0; i < RTT_ROUNDS; i++) {
-        while (__atomic_load_n(&rtt_flag, __ATOMIC_ACQUIRE) != 1)
+        while (atomic_load_explicit(&rtt_flag, memory_order_acquire) != 1)
             ;
-        __atomic_store_n(&rtt_flag, 0, __ATOMIC_RELEASE);
+        atomic_store_explicit(&rtt_flag, 0, memory_order_release);
     }
     return NULL;
 }
@@ -110,18 +111,18 @@ static double core_rtt_ns(void)
     if (k < 2)
         return -1.0;
     pin(rtt_cpu[0]);
-    __atomic_store_n(&rtt_flag, 0, __ATOMIC_RELEASE);
+    atomic_store_explicit(&rtt_flag, 0, memory_order_release);
     if (pthread_create(&t, NULL, rtt_peer, NULL) != 0) {
         (void)pthread_setaffinity_np(pthread_self(), sizeof(saved), &saved);
         return -1.0;
     }
-    while (__atomic_load_n(&rtt_flag, __ATOMIC_ACQUIRE) != 2)
+    while (atomic_load_explicit(&rtt_flag, memory_order_acquire) != 2)
         ;
-    __atomic_store_n(&rtt_flag, 0, __ATOMIC_RELEASE);
+    atomic_store_explicit(&rtt_flag, 0, memory_order_release);
     t0 = now();
     for (int i = 0; i < RTT_ROUNDS; i++) {
-        __atomic_store_n(&rtt_flag, 1, __ATOMIC_RELEASE);
-        while (__atomic_load_n(&rtt_flag, __ATOMIC_ACQUIRE) != 0)
+        atomic_store_explicit(&rtt_flag, 1, memory_order_release);
+        while (atomic_load_explicit(&rtt_flag, memory_order_acquire) != 0)
             ;
     }
     t0 = now() - t0;

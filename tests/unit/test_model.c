@@ -499,6 +499,69 @@ static void test_threads_same_result(void **state)
     free(x);
 }
 
+/* Batch 1 on two threads switches between the pool and serial (nn_adapt): every call gives the
+ * same bits as one thread, whichever mode it ran in; and the choice follows the timings. */
+static void test_batch1_adapt(void **state)
+{
+    static const char *arch = "input 40 1\nconv 16 3 2 1\nbn\nrelu\nconv 20 3 1 1\nbn\nrelu\n"
+                              "maxpool 2 2\nconv 12 1 1 0\nrelu\ngap\ndense classes\n";
+    nn_model *m = build(arch, 4, CLASSES4);
+    nn_ctx *c = NULL;
+    float *x, one[4], p[4];
+    struct nn_adapt a = {{0.0, 0.0}, 0};
+    int serial_calls = 0;
+    (void)state;
+    x = malloc(sizeof(float) * nn_model_input_len(m));
+    assert_non_null(x);
+    nn_fill_hashed_input(x, nn_model_input_len(m), 9);
+    assert_int_equal(nn_set_threads(1), CXR_OK);
+    assert_int_equal(nn_ctx_new(m, 1, &c), CXR_OK);
+    assert_int_equal(nn_predict(c, x, 1, one), CXR_OK);
+    assert_int_equal(nn_set_threads(2), CXR_OK);
+    for (int i = 0; i < 3 * NN_ADAPT_PROBE; i++) { /* both modes run, whatever the timings */
+        assert_int_equal(nn_predict(c, x, 1, p), CXR_OK);
+        assert_memory_equal(one, p, sizeof(p));
+    }
+    nn_ctx_free(c);
+    assert_int_equal(nn_set_threads(1), CXR_OK);
+
+    /* the choice: the first calls alternate (a cold first call does not decide), then the
+     * faster runs and the other is tried every 32nd call */
+    for (int i = 0; i < NN_ADAPT_FIRST; i++) {
+        int mode = nn_adapt_pick(&a);
+        assert_int_equal(mode, i % 2);
+        nn_adapt_note(&a, mode, i == 0 ? 9.0 : mode ? 3.0 : 2.0); /* the first one cold */
+    }
+    for (unsigned i = NN_ADAPT_FIRST; i < NN_ADAPT_FIRST + 4 * NN_ADAPT_PROBE; i++) {
+        int mode = nn_adapt_pick(&a);
+        serial_calls += mode;
+        nn_adapt_note(&a, mode, mode ? 3.0 : 2.0);
+    }
+    assert_int_equal(serial_calls, 4); /* one probe in 32 */
+    /* one slow call of the pool does not flip the choice */
+    nn_adapt_note(&a, 0, 3.5);
+    assert_true(a.ms[0] < a.ms[1]);
+    /* the pool becomes slow (the vCPUs on different dies): serial within a few calls */
+    for (int i = 0; i < 4; i++) {
+        int mode = nn_adapt_pick(&a);
+        nn_adapt_note(&a, mode, mode ? 3.0 : 4.5);
+    }
+    assert_true(a.ms[0] > a.ms[1]);
+    for (int i = 0; i < 4 * NN_ADAPT_PROBE; i++) {
+        int mode = nn_adapt_pick(&a);
+        nn_adapt_note(&a, mode, mode ? 3.0 : 4.5);
+    }
+    assert_int_equal(a.calls % NN_ADAPT_PROBE != 0 ? nn_adapt_pick(&a) : 1, 1);
+    /* and back at the first probe once it is fast again */
+    while ((a.calls + 1) % NN_ADAPT_PROBE != 0)
+        nn_adapt_note(&a, nn_adapt_pick(&a), 3.0);
+    assert_int_equal(nn_adapt_pick(&a), 0); /* the probe */
+    nn_adapt_note(&a, 0, 1.8);
+    assert_int_equal(nn_adapt_pick(&a), 0);
+    free(x);
+    nn_model_free(m);
+}
+
 int main(void)
 {
     nn_test_kernel_or_skip();
@@ -506,6 +569,7 @@ int main(void)
         cmocka_unit_test(test_builtin_archs),   cmocka_unit_test(test_arch_text_errors),
         cmocka_unit_test(test_golden_pytorch),  cmocka_unit_test(test_train_save_load),
         cmocka_unit_test(test_loader_errors),   cmocka_unit_test(test_threads_same_result),
+        cmocka_unit_test(test_batch1_adapt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
