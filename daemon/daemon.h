@@ -72,6 +72,11 @@ void pipeline_score(const nn_model *model, nn_ctx *ctx, float *input, float *uni
 void pipeline_score_ex(const nn_model *model, nn_ctx *ctx, float *input, float *unit,
                        const struct nn_triage_rule *rule, const void *data, size_t len,
                        const char *name, struct st_result *res, struct px_info *ret_pinfo);
+/* The same for data that are the whole content of the file open on fd (px_map_file()): DICOM
+ * is parsed from the file itself, without copying it (fd < 0: pipeline_score_ex()). */
+void pipeline_score_fd(const nn_model *model, nn_ctx *ctx, float *input, float *unit,
+                       const struct nn_triage_rule *rule, const void *data, size_t len, int fd,
+                       const char *name, struct st_result *res, struct px_info *ret_pinfo);
 
 /* ---- metrics (counters the loop, the listener glue and the HTTP endpoint update; the HTTP
  * endpoint reads them for /metrics). Plain relaxed atomics: each value is exact, a scrape is

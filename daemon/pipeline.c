@@ -99,6 +99,13 @@ void pipeline_score_ex(const nn_model *model, nn_ctx *ctx, float *input, float *
                        const struct nn_triage_rule *rule, const void *data, size_t len,
                        const char *name, struct st_result *res, struct px_info *ret_pinfo)
 {
+    pipeline_score_fd(model, ctx, input, unit, rule, data, len, -1, name, res, ret_pinfo);
+}
+
+void pipeline_score_fd(const nn_model *model, nn_ctx *ctx, float *input, float *unit,
+                       const struct nn_triage_rule *rule, const void *data, size_t len, int fd,
+                       const char *name, struct st_result *res, struct px_info *ret_pinfo)
+{
     const struct nn_input_spec *in = nn_model_input_spec(model);
     struct px_spec spec = {in->size, in->channels, in->mean, in->std};
     struct px_verdict v = {0};
@@ -111,8 +118,8 @@ void pipeline_score_ex(const nn_model *model, nn_ctx *ctx, float *input, float *
     int nc = nn_model_num_classes(model);
 
     (void)cxr_strlcpy(res->model_digest, sizeof(res->model_digest), nn_model_digest(model));
-    e = px_load_unit_mem_trace(data, len, name, in->size, unit, &v, ret_pinfo, &tr, err,
-                               sizeof(err));
+    e = px_load_unit_fd_trace(data, len, fd, name, in->size, unit, &v, ret_pinfo, &tr, err,
+                              sizeof(err));
     res->timings_ms[ST_T_DECODE] = tr.decode_ms;
     res->timings_ms[ST_T_PREPROCESS] = tr.preprocess_ms;
     (void)cxr_strlcpy(res->pixel_sha256, sizeof(res->pixel_sha256), h.hex);
@@ -152,23 +159,27 @@ void pipeline_score_ex(const nn_model *model, nn_ctx *ctx, float *input, float *
     }
 }
 
+/* The spool file is mapped, not read: its bytes are parsed where the page cache holds them and
+ * DCMTK loads the pixel data from the file itself (a 10 MB CR was copied twice before, into a
+ * buffer and into a memory file, on a worker sharing two cores with the listener). Nobody
+ * truncates a spool file: retention only unlinks files of rows in a final state. */
 static void run_job(struct pipeline *p, nn_ctx *ctx, float *input, float *unit, struct job *j)
 {
-    char *data = NULL, err[512] = "";
-    size_t len = 0;
+    struct px_mapped m;
+    char err[512] = "";
     cxr_err e;
 
     j->res.timings_ms[ST_T_QUEUE] = mono_ms() - j->queued_at;
-    e = px_read_file(j->path, &data, &len, err, sizeof(err));
+    e = px_map_file(j->path, &m, err, sizeof(err));
     if (e != CXR_OK) {
         j->res.state = ST_FAILED;
         (void)snprintf(j->res.error, sizeof(j->res.error), "spool: %.240s",
                        err[0] ? err : cxr_strerror(e));
         return;
     }
-    pipeline_score(p->model, ctx, input, unit, &j->rule, data, len, j->sop_instance_uid,
-                   &j->res);
-    free(data);
+    pipeline_score_fd(p->model, ctx, input, unit, &j->rule, m.data, m.len, m.fd,
+                      j->sop_instance_uid, &j->res, NULL);
+    px_unmap_file(&m);
 }
 
 struct worker_arg {

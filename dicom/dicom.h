@@ -130,6 +130,11 @@ cxr_err dcm_global_init(void);
  * CXR_ELIMIT, CXR_ENOMEM. */
 cxr_err dcm_file_open_mem(const void *data, size_t len, const char *name, dcm_file **ret,
                           char *errbuf, size_t errlen);
+/* Like dcm_file_open_mem() for data that are the whole content of the file open on fd (a
+ * mapping of it: px_map_file()): DCMTK reads the file itself, so the bytes are not copied; fd
+ * is duplicated and may be closed after the call. fd < 0 is dcm_file_open_mem(). */
+cxr_err dcm_file_open_fd(const void *data, size_t len, int fd, const char *name, dcm_file **ret,
+                         char *errbuf, size_t errlen);
 /* Reads path (at most DCM_MAX_FILE_BYTES) and parses it like dcm_file_open_mem(). */
 cxr_err dcm_file_open(const char *path, dcm_file **ret, char *errbuf, size_t errlen);
 const struct dcm_info *dcm_file_info(const dcm_file *f);
@@ -271,6 +276,23 @@ cxr_err px_load_unit_mem_trace(const void *data, size_t len, const char *name, i
                                float *out, struct px_verdict *ret_verdict,
                                struct px_info *ret_pinfo, struct px_trace *trace, char *errbuf,
                                size_t errlen);
+/* px_load_unit_mem_trace() for data that are the whole content of the file open on fd (see
+ * dcm_file_open_fd(); fd < 0: the same as px_load_unit_mem_trace()). Same pixels, same result. */
+cxr_err px_load_unit_fd_trace(const void *data, size_t len, int fd, const char *name, int size,
+                              float *out, struct px_verdict *ret_verdict,
+                              struct px_info *ret_pinfo, struct px_trace *trace, char *errbuf,
+                              size_t errlen);
+/* A whole input file (at most DCM_MAX_FILE_BYTES) mapped read-only: no copy of its bytes. For
+ * files nobody truncates while they are mapped (the spool's: a truncated mapping faults). */
+struct px_mapped {
+    const void *data; /* len bytes (a static empty buffer when len is 0) */
+    size_t len;
+    int fd;
+    void *map; /* the mapping (NULL for an empty file) */
+};
+/* Errors as px_read_file(). Release with px_unmap_file(). */
+cxr_err px_map_file(const char *path, struct px_mapped *ret_map, char *errbuf, size_t errlen);
+void px_unmap_file(struct px_mapped *m);
 /* Reads a whole input file (at most DCM_MAX_FILE_BYTES) into a malloc'ed buffer. */
 cxr_err px_read_file(const char *path, char **ret_data, size_t *ret_len, char *errbuf,
                      size_t errlen);

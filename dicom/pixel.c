@@ -11,11 +11,17 @@
  * (PS3.3 C.11.2.1.2), so a percentile window is reported as a centre/width that gives the same
  * result. Non-logging: failures come back as cxr_err plus "NAME: problem".
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dicom.h"
 #include "dicom_int.h"
@@ -556,6 +562,66 @@ cxr_err px_read_file(const char *path, char **ret_data, size_t *ret_len, char *e
     }
 }
 
+cxr_err px_map_file(const char *path, struct px_mapped *ret_map, char *errbuf, size_t errlen)
+{
+    static const char empty[1];
+    struct stat st;
+    void *p;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    ret_map->data = NULL;
+    ret_map->len = 0;
+    ret_map->fd = -1;
+    ret_map->map = NULL;
+    if (fd < 0)
+        return errno == ENOENT ? px_err(errbuf, errlen, CXR_ENOTFOUND, "%s: no such file", path)
+                               : px_err(errbuf, errlen, CXR_EIO, "%s: cannot read: %s", path,
+                                        strerror(errno));
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        (void)close(fd);
+        return px_err(errbuf, errlen, CXR_EIO, "%s: cannot read: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        (void)close(fd);
+        return px_err(errbuf, errlen, CXR_EIO, "%s: cannot read: not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > DCM_MAX_FILE_BYTES) {
+        (void)close(fd);
+        return px_err(errbuf, errlen, CXR_ELIMIT, "%s: file is larger than %zu MiB", path,
+                      DCM_MAX_FILE_BYTES >> 20);
+    }
+    if (st.st_size == 0) {
+        ret_map->data = empty;
+        ret_map->fd = fd;
+        return CXR_OK;
+    }
+    p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+        int e = errno;
+        (void)close(fd);
+        return px_err(errbuf, errlen, e == ENOMEM ? CXR_ENOMEM : CXR_EIO, "%s: cannot read: %s",
+                      path, strerror(e));
+    }
+    ret_map->data = p;
+    ret_map->map = p;
+    ret_map->len = (size_t)st.st_size;
+    ret_map->fd = fd;
+    return CXR_OK;
+}
+
+void px_unmap_file(struct px_mapped *m)
+{
+    if (m->map)
+        (void)munmap(m->map, m->len);
+    if (m->fd >= 0)
+        (void)close(m->fd);
+    m->data = NULL;
+    m->len = 0;
+    m->fd = -1;
+    m->map = NULL;
+}
+
 static void px_verdict_set(struct px_verdict *v, bool ok, const char *reason)
 {
     v->applicable = ok;
@@ -582,6 +648,15 @@ cxr_err px_load_unit_mem_trace(const void *data, size_t len, const char *name, i
                                float *out, struct px_verdict *ret_verdict,
                                struct px_info *ret_pinfo, struct px_trace *trace, char *errbuf,
                                size_t errlen)
+{
+    return px_load_unit_fd_trace(data, len, -1, name, size, out, ret_verdict, ret_pinfo, trace,
+                                 errbuf, errlen);
+}
+
+cxr_err px_load_unit_fd_trace(const void *data, size_t len, int fd, const char *name, int size,
+                              float *out, struct px_verdict *ret_verdict,
+                              struct px_info *ret_pinfo, struct px_trace *trace, char *errbuf,
+                              size_t errlen)
 {
     double t0 = px_mono_ms(), t1;
     struct px_image img = {0};
@@ -610,7 +685,7 @@ cxr_err px_load_unit_mem_trace(const void *data, size_t len, const char *name, i
         break;
     case PX_FMT_DICOM:
         (void)snprintf(pinfo.kind, sizeof(pinfo.kind), "DICOM");
-        err = dcm_file_open_mem(data, len, name, &df, errbuf, errlen);
+        err = dcm_file_open_fd(data, len, fd, name, &df, errbuf, errlen);
         if (err)
             break;
         dcm_gate(dcm_file_info(df), &verdict);

@@ -12,6 +12,7 @@
  * 2000 header's size against Rows/Columns before OpenJPEG decodes. DCMTK's own logger is
  * switched off: library code does not log, errors come back as text.
  */
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -55,10 +56,10 @@ extern "C" {
 struct dcm_file {
     ~dcm_file()
     {
-        if (memfd >= 0)
-            (void)close(memfd);
+        if (fd >= 0)
+            (void)close(fd);
     }
-    int memfd = -1; /* the file's bytes, for DCMTK's lazy loading of large values */
+    int fd = -1; /* the file (spool file or memfd) DCMTK loads large values from, lazily */
     DcmFileFormat ff;
     struct dcm_info info;
     std::vector<uint16_t> voi_lut;
@@ -1017,13 +1018,44 @@ cxr_err decode(dcm_file *f, struct px_image *ret, char *errbuf, size_t errlen)
     return err;
 }
 
+/* Parses the file open on fd into f->ff through its /proc path, keeping a duplicate of fd in
+ * f->fd for DCMTK's lazy loading of large values. Returns false (f untouched) when fd cannot
+ * be read that way; *ret_c is the parse's result otherwise. */
+bool read_fd(dcm_file *f, int fd, OFCondition *ret_c)
+{
+    char path[64];
+    int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+
+    if (dfd < 0)
+        return false;
+    std::snprintf(path, sizeof(path), "/proc/self/fd/%d", dfd);
+    if (access(path, R_OK) == 0) {
+        DcmInputFileStream is(path);
+        if (is.status().good()) {
+            f->fd = dfd;
+            f->ff.transferInit();
+            *ret_c = f->ff.read(is, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
+            f->ff.transferEnd();
+            return true;
+        }
+    }
+    (void)close(dfd);
+    return false;
+}
+
 /* Parses data into f->ff. DCMTK allocates a value from its length field unless the value is
  * larger than maxReadLength and the stream is a file: then it skips the bytes, checking them
  * against the file's size ("larger than remaining bytes in file"), and loads them on first use.
- * So the bytes go into a memory file (memfd) read through its /proc path; where that is not
- * possible, a buffer stream (dcm_scan_structure() has bounded the lengths either way). */
-OFCondition read_dataset(dcm_file *f, const void *data, size_t len)
+ * So the bytes are read from a file: file_fd when the caller has one holding exactly data (a
+ * mapped spool file: no copy at all), else a memory file (memfd) they are copied into; where
+ * neither is possible, a buffer stream (dcm_scan_structure() has bounded the lengths either
+ * way). */
+OFCondition read_dataset(dcm_file *f, const void *data, size_t len, int file_fd)
 {
+    OFCondition c;
+
+    if (file_fd >= 0 && read_fd(f, file_fd, &c))
+        return c;
     int fd = memfd_create("cxr-dicom", MFD_CLOEXEC);
     if (fd >= 0) {
         const char *p = static_cast<const char *>(data);
@@ -1034,26 +1066,16 @@ OFCondition read_dataset(dcm_file *f, const void *data, size_t len)
                 break;
             done += static_cast<size_t>(n);
         }
-        char path[64];
-        std::snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-        if (done == len && access(path, R_OK) == 0) {
-            f->memfd = fd;
-            DcmInputFileStream is(path);
-            if (is.status().good()) {
-                f->ff.transferInit();
-                OFCondition c = f->ff.read(is, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
-                f->ff.transferEnd();
-                return c;
-            }
-            f->memfd = -1;
-        }
+        bool ok = done == len && read_fd(f, fd, &c);
         (void)close(fd);
+        if (ok)
+            return c;
     }
     DcmInputBufferStream is;
     is.setBuffer(data, static_cast<offile_off_t>(len));
     is.setEos();
     f->ff.transferInit();
-    OFCondition c = f->ff.read(is, EXS_Unknown, EGL_noChange, 0xfffffffeU);
+    c = f->ff.read(is, EXS_Unknown, EGL_noChange, 0xfffffffeU);
     f->ff.transferEnd();
     return c;
 }
@@ -1073,8 +1095,8 @@ extern "C" cxr_err dcm_global_init(void)
     }
 }
 
-extern "C" cxr_err dcm_file_open_mem(const void *data, size_t len, const char *name,
-                                     dcm_file **ret, char *errbuf, size_t errlen)
+extern "C" cxr_err dcm_file_open_fd(const void *data, size_t len, int fd, const char *name,
+                                    dcm_file **ret, char *errbuf, size_t errlen)
 {
     dcm_file *f = nullptr;
     if (!name)
@@ -1094,7 +1116,7 @@ extern "C" cxr_err dcm_file_open_mem(const void *data, size_t len, const char *n
             return serr;
         f = new dcm_file();
         f->name = name;
-        OFCondition c = read_dataset(f, data, len);
+        OFCondition c = read_dataset(f, data, len, fd);
         if (c.bad()) {
             cxr_err err = dcm_cond_err(c, errbuf, errlen, name, "cannot parse the DICOM file");
             if (c == EC_StreamNotifyClient || c == EC_EndOfStream || c == EC_InvalidStream)
@@ -1120,6 +1142,12 @@ extern "C" cxr_err dcm_file_open_mem(const void *data, size_t len, const char *n
         delete f;
         return px_err(errbuf, errlen, CXR_EDICOM, "%s: DICOM parser failed", name);
     }
+}
+
+extern "C" cxr_err dcm_file_open_mem(const void *data, size_t len, const char *name,
+                                     dcm_file **ret, char *errbuf, size_t errlen)
+{
+    return dcm_file_open_fd(data, len, -1, name, ret, errbuf, errlen);
 }
 
 extern "C" cxr_err dcm_file_open(const char *path, dcm_file **ret, char *errbuf, size_t errlen)

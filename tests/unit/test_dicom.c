@@ -1,6 +1,7 @@
 /* test_dicom.c - the DICOM adapter on the real files of ../shared/data/dicom: attributes, every
  * lossless encoding of one image decoding to the same samples, several threads decoding at
- * once, and truncated / bit-flipped copies failing cleanly (run under ASan + UBSan).
+ * once, truncated / bit-flipped copies failing cleanly (run under ASan + UBSan), and a mapped
+ * file (the daemon's way in) giving what the same bytes in memory give.
  * Exits 77 (skipped) when the data set is absent. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dicom.h"
 
@@ -336,6 +338,116 @@ static void test_deflate_frame_size(void **state)
     free(data);
 }
 
+/* One file through both entrances of the pixel path: read into memory (px_load_unit_mem_trace,
+ * as classify and uploads) and mapped with DCMTK reading the file itself (px_load_unit_fd_trace,
+ * as the daemon's workers). Same return, same error text, same verdict, same output floats. */
+static void check_fd_same(const char *path, const char *name)
+{
+    enum { S = 96 };
+    static float a[S * S], b[S * S];
+    char ea[512] = "", eb[512] = "", *data = NULL;
+    size_t len = 0;
+    struct px_verdict va = {0}, vb = {0};
+    struct px_info ia, ib;
+    struct px_mapped m;
+    cxr_err ra, rb;
+
+    memset(&ia, 0, sizeof(ia));
+    memset(&ib, 0, sizeof(ib));
+    assert_int_equal(px_read_file(path, &data, &len, ea, sizeof(ea)), CXR_OK);
+    ra = px_load_unit_mem_trace(data, len, name, S, a, &va, &ia, NULL, ea, sizeof(ea));
+    free(data);
+    assert_int_equal(px_map_file(path, &m, eb, sizeof(eb)), CXR_OK);
+    assert_int_equal(m.len, len);
+    assert_true(m.fd >= 0);
+    rb = px_load_unit_fd_trace(m.data, m.len, m.fd, name, S, b, &vb, &ib, NULL, eb, sizeof(eb));
+    px_unmap_file(&m);
+    assert_int_equal(m.fd, -1);
+    if (ra != rb || strcmp(ea, eb) != 0)
+        fail_msg("%s: in memory %d '%s', mapped %d '%s'", name, ra, ea, rb, eb);
+    if (ra != CXR_OK)
+        return;
+    assert_int_equal(va.applicable, vb.applicable);
+    assert_string_equal(va.reason, vb.reason);
+    assert_int_equal(ia.width, ib.width);
+    assert_int_equal(ia.height, ib.height);
+    assert_string_equal(ia.kind, ib.kind);
+    for (size_t i = 0; i < S * S; i++)
+        if (a[i] != b[i])
+            fail_msg("%s: pixel %zu is %.9g mapped, %.9g read into memory", name, i,
+                     (double)b[i], (double)a[i]);
+}
+
+static void test_mapped_file_same_result(void **state)
+{
+    static const char *const names[] = {
+        "cxr_siim_12bit_rescale_window.dcm",     "cxr_rg1_15bit_mono1_half_explicit_le.dcm",
+        "cxr_rg1_15bit_mono1_half_deflated.dcm", "cxr_rg1_15bit_mono1_half_j2k_lossless.dcm",
+        "cxr_siim_8bit_rle.dcm",                 "cxr_siim_16bit_voilut_seq.dcm",
+        "pydicom_SC_rgb_small_odd.dcm",          "pydicom_CT_small.dcm",
+        "bad/bad_truncated_siim_half.dcm",       "bad/bad_rows_mismatch.dcm",
+        "bad/bad_not_dicom_png_renamed.dcm",     "bad/bad_random_with_dicm_preamble.dcm",
+        "bad/pydicom_no_meta.dcm",               "bad/bad_header_only_siim.dcm",
+    };
+    char path[4200];
+
+    assert_int_equal(dcm_global_init(), CXR_OK);
+    for (size_t i = 0; i < CXR_ARRAY_SIZE(names); i++) {
+        path_of(path, sizeof(path), names[i]);
+        check_fd_same(path, names[i]);
+    }
+}
+
+/* A mapped file unlinked before it is decoded still decodes (DCMTK reads the pixel data through
+ * the descriptor, not the name); a missing file, a directory and an empty file give errors that
+ * name them. */
+static void test_mapped_file_edges(void **state)
+{
+    enum { S = 64 };
+    static float a[S * S], b[S * S];
+    const char *t = getenv("TMPDIR");
+    char dir[4200], copy[4300], src[4200], err[512], *data = NULL;
+    size_t len = 0;
+    struct px_mapped m;
+    FILE *f;
+
+    (void)snprintf(dir, sizeof(dir), "%s/cxr-map-XXXXXX", t && *t ? t : "/tmp");
+    assert_non_null(mkdtemp(dir));
+    path_of(src, sizeof(src), "cxr_siim_12bit_rescale_window.dcm");
+    assert_int_equal(px_read_file(src, &data, &len, err, sizeof(err)), CXR_OK);
+    assert_int_equal(px_load_unit_mem(data, len, "x", S, a, NULL, err, sizeof(err)), CXR_OK);
+    (void)snprintf(copy, sizeof(copy), "%s/x.dcm", dir);
+    f = fopen(copy, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+    free(data);
+    assert_int_equal(px_map_file(copy, &m, err, sizeof(err)), CXR_OK);
+    assert_int_equal(unlink(copy), 0);
+    assert_int_equal(px_load_unit_fd_trace(m.data, m.len, m.fd, "x", S, b, NULL, NULL, NULL, err,
+                                           sizeof(err)),
+                     CXR_OK);
+    px_unmap_file(&m);
+    assert_memory_equal(a, b, sizeof(a));
+
+    assert_int_equal(px_map_file(copy, &m, err, sizeof(err)), CXR_ENOTFOUND);
+    assert_non_null(strstr(err, "x.dcm: no such file"));
+    assert_int_equal(px_map_file(dir, &m, err, sizeof(err)), CXR_EIO);
+    assert_non_null(strstr(err, "not a regular file"));
+    f = fopen(copy, "wb");
+    assert_non_null(f);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(px_map_file(copy, &m, err, sizeof(err)), CXR_OK);
+    assert_int_equal(m.len, 0);
+    assert_int_not_equal(px_load_unit_fd_trace(m.data, m.len, m.fd, "empty.dcm", S, b, NULL, NULL,
+                                               NULL, err, sizeof(err)),
+                         CXR_OK);
+    assert_non_null(strstr(err, "empty.dcm: "));
+    px_unmap_file(&m);
+    assert_int_equal(unlink(copy), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
     const char *d = getenv("CXR_DATA_DIR");
@@ -349,6 +461,8 @@ int main(void)
         cmocka_unit_test(test_odd_length_pixel_data),
         cmocka_unit_test(test_bad_segmented_lut),
         cmocka_unit_test(test_deflate_frame_size),
+        cmocka_unit_test(test_mapped_file_same_result),
+        cmocka_unit_test(test_mapped_file_edges),
     };
 
     (void)snprintf(g_dir, sizeof(g_dir), "%s/dicom", d ? d : "");
