@@ -381,6 +381,8 @@ class ListenerSCP : public DcmThreadSCP
 
   private:
     OFCondition store(T_DIMSE_C_StoreRQ &req, const DcmPresentationContextInfo &info);
+    OFCondition send_store_rsp(T_ASC_PresentationContextID pres, const T_DIMSE_C_StoreRQ &req,
+                               Uint16 status);
     Uint16 store_file(T_DIMSE_C_StoreRQ &req, const DcmPresentationContextInfo &info, int fd,
                       const std::string &tmp, const std::string &uniq, size_t bytes, double t0,
                       const char **why);
@@ -565,10 +567,22 @@ bool command_uid_ok(const char *uid)
     return n <= 64;
 }
 
+/* A UID field of a command that is a UID once its padding is trimmed. (DCMTK takes a value
+ * starting with '=' for a UID's name to look up, fails on it and leaks the element: a C-ECHO-RQ
+ * whose class is "=..." leaked 368 bytes answering it, corpus/pdu/regress_echo_rq_uid_name_leak.bin.) */
+bool uid_field_ok(const char *field)
+{
+    char v[65];
+    copy_trim(v, sizeof(v), field);
+    return dcm_uid_ok(v, std::strlen(v));
+}
+
 /* A C-STORE or C-ECHO request whose affected SOP class or instance UID holds bytes outside
  * printable ASCII ends the association (DIMSE_BADMESSAGE, logged as an abort) without an
  * answer: DCMTK 3.6.7 leaks the response command it was building when it cannot encode such a
- * UID back (found by tests/fuzz/fuzz_pdu.c, regress_store_rq_bad_uid_leak.bin). */
+ * UID back (found by tests/fuzz/fuzz_pdu.c, regress_store_rq_bad_uid_leak.bin). A C-ECHO-RQ
+ * whose class is not a UID ends it too; a C-STORE-RQ with printable but malformed UIDs gets its
+ * failure status (send_store_rsp). */
 OFCondition ListenerSCP::handleIncomingCommand(T_DIMSE_Message *msg,
                                                const DcmPresentationContextInfo &info)
 {
@@ -588,8 +602,7 @@ OFCondition ListenerSCP::handleIncomingCommand(T_DIMSE_Message *msg,
         }
         return store(req, info);
     }
-    if (msg->CommandField == DIMSE_C_ECHO_RQ &&
-        !command_uid_ok(msg->msg.CEchoRQ.AffectedSOPClassUID))
+    if (msg->CommandField == DIMSE_C_ECHO_RQ && !uid_field_ok(msg->msg.CEchoRQ.AffectedSOPClassUID))
         return DIMSE_BADMESSAGE;
     return DcmThreadSCP::handleIncomingCommand(msg, info);
 }
@@ -636,15 +649,24 @@ OFCondition ListenerSCP::store(T_DIMSE_C_StoreRQ &req, const DcmPresentationCont
     if (req.DataSetType == DIMSE_DATASET_NULL)
         return DIMSE_BADMESSAGE;
 
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
+    int fd = -1;
+    const bool cls_ok = uid_field_ok(req.AffectedSOPClassUID);
+    if (!cls_ok || !uid_field_ok(req.AffectedSOPInstanceUID)) {
+        /* not UIDs: not the context's SOP class, or an instance UID that can name no file (and
+         * no file meta header can hold either): answered without touching the disk */
+        status = cls_ok ? STATUS_STORE_Error_CannotUnderstand
+                        : STATUS_STORE_Error_DataSetDoesNotMatchSOPClass;
+        why = cls_ok ? "sop-instance-uid-invalid" : "sop-class-uid-invalid";
+    } else if ((fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
         const int e = errno;
+        status = STATUS_STORE_Refused_OutOfResources;
+        why = disk_full(e) ? "disk-full" : "cannot-create-file";
+    }
+    if (fd < 0) {
         DIC_UL bytes = 0, pdvs = 0;
         cond = DIMSE_ignoreDataSet(assoc_, DIMSE_NONBLOCKING, l_->cfg.dimse_timeout, &bytes, &pdvs);
         if (cond.bad())
             return cond;
-        status = STATUS_STORE_Refused_OutOfResources;
-        why = disk_full(e) ? "disk-full" : "cannot-create-file";
     } else {
         /* room for the meta header on top of the data set */
         SpoolConsumer consumer(fd, l_->cfg.max_object_bytes + 4096);
@@ -686,7 +708,37 @@ OFCondition ListenerSCP::store(T_DIMSE_C_StoreRQ &req, const DcmPresentationCont
     if (why && std::strcmp(why, "refused") != 0)
         l_->event(a, "store.failed", "calling_aet=%s peer=%s status=0x%04x reason=%s",
                   a->calling_aet, a->peer, status, why);
-    return sendSTOREResponse(pres, req, status);
+    return send_store_rsp(pres, req, status);
+}
+
+/* The C-STORE-RSP, echoing the request's affected SOP class and instance UIDs where they are
+ * UIDs and leaving out those that are not (both are optional, "U(=)", in a C-STORE-RSP: PS3.7
+ * 9.3.1.2). DCMTK 3.6.7's sendSTOREResponse() copies them whatever they hold and leaks the
+ * command it was building when it cannot put one into its element (fuzz_pdu, 368 bytes per
+ * such request: corpus/pdu/regress_store_rsp_malformed_uid_leak.bin). */
+OFCondition ListenerSCP::send_store_rsp(T_ASC_PresentationContextID pres,
+                                        const T_DIMSE_C_StoreRQ &req, Uint16 status)
+{
+    T_DIMSE_Message rsp;
+    T_DIMSE_C_StoreRSP &r = rsp.msg.CStoreRSP;
+    char cls[sizeof(r.AffectedSOPClassUID)], inst[sizeof(r.AffectedSOPInstanceUID)];
+
+    std::memset(&rsp, 0, sizeof(rsp));
+    rsp.CommandField = DIMSE_C_STORE_RSP;
+    r.MessageIDBeingRespondedTo = req.MessageID;
+    r.DataSetType = DIMSE_DATASET_NULL;
+    r.DimseStatus = status;
+    copy_trim(cls, sizeof(cls), req.AffectedSOPClassUID);
+    copy_trim(inst, sizeof(inst), req.AffectedSOPInstanceUID);
+    if (dcm_uid_ok(cls, std::strlen(cls))) {
+        std::memcpy(r.AffectedSOPClassUID, cls, sizeof(cls));
+        r.opts |= O_STORE_AFFECTEDSOPCLASSUID;
+    }
+    if (dcm_uid_ok(inst, std::strlen(inst))) {
+        std::memcpy(r.AffectedSOPInstanceUID, inst, sizeof(inst));
+        r.opts |= O_STORE_AFFECTEDSOPINSTANCEUID;
+    }
+    return sendDIMSEMessage(pres, &rsp, nullptr);
 }
 
 /* The durable part, for the complete data set in fd (open, written): header read and checks,

@@ -98,6 +98,16 @@ put("pdu", "echo.bin", assoc_rq(contexts=[ctx_echo]) + pdata(1, True, echo_rq) +
 put("pdu", "store.bin", assoc_rq(contexts=[ctx_echo, ctx_cr]) + pdata(3, True, store_rq)
     + pdata(3, False, dataset) + RELEASE)
 put("pdu", "assoc_abort.bin", assoc_rq(contexts=[ctx_cr]) + ABORT)
+# DCMTK reads a UI value starting with '=' as a UID's name to look up; answering a command
+# with such a UID leaked the response's elements (368 bytes) before the listener checked them.
+echo_rq_name = command([(0, 2, uid("=" + VERIFICATION)), (0, 0x100, US(0x30)), (0, 0x110, US(1)),
+                        (0, 0x800, US(0x101))])
+put("pdu", "regress_echo_rq_uid_name_leak.bin",
+    assoc_rq(contexts=[ctx_echo]) + pdata(1, True, echo_rq_name) + RELEASE)
+store_rq_name = command([(0, 2, uid("=" + CR)), (0, 0x100, US(1)), (0, 0x110, US(2)),
+                         (0, 0x700, US(0)), (0, 0x800, US(0)), (0, 0x1000, uid("=" + SOP))])
+put("pdu", "regress_store_rq_uid_name_leak.bin", assoc_rq(contexts=[ctx_echo, ctx_cr])
+    + pdata(3, True, store_rq_name) + pdata(3, False, dataset) + RELEASE)
 put("pdu", "wrong_called.bin", assoc_rq(called=b"NOTUS", contexts=[ctx_echo]))
 put("pdu", "reject_calling.bin", assoc_rq(calling=b"REJECTME", contexts=[ctx_echo]))
 put("pdu", "busy.bin", assoc_rq(calling=b"BUSYSCU", contexts=[ctx_echo]))
