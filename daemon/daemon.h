@@ -61,14 +61,11 @@ int pipeline_busy(struct pipeline *p);
  * holds: their rows stay `received` and the next start resumes them. */
 void pipeline_stop(struct pipeline *p);
 
-/* The one scoring path for a file's bytes, shared with the tests: decode, gate, preprocess,
- * score, triage. ctx and input (nn_model_input_len floats) belong to the caller. Fills res
- * (state, gate, hash, scores, triage, decode/preprocess/infer timings). */
-void pipeline_score(const nn_model *model, nn_ctx *ctx, float *input, float *unit,
-                    const struct nn_triage_rule *rule, const void *data, size_t len,
-                    const char *name, struct st_result *res);
-/* The same, also giving what the pixel path saw (format, size) in *ret_pinfo (may be NULL) and
- * the normalised input in input (for a heat map). */
+/* The one scoring path for a file's bytes (uploads; the workers through pipeline_score_fd):
+ * decode, gate, preprocess, score, triage. ctx and input (nn_model_input_len floats) belong to
+ * the caller. Fills res (state, gate, hash, scores, triage, decode/preprocess/infer timings),
+ * what the pixel path saw (format, size) in *ret_pinfo (may be NULL) and the normalised input in
+ * input (for a heat map). */
 void pipeline_score_ex(const nn_model *model, nn_ctx *ctx, float *input, float *unit,
                        const struct nn_triage_rule *rule, const void *data, size_t len,
                        const char *name, struct st_result *res, struct px_info *ret_pinfo);

@@ -16,7 +16,7 @@
  *     with a busy timeout behind the loop's short transactions); the loop's sender picks the
  *     report up at its next tick.
  * - Uploads are scored on the endpoint's own model contexts (a pool of [http] threads slots,
- *   503 when all are busy) by pipeline_score, the daemon's one scoring path. They are audited
+ *   503 when all are busy) by pipeline_score_ex, the daemon's one scoring path. They are audited
  *   with source "upload" and never join a study, so they are never reported to the EHR.
  */
 #ifndef CXR_HTTP_H

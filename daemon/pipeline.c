@@ -88,13 +88,6 @@ static void on_decoded(void *user, const struct px_image *img)
     EVP_MD_CTX_free(md);
 }
 
-void pipeline_score(const nn_model *model, nn_ctx *ctx, float *input, float *unit,
-                    const struct nn_triage_rule *rule, const void *data, size_t len,
-                    const char *name, struct st_result *res)
-{
-    pipeline_score_ex(model, ctx, input, unit, rule, data, len, name, res, NULL);
-}
-
 void pipeline_score_ex(const nn_model *model, nn_ctx *ctx, float *input, float *unit,
                        const struct nn_triage_rule *rule, const void *data, size_t len,
                        const char *name, struct st_result *res, struct px_info *ret_pinfo)

@@ -547,25 +547,35 @@ void px_normalize(const struct px_spec *spec, const float *unit, float *out)
             out[(size_t)c * n + i] = (unit[i] - spec->mean) * inv;
 }
 
-cxr_err px_read_file(const char *path, char **ret_data, size_t *ret_len, char *errbuf,
-                     size_t errlen)
+/* The text of a failure to get at an input file: err, and why (for the others than
+ * CXR_ENOTFOUND and CXR_ELIMIT). */
+static cxr_err px_file_err(const char *path, cxr_err err, const char *why, char *errbuf,
+                           size_t errlen)
 {
-    cxr_err err = cxr_file_read(path, DCM_MAX_FILE_BYTES, ret_data, ret_len);
-
     switch (err) {
     case CXR_OK: return CXR_OK;
     case CXR_ENOTFOUND: return px_err(errbuf, errlen, err, "%s: no such file", path);
     case CXR_ELIMIT:
         return px_err(errbuf, errlen, err, "%s: file is larger than %zu MiB", path,
                       DCM_MAX_FILE_BYTES >> 20);
-    default: return px_err(errbuf, errlen, err, "%s: cannot read: %s", path, cxr_strerror(err));
+    default: return px_err(errbuf, errlen, err, "%s: cannot read: %s", path, why);
     }
+}
+
+cxr_err px_read_file(const char *path, char **ret_data, size_t *ret_len, char *errbuf,
+                     size_t errlen)
+{
+    cxr_err err = cxr_file_read(path, DCM_MAX_FILE_BYTES, ret_data, ret_len);
+
+    return px_file_err(path, err, cxr_strerror(err), errbuf, errlen);
 }
 
 cxr_err px_map_file(const char *path, struct px_mapped *ret_map, char *errbuf, size_t errlen)
 {
     static const char empty[1];
     struct stat st;
+    const char *why = "";
+    cxr_err err = CXR_OK;
     void *p;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
 
@@ -574,22 +584,20 @@ cxr_err px_map_file(const char *path, struct px_mapped *ret_map, char *errbuf, s
     ret_map->fd = -1;
     ret_map->map = NULL;
     if (fd < 0)
-        return errno == ENOENT ? px_err(errbuf, errlen, CXR_ENOTFOUND, "%s: no such file", path)
-                               : px_err(errbuf, errlen, CXR_EIO, "%s: cannot read: %s", path,
-                                        strerror(errno));
+        return px_file_err(path, errno == ENOENT ? CXR_ENOTFOUND : CXR_EIO, strerror(errno),
+                           errbuf, errlen);
     if (fstat(fd, &st) != 0) {
-        int e = errno;
-        (void)close(fd);
-        return px_err(errbuf, errlen, CXR_EIO, "%s: cannot read: %s", path, strerror(e));
+        err = CXR_EIO;
+        why = strerror(errno);
+    } else if (!S_ISREG(st.st_mode)) {
+        err = CXR_EIO;
+        why = "not a regular file";
+    } else if ((uint64_t)st.st_size > DCM_MAX_FILE_BYTES) {
+        err = CXR_ELIMIT;
     }
-    if (!S_ISREG(st.st_mode)) {
+    if (err) {
         (void)close(fd);
-        return px_err(errbuf, errlen, CXR_EIO, "%s: cannot read: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > DCM_MAX_FILE_BYTES) {
-        (void)close(fd);
-        return px_err(errbuf, errlen, CXR_ELIMIT, "%s: file is larger than %zu MiB", path,
-                      DCM_MAX_FILE_BYTES >> 20);
+        return px_file_err(path, err, why, errbuf, errlen);
     }
     if (st.st_size == 0) {
         ret_map->data = empty;
@@ -598,10 +606,10 @@ cxr_err px_map_file(const char *path, struct px_mapped *ret_map, char *errbuf, s
     }
     p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
-        int e = errno;
+        err = errno == ENOMEM ? CXR_ENOMEM : CXR_EIO;
+        why = strerror(errno);
         (void)close(fd);
-        return px_err(errbuf, errlen, e == ENOMEM ? CXR_ENOMEM : CXR_EIO, "%s: cannot read: %s",
-                      path, strerror(e));
+        return px_file_err(path, err, why, errbuf, errlen);
     }
     ret_map->data = p;
     ret_map->map = p;

@@ -567,14 +567,19 @@ bool command_uid_ok(const char *uid)
     return n <= 64;
 }
 
-/* A UID field of a command that is a UID once its padding is trimmed. (DCMTK takes a value
+/* A UID field of a command that is a UID once its padding is trimmed (into out). (DCMTK takes a value
  * starting with '=' for a UID's name to look up, fails on it and leaks the element: a C-ECHO-RQ
  * whose class is "=..." leaked 368 bytes answering it, corpus/pdu/regress_echo_rq_uid_name_leak.bin.) */
+bool trimmed_uid(const char *field, char *out, size_t outlen)
+{
+    copy_trim(out, outlen, field);
+    return dcm_uid_ok(out, std::strlen(out));
+}
+
 bool uid_field_ok(const char *field)
 {
     char v[65];
-    copy_trim(v, sizeof(v), field);
-    return dcm_uid_ok(v, std::strlen(v));
+    return trimmed_uid(field, v, sizeof(v));
 }
 
 /* A C-STORE or C-ECHO request whose affected SOP class or instance UID holds bytes outside
@@ -728,13 +733,11 @@ OFCondition ListenerSCP::send_store_rsp(T_ASC_PresentationContextID pres,
     r.MessageIDBeingRespondedTo = req.MessageID;
     r.DataSetType = DIMSE_DATASET_NULL;
     r.DimseStatus = status;
-    copy_trim(cls, sizeof(cls), req.AffectedSOPClassUID);
-    copy_trim(inst, sizeof(inst), req.AffectedSOPInstanceUID);
-    if (dcm_uid_ok(cls, std::strlen(cls))) {
+    if (trimmed_uid(req.AffectedSOPClassUID, cls, sizeof(cls))) {
         std::memcpy(r.AffectedSOPClassUID, cls, sizeof(cls));
         r.opts |= O_STORE_AFFECTEDSOPCLASSUID;
     }
-    if (dcm_uid_ok(inst, std::strlen(inst))) {
+    if (trimmed_uid(req.AffectedSOPInstanceUID, inst, sizeof(inst))) {
         std::memcpy(r.AffectedSOPInstanceUID, inst, sizeof(inst));
         r.opts |= O_STORE_AFFECTEDSOPINSTANCEUID;
     }
